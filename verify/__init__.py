@@ -1,0 +1,1 @@
+"""pgolf verifier and statistics."""
