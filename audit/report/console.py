@@ -1,0 +1,52 @@
+"""Human output on stderr through rich."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from ..findings import Severity
+
+STYLE = {"flag": "bold red", "needs-human": "bold yellow", "legal_ttt": "bold green", "clean": "bold green"}
+SEV_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "dim"}
+
+
+def print_report(rep, console: Console | None = None, verbose: bool = False) -> None:
+    con = console or Console(stderr=True)
+    cats = f" [{', '.join(rep.categories)}]" if rep.categories else ""
+    con.print(f"[{STYLE[rep.verdict]}]{rep.verdict.upper()}[/]{cats}  {rep.folder}")
+    con.print(f"  {rep.reason}", style="dim", markup=False, highlight=False)
+    shown = [f for f in rep.findings if verbose or f.severity is not Severity.INFO or f.legal_mechanism]
+    if not shown:
+        return
+    table = Table(show_header=True, header_style="bold", box=None, pad_edge=False)
+    for col in ("rule", "sev", "where", "finding"):
+        table.add_column(col, overflow="fold")
+    for f in shown:
+        where = f"{f.location.path}:{f.location.start_line}" if f.location.start_line else f.location.path
+        table.add_row(f.rule, f"[{SEV_STYLE[f.severity]}]{f.severity.value}[/]", where, f.message)
+    con.print(table)
+
+
+def print_summary(rows: list[dict], console: Console | None = None) -> None:
+    """Batch summary: verdict counts and categories."""
+    con = console or Console(stderr=True)
+    counts: dict[str, int] = {}
+    cats: dict[str, int] = {}
+    for r in rows:
+        counts[r.get("verdict", "error")] = counts.get(r.get("verdict", "error"), 0) + 1
+        for c in r.get("categories", []):
+            cats[c] = cats.get(c, 0) + 1
+    t = Table(title="pgolf-audit batch summary", box=None)
+    t.add_column("verdict")
+    t.add_column("folders", justify="right")
+    for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
+        t.add_row(k, str(v))
+    con.print(t)
+    if cats:
+        t2 = Table(box=None)
+        t2.add_column("category")
+        t2.add_column("flagged", justify="right")
+        for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+            t2.add_row(k, str(v))
+        con.print(t2)

@@ -1,0 +1,29 @@
+"""The stable JSON document (schema_version 1): one object per record folder."""
+
+from __future__ import annotations
+
+from .. import __version__
+
+SCHEMA_VERSION = 1
+
+
+def report_dict(rep) -> dict:
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "tool": {"name": "pgolf-audit", "version": __version__},
+        "folder": rep.folder,
+        "pr": rep.pr,
+        "head_sha": rep.head_sha,
+        "verdict": rep.verdict,
+        "categories": list(rep.categories),
+        "reason": rep.reason,
+        "entry": rep.entry,
+        "code_bytes": rep.code_bytes,
+        "code_files": rep.code_files,
+        "decode_chain": rep.decode_chain,
+        "model_shape": rep.model_shape,
+        "claims": rep.claims,
+        "rules_run": rep.rules_run,
+        "seconds": round(rep.seconds, 4),
+        "findings": [f.to_dict() for f in rep.findings],
+    }

@@ -1,0 +1,34 @@
+"""From findings to the per-folder verdict: flag | legal_ttt | clean | needs-human."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .constants import CATEGORIES
+from .findings import Finding, Reachability, Severity
+
+
+@dataclass(frozen=True)
+class Verdict:
+    verdict: str
+    categories: tuple[str, ...]
+    reason: str
+
+
+def decide(findings: list[Finding]) -> Verdict:
+    errors = [f for f in findings if f.severity is Severity.ERROR and f.category]
+    if errors:
+        cats = tuple(c for c in CATEGORIES if any(f.category == c for f in errors))
+        return Verdict("flag", cats, errors[0].message)
+    warnings = [f for f in findings if f.severity is Severity.WARNING and (f.category or f.rule.startswith("PG001"))]
+    if warnings:
+        cats = tuple(c for c in CATEGORIES if any(f.category == c for f in warnings))
+        return Verdict("needs-human", cats, warnings[0].message)
+    legal = [
+        f
+        for f in findings
+        if f.legal_mechanism and f.reachability is not Reachability.DISABLED_BY_DEFAULT and f.severity is not Severity.ERROR
+    ]
+    if legal:
+        return Verdict("legal_ttt", (), legal[0].message)
+    return Verdict("clean", (), "no compliance rule triggered")
