@@ -212,6 +212,8 @@ class Program:
             vals = [f(e) for e in node.elts]
             return UNKNOWN if any(v is UNKNOWN for v in vals) else tuple(vals)
         if isinstance(node, ast.Name):
+            if node.id == "__name__":
+                return "__main__"  # the entry script runs as a program
             if node.id in ("True", "False", "None"):
                 return {"True": True, "False": False, "None": None}[node.id]
             key = node.id.lower()
@@ -360,12 +362,26 @@ class Program:
                             tests.append((stmt.test, False))
             for test, want in tests:
                 v = self.fold(test, cfg)
-                if v is UNKNOWN:
+                if v is UNKNOWN and self._config_undecided(test, cfg):
                     unknown = unknown or ast.unparse(test)
+                elif v is UNKNOWN:
+                    continue  # depends on runtime values only (loop counters, rank…): may run
                 elif bool(v) != want:
                     return False, f"`{_short(test)}` is {bool(v)}"
             child = anc
         return (None, f"`{_short_text(unknown)}` not decidable statically") if unknown else (True, "")
+
+    def _config_undecided(self, test: ast.AST, cfg: Config) -> bool:
+        """Does the guard read configuration (env vars, hyperparameters, module constants) we cannot fold?"""
+        for n in ast.walk(test):
+            cfg_node = (
+                (isinstance(n, ast.Attribute) and (n.attr in self.attrs or n.attr.lower() in cfg.logged))
+                or (isinstance(n, ast.Name) and n.id in self.consts)
+                or (isinstance(n, ast.Call) and (dotted(n.func) or "") in _ENV_FUNCS)
+            )
+            if cfg_node and self.fold(n, cfg) is UNKNOWN:
+                return True
+        return False
 
     def reachability(self, idx: SourceIndex, node: ast.AST) -> tuple[Reachability, str]:
         """Reachability of `node` under the effective config, compared with code defaults."""

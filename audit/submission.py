@@ -196,12 +196,14 @@ def load_git_folder(git_dir: str, ref: str, folder: str) -> Submission:
         blobs.append((rel, obj))
     if not sub.sizes:
         raise InputError(f"{folder}: no files at {ref}")
-    sub.files = read_blobs(git_dir, blobs)
+    missing: list[str] = []
+    sub.files = read_blobs(git_dir, blobs, missing)
+    sub.skipped.extend((rel, "object absent from this git mirror") for rel in missing)
     return sub
 
 
-def read_blobs(git_dir: str, blobs: list[tuple[str, str]]) -> dict[str, bytes]:
-    """Read many blobs with one `git cat-file --batch` process."""
+def read_blobs(git_dir: str, blobs: list[tuple[str, str]], missing: list[str] | None = None) -> dict[str, bytes]:
+    """Read many blobs with one `git cat-file --batch` process; absent objects go to `missing`."""
     if not blobs:
         return {}
     out = git(git_dir, "cat-file", "--batch", input="".join(f"{o}\n" for _, o in blobs).encode())
@@ -210,6 +212,11 @@ def read_blobs(git_dir: str, blobs: list[tuple[str, str]]) -> dict[str, bytes]:
     for rel, _ in blobs:
         nl = out.index(b"\n", pos)
         header = out[pos:nl].split()
+        if len(header) < 3:  # "<sha> missing": a partial mirror lacks the object
+            if missing is not None:
+                missing.append(rel)
+            pos = nl + 1
+            continue
         size = int(header[2])
         files[rel] = out[nl + 1 : nl + 1 + size]
         pos = nl + 1 + size + 1

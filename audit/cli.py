@@ -1,0 +1,171 @@
+"""pgolf-audit: static review of a record folder, a branch checkout, a git ref or a whole PR queue."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .batch import run_batch
+from .engine import AuditReport, audit_submission
+from .findings import Severity
+from .gitsource import checkout_folders, list_prs, pr_folders
+from .report.console import print_report
+from .report.markdown import review_markdown
+from .report.sarif import sarif_document
+from .rules import RULES
+from .submission import InputError, git, load_folder, load_git_folder
+
+FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO, "never": None}
+
+
+def _parse_prs(text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.replace(" ", "").split(",") if x]
+    except ValueError:
+        raise InputError(f"--prs expects comma-separated PR numbers, got {text!r}") from None
+
+
+def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url) -> list[AuditReport]:
+    if git_dir:
+        if not Path(git_dir).exists():
+            raise InputError(f"--git-dir {git_dir}: no such directory")
+        if pr is not None:
+            ref = f"refs/pull/{pr}/head"
+        if not ref:
+            raise InputError("--git-dir needs --ref REF, --pr N, --prs LIST or --all-prs")
+        sha = git(git_dir, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+        folders = [folder.strip("/")] if folder else pr_folders(git_dir, sha, base)
+        if not folders:
+            raise InputError(f"{ref}: adds or changes no record folder under records/")
+        reports = []
+        for f in folders:
+            sub = load_git_folder(git_dir, sha, f)
+            sub.repo_url = repo_url
+            rep = audit_submission(sub)
+            rep.pr = pr
+            reports.append(rep)
+        return reports
+    if path is None:
+        raise InputError("give a record folder, a repository checkout, or --git-dir with --ref/--pr/--all-prs")
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{path}: no such file or directory")
+    if (p / ".git").exists():
+        head, folders = checkout_folders(p, base)
+        if not folders:
+            raise InputError(f"{path}: the checked-out branch adds or changes no record folder (base {base or 'merge-base with main'})")
+        reports = []
+        for f in folders:
+            sub = load_folder(p / f, name=f)
+            sub.head_sha, sub.repo_url = head_sha or head, repo_url
+            reports.append(audit_submission(sub))
+        return reports
+    sub = load_folder(p)
+    sub.head_sha, sub.repo_url = head_sha, repo_url
+    return [audit_submission(sub)]
+
+
+def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: bool) -> None:
+    if fmt == "text":
+        for rep in reports:
+            print_report(rep, verbose=verbose)
+        text = None
+        if output:
+            text = "\n".join(json.dumps(r.to_dict()) for r in reports) + "\n"
+    elif fmt == "json":
+        text = "\n".join(json.dumps(r.to_dict(), indent=None if len(reports) > 1 else 2) for r in reports) + "\n"
+    elif fmt == "markdown":
+        text = "\n\n".join(review_markdown(r) for r in reports)
+    else:
+        text = json.dumps(sarif_document(reports), indent=2) + "\n"
+    if fmt != "text":
+        for rep in reports:  # the verdict line still goes to the human channel
+            click.echo(f"{rep.verdict}\t{rep.folder}", err=True)
+    if text is None:
+        return
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+
+
+def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int:
+    level = FAIL_ON[fail_on]
+    if exit_zero or level is None:
+        return 0
+    for rep in reports:
+        if rep.verdict == "flag" and level.rank <= Severity.ERROR.rank:
+            return 1
+        if any(f.severity.rank >= level.rank and (f.category or level is not Severity.ERROR) for f in rep.findings):
+            return 1
+    return 0
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", required=False)
+@click.option("--git-dir", help="A (bare) clone of the challenge repo: audit from git objects, no checkout.")
+@click.option("--ref", help="Ref or SHA to audit inside --git-dir.")
+@click.option("--pr", type=int, help="Audit refs/pull/N/head inside --git-dir.")
+@click.option("--prs", help="Comma-separated PR numbers to audit in batch.")
+@click.option("--all-prs", is_flag=True, help="Audit every refs/pull/*/head in --git-dir (batch).")
+@click.option("--folder", help="Record folder inside the ref (default: the folder(s) the ref adds).")
+@click.option("--base", help="Base to diff against (default: merge-base with main / origin/main).")
+@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "sarif"]), default="text", show_default=True)
+@click.option("--output", "-o", help="Write the machine output here instead of stdout.")
+@click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="error", show_default=True)
+@click.option("--exit-zero", is_flag=True, help="Always exit 0 unless the input is unusable.")
+@click.option("--repo-url", help="Repository URL for permalinks (e.g. https://github.com/openai/parameter-golf).")
+@click.option("--head-sha", help="Head commit SHA for permalinks and the review marker.")
+@click.option("--jobs", "-j", type=int, default=0, help="Batch worker processes (default: all cores).")
+@click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
+@click.option("--list-rules", is_flag=True, help="List the rules and exit.")
+@click.version_option(__version__, prog_name="pgolf-audit")
+def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, jobs, verbose, list_rules):
+    """Review a Parameter Golf submission statically. Never runs submission code.
+
+    PATH is a record folder or a checkout of the challenge repository.
+    """
+    if list_rules:
+        for r in RULES:
+            click.echo(f"{r.CODE}/{r.NAME}\t{r.CATEGORY or '-'}\t{r.SUMMARY}")
+        return 0
+    if all_prs or prs:
+        if not git_dir:
+            raise InputError("--all-prs / --prs need --git-dir")
+        numbers = list_prs(git_dir) if all_prs else _parse_prs(prs)
+        rows = run_batch(git_dir, numbers, output=output, jobs=jobs or os.cpu_count() or 1, repo_url=repo_url)
+        flagged = sum(1 for r in rows if r.get("verdict") == "flag")
+        return 1 if flagged and not exit_zero and FAIL_ON[fail_on] is not None else 0
+    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url)
+    _emit(reports, fmt, output, verbose)
+    return _exit_code(reports, fail_on, exit_zero)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        code = cli.main(args=argv, prog_name="pgolf-audit", standalone_mode=False)
+    except InputError as e:
+        click.echo(f"pgolf-audit: error: {e}", err=True)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        click.echo("pgolf-audit: interrupted", err=True)
+        sys.exit(130)
+    except click.ClickException as e:
+        click.echo(f"pgolf-audit: error: {e.format_message()}", err=True)
+        sys.exit(2)
+    except OSError as e:
+        click.echo(f"pgolf-audit: error: {e}", err=True)
+        sys.exit(2)
+    except Exception as e:  # noqa: BLE001 - never a traceback for the user
+        click.echo(f"pgolf-audit: internal error: {type(e).__name__}: {e}", err=True)
+        sys.exit(2)
+    sys.exit(code or 0)
+
+
+if __name__ == "__main__":
+    main()
