@@ -87,6 +87,25 @@ PURE_FUNCS = {
 }
 
 
+CHAIN_NAME = {
+    "lzma.decompress": "lzma",
+    "zlib.decompress": "zlib",
+    "gzip.decompress": "gzip",
+    "bz2.decompress": "bz2",
+    "base64.b85decode": "base85",
+    "base64.a85decode": "ascii85",
+    "base64.b64decode": "base64",
+    "base64.standard_b64decode": "base64",
+    "base64.urlsafe_b64decode": "base64",
+    "base64.decodebytes": "base64",
+    "binascii.a2b_base64": "base64",
+    "base64.b32decode": "base32",
+    "base64.b16decode": "hex",
+    "binascii.unhexlify": "hex",
+    "bytes.fromhex": "hex",
+}
+
+
 @dataclass
 class _Ctx:
     aliases: dict[str, str]  # local name -> qualified name ("L" -> "lzma", "dec" -> "lzma.decompress")
@@ -160,7 +179,7 @@ def _eval(node: ast.AST, ctx: _Ctx):
             args = [_eval(a, ctx) for a in node.args]
             if not args:
                 raise DecodeError("no payload")
-            name = qn.split(".")[0] if "decompress" in qn else qn.split(".")[-1]
+            name = CHAIN_NAME.get(qn, qn.split(".")[-1])
             try:
                 out = PURE_FUNCS[qn](*args)
             except BombError:

@@ -37,7 +37,8 @@ def print_summary(rows: list[dict], console: Console | None = None) -> None:
         counts[r.get("verdict", "error")] = counts.get(r.get("verdict", "error"), 0) + 1
         for c in r.get("categories", []):
             cats[c] = cats.get(c, 0) + 1
-    t = Table(title="pgolf-audit batch summary", box=None)
+    con.print("pgolf-audit batch summary", style="bold")
+    t = Table(box=None)
     t.add_column("verdict")
     t.add_column("folders", justify="right")
     for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
