@@ -14,6 +14,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from . import pyparse
 from .findings import Reachability
 from .submission import ResolvedSource
 
@@ -92,9 +93,8 @@ class SourceIndex:
 def index_source(src: ResolvedSource) -> SourceIndex | None:
     if src.parse_error:
         return None
-    try:
-        tree = ast.parse(src.text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree, _ = pyparse.parse(src.text)
+    if tree is None:
         return None
     idx = SourceIndex(src=src, tree=tree, lines=src.text.splitlines())
     stack = [tree]

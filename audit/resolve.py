@@ -19,6 +19,7 @@ import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from . import pyparse
 from .findings import Confidence, Finding, Location, Severity
 from .runcmd import run_commands
 from .submission import ResolvedSource, Submission, decode_text, is_binary, load_finding
@@ -238,9 +239,8 @@ def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | N
 
     A wrapper is a short module whose `exec` argument we can evaluate from literals.
     """
-    try:
-        tree = ast.parse(text)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
+    tree, _ = pyparse.parse(text)
+    if tree is None:
         return None
     if len(tree.body) > 40:
         return None  # real programs are long; wrappers are a handful of statements
@@ -368,9 +368,8 @@ def resolve(sub: Submission) -> Submission:
         sub.sources.append(src)
         if src.parse_error:
             continue
-        try:
-            tree = ast.parse(src.text)
-        except (SyntaxError, ValueError, RecursionError, MemoryError):
+        tree, _ = pyparse.parse(src.text)
+        if tree is None:
             continue
         for p in _local_imports(tree, sub) + _launched_siblings(src.text, sub):
             if p not in seen:
@@ -399,12 +398,7 @@ def _resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
             if sib and sib not in sub.code_files:
                 sub.code_files.append(sib)
     src = ResolvedSource(path=path, text=text, chain=tuple(chain), role=role, virtual=bool(chain))
-    try:
-        ast.parse(text)
-    except SyntaxError as e:
-        src.parse_error = f"line {e.lineno}: {e.msg}"
-    except (ValueError, RecursionError, MemoryError) as e:
-        src.parse_error = type(e).__name__
+    _, src.parse_error = pyparse.parse(text)
     if src.parse_error:
         py2 = " (Python 2 syntax?)" if re.search(r"^\s*print\s+[\"'\w]", text, re.M) else ""
         sub.load_findings.append(

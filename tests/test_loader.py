@@ -161,3 +161,21 @@ def test_inline_suppression_reported_not_obeyed():
     rep = audit_submission(sub_of({"train_gpt.py": code.encode()}))
     assert rep.verdict == "flag"
     assert any(f.rule == "PG020/author-suppression" and f.location.start_line == 4 for f in rep.findings)
+
+
+def test_python312_fstrings_parse_with_line_numbers_kept():
+    code = (
+        'import os\n'
+        'cfg = {"a": 1}\n'
+        'print(f"value {cfg["a"]:.3f} and {cfg[\'a\']}")\n'
+        'def adapt(model, opt, val_tokens):\n'
+        '    for epoch in range(3):\n'
+        '        loss = model(val_tokens).mean()\n'
+        '        loss.backward()\n'
+        '        opt.step()\n'
+        'adapt(None, None, None)\n'
+    )
+    rep = audit_submission(sub_of({"train_gpt.py": code.encode()}))
+    assert not any(f.rule == "PG001/cannot-parse" for f in rep.findings)
+    err = [f for f in rep.findings if f.rule == "PG101/prequant-ttt"][0]
+    assert err.location.start_line == 7

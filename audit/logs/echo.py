@@ -1,0 +1,50 @@
+"""Find the script source that most logs echo before the run (baseline `log0(code, console=False)`).
+
+The echo starts at a line that opens a Python file (docstring, `import`, `from __future__`, shebang) and ends
+at the next line of '=' the script prints after it. A candidate block counts as source only when it holds
+several unmistakable Python statements, so a hyperparameter dump between two rules is never swallowed.
+Runs concatenated into one file echo their source again; each block is found.
+"""
+
+from __future__ import annotations
+
+from .patterns import PY_START_RE, PY_STRONG_RE, RULE_RE
+
+_START_CHARS = frozenset("\"'#fi")
+MIN_STRONG = 3  # def/class/import/return lines required to call a block source
+PROBE = 400  # lines inspected to decide (enough to see imports and the first defs)
+
+
+def source_spans(lines: list[str]) -> list[tuple[int, int]]:
+    """Half-open [start, end) index ranges of echoed source; `end` is the closing rule line (not included)."""
+    rules = [i for i, line in enumerate(lines) if line[:1] == "=" and RULE_RE.match(line)]
+    if not rules:
+        return []
+    spans: list[tuple[int, int]] = []
+    ri = 0
+    i = 0
+    n = len(lines)
+    while i < n:
+        line = lines[i]
+        if line[:1] in _START_CHARS and PY_START_RE.match(line):
+            while ri < len(rules) and rules[ri] <= i:
+                ri += 1
+            if ri == len(rules):
+                break  # no closing rule: not an echo the script wrote
+            end = rules[ri]
+            if _looks_like_source(lines, i, end):
+                spans.append((i, end))
+                i = end + 1
+                continue
+        i += 1
+    return spans
+
+
+def _looks_like_source(lines: list[str], start: int, end: int) -> bool:
+    strong = 0
+    for j in range(start, min(end, start + PROBE)):
+        if PY_STRONG_RE.match(lines[j]):
+            strong += 1
+            if strong >= MIN_STRONG:
+                return True
+    return False

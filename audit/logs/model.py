@@ -1,0 +1,145 @@
+"""What one parsed log holds: runs, their progress, metric stages, sizes and timings (all with line numbers)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """A non-echoed line of a log (1-based `lineno`), with the pattern that matched it (`kind`)."""
+
+    lineno: int
+    text: str
+    kind: str  # pattern name, "progress", "nvidia-smi", "rule", "other"
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    step: int
+    total: int | None
+    kind: str  # "train" | "val"
+    loss: float | None
+    val_bpb: float | None
+    train_time_ms: float | None
+    lineno: int
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """One evaluation result line (`final_int8_zlib_roundtrip_exact val_loss:… val_bpb:…` and its relatives)."""
+
+    tag: str
+    val_loss: float | None
+    val_bpb: float
+    eval_time_ms: float | None
+    exact: bool  # printed at full precision (an `_exact` tag or >= 6 decimals)
+    diagnostic: bool  # pre-quant / post-EMA / summaries: never the score
+    lineno: int
+    line: str
+    decimals: int = 4  # decimals of the printed val_bpb
+    stride: int | None = None
+
+    @property
+    def base_tag(self) -> str:
+        return self.tag[:-6] if self.tag.endswith("_exact") else self.tag
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    """A duration the log prints, in seconds (eval stages, wallclock checks, GPTQ)."""
+
+    stage: str
+    seconds: float
+    lineno: int
+    line: str
+
+
+@dataclass(frozen=True, slots=True)
+class SizeLine:
+    """A byte count the log prints; `tier` orders how much it says about the counted artifact (1 = best)."""
+
+    kind: str  # "total" | "model" | "code" | "code_raw"
+    nbytes: int
+    fmt: str
+    tier: int
+    lineno: int
+    line: str
+    approx: bool = False  # MB-precision lines
+
+
+@dataclass
+class RunLog:
+    index: int = 0
+    start_line: int = 0
+    end_line: int = 0
+    seed: int | None = None
+    seed_line: int = 0
+    world_size: int | None = None
+    steps: list[Step] = field(default_factory=list)
+    stop_reason: str | None = None
+    stop_line: int = 0
+    train_time_ms: float | None = None
+    train_time_line: int = 0
+    metrics: list[Metric] = field(default_factory=list)
+    scored: Metric | None = None
+    eval_times: list[Timing] = field(default_factory=list)
+    wallclocks: list[Timing] = field(default_factory=list)  # post-GPTQ / artifact production / serialize
+    sizes: list[SizeLine] = field(default_factory=list)
+    artifact_bytes: int | None = None
+    artifact_line: int = 0
+    artifact_approx: bool = False
+    model_bytes: int | None = None
+    code_bytes: int | None = None
+    val_tokens: int | None = None
+    val_tokens_line: int = 0
+    peak_memory_mib: int | None = None
+    model_params: int | None = None
+    max_wallclock_seconds: float | None = None
+    eval_only: bool = False
+    hyperparams: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_content(self) -> bool:
+        return bool(self.steps or self.metrics or self.stop_reason)
+
+    @property
+    def train_seconds(self) -> float | None:
+        return None if self.train_time_ms is None else self.train_time_ms / 1000.0
+
+    @property
+    def last_step(self) -> Step | None:
+        return self.steps[-1] if self.steps else None
+
+    def metrics_matching(self, bpb: float, tol: float) -> list[Metric]:
+        return [m for m in self.metrics if abs(m.val_bpb - bpb) <= tol]
+
+    def eval_seconds(self) -> tuple[float | None, Timing | None]:
+        """Seconds of the scored evaluation: a printed total if any, else the scored stage's own time."""
+        totals = [t for t in self.eval_times if t.stage in ("total_eval_time", "total_eval_wallclock")]
+        if totals:
+            t = max(totals, key=lambda t: t.seconds)
+            return t.seconds, t
+        m = self.scored
+        if m is not None and m.eval_time_ms is not None:
+            return m.eval_time_ms / 1000.0, Timing(m.tag, m.eval_time_ms / 1000.0, m.lineno, m.line)
+        return None, None
+
+
+@dataclass
+class LogResult:
+    path: str = ""
+    runs: list[RunLog] = field(default_factory=list)
+    unmatched: list[tuple[int, str]] = field(default_factory=list)
+    source_echo_lines: int = 0
+    events: list[LogLine] = field(default_factory=list)
+    n_lines: int = 0
+    data_lines: int = 0  # coverage denominator (spec/logs.md §3)
+
+    @property
+    def last(self) -> RunLog | None:
+        return self.runs[-1] if self.runs else None
+
+    @property
+    def data_matched(self) -> int:
+        return self.data_lines - len(self.unmatched)

@@ -1,0 +1,60 @@
+"""Parse Python sources written for newer interpreters than ours, keeping line numbers.
+
+Python 3.12 (PEP 701) allows f-strings that reuse their own quote character inside the braces
+(`f"{d["key"]}"`), which the 3.11 parser rejects. Such f-strings only format text; the rules never need their
+contents. So when the parser reports an f-string error we blank that one f-string literal (same line, same
+length) and try again, a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from functools import lru_cache
+
+MAX_REPAIRS = 200
+_FSTRING_START = re.compile(r"""(?<![\w])[rRbB]?[fF][rR]?("|')""")
+
+
+def _blank_fstring(line: str, col: int | None) -> str | None:
+    """Replace the f-string literal that starts at or before `col` on `line` by an empty-content string."""
+    starts = [m for m in _FSTRING_START.finditer(line) if col is None or m.start() <= max(col, 0) + 1]
+    if not starts:
+        starts = list(_FSTRING_START.finditer(line))
+    if not starts:
+        return None
+    m = starts[-1]
+    quote = m.group(1)
+    # the literal runs to the last matching quote on the line (PEP 701 strings nest the same quote)
+    end = line.rfind(quote)
+    if end <= m.end() - 1:
+        return None
+    inner = end - m.end()
+    return line[: m.end()] + " " * inner + line[end:]
+
+
+@lru_cache(maxsize=64)
+def _parse_cached(text: str) -> tuple[ast.Module | None, str, str | None]:
+    lines = text.split("\n")
+    last_err: SyntaxError | None = None
+    for _ in range(MAX_REPAIRS):
+        try:
+            return ast.parse("\n".join(lines)), "\n".join(lines), None
+        except SyntaxError as e:
+            last_err = e
+            if "f-string" not in (e.msg or "") or not e.lineno or e.lineno > len(lines):
+                break
+            fixed = _blank_fstring(lines[e.lineno - 1], (e.offset or 1) - 1)
+            if fixed is None or fixed == lines[e.lineno - 1]:
+                break
+            lines[e.lineno - 1] = fixed
+        except (ValueError, RecursionError, MemoryError) as e:
+            return None, text, type(e).__name__
+    assert last_err is not None
+    return None, text, f"line {last_err.lineno}: {last_err.msg}"
+
+
+def parse(text: str) -> tuple[ast.Module | None, str | None]:
+    """(tree, None) or (None, "line N: message"). Results are cached: every stage parses each source once."""
+    tree, _, err = _parse_cached(text)
+    return tree, err
