@@ -8,7 +8,18 @@ Runs concatenated into one file echo their source again; each block is found.
 
 from __future__ import annotations
 
+import re
+
 from .patterns import PY_START_RE, PY_STRONG_RE, RULE_RE
+
+# A line that can sit inside Python source (used to walk back from a rule over a truncated echo).
+_CODE_LIKE_RE = re.compile(
+    r"^(?:$|[ \t]+\S|#|@|[)\]}]|(?:def|class|if|elif|else|for|while|with|try|except|finally|return|import|from|raise|"
+    r"assert|global|nonlocal|async|await|pass|break|continue|del|yield)\b|[A-Za-z_][\w.]*(?:\[[^\]]*\])?\s*[-+*/|&]?=[^=]"
+    r"|[A-Za-z_][\w.]*\()"
+)
+# Indented log lines that must stop the walk (hyperparameter dumps, progress).
+_INDENTED_LOG_RE = re.compile(r"^ {1,2}(?:[a-z_][a-z0-9_]*: \S|ttt_chunk \[|sliding_eval \[)")
 
 _START_CHARS = frozenset("\"'#fi")
 MIN_STRONG = 3  # def/class/import/return lines required to call a block source
@@ -37,7 +48,31 @@ def source_spans(lines: list[str]) -> list[tuple[int, int]]:
                 i = end + 1
                 continue
         i += 1
-    return spans
+    return _add_headless(lines, rules, spans)
+
+
+def _add_headless(lines: list[str], rules: list[int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Echoes whose first lines were cut (a truncated or concatenated file): walk back from the closing rule."""
+    starts = {e: s for s, e in spans}
+    out: list[tuple[int, int]] = []
+    prev = -1
+    for r in rules:
+        if r in starts:
+            out.append((_walk_back(lines, starts[r], prev), r))
+        else:
+            lo = max(prev + 1, r - PROBE)
+            if sum(1 for j in range(lo, r) if PY_STRONG_RE.match(lines[j])) >= MIN_STRONG:
+                k = _walk_back(lines, r, prev)
+                if r - k >= MIN_STRONG:
+                    out.append((k, r))
+        prev = r
+    return out
+
+
+def _walk_back(lines: list[str], k: int, floor: int) -> int:
+    while k - 1 > floor and _CODE_LIKE_RE.match(lines[k - 1]) and not _INDENTED_LOG_RE.match(lines[k - 1]):
+        k -= 1
+    return k
 
 
 def _looks_like_source(lines: list[str], start: int, end: int) -> bool:

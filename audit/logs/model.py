@@ -93,6 +93,7 @@ class RunLog:
     code_bytes: int | None = None
     val_tokens: int | None = None
     val_tokens_line: int = 0
+    val_bytes: int | None = None  # scored bytes when the log prints them (CaseOps sidecar sanity line)
     peak_memory_mib: int | None = None
     model_params: int | None = None
     max_wallclock_seconds: float | None = None

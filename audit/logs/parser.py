@@ -19,14 +19,18 @@ from .patterns import (
     RULE_RE,
 )
 
-_EVAL_TIME_RE = re.compile(rf"\beval_time[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b")
+_EVAL_TIME_RE = re.compile(rf"\beval(?:_time)?[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b")
 _TRAIN_TIME_RE = re.compile(rf"\btrain_time:\s*(?P<v>{NUM})\s*(?P<u>ms|m|s)\b|\bt:(?P<t>{NUM})ms\b")
 _STRIDE_RE = re.compile(r"\bstride[:=]\s*(\d+)")
 _KV_COLON_LINE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*:[^\s:]+\s*){2,}$")
 _KV_COLON_TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):([^\s:]+)")
 _KV_EQ_TOKEN = re.compile(r"([a-z_0-9]+)=(\S+)")
 _HEADER_RE = re.compile(r"^(?:Hyperparameters:|-+ Hyperparameters -+|Running Python\b)")
-_DIAGNOSTIC_RE = re.compile(r"^(?:diagnostic|pre[-_ ]?quant|summary|json:)|post[-_]ema|^[a-z_]+:done$|\bpre[-_]?quant", re.I)
+# Tags that are never the score (spec/logs.md §2): diagnostics, pre-quantization, post-EMA, the TTT sliding
+# progress total, and summaries/JSON fragments that repeat a number printed elsewhere.
+_DIAGNOSTIC_RE = re.compile(
+    r"^(?:diagnostic|pre[-_ ]?quant|summary$|json:|ttt_sliding:done$)|post[-_]ema|\bpre[-_]?quant", re.I
+)
 # Format-less "Total submission size" above this is the raw bf16 checkpoint + code, not the artifact.
 RAW_TOTAL_LIMIT = 32_000_000
 ARTIFACT_TIERS = 3
@@ -151,7 +155,17 @@ class _Parser:
 
     def h_metric(self, m: re.Match, lineno: int, text: str) -> None:
         tag = m["tag"] + (" sliding" if m["qual"] else "")
-        self._metric(tag, m["loss"], m["bpb"], m["rest"], lineno, text, m["stride"])
+        s = _STRIDE_RE.search(m["quals"]) if m["quals"] else None
+        self._metric(tag, m["loss"], m["bpb"], m["rest"], lineno, text, s.group(1) if s else None)
+
+    def h_kv_metric(self, m: re.Match, lineno: int, text: str) -> None:
+        self._metric(m["tag"], None, m["bpb"], m["rest"], lineno, text)
+
+    def h_pretty_bpb(self, m: re.Match, lineno: int, text: str) -> None:
+        tag = m["tag"].strip() + (f" ({m['q']})" if m["q"] else "")
+        if tag.lower().startswith("ema"):
+            tag = "diagnostic " + tag  # pre-quantization EMA weights
+        self._metric(tag, None, m["bpb"], "", lineno, text)
 
     def h_metric_bpb_only(self, m: re.Match, lineno: int, text: str) -> None:
         self._metric(m["tag"], None, m["bpb"], m["rest"], lineno, text)
@@ -295,6 +309,42 @@ class _Parser:
     def h_temp_scaling(self, m, lineno, text):
         self._eval("temp_scaling", str(float(m["ms"]) / 1000.0), lineno, text)
 
+    def h_pretty_artifact(self, m, lineno, text):
+        self._size("total", int(m["bytes"].replace(",", "")), "artifact", 2, lineno, text)
+
+    def h_model_total_pair(self, m, lineno, text):
+        self._size("model", int(m["model"]), m["fmt"], 1, lineno, text)
+        self._size("total", int(m["bytes"]), m["fmt"], 1, lineno, text)
+
+    def h_model_size_line(self, m, lineno, text):
+        self._size("model", int(m["model"]), m["fmt"], 1, lineno, text)
+        self._size("code", int(m["code"]), m["fmt"], 1, lineno, text)
+        self._size("total", int(m["bytes"]), m["fmt"], 1, lineno, text)
+
+    def h_total_submission_short(self, m, lineno, text):
+        n = int(m["bytes"])
+        self._size("total" if n <= RAW_TOTAL_LIMIT else "total_raw", n, "", 1 if n <= RAW_TOTAL_LIMIT else 9, lineno, text)
+
+    def h_model_bytes_misc(self, m, lineno, text):
+        self._size("model", int(m["bytes"]), m["fmt"] or "", 1, lineno, text)
+
+    def h_raw_model(self, m, lineno, text):
+        self._size("model_raw", int(m["bytes"]), "raw", 9, lineno, text)
+
+    def h_train_time_total(self, m, lineno, text):
+        if self.run.train_time_ms is None:
+            self.run.train_time_ms, self.run.train_time_line = _f(m["ms"]), lineno
+
+    def h_pretty_train_done(self, m, lineno, text):
+        if self.run.train_time_ms is None:
+            self.run.train_time_ms, self.run.train_time_line = float(m["s"]) * 1000.0, lineno
+
+    def h_eval_time_total(self, m, lineno, text):
+        self._eval("total_eval_time", str(float(m["ms"]) / 1000.0), lineno, text)
+
+    def h_ttt_done(self, m, lineno, text):
+        self._eval(m["stage"] + ":done", m["s"], lineno, text)
+
     # run facts
     def _seed(self, seed: int, lineno: int) -> None:
         if self.run.seed is not None and seed != self.run.seed and self.run.has_content:
@@ -305,6 +355,29 @@ class _Parser:
     def h_seed(self, m: re.Match, lineno: int, text: str) -> None:
         s = m["seed"] or m["seed2"] or m["seed3"] or m["seed4"]
         self._seed(int(s), lineno)
+
+    def h_run_banner(self, m, lineno, text):
+        self.new_run(lineno)
+        self._seed(int(m["seed"]), lineno)
+
+    def h_pretty_seed(self, m, lineno, text):
+        self._seed(int(m["seed"] or m["seed2"]), lineno)
+
+    def h_pretty_world_size(self, m, lineno, text):
+        self.run.world_size = int(m["ws"])
+
+    def h_pretty_stop(self, m, lineno, text):
+        self.run.stop_reason = "wallclock_cap" if "wallclock" in m["reason"] else m["reason"]
+        self.run.stop_line = lineno
+
+    def h_pretty_val_tokens(self, m, lineno, text):
+        self.run.val_tokens = int(m["n"].replace(",", ""))
+        self.run.val_tokens_line = lineno
+
+    def h_scored_bytes(self, m, lineno, text):
+        self.run.val_tokens = int(m["tokens"])
+        self.run.val_tokens_line = lineno
+        self.run.val_bytes = int(m["bytes"])
 
     def h_world_size(self, m, lineno, text):
         self.run.world_size = int(m["ws"])
@@ -444,7 +517,7 @@ def parse_log(text: str, path: str = "") -> LogResult:
         i += 1
         if not text_i.strip():
             continue
-        if text_i[:1] in "|+" and NVSMI_RE.match(text_i):
+        if text_i[:1] in "|+ " and NVSMI_RE.match(text_i):
             events.append(LogLine(lineno, text_i, "nvidia-smi"))
             continue
         if text_i[:1] == "=" and RULE_RE.match(text_i):

@@ -60,12 +60,12 @@ P: dict[str, re.Pattern[str]] = {
     "est_raw_line": _c(r"^est_raw:(?P<mb>{NUM})MB\b.*budget:(?P<budget>{NUM})MB"),
     "budget_line": _c(r"^budget:(?P<bytes>\d+)/(?P<cap>\d+)\s*\(.*?\)\s*(?P<verdict>FITS|OVER)"),
     "summary_artifact_bytes": _c(r"^artifact_bytes:\s+(?P<bytes>\d+)\s*$"),
-    "summary_val_bpb": _c(r"^val_bpb(?::\s+|\s*=\s*)(?P<bpb>{NUM})\s*$"),
+    "summary_val_bpb": _c(r"^(?:Submission:\s+)?val_bpb(?::\s*|\s*=\s*)(?P<bpb>{NUM})\s*$"),
     "ttt_sliding_done": _c(
         r"^(?P<tag>[a-z_]+:done)\s+val_loss=(?P<loss>{NUM})\s+val_bpb=(?P<bpb>{NUM})(?:\s+elapsed=(?P<elapsed_s>{NUM})s)?"
     ),
     "metric": _c(
-        r"^(?P<tag>[A-Za-z][A-Za-z0-9_\-+. ]*?)(?:\s+stride:(?P<stride>\d+))?\s+(?P<qual>sliding\s+)?val_loss[:=]\s*(?P<loss>{NUM})"
+        r"^(?P<tag>[A-Za-z][A-Za-z0-9_\-+. ]*?)(?P<quals>(?:\s+[a-z_]+:[^\s:]+)*?)\s+(?P<qual>sliding\s+)?val_loss[:=]\s*(?P<loss>{NUM})"
         r"\s+(?:sliding\s+)?val_bpb[:=]\s*(?P<bpb>{NUM})(?P<rest>.*)$"
     ),
     "eval_only_banner": _c(r"^TTT_EVAL_ONLY=1\b"),
@@ -95,7 +95,7 @@ P: dict[str, re.Pattern[str]] = {
         r"^step\s+(?P<step>\d+)/(?P<total>\d+)\s*\|\s*loss\s+(?P<loss>{NUM}).*?elapsed\s+(?P<min>\d+)m(?P<sec>{NUM})s"
     ),
     "peak_mem": _c(r"^peak memory allocated:\s*(?P<alloc>\d+)\s*MiB\s+reserved:\s*(?P<reserved>\d+)\s*MiB"),
-    "peak_mem_short": _c(r"^peak memory:\s*(?P<alloc>\d+)\s*MiB"),
+    "peak_mem_short": _c(r"^(?i:peak memory):\s*(?P<alloc>\d+)\s*MiB"),
     "train_cfg": _c(
         r"^train_batch_tokens:(?P<batch>\d+)\s+train_seq_len:(?P<seq>\d+)(?:\s+eval_seq_len:\d+)?\s+iterations:(?P<iters>\d+)"
         r"\s+warmup_steps:(?P<warmup>\d+)\s+max_wallclock_seconds:(?P<wall>{NUM})"
@@ -117,6 +117,28 @@ P: dict[str, re.Pattern[str]] = {
     "legendre_sizes": _c(r"^\s+(?P<what>raw quantized size|zlib compressed):\s*(?P<bytes>\d+)\s*bytes"),
     "json_kv": _c(r"^\s*\"(?P<key>[A-Za-z_0-9]+)\":\s*(?P<val>[^,]+?),?\s*$"),
     "hparam_kv": _c(r"^\s+(?P<key>[a-z_][a-z0-9_]*):\s+(?P<val>\S.*)$"),
+    # --- shapes seen in the labelled PRs (corpus/dev_labels.tsv), not in the study's catalogue ---------------
+    "run_banner": _c(r"^=+\s*RUN\s+\d+\s*\(seed=(?P<seed>\d+)\)"),
+    "pretty_seed": _c(r"^(?:Seed:\s*(?P<seed>\d+)\b|FINAL RESULTS\b.*?\bseed=(?P<seed2>\d+))"),
+    "pretty_bpb": _c(r"^\s*(?P<tag>[A-Za-z][A-Za-z0-9_ -]*?) BPB(?:\s*\((?P<q>[^)]*)\))?:\s*(?P<bpb>{NUM})\s*$"),
+    "pretty_world_size": _c(r"^World size:\s*(?P<ws>\d+)"),
+    "pretty_stop": _c(r"^Stopping early at step (?P<step>\d+) \((?P<reason>[^)]*)\)"),
+    "pretty_train_done": _c(r"^Training complete in (?P<s>{NUM})s \((?P<steps>\d+) steps\)"),
+    "pretty_val_tokens": _c(r"^Validation tokens:\s*(?P<n>[\d,]+)"),
+    "pretty_artifact": _c(r"^\s*Artifact(?: size)?:\s*(?P<bytes>[\d,]+) bytes"),
+    "model_total_pair": _c(r"^(?P<fmt>[\w+\-]+):\s*(?P<model>\d+) bytes, total:\s*(?P<bytes>\d+) bytes"),
+    "model_size_line": _c(r"^model_size (?P<fmt>\S+?):(?P<model>\d+) bytes\s+code:(?P<code>\d+) bytes\s+total:(?P<bytes>\d+) bytes"),
+    "total_submission_short": _c(r"^Total submission:\s*(?P<bytes>\d+) bytes"),
+    "model_bytes_misc": _c(r"^(?:Quantized model(?: \((?P<fmt>[^)]*)\))?|Compressed model):\s*(?P<bytes>\d+) bytes"),
+    "raw_model": _c(r"^Raw model:\s*(?P<bytes>\d+) bytes(?:, code:\s*(?P<code>\d+) bytes)?"),
+    "size_candidate": _c(r"^(?:quant_try\b.*?:\s*\d+ bytes|gptq:pre_prune artifact=\d+|saved raw checkpoint:.*bytes\)|Wrote \S+ code to \S+ \(\d+ bytes\))"),
+    "train_time_total": _c(r"^final_train_time_ms:\s*(?P<ms>{NUM})"),
+    "eval_time_total": _c(r"^final_eval_time_ms:\s*(?P<ms>{NUM})"),
+    "ttt_done": _c(r"^(?P<stage>[a-z_]+):done\b.*?\belapsed=(?P<s>{NUM})s"),
+    "kv_metric": _c(r"^(?P<tag>[a-z_]+)\s+(?:\w+=\S+\s+)*?(?P<key>[a-z_]*bpb)=(?P<bpb>{NUM})(?P<rest>.*)$"),
+    "scored_bytes": _c(r"^caseops_sanity\b.*?\bscored_tokens:(?P<tokens>\d+)\s+scored_bytes:(?P<bytes>\d+)"),
+    "qat_event": _c(r"^(?:ste_)?qat:\w+"),
+    "noise": _c(r"^(?:\S+:\d+:\d+ \[\d+\] NCCL INFO|Receiving objects:|Resolving deltas:)"),
 }
 
 # Lines that only report progress inside an eval/TTT loop: matched cheaply with str.startswith.
@@ -124,9 +146,11 @@ PROGRESS_PREFIXES = (
     "ttt_progress:",
     "sliding_progress:",
     "[ppm_mix]",
-    "ttt_chunk",
-    "  ttt_chunk",
-    "  sliding_eval",
+    "ttt:chunk=",
+    "ppm_mix_progress",
+    "ttt_chunk [",
+    "  ttt_chunk [",
+    "  sliding_eval [",
     "tttg:",
     "ttp:",
     "ttpp:",
@@ -186,11 +210,32 @@ ORDERED: tuple[str, ...] = (
     "bpb_banner",
     "launcher_script_size",
     "eval_only_banner",
+    "run_banner",
+    "pretty_seed",
+    "pretty_bpb",
+    "pretty_world_size",
+    "pretty_stop",
+    "pretty_train_done",
+    "pretty_val_tokens",
+    "pretty_artifact",
+    "model_total_pair",
+    "model_size_line",
+    "total_submission_short",
+    "model_bytes_misc",
+    "raw_model",
+    "size_candidate",
+    "train_time_total",
+    "eval_time_total",
+    "ttt_done",
+    "scored_bytes",
+    "qat_event",
+    "noise",
     "stage_elapsed",
     "legendre_sizes",
     "hparam_kv_line",
     "metric",
     "metric_bpb_only",
+    "kv_metric",
     "json_kv",
     "hparam_kv",
 )
