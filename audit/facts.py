@@ -351,6 +351,12 @@ class Program:
                 tests.append((anc.test, child in anc.body))
             elif isinstance(anc, ast.IfExp) and child is not anc.test:
                 tests.append((anc.test, child is anc.body))
+            elif isinstance(anc, ast.For) and child is not anc.iter and isinstance(anc.iter, ast.Call) and (
+                dotted(anc.iter.func) == "range" and len(anc.iter.args) == 1
+            ):
+                n = self.fold(anc.iter.args[0], cfg)
+                if isinstance(n, (int, float)) and not isinstance(n, bool) and n <= 0:
+                    return False, f"`{_short(anc.iter)}` is empty"
             elif isinstance(anc, ast.BoolOp) and isinstance(anc.op, ast.And):
                 pos = anc.values.index(child) if child in anc.values else 0
                 tests.extend((v, True) for v in anc.values[:pos])

@@ -19,10 +19,12 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .facts import UNKNOWN, Program, SourceIndex, call_name, dotted, expr_uses_val, walk_scope
+from .dataflow import ValFlow
+from .facts import UNKNOWN, Program, SourceIndex, call_name, dotted, walk_scope
 
 _NO_GRAD = {"no_grad", "inference_mode"}
 _SCORE_NAME = re.compile(r"(loss|nll|bpb|bits|score|bytes|tokens?_count|count|sum|total)", re.I)
+_METRIC_TEXT = re.compile(r"val_bpb|val_loss|bpb|_exact|nll")
 _SCORE_FUNC = re.compile(r"(eval|score|evaluate|measure|bpb)", re.I)
 _TRAIN_FUNC = re.compile(r"(train|adapt|ttt|finetune|fine_tune|update|step)", re.I)
 
@@ -79,19 +81,26 @@ def _has_backward(fn: ast.AST) -> bool:
 class TTTAnalysis:
     def __init__(self, program: Program):
         self.p = program
-        self.taint = program.val_tainted()
+        self.flow = program.shared("valflow", lambda: ValFlow(program))
         self._scoring_fn_cache: dict[str, bool] = {}
+        self._results_cache: dict[ast.AST, set[str]] = {}
 
     # --- what counts as scoring ------------------------------------------------------------------
     def _result_names(self, fn: ast.AST) -> set[str]:
-        """Names that flow into what `fn` returns or logs (backwards through assignments)."""
+        """Names that flow into what `fn` returns, or into a logged metric line (`val_loss` / `val_bpb`)."""
+        if fn in self._results_cache:
+            return self._results_cache[fn]
         names: set[str] = set()
         for n in walk_scope(fn):
             if isinstance(n, ast.Return) and n.value is not None:
                 names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
-            if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "append", "all_reduce"):
-                for a in n.args:
-                    names |= {x.id for x in ast.walk(a) if isinstance(x, ast.Name)}
+            if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn"):
+                text = " ".join(
+                    c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                )
+                if _METRIC_TEXT.search(text):
+                    for a in n.args:
+                        names |= {x.id for x in ast.walk(a) if isinstance(x, ast.Name)}
         for _ in range(4):
             before = len(names)
             for n in walk_scope(fn):
@@ -101,6 +110,7 @@ class TTTAnalysis:
                     names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
             if len(names) == before:
                 break
+        self._results_cache[fn] = names
         return names
 
     def is_scoring_function(self, name: str) -> bool:
@@ -158,10 +168,12 @@ class TTTAnalysis:
                     continue
                 fn = idx.enclosing(call, *FUNCS)
                 scope = fn or idx.tree
-                names = self.taint.get(scope, set())
-                if not expr_uses_val(_backward_target(call), names):
+                if not self.flow.is_val(scope, _backward_target(call), call.lineno):
                     continue
-                kind, detail, ev = self._classify(idx, fn, call, depth=0)
+                if self._steps_only_delta(scope):
+                    kind, detail, ev = "delta", "optimises a free tensor (SLOT-style), not the model", []
+                else:
+                    kind, detail, ev = self._classify(idx, fn, call, depth=0)
                 out.append(TTTSite(kind=kind, idx=idx, backward=call, fn=fn, evidence=ev, detail=detail))
         return out
 
@@ -226,20 +238,46 @@ class TTTAnalysis:
         ]
 
     def _epoch_loop(self, loop: ast.AST) -> bool:
-        """`for epoch in range(E)` whose variable does not select the data."""
+        """`for epoch in range(E)` whose variable does not select the data (used only in comparisons/logs)."""
         if not isinstance(loop, ast.For) or not isinstance(loop.iter, ast.Call) or call_name(loop.iter) != "range":
             return False
         var = loop.target.id if isinstance(loop.target, ast.Name) else None
         if var is None:
             return False
-        if re.search(r"ep|epoch|pass|round|iter", var, re.I) or var == "_":
+        if var == "_" or re.fullmatch(r"_?(ep|epoch|epochs|ttt_epoch|ep_i|e|pass_?i?|rep|repeat|round|r)", var, re.I):
             return True
-        for n in ast.walk(loop):
-            if isinstance(n, ast.Subscript) and any(isinstance(x, ast.Name) and x.id == var for x in ast.walk(n.slice)):
-                return False
-            if isinstance(n, ast.Call) and any(
-                isinstance(x, ast.Name) and x.id == var for a in n.args for x in ast.walk(a)
-            ) and call_name(n) not in ("print", "log0", "log"):
+        for n in _walk_region(loop):
+            if isinstance(n, ast.Name) and n.id == var and isinstance(n.ctx, ast.Load):
+                parent = self._parent_of(loop, n)
+                if not isinstance(parent, (ast.Compare, ast.FormattedValue)) and not (
+                    isinstance(parent, ast.Call) and call_name(parent) in ("print", "log0", "log", "info")
+                ):
+                    return False
+        return True
+
+    @staticmethod
+    def _parent_of(root: ast.AST, target: ast.AST) -> ast.AST | None:
+        for n in ast.walk(root):
+            for c in ast.iter_child_nodes(n):
+                if c is target:
+                    return n
+        return None
+
+    def _steps_only_delta(self, scope: ast.AST) -> bool:
+        """Every optimiser stepped in `scope` is built over freshly created tensors (a SLOT delta / bias),
+        none over model parameters."""
+        built = []
+        for n in walk_scope(scope):
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
+                qn = dotted(n.value.func) or ""
+                if ".optim." in f".{qn}" or qn.split(".")[-1] in ("SGD", "Adam", "AdamW", "LBFGS", "RMSprop"):
+                    built.append(n.value)
+        if not built:
+            return False
+        for opt in built:
+            args = opt.args[:1] + [k.value for k in opt.keywords if k.arg == "params"]
+            text = " ".join(ast.unparse(a) for a in args)
+            if not text or re.search(r"parameters\(|model|\bparams\b|param_groups|lora|adapter", text, re.I):
                 return False
         return True
 

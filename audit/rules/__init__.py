@@ -1,19 +1,31 @@
-"""The rule registry: an explicit list (ruff-style), so codes are stable and never reused."""
+"""The rule registry. Every module `pgNNN_*.py` in this package defines one rule class; the registry is the
+sorted list of those classes (codes are stable and never reused — a removed rule keeps its module with
+STATUS = "removed")."""
 
 from __future__ import annotations
 
-from ..rule import Rule
-from .pg101_prequant_ttt import PrequantTTT
-from .pg102_score_first_ttt import ScoreFirstTTT
+import importlib
+import inspect
+import pkgutil
 
-RULES: list[type[Rule]] = [
-    PrequantTTT,
-    ScoreFirstTTT,
-]
+from ..rule import Rule
+
+
+def _discover() -> list[type[Rule]]:
+    found: list[type[Rule]] = []
+    for mod in sorted(m.name for m in pkgutil.iter_modules(__path__) if m.name.startswith("pg")):
+        module = importlib.import_module(f"{__name__}.{mod}")
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, Rule) and obj is not Rule and obj.__module__ == module.__name__:
+                found.append(obj)
+    return sorted((r for r in found if r.STATUS != "removed"), key=lambda r: r.CODE)
+
+
+RULES: list[type[Rule]] = _discover()
 
 
 def by_code(code: str) -> type[Rule] | None:
     for r in RULES:
-        if r.CODE == code or f"{r.CODE}/{r.NAME}" == code or r.NAME == code:
+        if code in (r.CODE, f"{r.CODE}/{r.NAME}", r.NAME):
             return r
     return None

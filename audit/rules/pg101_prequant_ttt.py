@@ -168,8 +168,8 @@ class PrequantTTT(Rule):
     def check(self):
         sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
         for site in sites:
-            if site.kind == "score_first":
-                continue
+            if site.kind not in _WHAT and site.kind != "warmup_restored":
+                continue  # legal score-first TTT (PG102) or a SLOT-style delta (the slot rule)
             evidence = [self.location(i, n, note) for i, n, note in site.evidence]
             if site.kind == "warmup_restored":
                 yield self.finding(
