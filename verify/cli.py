@@ -1,8 +1,288 @@
-"""pgolf-verify: placeholder until the verifier issue lands."""
+"""pgolf-verify: re-run a submission's seeds, check the caps, confirm the claimed scores.
 
+Exit codes: 0 verified (or a dry run), 1 a check failed or the result is inconclusive (a seed crashed, timed
+out, or the verifier was interrupted), 2 usage or unreadable input.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
 import sys
+from pathlib import Path
+
+import click
+
+from audit.submission import InputError
+
+from .report import VerifyReport, build_report, logs_evidence, print_console, rerun_evidence
 
 
-def main() -> None:
-    print("pgolf-verify: not yet available", file=sys.stderr)
-    sys.exit(2)
+def _parse_seeds(text: str | None) -> tuple[int | None, list[int] | None]:
+    """`3` is a count; `42,314,1234` (or `7,`) is an explicit list."""
+    if text is None:
+        return None, None
+    t = text.strip()
+    try:
+        if "," in t:
+            seeds = [int(x) for x in t.split(",") if x.strip()]
+            if not seeds:
+                raise ValueError
+            return None, seeds
+        n = int(t)
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: give a count (3) or a comma-separated list (42,314,1234)") from None
+    if n < 1:
+        raise click.BadParameter("the seed count must be at least 1")
+    return n, None
+
+
+def _parse_floats(text: str | None, what: str) -> list[float] | None:
+    if not text:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what}: {text!r} is not a comma-separated list of numbers") from None
+
+
+def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        k, eq, v = item.partition("=")
+        if not eq or not k:
+            raise click.BadParameter(f"{what} {item!r}: expected KEY=VALUE")
+        out[k] = v
+    return out
+
+
+def _audit_summary(path: str) -> dict:
+    try:
+        from audit.api import audit_folder
+
+        rep = audit_folder(path)
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - the audit gates GPU time; a bug in it must not stop verification
+        return {"verdict": "unknown", "reason": f"audit failed inside pgolf: {type(e).__name__}: {e}", "categories": []}
+    return {"verdict": rep.verdict, "reason": rep.reason, "categories": list(rep.categories)}
+
+
+def _emit(rep: VerifyReport, fmt: str, output: str | None, quiet: bool) -> None:
+    if not quiet:
+        print_console(rep)
+    if fmt == "text" and not output:
+        return
+    text = rep.to_markdown() if fmt == "markdown" else json.dumps(rep.to_dict(), indent=2) + "\n"
+    if fmt == "text":  # --output with the default format: write JSON there
+        text = json.dumps(rep.to_dict(), indent=2) + "\n"
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def _save(rep: VerifyReport, out: str) -> None:
+    """The report next to the ledger, so a crash after this point loses nothing."""
+    from .launch import write_json_atomic
+
+    d = Path(out)
+    d.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(d / "report.json", rep.to_dict())
+    (d / "report.md").write_text(rep.to_markdown())
+
+
+def _raise_on_term(signum, frame):  # SIGTERM (a scheduler, `kill`) cleans up like Ctrl-C
+    raise KeyboardInterrupt
+
+
+def _backend(name: str, o: dict):
+    if name == "local":
+        from .backends.local import LocalBackend
+
+        return LocalBackend(pause_s=o["pause"])
+    from .backends.slurm import SlurmBackend
+
+    cluster = None if o["slurm_cluster"] == "auto" else o["slurm_cluster"]
+    return SlurmBackend(
+        folder=str(Path(o["out"]) / "submitit"),
+        cluster=cluster,
+        gpus_per_node=o["gpus_per_node"] if o["gpus_per_node"] is not None else o["nproc"],
+        partition=o["partition"],
+        parallelism=o["slurm_parallelism"],
+        poll_s=o["poll"],
+        additional=_kv(o["slurm_param"], "--slurm-param"),
+    )
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.argument("path", type=click.Path(file_okay=False, path_type=str))
+@click.option("--seeds", "seeds_text", help="Seed count (3: the logs' seeds, else 42, 314, 1234) or a list (42,314,1234).")
+@click.option("--out", help="Working folder: ledger.json, per-seed logs and artifacts, report. Re-use it to resume.")
+@click.option("--backend", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
+@click.option("--nproc", type=click.IntRange(1), default=8, show_default=True, help="torchrun --nproc_per_node.")
+@click.option("--timeout-min", type=click.FloatRange(min=0, min_open=True), default=40.0, show_default=True,
+              help="Per-seed limit; the whole process tree is killed past it.")
+@click.option("--data-path", help="DATA_PATH for the runs (the FineWeb shards on this machine).")
+@click.option("--tokenizer-path", help="TOKENIZER_PATH for the runs.")
+@click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Extra env var for every seed (repeatable).")
+@click.option("--tolerance", type=click.FloatRange(min=0), help="Allowed |re-run − claimed| BPB per seed (default: from the claimed seeds' spread).")
+@click.option("--min-seeds", type=click.IntRange(1), default=3, show_default=True)
+@click.option("--sota", type=float, help="SOTA BPB for the one-sample test.")
+@click.option("--baseline", "baseline_text", help="Per-seed BPB of the record to beat, comma-separated (Welch test).")
+@click.option("--margin-nats", type=float, help="Improvement margin in nats (stats default when omitted).")
+@click.option("--dry-run", is_flag=True, help="Print the plan and the exact commands; run nothing.")
+@click.option("--logs-only", is_flag=True, help="No GPU: re-check the shipped logs and claims.")
+@click.option("--smoke", is_flag=True, help="No GPU: import the entry script and run a tiny CPU forward, sandboxed.")
+@click.option("--force", is_flag=True, help="Re-run even when the audit flags the submission.")
+@click.option("--no-audit", is_flag=True, help="Skip the static audit before the re-run.")
+@click.option("--retry-failed", is_flag=True, help="On resume, run crashed or timed-out seeds again.")
+@click.option("--pause", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Local backend: seconds between seeds.")
+@click.option("--slurm-cluster", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
+              help="submitit cluster; `local` runs the Slurm code path on this machine.")
+@click.option("--partition")
+@click.option("--gpus-per-node", type=click.IntRange(0), help="Slurm GPUs per node (default: --nproc).")
+@click.option("--slurm-parallelism", type=click.IntRange(0), default=0, help="Most seeds at once (0: all).")
+@click.option("--slurm-param", multiple=True, metavar="KEY=VALUE", help="Extra sbatch parameter (account=…, qos=…).")
+@click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Slurm polling interval, seconds.")
+@click.option("--smoke-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True)
+@click.option("--smoke-memory-mb", type=click.IntRange(256), default=4096, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False), help="Write the json/markdown report here instead of stdout.")
+@click.option("--quiet", "-q", is_flag=True, help="No console report on stderr.")
+@click.option("--exit-zero", is_flag=True, help="Exit 0 whatever the verdict (usage errors still exit 2).")
+def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o) -> None:
+    """Re-run the seeds of the record folder PATH and check caps and claimed scores."""
+    count, explicit = _parse_seeds(seeds_text)
+    modes = [m for m in ("dry_run", "logs_only", "smoke") if o[m]]
+    if len(modes) > 1:
+        raise click.UsageError("--dry-run, --logs-only and --smoke exclude each other")
+    if not Path(path).is_dir():
+        raise InputError(f"{path}: not a directory (give a record folder)")
+    out = out or str(Path("pgolf-verify-out") / (Path(path).resolve().name or "submission"))
+    o["out"] = out
+    baseline = _parse_floats(o["baseline_text"], "--baseline")
+    try:
+        env_overrides = _kv(o["env_items"], "--env")
+    except click.BadParameter:
+        raise
+
+    if o["smoke"]:
+        rep = _smoke(path, o)
+        _emit(rep, fmt, output, quiet)
+        sys.exit(0 if exit_zero else rep.exit_code)
+
+    from .plan import make_plan
+
+    plan = make_plan(
+        path, out, seed_count=count, seeds=explicit, nproc=o["nproc"], timeout_s=o["timeout_min"] * 60,
+        data_path=o["data_path"], tokenizer_path=o["tokenizer_path"], env_overrides=env_overrides,
+    )
+    audit = {} if o["no_audit"] else _audit_summary(path)
+    report_kw = dict(audit=audit, tolerance=o["tolerance"], min_seeds=o["min_seeds"], sota=o["sota"],
+                     baseline=baseline, margin_nats=o["margin_nats"])
+
+    if o["dry_run"]:
+        be = _backend(backend, o)
+        rep = VerifyReport(mode="dry-run", folder=plan.folder, verdict="planned", reason=f"{len(plan.jobs)} seed(s) planned",
+                           plan=plan.to_dict(), backend=getattr(be, "description", backend), audit=audit)
+        if not quiet:
+            _print_plan(plan, rep)
+        if fmt != "text" or output:
+            _emit(rep, fmt, output, quiet=True)
+        sys.exit(0)
+
+    if o["logs_only"]:
+        rep = build_report("logs-only", plan, logs_evidence(plan), **report_kw)
+        _emit(rep, fmt, output, quiet)
+        sys.exit(0 if exit_zero else rep.exit_code)
+
+    if audit.get("verdict") == "flag" and not o["force"]:
+        rep = VerifyReport(mode="rerun", folder=plan.folder, verdict="not-run", plan=plan.to_dict(), audit=audit,
+                           reason="the audit flags this submission; not worth GPU time (use --force to re-run anyway)")
+        _emit(rep, fmt, output, quiet)
+        sys.exit(0 if exit_zero else 1)
+
+    rep = _rerun(plan, backend, o, report_kw)
+    if rep is None:
+        sys.exit(0 if exit_zero else 1)
+    _save(rep, out)
+    _emit(rep, fmt, output, quiet)
+    sys.exit(0 if exit_zero else rep.exit_code)
+
+
+def _rerun(plan, backend_name: str, o: dict, report_kw: dict) -> VerifyReport | None:
+    from .ledger import Ledger
+
+    be = _backend(backend_name, o)
+    ledger = Ledger.open(plan)
+    previous = signal.signal(signal.SIGTERM, _raise_on_term)
+    try:
+        todo = ledger.pending(plan.jobs, retry_failed=o["retry_failed"])
+        skipped = len(plan.jobs) - len(todo)
+        if skipped:
+            click.echo(f"resuming {ledger.path}: {skipped} seed(s) already finished, {len(todo)} to run", err=True)
+        be.run(todo, ledger)
+    except KeyboardInterrupt:
+        ledger.save()
+        click.echo(
+            f"interrupted: the ledger {ledger.path} is consistent; run the same command again to resume", err=True
+        )
+        return None
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        ledger.close()
+    results = ledger.results(plan.jobs)
+    missing = [j.seed for j in plan.jobs if j.seed not in results]
+    rep = build_report("rerun", plan, rerun_evidence(plan, results), backend=getattr(be, "description", backend_name),
+                       missing=missing, **report_kw)
+    return rep
+
+
+def _smoke(path: str, o: dict) -> VerifyReport:
+    from audit.resolve import resolve
+    from audit.submission import load_folder
+
+    from .smoke import smoke_test
+
+    sub = load_folder(path)
+    resolve(sub)
+    if not sub.entry:
+        raise InputError(f"{path}: no Python entry script found")
+    res = smoke_test(path, sub.entry, code_files=list(sub.code_files), timeout_s=o["smoke_timeout"],
+                     memory_mb=o["smoke_memory_mb"])
+    detail = "\n".join(res.notes + ([res.detail] if res.detail else []))
+    return VerifyReport(
+        mode="smoke", folder=sub.name, verdict="verified" if res.ok else "failed", reason=res.summary,
+        smoke={**res.to_dict(), "summary": res.summary, "detail": detail},
+    )
+
+
+def _print_plan(plan, rep: VerifyReport) -> None:
+    from rich.console import Console
+
+    c = Console(stderr=True, highlight=False)
+    c.print(f"plan for {plan.folder}: entry {plan.entry}, {len(plan.jobs)} seed(s) ({plan.seeds_source}), "
+            f"{plan.nproc} processes each, timeout {plan.timeout_s:.0f} s, backend {rep.backend}", markup=False)
+    c.print(f"env from: {plan.env_source or 'no README run command'}", markup=False)
+    if rep.audit:
+        c.print(f"audit: {rep.audit.get('verdict')} — {rep.audit.get('reason', '')}", markup=False)
+    claims = plan.claims
+    if claims.per_seed:
+        c.print(f"claimed ({claims.source}): " + ", ".join(f"{s}: {v:.8f}" for s, v in claims.per_seed.items()), markup=False)
+    for p, h in plan.code_sha256.items():
+        c.print(f"code {p} sha256 {h}", markup=False)
+    for job in plan.jobs:
+        c.print(job.shell(), markup=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="pgolf-verify", standalone_mode=True)
+    except InputError as e:
+        click.echo(f"pgolf-verify: {e}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Plan: what to re-run, with which seeds, env and command — decided before anything is launched.
+
+A plan is pure data. Every backend runs the same `SeedJob` (one seed, one node, one torchrun), so what
+`--dry-run` prints is exactly what runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shlex
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from audit.submission import InputError, Submission, load_folder
+
+DEFAULT_SEEDS = (42, 314, 1234)  # the official re-run's seeds
+DEFAULT_NPROC = 8
+DEFAULT_TIMEOUT_S = 40 * 60  # the official re-run's per-seed limit
+# Variables the verifier owns for every seed: the README's values for these are replaced.
+OWNED_ENV = ("SEED", "RUN_ID")
+# Launcher variables inherited from an outer job (submitit, Slurm) that would confuse torchrun --standalone.
+LAUNCHER_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK")
+
+
+@dataclass(frozen=True)
+class SeedJob:
+    """Everything one seed's launch needs; picklable, so submitit can ship it to a node."""
+
+    seed: int
+    run_id: str
+    source_dir: str  # the submission folder (read only)
+    seed_dir: str  # <out>/seeds/seed_<seed>: console log, artifacts, result.json
+    entry: str  # entry script, relative to the folder
+    argv: tuple[str, ...]  # exact command, run with cwd = work_dir
+    env: tuple[tuple[str, str], ...]  # variables set on top of the inherited environment
+    timeout_s: float
+    code_files: tuple[str, ...]
+    fingerprint: str  # what the ledger compares on resume
+
+    @property
+    def work_dir(self) -> str:
+        return str(Path(self.seed_dir) / "work")
+
+    def shell(self) -> str:
+        """The command as one shell line (for --dry-run and the report)."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
+        return f"cd {shlex.quote(self.work_dir)} && {env} timeout -s TERM {int(self.timeout_s)} " + shlex.join(self.argv)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["env"] = dict(self.env)
+        d["argv"] = list(self.argv)
+        d["work_dir"] = self.work_dir
+        d["shell"] = self.shell()
+        return d
+
+
+@dataclass
+class Claims:
+    """What the submission says it scored: per seed and overall."""
+
+    per_seed: dict[int, float] = field(default_factory=dict)  # seed -> val_bpb
+    mean_bpb: float | None = None
+    source: str = ""  # where the per-seed values came from
+
+    def to_dict(self) -> dict:
+        return {"per_seed": {str(k): v for k, v in self.per_seed.items()}, "mean_bpb": self.mean_bpb, "source": self.source}
+
+
+@dataclass
+class Plan:
+    folder: str
+    out: str
+    entry: str
+    nproc: int
+    seeds: list[int]
+    seeds_source: str  # explicit | logs | default | logs+default
+    env: dict[str, str]  # from the README run command, plus --data-path/--env overrides
+    env_source: str  # the README line the env came from
+    timeout_s: float
+    code_files: list[str]
+    code_sha256: dict[str, str]
+    code_bytes: int
+    claims: Claims
+    jobs: list[SeedJob]
+    shipped_logs: dict[str, str] = field(default_factory=dict)  # path -> text (for --logs-only)
+
+    def to_dict(self) -> dict:
+        return {
+            "folder": self.folder,
+            "out": self.out,
+            "entry": self.entry,
+            "nproc": self.nproc,
+            "seeds": self.seeds,
+            "seeds_source": self.seeds_source,
+            "env": self.env,
+            "env_source": self.env_source,
+            "timeout_s": self.timeout_s,
+            "code_files": self.code_files,
+            "code_sha256": self.code_sha256,
+            "code_bytes": self.code_bytes,
+            "claims": self.claims.to_dict(),
+            "jobs": [j.to_dict() for j in self.jobs],
+        }
+
+
+# --- pieces of the plan --------------------------------------------------------------------------
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def readme_env(sub: Submission) -> tuple[dict[str, str], str]:
+    """Env vars of the README's record run command (audit.runcmd decides which command that is)."""
+    from audit.runcmd import effective_env
+
+    env, cmd = effective_env(sub.readme_text)
+    return dict(env), (f"README.md:{cmd.lineno}: {cmd.text}" if cmd else "")
+
+
+def shipped_logs(sub: Submission) -> dict[str, str]:
+    return {p: sub.text(p) for p in sub.log_files}
+
+
+def logged_seeds(logs: dict[str, str]) -> list[int]:
+    """Seeds the shipped logs ran, each once, ascending."""
+    from .checks import log_facts
+
+    seeds: list[int] = []
+    for text in logs.values():
+        facts = log_facts(text)
+        if facts.seed is not None and facts.seed not in seeds:
+            seeds.append(facts.seed)
+    return sorted(seeds)
+
+
+def choose_seeds(count: int | None, explicit: list[int] | None, from_logs: list[int]) -> tuple[list[int], str]:
+    if explicit:
+        if len(set(explicit)) != len(explicit):
+            raise InputError(f"--seeds lists a seed twice: {explicit}")
+        return list(explicit), "explicit"
+    n = count if count is not None else max(len(from_logs), len(DEFAULT_SEEDS))
+    seeds = from_logs[:n]
+    source = "logs"
+    for s in DEFAULT_SEEDS:
+        if len(seeds) >= n:
+            break
+        if s not in seeds:
+            seeds.append(s)
+            source = "logs+default" if from_logs else "default"
+    k = 1
+    while len(seeds) < n:  # more seeds asked for than logs + defaults provide
+        if k not in seeds:
+            seeds.append(k)
+        k += 1
+    return seeds, source
+
+
+def claimed_scores(sub: Submission, logs: dict[str, str]) -> Claims:
+    """Per-seed claims as written (README tables, submission.json), else the values the shipped logs print.
+
+    `audit.claims` reads the written claims when it is installed; submission.json's `seed_results` and
+    our own log reading are the fallbacks. `source` says which, because a claim read from a log cannot
+    be checked against that same log."""
+    claims = Claims()
+    from_logs: dict[int, float] = {}
+    try:
+        from audit.claims import check_claims
+    except ImportError:
+        check_claims = None
+    if check_claims is not None:
+        rep = check_claims(sub)
+        written = getattr(getattr(rep, "claims", None), "per_seed_bpb", None) or {}
+        for seed, vals in written.items():
+            if vals and _is_num(vals[0].value):
+                claims.per_seed[int(seed)] = float(vals[0].value)
+        if claims.per_seed:
+            claims.source = "written claims (README / submission.json)"
+        summary = rep.summary
+        if summary is not None:
+            if _is_num(summary.claimed_bpb):
+                claims.mean_bpb = float(summary.claimed_bpb)
+            from_logs = {int(k): float(v) for k, v in (summary.per_seed or {}).items() if _is_num(v)}
+    meta = sub.submission_json or {}
+    if claims.mean_bpb is None and _is_num(meta.get("val_bpb")):
+        claims.mean_bpb = float(meta["val_bpb"])
+    if not claims.per_seed and isinstance(meta.get("seed_results"), dict):
+        for k, v in meta["seed_results"].items():
+            bpb = v.get("val_bpb") if isinstance(v, dict) else v
+            if _is_num(bpb) and str(k).strip().lstrip("-").isdigit():
+                claims.per_seed[int(str(k).strip())] = float(bpb)
+        if claims.per_seed:
+            claims.source = "submission.json seed_results"
+    if not claims.per_seed:
+        if not from_logs:
+            from .checks import log_facts
+
+            for text in logs.values():
+                f = log_facts(text)
+                if f.seed is not None and f.val_bpb is not None:
+                    from_logs[f.seed] = f.val_bpb
+        claims.per_seed = dict(sorted(from_logs.items()))
+        if claims.per_seed:
+            claims.source = "shipped logs"
+    return claims
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def parse_env_overrides(items: list[str]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise InputError(f"--env {item!r}: expected NAME=VALUE")
+        env[key] = value
+    return env
+
+
+def job_fingerprint(seed: int, entry: str, argv: tuple[str, ...], env: dict[str, str], code_sha256: dict[str, str]) -> str:
+    """Changes when anything that decides a seed's outcome changes (timeout excluded: it only bounds it)."""
+    stable_argv = [a for a in argv if a != sys.executable]  # a different venv path is the same command
+    blob = json.dumps([seed, entry, stable_argv, sorted(env.items()), sorted(code_sha256.items())])
+    return sha256(blob.encode())[:16]
+
+
+def make_plan(
+    folder: str,
+    out: str,
+    *,
+    seed_count: int | None = None,
+    seeds: list[int] | None = None,
+    nproc: int = DEFAULT_NPROC,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    data_path: str | None = None,
+    tokenizer_path: str | None = None,
+    env_overrides: dict[str, str] | None = None,
+) -> Plan:
+    from audit.resolve import resolve
+
+    sub = load_folder(folder)
+    resolve(sub)
+    if not sub.entry:
+        raise InputError(f"{folder}: no Python entry script found")
+    env, env_source = readme_env(sub)
+    for k in OWNED_ENV:
+        env.pop(k, None)
+    if data_path:
+        env["DATA_PATH"] = str(Path(data_path).resolve())
+    if tokenizer_path:
+        env["TOKENIZER_PATH"] = str(Path(tokenizer_path).resolve())
+    env.update(env_overrides or {})
+    logs = shipped_logs(sub)
+    chosen, seeds_source = choose_seeds(seed_count, seeds, logged_seeds(logs))
+    code_sha = {p: sha256(sub.files[p]) for p in sub.code_files if p in sub.files}
+    argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", sub.entry)
+    out_abs = str(Path(out).resolve())
+    jobs = []
+    for s in chosen:
+        run_id = f"pgolf_verify_seed{s}"
+        job_env = {**env, "SEED": str(s), "RUN_ID": run_id}
+        jobs.append(
+            SeedJob(
+                seed=s,
+                run_id=run_id,
+                source_dir=str(Path(folder).resolve()),
+                seed_dir=str(Path(out_abs) / "seeds" / f"seed_{s}"),
+                entry=sub.entry,
+                argv=argv,
+                env=tuple(sorted(job_env.items())),
+                timeout_s=float(timeout_s),
+                code_files=tuple(sub.code_files),
+                fingerprint=job_fingerprint(s, sub.entry, argv, job_env, code_sha),
+            )
+        )
+    return Plan(
+        folder=sub.name,
+        out=out_abs,
+        entry=sub.entry,
+        nproc=nproc,
+        seeds=chosen,
+        seeds_source=seeds_source,
+        env=env,
+        env_source=env_source,
+        timeout_s=float(timeout_s),
+        code_files=list(sub.code_files),
+        code_sha256=code_sha,
+        code_bytes=sub.code_bytes,
+        claims=claimed_scores(sub, logs),
+        jobs=jobs,
+        shipped_logs=logs,
+    )
