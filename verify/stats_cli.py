@@ -169,7 +169,8 @@ def _emit(text: str, output: str | None) -> None:
 def _cli(path, new_text, sota, baseline_text, baseline_summary, baseline_folder, ratio, tokenizer,
          baseline_tokenizer, unit, margin_nats, claims, cases_file, rule, fmt, output, exit_zero):
     """Per-seed statistics, the written and progression verdicts, and claim checks."""
-    console = Console(highlight=False)
+    # Piped output keeps whole table rows on one line (rich would wrap at 80 columns).
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
     if cases_file:
         code = _run_cases(cases_file, fmt, output, console)
         sys.exit(0 if exit_zero else code)
