@@ -201,11 +201,12 @@ class Program:
                         self.attrs.setdefault(name, (idx, kw.value))
 
     # --- folding ---------------------------------------------------------------------------------
-    def fold(self, node: ast.AST, cfg: Config | None = None, _depth: int = 0):
+    def fold(self, node: ast.AST, cfg: Config | None = None, _depth: int = 0, local: dict | None = None):
+        """Constant-fold `node` under `cfg`; `local` maps function-local names bound once to their value."""
         cfg = self.config if cfg is None else cfg
         if _depth > 30:
             return UNKNOWN
-        f = lambda n: self.fold(n, cfg, _depth + 1)  # noqa: E731
+        f = lambda n: self.fold(n, cfg, _depth + 1, local)  # noqa: E731
         if isinstance(node, ast.Constant):
             return node.value
         if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
@@ -216,6 +217,8 @@ class Program:
                 return "__main__"  # the entry script runs as a program
             if node.id in ("True", "False", "None"):
                 return {"True": True, "False": False, "None": None}[node.id]
+            if local and node.id in local and local[node.id] is not node:
+                return self.fold(local[node.id], cfg, _depth + 1, None)
             key = node.id.lower()
             if key in cfg.logged:
                 return _literal_from_text(cfg.logged[key])
@@ -343,6 +346,7 @@ class Program:
         """(False, why) when an enclosing guard is false under `cfg`; (None, why) when one is unknown."""
         unknown = ""
         child = node
+        local = self._single_bindings(idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef))
         for anc in idx.ancestors(node):
             if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 break
@@ -367,7 +371,7 @@ class Program:
                         if isinstance(stmt, ast.If) and not stmt.orelse and _exits(stmt.body):
                             tests.append((stmt.test, False))
             for test, want in tests:
-                v = self.fold(test, cfg)
+                v = self.fold(test, cfg, local=local)
                 if v is UNKNOWN and self._config_undecided(test, cfg):
                     unknown = unknown or ast.unparse(test)
                 elif v is UNKNOWN:
@@ -376,6 +380,31 @@ class Program:
                     return False, f"`{_short(test)}` is {bool(v)}"
             child = anc
         return (None, f"`{_short_text(unknown)}` not decidable statically") if unknown else (True, "")
+
+    def _single_bindings(self, fn: ast.AST | None) -> dict[str, ast.expr]:
+        """Names assigned exactly once in `fn` (not loop targets or parameters): `ttt = os.environ.get(...)`."""
+        if fn is None:
+            return {}
+        cache = self._shared.setdefault("_single_bindings", {})
+        if fn in cache:
+            return cache[fn]
+        counts: dict[str, int] = {}
+        values: dict[str, ast.expr] = {}
+        for n in walk_scope(fn):
+            targets: list[ast.AST] = []
+            if isinstance(n, ast.Assign):
+                targets = n.targets
+            elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.withitem, ast.NamedExpr)):
+                targets = [getattr(n, "target", None) or getattr(n, "optional_vars", None)]
+            for t in targets:
+                for name in (x.id for x in ast.walk(t) if isinstance(x, ast.Name)) if t is not None else ():
+                    counts[name] = counts.get(name, 0) + 1
+                    if isinstance(n, ast.Assign) and isinstance(t, ast.Name):
+                        values[name] = n.value
+        params = {a.arg for a in fn.args.args + fn.args.kwonlyargs}
+        out = {k: v for k, v in values.items() if counts.get(k) == 1 and k not in params}
+        cache[fn] = out
+        return out
 
     def _config_undecided(self, test: ast.AST, cfg: Config) -> bool:
         """Does the guard read configuration (env vars, hyperparameters, module constants) we cannot fold?"""

@@ -292,8 +292,11 @@ def _readme_scripts(sub: Submission) -> list[str]:
 
 
 def _top_py(sub: Submission, name: str) -> str | None:
-    for p in sub.files:
-        if PurePosixPath(p).name == name and p.count("/") <= 1:
+    """`name` at the folder's top level, else one level down."""
+    if name in sub.files:
+        return name
+    for p in sorted(sub.files):
+        if PurePosixPath(p).name == name and p.count("/") == 1:
             return p
     return None
 

@@ -104,9 +104,8 @@ class TTTAnalysis:
         for _ in range(4):
             before = len(names)
             for n in walk_scope(fn):
-                if isinstance(n, ast.Assign) and any(
-                    isinstance(t, ast.Name) and t.id in names for t in n.targets
-                ):
+                targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+                if any(isinstance(t, ast.Name) and t.id in names for t in targets):
                     names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
             if len(names) == before:
                 break
@@ -170,7 +169,7 @@ class TTTAnalysis:
                 scope = fn or idx.tree
                 if not self.flow.is_val(scope, _backward_target(call), call.lineno):
                     continue
-                if self._steps_only_delta(scope):
+                if self._steps_only_delta(scope, call):
                     kind, detail, ev = "delta", "optimises a free tensor (SLOT-style), not the model", []
                 else:
                     kind, detail, ev = self._classify(idx, fn, call, depth=0)
@@ -204,6 +203,23 @@ class TTTAnalysis:
                     (idx, pos, "trained here"),
                     (idx, after[0], "scored afterwards, same iteration"),
                 ]
+        # Trained in a loop, then scored later in the same function (`return eval_val(model, val_tokens)`).
+        outer = loops[-1] if loops else pos
+        later = [
+            c for c in walk_scope(scope_fn)
+            if isinstance(c, ast.Call) and c.lineno > getattr(outer, "end_lineno", pos_line)
+            and self.is_scoring_function(call_name(c))
+            and self.flow.is_val(scope_fn, c, c.lineno)
+        ]
+        if later and not self._restored_after(idx, pos):
+            return "pre_score", "trains on validation tokens, then scores them in the same function", [
+                (idx, pos, "optimiser step on validation tokens"),
+                (idx, later[0], "the adapted model is scored afterwards"),
+            ]
+        if self._throwaway_module(scope_fn, pos):
+            return "warmup_restored", "the optimiser only updates a temporary module that is discarded (compile warm-up)", [
+                (idx, pos, "backward through a throw-away module")
+            ]
         # Nothing scores around the update in this function: look at who calls it.
         if fn is not None and depth < 3:
             results = []
@@ -263,23 +279,71 @@ class TTTAnalysis:
                     return n
         return None
 
-    def _steps_only_delta(self, scope: ast.AST) -> bool:
-        """Every optimiser stepped in `scope` is built over freshly created tensors (a SLOT delta / bias),
-        none over model parameters."""
-        built = []
+    def _assigned_value(self, scope: ast.AST, name: str, before: int) -> ast.AST | None:
+        best = None
         for n in walk_scope(scope):
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
-                qn = dotted(n.value.func) or ""
-                if ".optim." in f".{qn}" or qn.split(".")[-1] in ("SGD", "Adam", "AdamW", "LBFGS", "RMSprop"):
-                    built.append(n.value)
-        if not built:
+            if isinstance(n, ast.Assign) and n.lineno <= before:
+                if any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
+                    if best is None or n.lineno > best.lineno:
+                        best = n
+        return best.value if best is not None else None
+
+    def _expand(self, scope: ast.AST, expr: ast.AST, before: int, depth: int = 0) -> str:
+        """Source text of `expr` with local names replaced by what they were assigned (two levels)."""
+        text = ast.unparse(expr)
+        if depth >= 2:
+            return text
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Name):
+                v = self._assigned_value(scope, n.id, before)
+                if v is not None:
+                    text += " " + self._expand(scope, v, before, depth + 1)
+        return text
+
+    def _stepped_optimizer(self, scope: ast.AST, backward: ast.AST) -> ast.Call | None:
+        steps = [
+            n for n in walk_scope(scope)
+            if isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute)
+            and n.lineno >= backward.lineno
+        ]
+        if not steps:
+            return None
+        step = min(steps, key=lambda n: n.lineno)
+        opt_name = dotted(step.func.value)
+        ctor = self._assigned_value(scope, opt_name, step.lineno) if opt_name and "." not in opt_name else None
+        return ctor if isinstance(ctor, ast.Call) else None
+
+    def _throwaway_module(self, scope: ast.AST, backward: ast.AST) -> bool:
+        """`wl = LoRA(...); wo = AdamW(wl.parameters()); …backward(); wo.step(); del wl, wo`: the updated weights
+        are a temporary module deleted afterwards — a compile warm-up, not adaptation."""
+        ctor = self._stepped_optimizer(scope, backward)
+        if ctor is None or not ctor.args:
             return False
-        for opt in built:
-            args = opt.args[:1] + [k.value for k in opt.keywords if k.arg == "params"]
-            text = " ".join(ast.unparse(a) for a in args)
-            if not text or re.search(r"parameters\(|model|\bparams\b|param_groups|lora|adapter", text, re.I):
-                return False
-        return True
+        mods = {
+            x.value.id for x in ast.walk(ctor.args[0])
+            if isinstance(x, ast.Attribute) and x.attr == "parameters" and isinstance(x.value, ast.Name)
+        }
+        if not mods:
+            return False
+        for n in walk_scope(scope):
+            if isinstance(n, ast.Delete) and n.lineno > backward.lineno:
+                if mods & {t.id for t in n.targets if isinstance(t, ast.Name)}:
+                    return True
+        return False
+
+    def _steps_only_delta(self, scope: ast.AST, backward: ast.AST) -> bool:
+        """The optimiser stepped after this backward pass holds freshly created tensors (a SLOT delta / logit
+        bias), not model parameters."""
+        ctor = self._stepped_optimizer(scope, backward)
+        if ctor is None:
+            return False
+        args = ctor.args[:1] + [k.value for k in ctor.keywords if k.arg == "params"]
+        if not args:
+            return False
+        text = " ".join(self._expand(scope, a, ctor.lineno) for a in args)
+        if re.search(r"parameters\(|named_parameters|state_dict|param_groups|\bmodel\b|lora|adapter", text, re.I):
+            return False
+        return bool(re.search(r"requires_grad|zeros\(|zeros_like|empty\(|randn\(|Parameter\(", text))
 
     def _may_repeat(self, loop: ast.For) -> bool:
         args = loop.iter.args
@@ -306,14 +370,35 @@ class TTTAnalysis:
         return False
 
     def _restored_after(self, idx: SourceIndex, pos: ast.AST) -> bool:
-        """`model.load_state_dict(saved)` after `pos` in the same function (thrown-away warm-up)."""
+        """Thrown-away warm-up: a copy of the weights saved before `pos`, loaded back after it, and nothing
+        scored in between."""
         fn = idx.enclosing(pos, *FUNCS) or idx.tree
-        end = getattr(pos, "end_lineno", pos.lineno)
+        start, end = pos.lineno, getattr(pos, "end_lineno", pos.lineno)
+        saved: set[str] = set()
         for n in walk_scope(fn):
-            if isinstance(n, ast.Call) and call_name(n) in ("load_state_dict", "copy_") and n.lineno > end:
-                if call_name(n) == "load_state_dict" or _in_loop_over_params(idx, n):
-                    return True
+            if isinstance(n, ast.Assign) and n.lineno < start and _is_weight_copy(n.value):
+                saved |= {t.id for t in n.targets if isinstance(t, ast.Name)}
+        for n in walk_scope(fn):
+            if not (isinstance(n, ast.Call) and n.lineno > end):
+                continue
+            restores = call_name(n) == "load_state_dict" and any(
+                isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a)
+            )
+            restores |= call_name(n) == "copy_" and _in_loop_over_params(idx, n) and any(
+                isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a)
+            )
+            if restores:
+                between = [
+                    c for c in walk_scope(fn)
+                    if isinstance(c, ast.Call) and end < c.lineno < n.lineno and self.is_scoring_function(call_name(c))
+                ]
+                return not between
         return False
+
+
+def _is_weight_copy(value: ast.AST) -> bool:
+    text = ast.unparse(value)
+    return bool(re.search(r"deepcopy|state_dict\(\)|\.clone\(\)|\.detach\(\)\.cpu\(\)", text))
 
 
 def _detached(value: ast.AST) -> bool:
