@@ -554,7 +554,7 @@ def _wraps_env_get(fn: ast.FunctionDef) -> bool:
     if not fn.args.args:
         return False
     first = fn.args.args[0].arg
-    for n in ast.walk(fn):
+    for n in _walk_scope(fn):
         if isinstance(n, ast.Call) and (dotted(n.func) or "") in _ENV_FUNCS | {"os.environ.get"}:
             if n.args and isinstance(n.args[0], ast.Name) and n.args[0].id == first:
                 return True
@@ -607,15 +607,27 @@ def _target_names(t: ast.AST) -> list[str]:
     return [n.id for n in ast.walk(t) if isinstance(n, ast.Name)]
 
 
-def _walk_scope(scope: ast.AST):
-    """Walk a function/module body without descending into nested function or class definitions."""
+_SCOPE_CACHE: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
+
+
+def _walk_scope(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of a function/module body, not descending into nested function or class definitions.
+    Cached per scope: rules and analyses walk the same functions many times."""
+    hit = _SCOPE_CACHE.get(id(scope))
+    if hit is not None and hit[0] is scope:
+        return hit[1]
+    out: list[ast.AST] = []
     stack = list(ast.iter_child_nodes(scope))
     while stack:
         n = stack.pop()
-        yield n
+        out.append(n)
         if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
             continue
         stack.extend(ast.iter_child_nodes(n))
+    if len(_SCOPE_CACHE) > 20_000:
+        _SCOPE_CACHE.clear()
+    _SCOPE_CACHE[id(scope)] = (scope, out)
+    return out
 
 
 def _calls_in(scope: ast.AST):

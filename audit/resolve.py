@@ -327,18 +327,17 @@ def choose_entry(sub: Submission) -> str | None:
     return max(top, key=lambda p: len(sub.files[p])) if top else (train or pys[0])
 
 
-def _local_imports(tree: ast.Module, sub: Submission) -> list[str]:
-    """Sibling modules imported by a source (`import utils`, `from model import GPT`)."""
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\.?[\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
+
+
+def _local_imports(text: str, sub: Submission) -> list[str]:
+    """Sibling modules imported by a source (`import utils`, `from model import GPT`), found from the import
+    lines (cheaper than walking the tree, and lazy imports inside functions count too)."""
     found = []
-    for node in ast.walk(tree):
-        names = []
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level <= 1:
-            names = [node.module]
+    for m in _IMPORT_LINE.finditer(text):
+        names = [m.group(1).lstrip(".")] if m.group(1) else [n.strip() for n in m.group(2).split(",")]
         for n in names:
-            cand = n.replace(".", "/") + ".py"
-            for p in (cand, n.split(".")[0] + ".py"):
+            for p in (n.replace(".", "/") + ".py", n.split(".")[0] + ".py"):
                 if p in sub.files and p not in found:
                     found.append(p)
     return found
@@ -371,10 +370,7 @@ def resolve(sub: Submission) -> Submission:
         sub.sources.append(src)
         if src.parse_error:
             continue
-        tree, _ = pyparse.parse(src.text)
-        if tree is None:
-            continue
-        for p in _local_imports(tree, sub) + _launched_siblings(src.text, sub):
+        for p in _local_imports(src.text, sub) + _launched_siblings(src.text, sub):
             if p not in seen:
                 queue.append((p, "module"))
     return sub
