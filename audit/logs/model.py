@@ -99,6 +99,7 @@ class RunLog:
     max_wallclock_seconds: float | None = None
     eval_only: bool = False
     hyperparams: dict[str, str] = field(default_factory=dict)
+    last_val_text: str = ""  # the last periodic validation line (kept as a diagnostic metric)
 
     @property
     def has_content(self) -> bool:

@@ -104,6 +104,7 @@ class _Parser:
         self.run.steps.append(
             Step(step, int(m["total"]), "val", _f(m["loss"]), _f(m["bpb"]), _train_ms(m["rest"]), lineno)
         )
+        self.run.last_val_text = text
 
     def h_step_pipe(self, m: re.Match, lineno: int, text: str) -> None:
         step = int(m["step"])
@@ -455,6 +456,14 @@ def _finish(run: RunLog, last_line: int) -> None:
                     m = _replace_eval(m, prev.eval_time_ms)
                     break
         fixed.append(m)
+    # The last periodic validation is the pre-quantization number READMEs quote: keep it as a diagnostic stage.
+    vals = [st for st in run.steps if st.kind == "val" and st.val_bpb is not None]
+    if vals and vals[-1].step > 0:
+        st = vals[-1]
+        fixed.append(
+            Metric(f"pre-quant val@step{st.step}", st.loss, st.val_bpb, None, False, True, st.lineno, run.last_val_text, 4)
+        )
+        fixed.sort(key=lambda m: m.lineno)
     run.metrics = fixed
     scored = [m for m in fixed if not m.diagnostic]
     run.scored = scored[-1] if scored else None
