@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+from ..findings import Confidence, Severity
+from ..ngram import PPM_LOG, NgramAnalysis, refine_reachability
+from ..rule import Invalid, Rule, Valid
+
+RULING = (
+    "https://github.com/openai/parameter-golf/issues/1017 (C2 normalisation: the scored distribution must sum "
+    "to one over the vocabulary)"
+)
+
+
+class NgramUnnormalized(Rule):
+    """
+    ## What it does
+    Finds byte-level mixtures whose neural side is not a distribution: a token's log-probability divided by
+    that token's byte length (`token_logp / n_bytes`, `np.repeat(lp) / np.repeat(len)`) or its probability
+    raised to `1 / L`, handed to every byte of the realised token and mixed with a byte model (PPM). Also
+    finds mixing weights chosen from the realised symbol's own probability (`if nn_nll < thr: lam = 1`).
+
+    ## Why it breaks the rules
+    Spreading `log p(token)` evenly over its bytes gives only the realised bytes a probability; the other 255
+    byte values get nothing, so the mixture is not normalised and its bits-per-byte is not a code length
+    (issue #1017, C2). A weight picked from how well the model predicted the answer uses the outcome to choose
+    the distribution.
+
+    ## Example
+    ```python
+    per_byte_logp = token_logp / n_bytes
+    for b in token_bytes:
+        mix = lam * math.exp(per_byte_logp) + (1 - lam) * ppm_prob(b)
+    ```
+
+    ## Compliant alternative
+    Derive a real 256-way byte distribution from the full softmax (marginalise the vocabulary over each
+    byte position, chain rule for later bytes), choose the weight from context only, and mix two normalised
+    distributions; or mix at the token level over the full vocabulary.
+
+    ## Known false positives
+    The split-wide bits-per-byte (`loss_sum / byte_count`) is not a per-token spread and is not reported. A
+    mixture code path that is off under the effective configuration is `info`.
+    """
+
+    CODE = "PG111"
+    NAME = "ngram-unnormalized"
+    CATEGORY = "ngram_unnormalized"
+    SEVERITY = Severity.ERROR
+    RULING = RULING
+    SUMMARY = "blended distribution not normalised over the vocabulary (token NLL spread over its bytes)"
+    FIX_HINT = "Mix normalised distributions: marginalise the full softmax to bytes instead of spreading one token's NLL."
+
+    VALID = [
+        Valid(
+            """
+            import math
+            def eval_bpb(nll, n_tokens, byte_count):
+                loss_sum = float(nll.sum())
+                return loss_sum / byte_count / math.log(2.0)
+            print(eval_bpb(None, 0, 1))
+            """,
+            note="split-wide bits per byte",
+        ),
+        Valid(
+            """
+            import torch
+            def byte_mix(probs, first_byte_mask, ppm_probs, byte_ids, lam):
+                nn_byte = probs @ first_byte_mask  # [N, 256], a real marginal of the softmax
+                mix = lam * nn_byte + (1 - lam) * ppm_probs
+                return -torch.log(mix.gather(-1, byte_ids[:, None])).sum()
+            print(byte_mix(None, None, None, None, 0.5))
+            """,
+            note="normalised 256-way byte distribution from the full softmax",
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import math
+            def ppm_mixture_bpb(target_ids, nll_nats, token_bytes, ppm):
+                byte_stream, byte_nn_logp = [], []
+                for i in range(len(target_ids)):
+                    tb = token_bytes[int(target_ids[i])]
+                    n_bytes = len(tb)
+                    token_logp = -float(nll_nats[i])
+                    per_byte_logp = token_logp / n_bytes
+                    for b in tb:
+                        byte_stream.append(b)
+                        byte_nn_logp.append(per_byte_logp)
+                mix_nll = 0.0
+                for t, b in enumerate(byte_stream):
+                    nn_log_p = byte_nn_logp[t]
+                    lam = 0.9
+                    if -nn_log_p < 0.277:
+                        lam = 1.0
+                    mix_nll -= math.log(lam * math.exp(nn_log_p) + (1 - lam) * ppm(b))
+                return mix_nll / len(byte_stream) / math.log(2)
+            print(ppm_mixture_bpb([], [], [], None))
+            """,
+        ),
+        Invalid(
+            """
+            import os
+            def nn_byte_true_prob(p_token_target, token_byte_len):
+                L = int(token_byte_len)
+                return p_token_target ** (1.0 / L)
+            def eval_ppm(tokens, probs, lens):
+                return sum(nn_byte_true_prob(p, n) for p, n in zip(probs, lens))
+            if int(os.environ.get("PPM_ENABLED", "0")):
+                print(eval_ppm([], [], []))
+            """,
+            logs={
+                "train.log": """
+                step:1/1 train_loss:1.0
+                ppm_mix_bpb:0.829467 tokens:8000000
+                """
+            },
+            note="off by default; the logged run printed the PPM result",
+        ),
+        Invalid(
+            """
+            import os
+            import numpy as np
+            def ppm_mix(lp_np, per_tok_len, plp, lam):
+                rep_lp = np.repeat(lp_np, per_tok_len)
+                rep_len = np.repeat(per_tok_len.astype(np.float64), per_tok_len)
+                nlp = np.where(rep_len > 0, rep_lp / rep_len, 0.0)
+                pm = lam * np.exp(nlp) + (1 - lam) * np.exp(plp)
+                return float(-np.log2(pm).sum() / 256)
+            if int(os.environ.get("PPM_MIX_ENABLED", "0")):
+                print(ppm_mix(None, None, None, 0.5))
+            """,
+            severity=Severity.INFO,
+            note="off by default and nothing switches it on",
+        ),
+    ]
+
+    def check(self):
+        analysis = self.program.shared("ngram", lambda: NgramAnalysis(self.program))
+        for site in self.program.shared("ngram_unnormalized", analysis.unnormalized_sites):
+            where = f" in `{site.fn.name}()`" if site.fn is not None else ""
+            what = "Byte-level mixture" if site.kind == "byte_spread" else "Mixture"
+            f = self.finding(
+                site.idx,
+                site.node,
+                f"{what}{where} is not normalised: {site.detail}",
+                evidence=[self.location(i, n, note) for i, n, note in site.evidence],
+                confidence=Confidence.HIGH if site.kind == "byte_spread" else Confidence.MEDIUM,
+            )
+            yield refine_reachability(f, self.program, analysis, site.idx, site.node, PPM_LOG, self.ctx.log_events, self.ctx.readme)
