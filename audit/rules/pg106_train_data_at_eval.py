@@ -1,0 +1,330 @@
+from __future__ import annotations
+
+from ..calibration import CalibrationAnalysis, log_calibration
+from ..constants import TRAIN_CAP_SECONDS
+from ..facts import UNKNOWN, call_name
+from ..findings import Confidence, Finding, Location, Reachability, Severity
+from ..rule import Invalid, Rule, Valid
+
+RULING = "https://github.com/openai/parameter-golf#rules (training data may only be used inside the 600 s)"
+
+# A run that stopped this close to 600 s used the full training budget (stop overshoot is a few ms).
+_FULL_CAP_MS = 1000.0 * TRAIN_CAP_SECONDS - 1000.0
+
+_LOOP = """
+            def hessians(model, loader, n):
+                H = {}
+                def hook(mod, inp, out):
+                    x = inp[0].flatten(0, 1)
+                    H[mod] = H.get(mod, 0) + x.T @ x
+                for m in model.modules():
+                    m.register_forward_hook(hook)
+                for _ in range(n):
+                    model(loader.next_batch())
+                return H
+"""
+
+
+class TrainDataAtEval(Rule):
+    """
+    ## What it does
+    Finds calibration collectors (forward hooks accumulating `x.T @ x`, e.g. GPTQ Hessians) that read training
+    shards (`args.train_files`, the training loader, a loader that globs `fineweb_train_*`) after the
+    wallclock-capped training loop has ended, in a submission that reserves no time for it in the training
+    budget (no `max_wallclock_ms -= gptq_reserve_ms`). The logs confirm it: `stopping_early … train_time:~600000ms`
+    followed by `gptq:` calibration lines and no `gptq:reserving …` line.
+
+    ## Why it breaks the rules
+    Training data may only be used inside the 600 s training budget. Reading training shards once the clock has
+    stopped is extra training-data access outside the budget, like fine-tuning after the cap.
+
+    ## Example
+    ```python
+    while True:  # stops when train_time reaches max_wallclock_ms (600 s)
+        ...
+    calib_loader = DistributedTokenLoader(args.train_files, rank, world_size, device)
+    hessians = collect_hessians(model, calib_loader, num_batches=256)
+    ```
+
+    ## Compliant alternative
+    Reserve the calibration time inside the budget (`max_wallclock_ms -= args.gptq_reserve_ms`, as the merged
+    GPTQ records do), or calibrate on text the model generates itself.
+
+    ## Known false positives
+    A training cap lowered by hand (`MAX_WALLCLOCK_SECONDS=590`) instead of an explicit reserve is reported as a
+    warning: whether calibration fits in the remaining seconds needs a human. Train time plus calibration time
+    in the logs is deliberately not used (merged records with a reserve add up to 600.7–604 s).
+    """
+
+    CODE = "PG106"
+    NAME = "train-data-at-eval"
+    CATEGORY = "train_data_at_eval"
+    SEVERITY = Severity.ERROR
+    RULING = RULING
+    SUMMARY = "training shards read after the training clock stopped (calibration with no reserved budget)"
+    FIX_HINT = "Subtract a calibration reserve from the training budget (max_wallclock_ms -= gptq_reserve_ms)."
+
+    VALID = [
+        Valid(
+            """
+            import os
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", "600"))
+                gptq_reserve_ms = float(os.environ.get("GPTQ_RESERVE_MS", "12000"))
+            """
+            + _LOOP
+            + """
+            def main(model, opt, Loader, elapsed_ms):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                max_wallclock_ms -= args.gptq_reserve_ms
+                loader = Loader(args.train_files)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                return hessians(model, Loader(args.train_files), 64)
+            main(None, None, None, None)
+            """,
+            logs={"train.log": """
+            gptq:reserving 12000ms from training budget, effective=588000ms
+            stopping_early: wallclock_cap train_time:588011ms step:6500/20000
+            gptq:calibrating with 64 batches (training data)...
+            """},
+            note="reserved budget: calibration happens inside the 600 s",
+        ),
+        Valid(
+            """
+            import torch
+            class Hyperparameters:
+                max_wallclock_seconds = 600.0
+            """
+            + _LOOP
+            + """
+            def selfgen_tokens(model, n):
+                t = torch.zeros(n, 1, dtype=torch.long)
+                for _ in range(128):
+                    t = torch.cat([t, torch.multinomial(model(t)[:, -1].softmax(-1), 1)], 1)
+                return t
+            class ListLoader:
+                def __init__(self, seqs):
+                    self.seqs = list(seqs)
+                def next_batch(self):
+                    return self.seqs.pop()
+            def main(model, opt, train_loader, elapsed_ms):
+                max_wallclock_ms = 1000.0 * Hyperparameters.max_wallclock_seconds
+                for step in range(100000):
+                    model(train_loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                calib = selfgen_tokens(model, 32)
+                return hessians(model, ListLoader(calib), 32)
+            main(None, None, None, None)
+            """,
+            note="self-generated calibration after the clock is legal",
+        ),
+        Valid(
+            """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            """
+            + _LOOP
+            + """
+            def main(model, opt, Loader, elapsed_ms):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                step = 0
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    step += 1
+                    if step % 1000 == 0:
+                        H = hessians(model, loader, 8)
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+            main(None, None, None, None)
+            """,
+            note="calibration inside the timed training loop",
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            """
+            + _LOOP
+            + """
+            def main(model, opt, Loader, elapsed_ms):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                calib_loader = Loader(args.train_files)
+                return hessians(model, calib_loader, 256)
+            main(None, None, None, None)
+            """,
+            logs={"train.log": """
+            stopping_early: wallclock_cap train_time:600031ms step:7000/20000
+            gptq:calibrating with training data...
+            gptq:calibrated 66 layers in 4.1s
+            """},
+        ),
+        Invalid(
+            """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            class ShardLoader:
+                def __init__(self, h):
+                    self.files = sorted(glob.glob(h.train_files))
+                def next_batch(self):
+                    return self.files
+            """
+            + _LOOP
+            + """
+            def train(h, model, opt, elapsed_ms):
+                max_wallclock_ms = 1000.0 * h.max_wallclock_seconds
+                loader = ShardLoader(h)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+            def quantize(h, model):
+                return hessians(model, ShardLoader(h), 128)
+            def run(h, model, opt, elapsed_ms):
+                train(h, model, opt, elapsed_ms)
+                return quantize(h, model)
+            run(Hyperparameters(), None, None, None)
+            """,
+            note="calibration in a helper called after the training function, loader opens train shards itself",
+        ),
+        Invalid(
+            """
+            import os
+            def main():
+                print(os.environ.get("RUN_ID"))
+            main()
+            """,
+            logs={"train.log": """
+            stopping_early: wallclock_cap train_time:600102ms step:6900/20000
+            gptq:collecting hessians from training data (256 batches)...
+            gptq:collected hessians for 68 layers (training data)
+            """},
+            severity=Severity.WARNING,
+            note="log-only evidence (code path not recognised): needs a human",
+        ),
+    ]
+
+    def check(self):
+        analysis: CalibrationAnalysis = self.program.shared("calibration", lambda: CalibrationAnalysis(self.program))
+        logs = log_calibration(self.ctx.log_events)
+        log_reserve = [lc.reserve for lc in logs if lc.reserve is not None]
+        all_reserves = analysis.reserves()
+        reserves = [r for r in all_reserves if self._reserve_live(r)]
+        zero_reserves = [r for r in all_reserves if r not in reserves]
+        if any(ms > 0 for _, _, ms in log_reserve) or (reserves and not log_reserve):
+            return  # calibration time is taken out of the training budget (the merged-record pattern)
+        log_ev = self._log_evidence(logs)
+        emitted = False
+        for site in analysis.sites():
+            if "train" not in site.origin.kinds or site.during_training or site.after_clock is None:
+                continue
+            if "train" in site.origin.conditional:
+                continue  # train data only via an undecided switch: the val rule covers the other branch
+            tidx, tnode, note = site.origin.kinds["train"]
+            cidx, cnode, cnote = site.after_clock
+            evidence = [
+                self.location(cidx, cnode, cnote),
+                self.location(site.idx, site.call, "calibration collector called after training"),
+                self.location(tidx, tnode, note),
+            ]
+            evidence.extend(self.location(r.idx, r.node, "reserve is 0 or switched off") for r in zero_reserves[:1])
+            evidence.extend(log_ev)
+            lowered = self._lowered_cap(analysis, logs)
+            msg = (
+                f"`{call_name(site.call)}()` reads training data after the training clock stopped, "
+                "and no time is reserved for it in the training budget"
+            )
+            if lowered is not None:
+                msg += f" (the training cap is lowered to {lowered:g} s by hand; check that calibration fits)"
+            yield self.finding(
+                site.idx,
+                site.call,
+                msg,
+                evidence=evidence,
+                severity=Severity.WARNING if lowered is not None else Severity.ERROR,
+                confidence=Confidence.HIGH if log_ev else Confidence.MEDIUM,
+            )
+            emitted = True
+        if not emitted:
+            yield from self._log_only(logs)
+
+    def _reserve_live(self, r) -> bool:
+        if r.value is not UNKNOWN and isinstance(r.value, (int, float)) and r.value <= 0:
+            return False
+        reach, _ = self.program.reachability(r.idx, r.node)
+        return reach is not Reachability.DISABLED_BY_DEFAULT
+
+    @staticmethod
+    def _lowered_cap(analysis: CalibrationAnalysis, logs) -> float | None:
+        """The hand-lowered training cap in seconds, or None when training runs to the 600 s cap.
+
+        Logs decide when they show where training stopped (a run that stopped at ~600 s and then calibrated
+        proves the overrun whatever the other runs did); otherwise the effective configuration does."""
+        stops = [lc.stop[2] for lc in logs if lc.stop is not None and lc.calib_after_stop]
+        if stops:
+            best = max(stops)
+            return None if best >= _FULL_CAP_MS else round(best / 1000.0)
+        cap = analysis.wallclock_cap_seconds()
+        if isinstance(cap, (int, float)) and not isinstance(cap, bool) and 0 < cap < TRAIN_CAP_SECONDS:
+            return float(cap)
+        return None
+
+    @staticmethod
+    def _log_evidence(logs) -> list[Location]:
+        out = []
+        for lc in sorted(logs, key=lambda lc: -(lc.stop[2] if lc.stop else 0.0)):
+            if lc.stop is None or not lc.calib_after_stop:
+                continue
+            line, text, _ms = lc.stop
+            out.append(Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"))
+            n, t = lc.calib_after_stop[0]
+            out.append(Location(path=lc.path, start_line=n, end_line=n, snippet=t, note="calibration runs after it"))
+            break
+        return out
+
+    def _log_only(self, logs):
+        """No recognised code path: a log that stops at the cap and then calibrates on training data."""
+        for lc in logs:
+            if lc.stop is None or not lc.train_calib:
+                continue
+            line, text, ms = lc.stop
+            if ms < _FULL_CAP_MS:
+                continue  # stopped well before the cap: the rest may fit inside the budget
+            n, t = lc.train_calib[0]
+            yield Finding(
+                rule=self.rule_id,
+                category=self.CATEGORY,
+                severity=Severity.WARNING,
+                confidence=Confidence.LOW,
+                message="The log shows calibration on training data after training stopped at the cap, with no reserve",
+                location=Location(path=lc.path, start_line=n, end_line=n, snippet=t),
+                evidence=(Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"),),
+                reachability=Reachability.REACHABLE,
+                reachability_reason="the log shows it ran",
+                ruling=self.RULING,
+                fix_hint=self.FIX_HINT,
+            )
+            return
