@@ -8,6 +8,7 @@ orphan them). Then record the exit code, log, outputs, outside wall clock and th
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -145,16 +146,22 @@ print(json.dumps(out))
 """
 
 
+@functools.lru_cache(maxsize=4)
+def _versions(python: str, host: str) -> tuple[tuple[str, object], ...]:
+    """torch/CUDA/flash-attn of `python` on `host`: probed once per process (importing torch takes seconds)."""
+    try:
+        proc = subprocess.run([python, "-c", _VERSIONS], capture_output=True, text=True, timeout=120)
+        return tuple(json.loads(proc.stdout.strip().splitlines()[-1]).items())
+    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
+        return (("versions_error", repr(e)),)
+
+
 def environment_info(python: str = sys.executable) -> dict:
     """nvidia-smi, torch/CUDA/flash-attn versions and the GPU list of the machine the seed ran on."""
     from .checks import gpu_names
 
     info: dict = {"python": platform.python_version(), "platform": platform.platform()}
-    try:
-        proc = subprocess.run([python, "-c", _VERSIONS], capture_output=True, text=True, timeout=120)
-        info.update(json.loads(proc.stdout.strip().splitlines()[-1]))
-    except (subprocess.SubprocessError, OSError, ValueError, IndexError) as e:
-        info["versions_error"] = repr(e)
+    info.update(dict(_versions(python, platform.node())))
     smi = shutil.which("nvidia-smi")
     if smi:
         try:

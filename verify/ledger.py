@@ -115,6 +115,13 @@ class Ledger:
         self.event(result.seed, f"{result.status}" + (f" (exit {result.exit_code})" if result.exit_code is not None else ""))
         self.save()
 
+    def mark_interrupted(self, seed: int) -> None:
+        e = self.entry(seed)
+        if e.get("state") == "running":
+            e.update(state="interrupted", updated_at=_now())
+            self.event(seed, "interrupted; will run again on resume")
+            self.save()
+
     # --- resume -------------------------------------------------------------------------------------
     def pending(self, jobs: list[SeedJob], *, retry_failed: bool = False) -> list[SeedJob]:
         """Jobs still to run. Seeds left `running` by a dead verifier are adopted when their run finished."""

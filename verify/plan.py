@@ -87,6 +87,7 @@ class Plan:
     claims: Claims
     jobs: list[SeedJob]
     shipped_logs: dict[str, str] = field(default_factory=dict)  # path -> text (for --logs-only)
+    logged_scores: dict[int, float] = field(default_factory=dict)  # seed -> val_bpb the shipped logs print
 
     def to_dict(self) -> dict:
         return {
@@ -103,6 +104,7 @@ class Plan:
             "code_sha256": self.code_sha256,
             "code_bytes": self.code_bytes,
             "claims": self.claims.to_dict(),
+            "logged_scores": {str(k): v for k, v in self.logged_scores.items()},
             "jobs": [j.to_dict() for j in self.jobs],
         }
 
@@ -124,16 +126,16 @@ def shipped_logs(sub: Submission) -> dict[str, str]:
     return {p: sub.text(p) for p in sub.log_files}
 
 
-def logged_seeds(logs: dict[str, str]) -> list[int]:
-    """Seeds the shipped logs ran, each once, ascending."""
+def logged_scores(logs: dict[str, str]) -> dict[int, float | None]:
+    """Seed -> scored val_bpb of the last run of each shipped log (None when it printed no score)."""
     from .checks import log_facts
 
-    seeds: list[int] = []
+    out: dict[int, float | None] = {}
     for text in logs.values():
         facts = log_facts(text)
-        if facts.seed is not None and facts.seed not in seeds:
-            seeds.append(facts.seed)
-    return sorted(seeds)
+        if facts.seed is not None and out.get(facts.seed) is None:
+            out[facts.seed] = facts.val_bpb
+    return dict(sorted(out.items()))
 
 
 def choose_seeds(count: int | None, explicit: list[int] | None, from_logs: list[int]) -> tuple[list[int], str]:
@@ -255,7 +257,8 @@ def make_plan(
         env["TOKENIZER_PATH"] = str(Path(tokenizer_path).resolve())
     env.update(env_overrides or {})
     logs = shipped_logs(sub)
-    chosen, seeds_source = choose_seeds(seed_count, seeds, logged_seeds(logs))
+    logged = logged_scores(logs)
+    chosen, seeds_source = choose_seeds(seed_count, seeds, list(logged))
     code_sha = {p: sha256(sub.files[p]) for p in sub.code_files if p in sub.files}
     argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", sub.entry)
     out_abs = str(Path(out).resolve())
@@ -293,4 +296,5 @@ def make_plan(
         claims=claimed_scores(sub, logs),
         jobs=jobs,
         shipped_logs=logs,
+        logged_scores={k: v for k, v in logged.items() if v is not None},
     )

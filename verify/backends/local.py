@@ -34,6 +34,7 @@ class LocalBackend:
 
                 written = read_result(job.seed_dir)
                 if written is not None:
-                    ledger.record(written)  # state `interrupted`: re-run on resume
+                    ledger.record(written)  # a run that finished as the signal came stays a result
+                ledger.mark_interrupted(job.seed)  # otherwise `interrupted`: run again on resume
                 raise
             ledger.record(result)
