@@ -58,128 +58,116 @@ SHARD_HEADER_INTS = 256
 
 
 class Hyperparameters:
-    """Read at instantiation (not import) so one process can run several configurations. `env` defaults to
-    os.environ; every variable read is remembered so the non-default ones can be listed (nondefault_env)."""
+    """Read from the environment at instantiation (not import), so one process can run several configs."""
 
-    def __init__(self, env=None) -> None:
-        env = os.environ if env is None else env
-        self._read: dict[str, str] = {}
-
-        def get(name: str, default, cast=str):
-            raw = env.get(name)
-            if raw is not None:
-                self._read[name] = raw
-            if cast is bool:
-                return bool(int(raw)) if raw is not None else default
-            return cast(raw) if raw is not None else default
-
-        _env_int = lambda n, d: get(n, d, int)  # noqa: E731
-        _env_float = lambda n, d: get(n, d, float)  # noqa: E731
-        _env_bool = lambda n, d: get(n, d, bool)  # noqa: E731
-        _env_str = lambda n, d: get(n, d, str)  # noqa: E731
+    def __init__(self) -> None:
         # Data and run identity.
-        self.data_path = _env_str("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
+        self.data_path = os.environ.get("DATA_PATH", "./data/datasets/fineweb10B_sp1024")
         self.train_files = os.path.join(self.data_path, "fineweb_train_*.bin")
         self.val_files = os.path.join(self.data_path, "fineweb_val_*.bin")
-        self.tokenizer_path = _env_str("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
-        self.run_id = _env_str("RUN_ID", str(uuid.uuid4()))
-        self.seed = _env_int("SEED", 1337)
-        self.artifact_dir = _env_str("ARTIFACT_DIR", ".")
+        self.tokenizer_path = os.environ.get("TOKENIZER_PATH", "./data/tokenizers/fineweb_1024_bpe.model")
+        self.run_id = os.environ.get("RUN_ID", str(uuid.uuid4()))
+        self.seed = int(os.environ.get("SEED", 1337))
+        self.artifact_dir = os.environ.get("ARTIFACT_DIR", ".")
         # Validation cadence and batch size.
-        self.val_batch_size = _env_int("VAL_BATCH_SIZE", 524_288)
-        self.val_loss_every = _env_int("VAL_LOSS_EVERY", 1000)
-        self.train_log_every = _env_int("TRAIN_LOG_EVERY", 200)
+        self.val_batch_size = int(os.environ.get("VAL_BATCH_SIZE", 524_288))
+        self.val_loss_every = int(os.environ.get("VAL_LOSS_EVERY", 1000))
+        self.train_log_every = int(os.environ.get("TRAIN_LOG_EVERY", 200))
         # Training length.
-        self.iterations = _env_int("ITERATIONS", 20000)
-        self.warmdown_iters = _env_int("WARMDOWN_ITERS", 1200)
-        self.warmdown_frac = _env_float("WARMDOWN_FRAC", 0.0)  # >0: warmdown by fraction of the time budget
-        self.min_lr = _env_float("MIN_LR", 0.0)
-        self.warmup_steps = _env_int("WARMUP_STEPS", 20)  # compile priming steps, state restored after
-        self.train_batch_tokens = _env_int("TRAIN_BATCH_TOKENS", 524_288)
-        self.train_seq_len = _env_int("TRAIN_SEQ_LEN", 1024)
-        self.eval_seq_len = _env_int("EVAL_SEQ_LEN", 0) or self.train_seq_len
-        self.max_wallclock_seconds = _env_float("MAX_WALLCLOCK_SECONDS", 600.0)
-        self.grad_accum_steps = _env_int("GRAD_ACCUM_STEPS", 0)  # 0: 8 // WORLD_SIZE as in the baseline
+        self.iterations = int(os.environ.get("ITERATIONS", 20000))
+        self.warmdown_iters = int(os.environ.get("WARMDOWN_ITERS", 1200))
+        self.warmdown_frac = float(os.environ.get("WARMDOWN_FRAC", 0.0))  # >0: warmdown by fraction of the time budget
+        self.min_lr = float(os.environ.get("MIN_LR", 0.0))
+        self.warmup_steps = int(os.environ.get("WARMUP_STEPS", 20))  # compile priming steps, state restored after
+        self.train_batch_tokens = int(os.environ.get("TRAIN_BATCH_TOKENS", 524_288))
+        self.train_seq_len = int(os.environ.get("TRAIN_SEQ_LEN", 1024))
+        self.eval_seq_len = int(os.environ.get("EVAL_SEQ_LEN", 0)) or self.train_seq_len
+        self.max_wallclock_seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", 600.0))
+        self.grad_accum_steps = int(os.environ.get("GRAD_ACCUM_STEPS", 0))  # 0: 8 // WORLD_SIZE as in the baseline
         # Runtime.
-        self.device = _env_str("DEVICE", "auto")
-        self.attn_backend = _env_str("ATTN_BACKEND", "auto")
-        self.compile = _env_str("COMPILE", "auto")
+        self.device = os.environ.get("DEVICE", "auto")
+        self.attn_backend = os.environ.get("ATTN_BACKEND", "auto")
+        self.compile = os.environ.get("COMPILE", "auto")
         # Model shape.
-        self.vocab_size = _env_int("VOCAB_SIZE", 1024)
-        self.num_layers = _env_int("NUM_LAYERS", 9)
-        self.num_kv_heads = _env_int("NUM_KV_HEADS", 4)
-        self.model_dim = _env_int("MODEL_DIM", 512)
-        self.num_heads = _env_int("NUM_HEADS", 8)
-        self.mlp_mult = _env_float("MLP_MULT", 2)
-        self.mlp_act = _env_str("MLP_ACT", "relu2")  # relu2 | leaky_relu2
-        self.leaky_slope = _env_float("LEAKY_SLOPE", 0.5)
-        self.tie_embeddings = _env_bool("TIE_EMBEDDINGS", True)
-        self.rope_base = _env_float("ROPE_BASE", 10000.0)
-        self.rope_dims = _env_int("ROPE_DIMS", 0)  # 0: full head_dim
-        self.logit_softcap = _env_float("LOGIT_SOFTCAP", 30.0)
-        self.qk_gain_init = _env_float("QK_GAIN_INIT", 1.5)
-        self.skip_gates_enabled = _env_bool("SKIP_GATES_ENABLED", False)
-        self.xsa_last_n = _env_int("XSA_LAST_N", 0)  # >= NUM_LAYERS: every layer
-        self.ln_scale = _env_bool("LN_SCALE", False)
-        self.smear_gate = _env_bool("SMEAR_GATE", False)
-        self.bigram_vocab_size = _env_int("BIGRAM_VOCAB_SIZE", 0)
-        self.bigram_dim = _env_int("BIGRAM_DIM", 128)
-        self.backout_layer = _env_int("BACKOUT_LAYER", -1)
-        self.ortho_init = _env_bool("ORTHO_INIT", False)
-        self.label_smoothing = _env_float("LABEL_SMOOTHING", 0.0)
-        self.bos_id = _env_int("BOS_ID", 1)
+        self.vocab_size = int(os.environ.get("VOCAB_SIZE", 1024))
+        self.num_layers = int(os.environ.get("NUM_LAYERS", 9))
+        self.num_kv_heads = int(os.environ.get("NUM_KV_HEADS", 4))
+        self.model_dim = int(os.environ.get("MODEL_DIM", 512))
+        self.num_heads = int(os.environ.get("NUM_HEADS", 8))
+        self.mlp_mult = float(os.environ.get("MLP_MULT", 2))
+        self.mlp_act = os.environ.get("MLP_ACT", "relu2")  # relu2 | leaky_relu2
+        self.leaky_slope = float(os.environ.get("LEAKY_SLOPE", 0.5))
+        self.tie_embeddings = bool(int(os.environ.get("TIE_EMBEDDINGS", "1")))
+        self.rope_base = float(os.environ.get("ROPE_BASE", 10000.0))
+        self.rope_dims = int(os.environ.get("ROPE_DIMS", 0))  # 0: full head_dim
+        self.logit_softcap = float(os.environ.get("LOGIT_SOFTCAP", 30.0))
+        self.qk_gain_init = float(os.environ.get("QK_GAIN_INIT", 1.5))
+        self.skip_gates_enabled = bool(int(os.environ.get("SKIP_GATES_ENABLED", "0")))
+        self.xsa_last_n = int(os.environ.get("XSA_LAST_N", 0))  # >= NUM_LAYERS: every layer
+        self.ln_scale = bool(int(os.environ.get("LN_SCALE", "0")))
+        self.smear_gate = bool(int(os.environ.get("SMEAR_GATE", "0")))
+        self.bigram_vocab_size = int(os.environ.get("BIGRAM_VOCAB_SIZE", 0))
+        self.bigram_dim = int(os.environ.get("BIGRAM_DIM", 128))
+        self.backout_layer = int(os.environ.get("BACKOUT_LAYER", -1))
+        self.ortho_init = bool(int(os.environ.get("ORTHO_INIT", "0")))
+        self.label_smoothing = float(os.environ.get("LABEL_SMOOTHING", 0.0))
+        self.bos_id = int(os.environ.get("BOS_ID", 1))
         # Optimizer.
-        self.embed_lr = _env_float("EMBED_LR", 0.6)
-        self.head_lr = _env_float("HEAD_LR", 0.008)
-        self.tied_embed_lr = _env_float("TIED_EMBED_LR", 0.05)
-        self.tied_embed_init_std = _env_float("TIED_EMBED_INIT_STD", 0.005)
-        self.matrix_lr = _env_float("MATRIX_LR", 0.04)
-        self.scalar_lr = _env_float("SCALAR_LR", 0.04)
-        self.muon_momentum = _env_float("MUON_MOMENTUM", 0.95)
-        self.muon_backend_steps = _env_int("MUON_BACKEND_STEPS", 5)
-        self.muon_momentum_warmup_start = _env_float("MUON_MOMENTUM_WARMUP_START", 0.85)
-        self.muon_momentum_warmup_steps = _env_int("MUON_MOMENTUM_WARMUP_STEPS", 500)
-        self.muon_wd = _env_float("MUON_WD", 0.0)
-        self.muon_row_normalize = _env_bool("MUON_ROW_NORMALIZE", False)
-        self.embed_wd = _env_float("EMBED_WD", 0.0)
-        self.adam_wd = _env_float("ADAM_WD", 0.0)
-        self.beta1 = _env_float("BETA1", 0.9)
-        self.beta2 = _env_float("BETA2", 0.95)
-        self.adam_eps = _env_float("ADAM_EPS", 1e-8)
-        self.grad_clip_norm = _env_float("GRAD_CLIP_NORM", 0.0)
+        self.embed_lr = float(os.environ.get("EMBED_LR", 0.6))
+        self.head_lr = float(os.environ.get("HEAD_LR", 0.008))
+        self.tied_embed_lr = float(os.environ.get("TIED_EMBED_LR", 0.05))
+        self.tied_embed_init_std = float(os.environ.get("TIED_EMBED_INIT_STD", 0.005))
+        self.matrix_lr = float(os.environ.get("MATRIX_LR", 0.04))
+        self.scalar_lr = float(os.environ.get("SCALAR_LR", 0.04))
+        self.muon_momentum = float(os.environ.get("MUON_MOMENTUM", 0.95))
+        self.muon_backend_steps = int(os.environ.get("MUON_BACKEND_STEPS", 5))
+        self.muon_momentum_warmup_start = float(os.environ.get("MUON_MOMENTUM_WARMUP_START", 0.85))
+        self.muon_momentum_warmup_steps = int(os.environ.get("MUON_MOMENTUM_WARMUP_STEPS", 500))
+        self.muon_wd = float(os.environ.get("MUON_WD", 0.0))
+        self.muon_row_normalize = bool(int(os.environ.get("MUON_ROW_NORMALIZE", "0")))
+        self.embed_wd = float(os.environ.get("EMBED_WD", 0.0))
+        self.adam_wd = float(os.environ.get("ADAM_WD", 0.0))
+        self.beta1 = float(os.environ.get("BETA1", 0.9))
+        self.beta2 = float(os.environ.get("BETA2", 0.95))
+        self.adam_eps = float(os.environ.get("ADAM_EPS", 1e-8))
+        self.grad_clip_norm = float(os.environ.get("GRAD_CLIP_NORM", 0.0))
         # Weight averaging and QAT.
-        self.ema_enabled = _env_bool("EMA_ENABLED", False)
-        self.ema_decay = _env_float("EMA_DECAY", 0.997)
-        self.swa_enabled = _env_bool("SWA_ENABLED", False)
-        self.swa_every = _env_int("SWA_EVERY", 50)
-        self.swa_start_scale = _env_float("SWA_START_SCALE", 0.2)  # collect once the LR scale drops below
-        self.qat_enabled = _env_bool("QAT_ENABLED", False)  # fake-quant from step 0
-        self.late_qat_threshold = _env_float("LATE_QAT_THRESHOLD", 0.0)  # >0: switch on below this LR scale
+        self.ema_enabled = bool(int(os.environ.get("EMA_ENABLED", "0")))
+        self.ema_decay = float(os.environ.get("EMA_DECAY", 0.997))
+        self.swa_enabled = bool(int(os.environ.get("SWA_ENABLED", "0")))
+        self.swa_every = int(os.environ.get("SWA_EVERY", 50))
+        self.swa_start_scale = float(os.environ.get("SWA_START_SCALE", 0.2))  # collect once the LR scale drops below
+        self.qat_enabled = bool(int(os.environ.get("QAT_ENABLED", "0")))  # fake-quant from step 0
+        self.late_qat_threshold = float(os.environ.get("LATE_QAT_THRESHOLD", 0.0))  # >0: switch on below this LR scale
         # Export.
-        self.quant_bits = _env_int("QUANT_BITS", 8)  # 8 = baseline int8_clean_per_row_v1; 6 or 5 = intN
-        self.compressor = _env_str("COMPRESSOR", "auto")  # auto | zlib | zstd | lzma
-        self.gptq_lite = _env_bool("GPTQ_LITE", True)  # per-row clip search for int6/int5
-        self.fp16_embed_export = _env_bool("FP16_EMBED_EXPORT", False)
-        self.prune_frac = _env_float("PRUNE_FRAC", 0.0)
+        self.quant_bits = int(os.environ.get("QUANT_BITS", 8))  # 8 = baseline int8_clean_per_row_v1; 6 or 5 = intN
+        self.compressor = os.environ.get("COMPRESSOR", "auto")  # auto | zlib | zstd | lzma
+        self.gptq_lite = bool(int(os.environ.get("GPTQ_LITE", "1")))  # per-row clip search for int6/int5
+        self.fp16_embed_export = bool(int(os.environ.get("FP16_EMBED_EXPORT", "0")))
+        self.prune_frac = float(os.environ.get("PRUNE_FRAC", 0.0))
         # Evaluation.
-        self.eval_stride = _env_int("EVAL_STRIDE", 0)  # >0: sliding-window final eval
-        self.eval_batch_seqs = _env_int("EVAL_BATCH_SEQS", 32)
-        self.ttt_enabled = _env_bool("TTT_ENABLED", False)
-        self.ttt_lr = _env_float("TTT_LR", 0.002)
-        self.ttt_epochs = _env_int("TTT_EPOCHS", 3)
-        self.ttt_chunk_tokens = _env_int("TTT_CHUNK_TOKENS", 32768)
-        self.ttt_momentum = _env_float("TTT_MOMENTUM", 0.9)
-        self.ttt_batch_seqs = _env_int("TTT_BATCH_SEQS", 32)
-        self.ttt_freeze_blocks = _env_int("TTT_FREEZE_BLOCKS", 0)
-        self.ttt_grad_clip = _env_float("TTT_GRAD_CLIP", 1.0)
+        self.eval_stride = int(os.environ.get("EVAL_STRIDE", 0))  # >0: sliding-window final eval
+        self.eval_batch_seqs = int(os.environ.get("EVAL_BATCH_SEQS", 32))
+        self.ttt_enabled = bool(int(os.environ.get("TTT_ENABLED", "0")))
+        self.ttt_lr = float(os.environ.get("TTT_LR", 0.002))
+        self.ttt_epochs = int(os.environ.get("TTT_EPOCHS", 3))
+        self.ttt_chunk_tokens = int(os.environ.get("TTT_CHUNK_TOKENS", 32768))
+        self.ttt_momentum = float(os.environ.get("TTT_MOMENTUM", 0.9))
+        self.ttt_batch_seqs = int(os.environ.get("TTT_BATCH_SEQS", 32))
+        self.ttt_freeze_blocks = int(os.environ.get("TTT_FREEZE_BLOCKS", 0))
+        self.ttt_grad_clip = float(os.environ.get("TTT_GRAD_CLIP", 1.0))
 
 
 def nondefault_env(h: Hyperparameters) -> dict[str, str]:
-    """Env vars whose value changed a setting, for the log and the record README's run command."""
-    defaults = vars(Hyperparameters({}))
-    current = {k: v for k, v in vars(h).items() if not k.startswith("_")}
-    changed = {k for k, v in current.items() if k not in ("run_id", "train_files", "val_files") and v != defaults[k]}
-    return {name: raw for name, raw in sorted(h._read.items()) if name.lower() in changed}
+    """Env vars whose value changed a setting, for the log and the record README's run command. Every
+    setting `x` is read from env var `X`; defaults come from a second read with those variables unset."""
+    ours = {k.upper() for k in vars(h)}
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k in ours}
+    try:
+        defaults = vars(Hyperparameters())
+    finally:
+        os.environ.update(saved)
+    return {k: v for k, v in sorted(saved.items()) if k != "RUN_ID" and vars(h)[k.lower()] != defaults[k.lower()]}
 
 
 CONTROL_TENSOR_NAME_PATTERNS = tuple(
@@ -1385,6 +1373,8 @@ def main() -> int:
         fresh.load_state_dict(load_artifact(artifact_path), strict=True)
         return fresh
 
+    _sync(device)
+    t_eval_start = _now()  # the evaluation clock starts at artifact load (conservative, §5.4)
     eval_model = fresh_roundtrip_model()
     scorer = torch.compile(eval_model, dynamic=False) if use_compile else eval_model
     tag = f"final_int{h.quant_bits}_{codec}"
@@ -1412,6 +1402,10 @@ def main() -> int:
         log0(f"legal_ttt val_loss:{t_loss:.4f} val_bpb:{t_bpb:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
         log0(f"legal_ttt_exact val_loss:{t_loss:.8f} val_bpb:{t_bpb:.8f}")
         score = ("legal_ttt_exact", t_loss, t_bpb)
+    _sync(device)
+    total_eval_s = _now() - t_eval_start
+    log0(f"total_eval_time:{total_eval_s:.1f}s")
+    event("eval_time_ms", round(1000 * total_eval_s))
     if score[0] != "final_int8_zlib_roundtrip_exact":
         # Compatibility copy of the scored number under the baseline's tag, for tools that read only it.
         log0(f"final_score source:{score[0]}")

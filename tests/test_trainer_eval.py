@@ -3,6 +3,9 @@ never lets a token influence the weights before it is scored."""
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import contextlib
 import math
 
@@ -24,7 +27,8 @@ def autocast():
 
 
 def hparams(**extra) -> T.Hyperparameters:
-    return T.Hyperparameters({**TINY, **{k: str(v) for k, v in extra.items()}})
+    with mock.patch.dict(os.environ, {**TINY, **{k: str(v) for k, v in extra.items()}}):
+        return T.Hyperparameters()
 
 
 def random_model(h: T.Hyperparameters, seed: int = 0) -> T.GPT:

@@ -3,6 +3,9 @@ BOS mask, XSA, partial RoPE, attention backends, Muon."""
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import pytest
 import torch
 
@@ -12,7 +15,8 @@ TINY = {"VOCAB_SIZE": "64", "NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "
 
 
 def hparams(**extra) -> T.Hyperparameters:
-    return T.Hyperparameters({**TINY, **{k: str(v) for k, v in extra.items()}})
+    with mock.patch.dict(os.environ, {**TINY, **{k: str(v) for k, v in extra.items()}}):
+        return T.Hyperparameters()
 
 
 def randomised(model):
@@ -23,6 +27,7 @@ def randomised(model):
     return model
 
 
+@pytest.mark.slow  # a cold torch.compile (dynamo + aot_eager) takes 10-30 s on a shared CPU
 def test_qat_switch_is_a_tensor_that_compile_does_not_fold():
     h = hparams(LATE_QAT_THRESHOLD=0.15, QUANT_BITS=6)
     model = randomised(T.GPT(h, "math"))

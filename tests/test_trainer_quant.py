@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from unittest import mock
+
 import io
 import zlib
 
@@ -9,6 +12,11 @@ import pytest
 import torch
 
 from reference_trainer import train_gpt as T
+
+
+def hparams(env: dict[str, str]) -> T.Hyperparameters:
+    with mock.patch.dict(os.environ, env):
+        return T.Hyperparameters()
 
 
 def weights(rows=96, cols=1024, seed=0):
@@ -80,7 +88,7 @@ def test_codec_resolution():
 
 
 def test_magnitude_pruning_zeroes_the_requested_fraction():
-    h = T.Hyperparameters({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
+    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
                            "NUM_KV_HEADS": "2", "MLP_MULT": "2"})
     model = T.GPT(h)
     with torch.no_grad():
@@ -93,7 +101,7 @@ def test_magnitude_pruning_zeroes_the_requested_fraction():
 
 
 def test_artifact_round_trip_into_a_fresh_model(tmp_path):
-    h = T.Hyperparameters({"VOCAB_SIZE": "64", "NUM_LAYERS": "2", "MODEL_DIM": "256", "NUM_HEADS": "2",
+    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "2", "MODEL_DIM": "256", "NUM_HEADS": "2",
                            "NUM_KV_HEADS": "1", "QUANT_BITS": "6"})
     torch.manual_seed(0)
     model = T.GPT(h)
@@ -111,7 +119,7 @@ def test_artifact_round_trip_into_a_fresh_model(tmp_path):
 
 
 def test_int8_container_matches_baseline_zlib_layout(tmp_path):
-    h = T.Hyperparameters({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
+    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
                            "NUM_KV_HEADS": "2"})
     model = T.GPT(h)
     path = tmp_path / "final_model.int8.ptz"
