@@ -106,12 +106,12 @@ def main():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    if args.ttt_enabled:
-        val_loss, val_bpb = eval_val_ttt(model, val_tokens, args.train_seq_len, 2.436, args.ttt_chunk_tokens, args.ttt_lr, args.ttt_epochs)
-        print(f"legal_ttt_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
 
     val_loss, val_bpb = eval_val(model, val_tokens, args.train_seq_len, 2.436)
     print(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    if args.ttt_enabled:
+        val_loss, val_bpb = eval_val_ttt(model, val_tokens, args.train_seq_len, 2.436, args.ttt_chunk_tokens, args.ttt_lr, args.ttt_epochs)
+        print(f"legal_ttt_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
 
 
 if __name__ == "__main__":
