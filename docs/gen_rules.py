@@ -1,0 +1,69 @@
+"""Generate docs/rules/<CODE>.md from the rule classes (docstring, metadata, VALID/INVALID cases).
+
+    python docs/gen_rules.py          # write the pages
+    python docs/gen_rules.py --check  # exit 1 when a page is out of date (used by the tests)
+"""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from audit.rules import RULES  # noqa: E402
+
+OUT = Path(__file__).resolve().parent / "rules"
+
+
+def page(rule) -> str:
+    lines = [
+        f"# {rule.CODE} `{rule.NAME}`",
+        "",
+        f"*{rule.SUMMARY}*",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| category | `{rule.CATEGORY or '—'}` |",
+        f"| severity when live | `{rule.SEVERITY.value}` |",
+        f"| status | {rule.STATUS} |",
+        f"| ruling | {rule.RULING or '—'} |",
+        "",
+        rule.doc(),
+        "",
+    ]
+    if rule.FIX_HINT:
+        lines += ["## Fix hint", "", rule.FIX_HINT, ""]
+    for title, cases in (("Cases that must not be flagged (VALID)", rule.VALID), ("Cases that must be flagged (INVALID)", rule.INVALID)):
+        lines += [f"## {title}", ""]
+        for i, c in enumerate(cases, 1):
+            lines.append(f"{i}. {c.note or 'case'}" + (" (README run command switches it on)" if c.readme else ""))
+            lines += ["", "```python", textwrap.dedent(c.code).strip(), "```", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def index() -> str:
+    rows = ["# pgolf-audit rules", "", "| code | name | category | summary |", "|---|---|---|---|"]
+    for r in RULES:
+        rows.append(f"| [{r.CODE}]({r.CODE}.md) | `{r.NAME}` | `{r.CATEGORY or '—'}` | {r.SUMMARY} |")
+    return "\n".join(rows) + "\n"
+
+
+def main() -> int:
+    check = "--check" in sys.argv
+    wanted = {OUT / f"{r.CODE}.md": page(r) for r in RULES}
+    wanted[OUT / "README.md"] = index()
+    stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
+    if check:
+        for p in stale:
+            print(f"out of date: {p}")
+        return 1 if stale else 0
+    OUT.mkdir(parents=True, exist_ok=True)
+    for p, text in wanted.items():
+        p.write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
