@@ -335,18 +335,33 @@ class CalibrationAnalysis:
 
     # --- timing against the training clock --------------------------------------------------------
     def _find_clock_loops(self) -> list[tuple[SourceIndex, ast.AST]]:
-        """Outermost loops that train (backward pass) and stop on a wallclock budget."""
+        """Outermost loops that train (a backward pass, maybe inside a step helper) and stop on a wallclock budget."""
+        steppers = self._backward_functions()
         out = []
         for idx in self.p.indexes:
             for loop in idx.nodes(*LOOPS):
                 if any(isinstance(a, LOOPS) for a in idx.ancestors(loop)):
                     continue
-                names = [nm for nm, _ in _load_names(loop)]
-                if not any(_CLOCK.search(nm) for nm in names):
+                if not any(_CLOCK.search(nm) for nm, _ in _load_names(loop)):
                     continue
-                if any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(loop)):
+                if any(isinstance(n, ast.Call) and call_name(n) in steppers for n in ast.walk(loop)):
                     out.append((idx, loop))
         return out
+
+    def _backward_functions(self) -> set[str]:
+        """`backward` plus the user functions that run a backward pass directly or through a callee."""
+        found = {"backward"}
+        for _ in range(3):
+            grew = False
+            for name, defs in self.p.functions.items():
+                if name in found:
+                    continue
+                if any(isinstance(n, ast.Call) and call_name(n) in found for _, fn in defs for n in ast.walk(fn)):
+                    found.add(name)
+                    grew = True
+            if not grew:
+                break
+        return found
 
     def _find_trainers(self) -> set[str]:
         """Functions that run the wallclock-capped training loop, directly or through a callee."""
@@ -378,13 +393,13 @@ class CalibrationAnalysis:
                 continue
             if any(a is loop for a in idx.ancestors(node)):
                 return None, True
-            if node.lineno > (loop.end_lineno or loop.lineno):
+            if _pos(node) > (loop.end_lineno or loop.lineno, loop.end_col_offset or 0):
                 return (idx, loop, "wallclock-capped training loop ends here"), False
         for n in walk_scope(scope):
             if (
                 isinstance(n, ast.Call)
                 and call_name(n) in self._trainers
-                and n.lineno < node.lineno
+                and _pos(n) < _pos(node)
                 and not any(a is n for a in ast.walk(node))
             ):
                 return (idx, n, f"training (`{call_name(n)}()`) has finished here"), False
@@ -436,6 +451,11 @@ class CalibrationAnalysis:
             if name in self.p.consts:
                 return self.p.fold(self.p.consts[name][1])
         return UNKNOWN
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    """Source position; minified records put several statements on one line."""
+    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
 
 
 def _reserve_term(expr: ast.AST) -> ast.AST | None:

@@ -234,8 +234,10 @@ class TrainDataAtEval(Rule):
         all_reserves = analysis.reserves()
         reserves = [r for r in all_reserves if self._reserve_live(r)]
         zero_reserves = [r for r in all_reserves if r not in reserves]
-        if any(ms > 0 for _, _, ms in log_reserve) or (reserves and not log_reserve):
-            return  # calibration time is taken out of the training budget (the merged-record pattern)
+        if reserves or any(ms > 0 for _, _, ms in log_reserve):
+            # calibration time is taken out of the training budget (the merged-record pattern); a log line
+            # "reserving 0s" may be a sub-second reserve rounded by the format, so the code decides then
+            return
         log_ev = self._log_evidence(logs)
         emitted = False
         for site in analysis.sites():
