@@ -1,0 +1,539 @@
+from __future__ import annotations
+
+import ast
+import re
+
+from ..dataflow import ValFlow
+from ..facts import _VAL_PATH_LIT, Program, SourceIndex, call_name, is_val_name, walk_scope
+from ..findings import Confidence, Severity
+from ..rule import Invalid, Rule, Valid
+from ..slot import SlotAnalysis
+from ..ttt import TTTAnalysis
+
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_SCORING_KINDS = {"score_first", "multi_epoch", "train_then_score"}  # the TTT pass scored the tokens itself
+_METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
+_DIAGNOSTIC = re.compile(r"diag|debug|sanity", re.I)
+_SCORE_NAME = re.compile(r"(loss|nll|bpb|bits|score)", re.I)
+_NO_GRAD = {"no_grad", "inference_mode"}
+# How a function uses a parameter that holds a model (vs. tokens, a device or a rank).
+_MODEL_USE = {"eval", "train", "parameters", "named_parameters", "state_dict", "load_state_dict", "forward",
+              "forward_logits", "forward_hidden", "compute_logits", "zero_grad", "requires_grad_", "modules"}
+
+
+class MultipassRescore(Rule):
+    """
+    ## What it does
+    Finds validation tokens scored more than once with the better result kept:
+    - a test-time-training pass that scores the tokens (score-first TTT) and then another scoring call on the
+      same model object over the validation tokens, whose result is logged as the metric (two-pass rescore);
+    - keep-best selection (`if avg < best: best = avg`) inside a loop that re-scores the same tokens each
+      time: score-every-epoch keeping the best epoch, min over TTT trajectories, temperature sweeps on val.
+
+    ## Why it breaks the rules
+    Each target must be scored once, by a model that has not been trained on it (issue #1017, C3/C4 single
+    pass). After TTT the model has trained on every validation token; scoring them again, or picking the
+    best of several passes, reports a number no single causal pass achieved (PR #568).
+
+    ## Example
+    ```python
+    ttt_loss, ttt_bpb = eval_val_sliding_ttt(args, model, val_tokens)  # score-first TTT
+    model.temp.fill_(0.98)
+    loss, bpb = eval_val_sliding(args, model, val_tokens)             # second pass on the trained model
+    log0(f"final_exact val_bpb:{bpb:.8f}")
+    ```
+
+    ## Compliant alternative
+    Report the score-first TTT pass itself; choose temperatures and epochs on training data; one sliding
+    window pass with stride < window scores each target once and is fine.
+
+    ## Known false positives
+    A second scoring call logged only as a diagnostic is reported as a warning. Checkpoint selection on
+    validation loss inside the training loop (which also trains on training data) is not matched.
+    """
+
+    CODE = "PG104"
+    NAME = "multipass-rescore"
+    CATEGORY = "multipass_rescore"
+    SEVERITY = Severity.ERROR
+    RULING = (
+        "https://github.com/openai/parameter-golf/issues/1017 (C3 score-before-update, C4 single pass); "
+        "https://github.com/openai/parameter-golf/pull/568 (multi-epoch TTT)"
+    )
+    SUMMARY = "validation tokens scored more than once, the better pass kept"
+    FIX_HINT = "Report the single score-first pass; select epochs/temperatures on training data."
+
+    VALID = [
+        Valid(
+            """
+            import torch
+            def eval_val(model, val_tokens):
+                total_loss = 0.0
+                with torch.no_grad():
+                    total_loss += model(val_tokens).sum().item()
+                return total_loss
+            def eval_val_ttt(model, opt, val_tokens, chunk):
+                loss_sum = 0.0
+                n = len(val_tokens) // chunk
+                for i in range(n):
+                    x = val_tokens[i * chunk:(i + 1) * chunk]
+                    with torch.no_grad():
+                        loss_sum += model(x).sum().item()
+                    if i < n - 1:
+                        model(x).mean().backward()
+                        opt.step()
+                return loss_sum
+            def main(model, opt, val_tokens):
+                print(f"pre_ttt val_bpb:{eval_val(model, val_tokens)}")
+                print(f"legal_ttt_exact val_bpb:{eval_val_ttt(model, opt, val_tokens, 64)}")
+            main(None, None, None)
+            """,
+            note="diagnostic eval before the score-first TTT pass, TTT reported",
+        ),
+        Valid(
+            """
+            import torch
+            def eval_val(model, val_tokens):
+                total_loss = 0.0
+                with torch.no_grad():
+                    total_loss += model(val_tokens).sum().item()
+                return total_loss
+            def main(model, opt, loader, val_tokens):
+                best = float("inf")
+                for step in range(1000):
+                    x, y = loader.next_batch()
+                    model(x, y).backward()
+                    opt.step()
+                    if step % 100 == 0:
+                        val_loss = eval_val(model, val_tokens)
+                        if val_loss < best:
+                            best = val_loss
+                print(f"final val_loss:{eval_val(model, val_tokens)}")
+            main(None, None, None, None)
+            """,
+            note="periodic validation inside the training loop is not a re-scoring pass",
+        ),
+        Valid(
+            """
+            import torch
+            def eval_val(model, val_tokens, temperature):
+                total_loss = 0.0
+                with torch.no_grad():
+                    total_loss += (model(val_tokens) / temperature).sum().item()
+                return total_loss
+            def find_temperature(model, val_tokens):
+                best, best_t = float("inf"), 1.0
+                for t in (0.9, 1.0, 1.1):
+                    loss = eval_val(model, val_tokens, t)
+                    if loss < best:
+                        best, best_t = loss, t
+                return best_t
+            def main(model, train_loader):
+                calib = train_loader.take(65536)
+                t = find_temperature(model, calib)
+                val_tokens = load_validation_tokens("fineweb_val_*.bin")
+                print(f"final val_bpb:{eval_val(model, val_tokens, t)}")
+            main(None, None)
+            """,
+            note="temperature chosen on training tokens (the parameter is misnamed val_tokens)",
+        ),
+    ]
+    INVALID = [
+        Invalid(
+            """
+            import torch
+            def eval_val_sliding(model, val_tokens):
+                loss_sum = 0.0
+                with torch.no_grad():
+                    loss_sum += model(val_tokens).sum().item()
+                return loss_sum
+            def eval_val_sliding_ttt(model, val_tokens, chunk, lr):
+                opt = torch.optim.SGD(model.parameters(), lr=lr)
+                loss_sum = 0.0
+                n = len(val_tokens) // chunk
+                for i in range(n):
+                    x = val_tokens[i * chunk:(i + 1) * chunk]
+                    with torch.no_grad():
+                        loss_sum += model(x).sum().item()
+                    model(x).mean().backward()
+                    opt.step()
+                return loss_sum
+            def main(eval_model):
+                val_tokens = load_validation_tokens("fineweb_val_*.bin")
+                ttt_bpb = eval_val_sliding_ttt(eval_model, val_tokens, 64, 1e-4)
+                print(f"final_ttt val_bpb:{ttt_bpb}")
+                eval_model.temp.fill_(0.98)
+                bpb = eval_val_sliding(eval_model, val_tokens)
+                print(f"final_ttt_T0.98_exact val_bpb:{bpb}")
+            main(None)
+            """,
+            note="two-pass rescore of the TTT-trained model",
+        ),
+        Invalid(
+            """
+            import torch
+            def eval_val_ttt(model, opt, val_tokens, chunk, epochs):
+                loss_sum = 0.0
+                best = [float("inf")] * 4
+                best_loss = [0.0] * 4
+                for d in range(4):
+                    doc_loss = [0.0] * 4
+                    for epoch in range(epochs):
+                        doc_loss[d] = 0.0
+                        for i in range(0, len(val_tokens), chunk):
+                            x = val_tokens[i:i + chunk]
+                            with torch.no_grad():
+                                doc_loss[d] += model(x).sum().item()
+                            model(x).mean().backward()
+                            opt.step()
+                        if doc_loss[d] < best[d]:
+                            best[d] = doc_loss[d]
+                            best_loss[d] = doc_loss[d]
+                    loss_sum += best_loss[d]
+                return loss_sum
+            print(f"val_bpb:{eval_val_ttt(None, None, load_validation_tokens('fineweb_val_*.bin'), 64, 3)}")
+            """,
+            note="score every epoch and keep the best epoch",
+        ),
+        Invalid(
+            """
+            import torch
+            def eval_val(model, val_tokens, temperature):
+                total_loss = 0.0
+                with torch.no_grad():
+                    total_loss += (model(val_tokens) / temperature).sum().item()
+                return total_loss
+            def main(model):
+                val_tokens = load_validation_tokens("fineweb_val_*.bin")
+                best_bpb = float("inf")
+                for t in (0.9, 0.95, 1.0):
+                    bpb = eval_val(model, val_tokens, t)
+                    if bpb < best_bpb:
+                        best_bpb = bpb
+                print(f"final_exact val_bpb:{best_bpb}")
+            main(None)
+            """,
+            note="temperature sweep on validation keeping the best",
+        ),
+    ]
+
+    def check(self):
+        p = self.program
+        ttt: TTTAnalysis = p.shared("ttt_analysis", lambda: TTTAnalysis(p))
+        sites = p.shared("ttt_sites", lambda: TTTAnalysis(p).sites())
+        trainers = _val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
+        val_backwards = {id(s.backward) for s in sites}
+        slot = p.shared("slot_analysis", lambda: SlotAnalysis(p))
+        for idx in p.indexes:
+            scopes = [idx.tree] + list(idx.nodes(*FUNCS))
+            for scope in scopes:
+                yield from self._rescore_after_ttt(idx, scope, ttt, trainers)
+                yield from self._keep_best(idx, scope, ttt, val_backwards, slot)
+
+    # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
+    def _rescore_after_ttt(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, trainers: set[str]):
+        calls = sorted((n for n in walk_scope(scope) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset))
+        ttt_calls = [c for c in calls if call_name(c) in trainers and self._has_val_arg(scope, c)]
+        for t in ttt_calls:
+            models = self._model_args(t)
+            if not models:
+                continue
+            for s in calls:
+                name = call_name(s)
+                if s.lineno <= (t.end_lineno or t.lineno) or name in trainers or not ttt.is_scoring_function(name):
+                    continue
+                shared = models & self._arg_names(s)
+                if not shared or not self._has_val_arg(scope, s) or _exclusive(idx, t, s):
+                    continue
+                model = sorted(shared)[0]
+                if _rebound_between(scope, model, t, s):
+                    continue
+                report = _reported(scope, idx, s)
+                if report is None:
+                    continue
+                log_node, text = report
+                diagnostic = bool(_DIAGNOSTIC.search(text))
+                yield self.finding(
+                    idx,
+                    s,
+                    f"Two-pass rescore: `{call_name(t)}()` trains `{model}` on the validation tokens while scoring "
+                    f"them, then `{name}()` scores the same tokens again with the trained model"
+                    + (" (logged as a diagnostic)" if diagnostic else ""),
+                    evidence=[
+                        self.location(idx, t, "first pass: test-time training scores and trains on val"),
+                        self.location(idx, s, f"second pass over val on the same `{model}`, no reload in between"),
+                        self.location(idx, log_node, "the second pass is what gets reported"),
+                    ],
+                    severity=Severity.WARNING if diagnostic else Severity.ERROR,
+                    confidence=Confidence.MEDIUM if diagnostic else Confidence.HIGH,
+                )
+                break  # one finding per TTT pass
+
+    def _has_val_arg(self, scope: ast.AST, call: ast.Call) -> bool:
+        args = list(call.args) + [k.value for k in call.keywords]
+        return any(self._val_data(scope, a, call.lineno) for a in args)
+
+    def _val_data(self, scope: ast.AST, expr: ast.AST, line: int) -> bool:
+        """Validation data, where a parameter only counts when a live call site passes validation data:
+        `find_best_temperature(model, val_tokens=calib_tokens_from_train)` sweeps on training data."""
+        p = self.program
+        flow: ValFlow = p.shared("valflow", lambda: ValFlow(p))
+        if not flow.is_val(scope, expr, line):
+            return False
+        if not isinstance(scope, FUNCS):
+            return True
+        a = scope.args
+        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+        passed = flow.param_val.get(scope, set())
+        misnamed = {n for n in params if is_val_name(n) and n not in passed}
+        if not misnamed:
+            return True
+        slot = p.shared("slot_analysis", lambda: SlotAnalysis(p))
+        chain = slot.chain(self._index_of(scope), scope.body[0])
+        for _, n in chain.closure(expr):
+            if isinstance(n, ast.Name) and (n.id in passed or (is_val_name(n.id) and n.id not in misnamed)):
+                return True
+            if isinstance(n, ast.Attribute) and is_val_name(n.attr):
+                return True
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _VAL_PATH_LIT.search(n.value):
+                return True
+        return False
+
+    def _index_of(self, node: ast.AST) -> SourceIndex:
+        for idx in self.program.indexes:
+            if node in idx.parents or node is idx.tree:
+                return idx
+        return self.program.indexes[0]
+
+    @staticmethod
+    def _arg_names(call: ast.Call) -> set[str]:
+        return {a.id for a in list(call.args) + [k.value for k in call.keywords] if isinstance(a, ast.Name)}
+
+    def _model_args(self, call: ast.Call) -> set[str]:
+        """Arguments of `call` that the callee uses as a model (calls it, steps its parameters, evals it)."""
+        out: set[str] = set()
+        for _, fn in self.program.functions.get(call_name(call), []):
+            params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+            if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
+                params = params[1:]
+            bound: dict[str, ast.AST] = {}
+            for i, a in enumerate(call.args):
+                if i < len(params):
+                    bound[params[i]] = a
+            for k in call.keywords:
+                if k.arg:
+                    bound[k.arg] = k.value
+            used = _model_params(fn)
+            out |= {a.id for pname, a in bound.items() if pname in used and isinstance(a, ast.Name)}
+        return out
+
+    # --- shape 2: keep the best of repeated scorings ---------------------------------------------
+    def _keep_best(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, val_backwards: set[int], slot):
+        sources = self._score_sources(scope, ttt)
+        if not sources:
+            return
+        chain = slot.chain(idx, scope.body[0]) if isinstance(scope, FUNCS) and scope.body else slot.chain(idx, idx.tree)
+        for node in walk_scope(scope):
+            if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1):
+                continue
+            if not isinstance(node.test.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
+                continue
+            left, right = node.test.left, node.test.comparators[0]
+            assigned = {_base(t) for st in node.body if isinstance(st, ast.Assign) for t in st.targets} - {None}
+            for cand, best in ((left, right), (right, left)):
+                best_names = {n.id for n in ast.walk(best) if isinstance(n, ast.Name)} & assigned
+                if not best_names or not (chain.names(cand) & sources):
+                    continue
+                loop = self._repeat_loop(idx, node, scope, sources, val_backwards)
+                if loop is None:
+                    continue
+                if not _used_outside(scope, node, assigned):
+                    continue
+                yield self.finding(
+                    idx,
+                    node,
+                    f"Keep-best over repeated scoring: `{ast.unparse(node.test)[:70]}` keeps the better of several "
+                    f"passes over the same validation tokens (loop `{_loop_head(loop)}`)",
+                    evidence=[
+                        self.location(idx, loop, "each iteration scores the same tokens again"),
+                        self.location(idx, node, "the better pass is kept"),
+                    ],
+                    confidence=Confidence.HIGH,
+                )
+                break
+
+    def _score_sources(self, scope: ast.AST, ttt: TTTAnalysis) -> set[str]:
+        """Names holding a score: results of scoring calls on val, and no-grad loss accumulators."""
+        out: set[str] = set()
+        for n in walk_scope(scope):
+            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call) and ttt.is_scoring_function(call_name(n.value)):
+                if self._has_val_arg(scope, n.value):
+                    out |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+            elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+                name = _base(n.target)
+                if name and _SCORE_NAME.search(name) and _under_no_grad(scope, n) and self._val_data(scope, n.value, n.lineno):
+                    out.add(name)
+        return out
+
+    def _repeat_loop(self, idx: SourceIndex, node: ast.AST, scope: ast.AST, sources: set[str], val_backwards: set[int]):
+        """The loop around `node` that scores the same tokens on every iteration (epochs, trajectories,
+        a constant sweep) and trains on nothing but validation tokens."""
+        for anc in idx.ancestors(node):
+            if anc is scope:
+                return None
+            if not isinstance(anc, (ast.For, ast.AsyncFor)):
+                continue
+            if not _scores_inside(anc, sources) or not _repeats(anc):
+                continue
+            backs = [c for c in ast.walk(anc) if isinstance(c, ast.Call) and call_name(c) == "backward"]
+            if any(id(b) not in val_backwards for b in backs):
+                continue  # a training loop (checkpoint selection), not a re-scoring pass
+            return anc
+        return None
+
+
+# --- helpers -------------------------------------------------------------------------------------
+def _val_training_functions(program: Program, names: list[str]) -> set[str]:
+    """Functions that run a scoring TTT pass, and (up to two levels) the helpers that call them."""
+    out = set(names)
+    frontier = set(names)
+    for _ in range(2):
+        nxt = set()
+        for name in frontier:
+            for ridx, ref in program.refs.get(name, []):
+                fn = ridx.enclosing(ref, *FUNCS)
+                if fn is not None and fn.name not in out:
+                    nxt.add(fn.name)
+        out |= nxt
+        frontier = nxt
+    return out
+
+
+def _model_params(fn: ast.AST) -> set[str]:
+    used: set[str] = set()
+    for n in ast.walk(fn):
+        if isinstance(n, ast.Call):
+            if isinstance(n.func, ast.Name):
+                used.add(n.func.id)
+            elif isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.attr in _MODEL_USE:
+                used.add(n.func.value.id)
+        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in _MODEL_USE:
+            used.add(n.value.id)
+    return used
+
+
+def _exclusive(idx: SourceIndex, a: ast.AST, b: ast.AST) -> bool:
+    """`a` and `b` sit in different branches of the same `if`."""
+    a_anc = {id(x): x for x in idx.ancestors(a)}
+    child = b
+    for anc in idx.ancestors(b):
+        if id(anc) in a_anc and isinstance(anc, ast.If):
+            in_body_b = child in anc.body
+            a_child = a
+            for x in idx.ancestors(a):
+                if x is anc:
+                    break
+                a_child = x
+            return in_body_b != (a_child in anc.body)
+        child = anc
+    return False
+
+
+def _rebound_between(scope: ast.AST, name: str, a: ast.AST, b: ast.AST) -> bool:
+    lo, hi = a.end_lineno or a.lineno, b.lineno
+    for n in walk_scope(scope):
+        line = getattr(n, "lineno", 0)
+        if not lo < line < hi:
+            continue
+        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
+            return True
+        if (isinstance(n, ast.Call) and call_name(n) == "load_state_dict" and isinstance(n.func, ast.Attribute)
+                and isinstance(n.func.value, ast.Name) and n.func.value.id == name):
+            return True
+    return False
+
+
+def _reported(scope: ast.AST, idx: SourceIndex, call: ast.Call):
+    """(log call, text) when the result of `call` is logged as a metric or returned."""
+    stmt = idx.parents.get(call)
+    names: set[str] = set()
+    if isinstance(stmt, ast.Assign):
+        names = {x.id for t in stmt.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+    for n in walk_scope(scope):
+        if getattr(n, "lineno", 0) < call.lineno:
+            continue
+        if isinstance(n, ast.Return) and n.value is not None:
+            if n.value is call or names & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
+                return n, "return"
+        if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn", "print0"):
+            used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+            text = " ".join(c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+            inline = any(x is call for a in n.args for x in ast.walk(a))
+            if (names & used or inline) and _METRIC.search(text):
+                return n, text
+    return None
+
+
+def _base(t: ast.AST) -> str | None:
+    while isinstance(t, (ast.Subscript, ast.Attribute)):
+        t = t.value
+    return t.id if isinstance(t, ast.Name) else None
+
+
+def _under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
+    for w in walk_scope(scope):
+        if isinstance(w, (ast.With, ast.AsyncWith)) and any(
+            isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in _NO_GRAD for i in w.items
+        ):
+            if any(x is node for x in ast.walk(w)):
+                return True
+    if isinstance(scope, FUNCS):
+        for d in scope.decorator_list:
+            target = d.func if isinstance(d, ast.Call) else d
+            if isinstance(target, ast.Attribute) and target.attr in _NO_GRAD:
+                return True
+    return False
+
+
+def _scores_inside(loop: ast.AST, sources: set[str]) -> bool:
+    for n in ast.walk(loop):
+        if isinstance(n, ast.AugAssign) and _base(n.target) in sources:
+            return True
+        if isinstance(n, ast.Assign) and any(
+            isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in ast.walk(t)
+        ) and isinstance(n.value, ast.Call):
+            return True
+    return False
+
+
+def _repeats(loop: ast.For) -> bool:
+    """The loop variable never selects data: `for epoch in range(E)`, `for t in (0.9, 1.0)`."""
+    it = loop.iter
+    if not ((isinstance(it, ast.Call) and call_name(it) == "range") or isinstance(it, (ast.Tuple, ast.List))):
+        return False
+    if isinstance(it, (ast.Tuple, ast.List)) and not all(isinstance(e, ast.Constant) for e in it.elts):
+        return False
+    var = loop.target.id if isinstance(loop.target, ast.Name) else None
+    if var is None:
+        return False
+    derived = {var}
+    for n in ast.walk(loop):
+        if isinstance(n, ast.Assign) and derived & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
+            derived |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+    for n in ast.walk(loop):
+        if isinstance(n, ast.Subscript) and derived & {x.id for x in ast.walk(n.slice) if isinstance(x, ast.Name)}:
+            return False
+    return True
+
+
+def _used_outside(scope: ast.AST, if_node: ast.If, names: set[str]) -> bool:
+    inside = {id(x) for x in ast.walk(if_node)}
+    return any(
+        isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names and id(n) not in inside
+        for n in walk_scope(scope)
+    )
+
+
+def _loop_head(loop: ast.For) -> str:
+    return f"for {ast.unparse(loop.target)} in {ast.unparse(loop.iter)}"[:60]
