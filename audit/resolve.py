@@ -60,6 +60,11 @@ def _bz2(data: bytes) -> bytes:
     return _bounded(bz2.BZ2Decompressor(), data, "bz2")
 
 
+def _strip_ws(b: bytes) -> bytes:
+    """Payloads are often wrapped over many lines inside a triple-quoted literal."""
+    return b"".join(b.split())
+
+
 def _as_bytes(v) -> bytes:
     if isinstance(v, str):
         return v.encode("latin-1", errors="strict") if v.isascii() else v.encode()
@@ -74,11 +79,11 @@ PURE_FUNCS = {
     "zlib.decompress": lambda b, *a: _zlib(_as_bytes(b), *(a[:1] or [15])),
     "gzip.decompress": lambda b, *a: _gzip(_as_bytes(b)),
     "bz2.decompress": lambda b, *a: _bz2(_as_bytes(b)),
-    "base64.b85decode": lambda b, *a: base64.b85decode(_as_bytes(b)),
+    "base64.b85decode": lambda b, *a: base64.b85decode(_strip_ws(_as_bytes(b))),
     "base64.b64decode": lambda b, *a: base64.b64decode(_as_bytes(b)),
     "base64.standard_b64decode": lambda b, *a: base64.standard_b64decode(_as_bytes(b)),
     "base64.urlsafe_b64decode": lambda b, *a: base64.urlsafe_b64decode(_as_bytes(b)),
-    "base64.a85decode": lambda b, *a: base64.a85decode(_as_bytes(b)),
+    "base64.a85decode": lambda b, *a: base64.a85decode(_strip_ws(_as_bytes(b))),
     "base64.b32decode": lambda b, *a: base64.b32decode(_as_bytes(b)),
     "base64.b16decode": lambda b, *a: base64.b16decode(_as_bytes(b)),
     "base64.decodebytes": lambda b, *a: base64.decodebytes(_as_bytes(b)),
@@ -146,6 +151,13 @@ def _eval(node: ast.AST, ctx: _Ctx):
             if func.attr == "encode" and isinstance(target, str):
                 return target.encode()
             raise DecodeError("bad decode/encode target")
+        # b"...".replace(b"\n", b"") / .strip(): pure methods on literals
+        if isinstance(func, ast.Attribute) and func.attr in ("replace", "strip", "lstrip", "rstrip"):
+            target = _eval(func.value, ctx)
+            args = [_eval(a, ctx) for a in node.args]
+            if isinstance(target, (str, bytes)) and all(type(a) is type(target) for a in args):
+                return getattr(target, func.attr)(*args)
+            raise DecodeError("bad string method call")
         # open(sibling).read() / Path(sibling).read_text()
         if isinstance(func, ast.Attribute) and func.attr in ("read", "read_text", "read_bytes"):
             path = _opened_path(func.value, ctx)
@@ -239,11 +251,11 @@ def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | N
 
     A wrapper is a short module whose `exec` argument we can evaluate from literals.
     """
+    if "exec" not in text and "eval" not in text:
+        return None  # no payload can run without exec/eval
     tree, _ = pyparse.parse(text)
     if tree is None:
         return None
-    if len(tree.body) > 40:
-        return None  # real programs are long; wrappers are a handful of statements
     ctx = _Ctx(aliases=_collect_aliases(tree), consts={}, files=files, chain=[])
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):

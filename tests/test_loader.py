@@ -179,3 +179,11 @@ def test_python312_fstrings_parse_with_line_numbers_kept():
     assert not any(f.rule == "PG001/cannot-parse" for f in rep.findings)
     err = [f for f in rep.findings if f.rule == "PG101/prequant-ttt"][0]
     assert err.location.start_line == 7
+
+
+def test_multiline_payload_with_replace():
+    payload = base64.b85encode(lzma.compress(PROGRAM.encode())).decode()
+    lines = "\n".join(payload[i:i + 60] for i in range(0, len(payload), 60))
+    code = f'import lzma,base64\n_b = b"""\n{lines}\n"""\nexec(lzma.decompress(base64.b85decode(_b.replace(b"\\n", b""))).decode("utf-8"))\n'
+    sub = resolve(sub_of({"train_gpt.py": code.encode()}))
+    assert sub.sources[0].text == PROGRAM
