@@ -44,8 +44,8 @@ def _bounded(decomp, data: bytes, name: str) -> bytes:
     return out
 
 
-def _lzma(data: bytes) -> bytes:
-    return _bounded(lzma.LZMADecompressor(), data, "lzma")
+def _lzma(data: bytes, format: int = lzma.FORMAT_AUTO, filters=None) -> bytes:
+    return _bounded(lzma.LZMADecompressor(format=format, filters=filters), data, "lzma")
 
 
 def _zlib(data: bytes, wbits: int = 15) -> bytes:
@@ -75,7 +75,7 @@ def _as_bytes(v) -> bytes:
 
 # Pure functions we agree to evaluate, keyed by qualified name.
 PURE_FUNCS = {
-    "lzma.decompress": lambda b, *a: _lzma(_as_bytes(b)),
+    "lzma.decompress": lambda b, *a, **kw: _lzma(_as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}),
     "zlib.decompress": lambda b, *a: _zlib(_as_bytes(b), *(a[:1] or [15])),
     "gzip.decompress": lambda b, *a: _gzip(_as_bytes(b)),
     "bz2.decompress": lambda b, *a: _bz2(_as_bytes(b)),
@@ -135,6 +135,17 @@ def _eval(node: ast.AST, ctx: _Ctx):
         return node.value
     if isinstance(node, ast.Name) and node.id in ctx.consts:
         return ctx.consts[node.id]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, (ast.Attribute, ast.Name)):
+        qn = _qualname(node, ctx) or ""
+        mod, _, const = qn.rpartition(".")
+        if mod == "lzma" and const.isupper() and hasattr(lzma, const):
+            return getattr(lzma, const)  # FORMAT_RAW, FILTER_LZMA2 …: plain integers
+    if isinstance(node, ast.List):
+        return [_eval(e, ctx) for e in node.elts]
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_eval(k, ctx): _eval(v, ctx) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
         left, right = _eval(node.left, ctx), _eval(node.right, ctx)
         if type(left) is type(right):
@@ -190,14 +201,15 @@ def _eval(node: ast.AST, ctx: _Ctx):
             return v
         if qn in PURE_FUNCS:
             args = [_eval(a, ctx) for a in node.args]
+            kwargs = {k.arg: _eval(k.value, ctx) for k in node.keywords if k.arg}
             if not args:
                 raise DecodeError("no payload")
             name = CHAIN_NAME.get(qn, qn.split(".")[-1])
             try:
-                out = PURE_FUNCS[qn](*args)
+                out = PURE_FUNCS[qn](*args, **kwargs) if qn == "lzma.decompress" else PURE_FUNCS[qn](*args)
             except BombError:
                 raise
-            except (ValueError, TypeError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
+            except (ValueError, TypeError, KeyError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
                 raise DecodeError(f"{qn}: {e}") from e
             ctx.chain.append(name)
             return out

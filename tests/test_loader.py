@@ -187,3 +187,11 @@ def test_multiline_payload_with_replace():
     code = f'import lzma,base64\n_b = b"""\n{lines}\n"""\nexec(lzma.decompress(base64.b85decode(_b.replace(b"\\n", b""))).decode("utf-8"))\n'
     sub = resolve(sub_of({"train_gpt.py": code.encode()}))
     assert sub.sources[0].text == PROGRAM
+
+
+def test_raw_lzma_with_filters():
+    filters = [{"id": lzma.FILTER_LZMA2}]
+    payload = base64.b85encode(lzma.compress(PROGRAM.encode(), format=lzma.FORMAT_RAW, filters=filters)).decode()
+    code = (f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{payload}"), format=L.FORMAT_RAW, '
+            'filters=[{"id": L.FILTER_LZMA2}]))\n')
+    assert decode_once(code, {})[0] == PROGRAM
