@@ -64,7 +64,7 @@ socket.getaddrinfo = _blocked
 def where(tb):
     frames = [f for f in traceback.extract_tb(tb) if os.path.abspath(f.filename).startswith(os.getcwd())]
     f = (frames or traceback.extract_tb(tb) or [None])[-1]
-    return "" if f is None else f"{os.path.relpath(f.filename)}:{f.lineno}: {(f.line or '').strip()}"
+    return "" if f is None else f"{os.path.relpath(f.filename)}:{f.lineno}: {(f.line or '').strip()[:160]}"
 
 def fail(stage, t0, e):
     emit(stage=stage, ok=False, seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}",
