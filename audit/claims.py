@@ -18,6 +18,7 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from .constants import HISTORICAL_VAL_TOKENS
 from .constants import ARTIFACT_CAP_BYTES, EVAL_CAP_SECONDS, TRAIN_CAP_SECONDS
 from .findings import Confidence, Finding, Location, Severity
 from .logs import LogResult, Metric, RunLog, parsed_logs
@@ -661,6 +662,9 @@ class _Checker:
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
                     self._integrity("PG230/val-subset", f"the score covers a subset of the validation split: {nums}",
                                     vt_loc, (loc,), "tokenizer_bpb_bug")
+                elif r.val_tokens in HISTORICAL_VAL_TOKENS:
+                    self.add("PG233/val-bytes-drift", f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): "
+                             f"{nums}", vt_loc, Severity.INFO, evidence=(loc,))
                 elif abs(dev) > INTEGRITY_ERROR:
                     self._integrity("PG232/val-split-mismatch", f"the validation data is not the challenge's split: {nums}",
                                     vt_loc, (loc,), "other")

@@ -28,3 +28,7 @@ RECORD_ROOTS = ("records/track_10min_16mb/", "records/track_non_record_16mb/", "
 
 RULES_URL = "https://github.com/openai/parameter-golf#rules"
 FIELD_GUIDE_URL = "https://github.com/openai/parameter-golf/issues/1017"
+
+# Validation exports that were official at some point: the launch-day sp1024 split was re-exported a day later
+# (first 50,000 documents, 62,021,632 tokens). Records scored on it were accepted; report, do not flag.
+HISTORICAL_VAL_TOKENS = {63_779_840: "the launch-day sp1024 validation export"}

@@ -19,7 +19,7 @@ from .patterns import (
     RULE_RE,
 )
 
-_EVAL_TIME_RE = re.compile(rf"\beval(?:_time)?[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b")
+_EVAL_TIME_RE = re.compile(rf"(?:\b|_)eval(?:_time)?[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b")
 _TRAIN_TIME_RE = re.compile(rf"\btrain_time:\s*(?P<v>{NUM})\s*(?P<u>ms|m|s)\b|\bt:(?P<t>{NUM})ms\b")
 _STRIDE_RE = re.compile(r"\bstride[:=]\s*(\d+)")
 _KV_COLON_LINE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*:[^\s:]+\s*){2,}$")
