@@ -106,14 +106,46 @@ class CalibrationAnalysis:
         self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST]]]] = {}
         self._classes: dict[str, list[tuple[SourceIndex, ast.ClassDef]]] = {}
         self._owner: dict[ast.AST, SourceIndex] = {}
+        # One pass over the prebuilt node index: which names each function (nested bodies included) and each
+        # outermost loop calls, and which outermost loops read a wallclock budget.
+        self._fn_calls: dict[ast.AST, set[str]] = {}
+        self._loop_calls: dict[ast.AST, set[str]] = {}
+        self._clock_candidates: list[tuple[SourceIndex, ast.AST]] = []
+        self._matmul_fns: set[ast.AST] = set()
+        self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
         for idx in program.indexes:
             for c in idx.nodes(ast.ClassDef):
                 self._classes.setdefault(c.name, []).append((idx, c))
             for fn in idx.nodes(*FUNCS):
                 self._owner[fn] = idx
+            self._index_calls(idx)
         self.collectors = self._find_collectors()
         self.clock_loops = self._find_clock_loops()
         self._trainers = self._find_trainers()
+
+    def _index_calls(self, idx: SourceIndex) -> None:
+        for call in idx.nodes(ast.Call):
+            name = call_name(call)
+            self._calls_by_name.setdefault(name, []).append((idx, call))
+            outer_loop = None
+            for anc in idx.ancestors(call):
+                if isinstance(anc, FUNCS):
+                    self._fn_calls.setdefault(anc, set()).add(name)
+                elif isinstance(anc, LOOPS):
+                    outer_loop = anc
+            if outer_loop is not None:
+                self._loop_calls.setdefault(outer_loop, set()).add(name)
+        for op in idx.nodes(ast.BinOp):
+            if isinstance(op.op, ast.MatMult):
+                self._matmul_fns.update(a for a in idx.ancestors(op) if isinstance(a, FUNCS))
+        seen: set[ast.AST] = set()
+        for n in idx.nodes(ast.Name, ast.Attribute):
+            if not _CLOCK.search(n.id if isinstance(n, ast.Name) else n.attr):
+                continue
+            loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
+            if loops and loops[-1] not in seen:
+                seen.add(loops[-1])
+                self._clock_candidates.append((idx, loops[-1]))
 
     # --- collectors ------------------------------------------------------------------------------
     def _find_collectors(self) -> dict[str, list[tuple[SourceIndex, ast.AST]]]:
@@ -121,25 +153,18 @@ class CalibrationAnalysis:
         out: dict[str, list[tuple[SourceIndex, ast.AST]]] = {}
         for idx in self.p.indexes:
             for fn in idx.nodes(*FUNCS):
-                if idx.enclosing(fn, *FUNCS) is not None:
-                    continue  # the hook closure itself; its outer function is the collector
-                calls = [n for n in ast.walk(fn) if isinstance(n, ast.Call)]
-                if not any(call_name(c) in _HOOKS for c in calls):
-                    continue
-                stats = any(call_name(c) in _OUTER_PRODUCT for c in calls) or any(
-                    isinstance(n, ast.BinOp) and isinstance(n.op, ast.MatMult) for n in ast.walk(fn)
-                )
+                calls = self._fn_calls.get(fn, set())
+                if not calls & _HOOKS or idx.enclosing(fn, *FUNCS) is not None:
+                    continue  # no hooks, or the hook closure itself (its outer function is the collector)
+                stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
                 if stats or re.search(r"hessian|calib", fn.name, re.I):
                     out.setdefault(fn.name, []).append((idx, fn))
         return out
 
     def sites(self) -> list[CalibSite]:
         out: list[CalibSite] = []
-        for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
-                name = call_name(call)
-                if name not in self.collectors:
-                    continue
+        for name in self.collectors:
+            for idx, call in self._calls_by_name.get(name, []):
                 for cidx, fn in self.collectors[name]:
                     if idx.enclosing(call, *FUNCS) is fn:
                         continue  # recursion / self-reference
@@ -256,20 +281,19 @@ class CalibrationAnalysis:
         """A parameter carries what its live call sites pass in that position."""
         params = _param_names(fn)
         pos = params.index(pname)
-        for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
-                if call_name(call) != fn.name or idx.enclosing(call, *FUNCS) is fn:
-                    continue
-                offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
-                arg = None
-                if 0 <= pos - offset < len(call.args):
-                    arg = call.args[pos - offset]
-                for kw in call.keywords:
-                    if kw.arg == pname:
-                        arg = kw.value
-                if arg is not None:
-                    caller = idx.enclosing(call, *FUNCS) or idx.tree
-                    self._trace(idx, caller, arg, call.lineno, origin, depth + 1, cond)
+        for idx, call in self._calls_by_name.get(fn.name, []):
+            if idx.enclosing(call, *FUNCS) is fn:
+                continue
+            offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
+            arg = None
+            if 0 <= pos - offset < len(call.args):
+                arg = call.args[pos - offset]
+            for kw in call.keywords:
+                if kw.arg == pname:
+                    arg = kw.value
+            if arg is not None:
+                caller = idx.enclosing(call, *FUNCS) or idx.tree
+                self._trace(idx, caller, arg, call.lineno, origin, depth + 1, cond)
 
     def _trace_call(self, idx, scope, call: ast.Call, line, origin, depth, cond) -> None:
         name = call_name(call)
@@ -336,27 +360,16 @@ class CalibrationAnalysis:
     # --- timing against the training clock --------------------------------------------------------
     def _find_clock_loops(self) -> list[tuple[SourceIndex, ast.AST]]:
         """Outermost loops that train (a backward pass, maybe inside a step helper) and stop on a wallclock budget."""
-        steppers = self._backward_functions()
-        out = []
-        for idx in self.p.indexes:
-            for loop in idx.nodes(*LOOPS):
-                if any(isinstance(a, LOOPS) for a in idx.ancestors(loop)):
-                    continue
-                if not any(_CLOCK.search(nm) for nm, _ in _load_names(loop)):
-                    continue
-                if any(isinstance(n, ast.Call) and call_name(n) in steppers for n in ast.walk(loop)):
-                    out.append((idx, loop))
-        return out
+        steppers = self._closure({"backward"})
+        return [(idx, loop) for idx, loop in self._clock_candidates if self._loop_calls.get(loop, set()) & steppers]
 
-    def _backward_functions(self) -> set[str]:
-        """`backward` plus the user functions that run a backward pass directly or through a callee."""
-        found = {"backward"}
-        for _ in range(3):
+    def _closure(self, names: set[str]) -> set[str]:
+        """`names` plus the user functions that call one of them, directly or through a callee."""
+        found = set(names)
+        for _ in range(4):
             grew = False
             for name, defs in self.p.functions.items():
-                if name in found:
-                    continue
-                if any(isinstance(n, ast.Call) and call_name(n) in found for _, fn in defs for n in ast.walk(fn)):
+                if name not in found and any(self._fn_calls.get(fn, set()) & found for _, fn in defs):
                     found.add(name)
                     grew = True
             if not grew:
@@ -365,23 +378,8 @@ class CalibrationAnalysis:
 
     def _find_trainers(self) -> set[str]:
         """Functions that run the wallclock-capped training loop, directly or through a callee."""
-        trainers = set()
-        for idx, loop in self.clock_loops:
-            fn = idx.enclosing(loop, *FUNCS)
-            if fn is not None:
-                trainers.add(fn.name)
-        for _ in range(3):
-            grew = False
-            for defs in self.p.functions.values():
-                for _idx, fn in defs:
-                    if fn.name in trainers:
-                        continue
-                    if any(isinstance(n, ast.Call) and call_name(n) in trainers for n in walk_scope(fn)):
-                        trainers.add(fn.name)
-                        grew = True
-            if not grew:
-                break
-        return trainers
+        direct = {fn.name for idx, loop in self.clock_loops if (fn := idx.enclosing(loop, *FUNCS)) is not None}
+        return self._closure(direct) if direct else set()
 
     def _timing(self, idx: SourceIndex, node: ast.AST, depth: int = 0) -> tuple[Evidence | None, bool]:
         """(the training loop or trainer call that precedes `node`, whether `node` runs inside that loop)."""
@@ -395,22 +393,22 @@ class CalibrationAnalysis:
                 return None, True
             if _pos(node) > (loop.end_lineno or loop.lineno, loop.end_col_offset or 0):
                 return (idx, loop, "wallclock-capped training loop ends here"), False
-        for n in walk_scope(scope):
-            if (
-                isinstance(n, ast.Call)
-                and call_name(n) in self._trainers
-                and _pos(n) < _pos(node)
-                and not any(a is n for a in ast.walk(node))
-            ):
-                return (idx, n, f"training (`{call_name(n)}()`) has finished here"), False
+        for name in self._trainers:
+            for cidx, n in self._calls_by_name.get(name, []):
+                if (
+                    cidx is idx
+                    and (idx.enclosing(n, *FUNCS) or idx.tree) is scope
+                    and _pos(n) < _pos(node)
+                    and not any(a is n for a in ast.walk(node))
+                ):
+                    return (idx, n, f"training (`{name}()`) has finished here"), False
         if not isinstance(scope, FUNCS):
             return None, False
-        for cidx in self.p.indexes:
-            for call in cidx.nodes(ast.Call):
-                if call_name(call) == scope.name and cidx.enclosing(call, *FUNCS) is not scope:
-                    found, inside = self._timing(cidx, call, depth + 1)
-                    if found or inside:
-                        return found, inside
+        for cidx, call in self._calls_by_name.get(scope.name, []):
+            if cidx.enclosing(call, *FUNCS) is not scope:
+                found, inside = self._timing(cidx, call, depth + 1)
+                if found or inside:
+                    return found, inside
         return None, False
 
     # --- reserved budget -------------------------------------------------------------------------
