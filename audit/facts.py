@@ -5,7 +5,7 @@
   and the hyperparameter dump in the logs; `fold()` constant-folds an expression under it.
 - `reachability()`: a node is dead when an enclosing guard folds false, or when no live code references the
   function it sits in (the PR #1458 lesson: an unreachable mechanism is `info`, never `error`).
-- `val_tainted()`: names that hold validation data, propagated through assignments and call arguments.
+- `is_val_name()`: names that hold validation data (the flow-sensitive check is `dataflow.ValFlow`).
 """
 
 from __future__ import annotations
@@ -134,9 +134,6 @@ class Config:
     env: dict[str, str] = field(default_factory=dict)  # README run command, strings as the shell gives them
     logged: dict[str, str] = field(default_factory=dict)  # attribute name (lowercase) -> value from log dump
     source: dict[str, str] = field(default_factory=dict)  # key -> where the override came from
-
-    def defaults_only(self) -> "Config":
-        return Config()
 
 
 @dataclass
@@ -461,45 +458,6 @@ class Program:
             return None, next(r[1] for r in results if r[0] is None)
         return False, f"every call of `{fn.name}()` is dead ({results[0][1]})"
 
-    # --- validation data -------------------------------------------------------------------------
-    def val_tainted(self) -> dict[ast.AST, set[str]]:
-        """Per function (and the module, keyed by its tree), the names that hold validation data."""
-        if hasattr(self, "_taint"):
-            return self._taint
-        taint: dict[ast.AST, set[str]] = {}
-        funcs = [(idx, fn) for defs in self.functions.values() for idx, fn in defs]
-        scopes = [(idx, idx.tree) for idx in self.indexes] + funcs
-        for _ in range(4):  # fixed point over call arguments -> parameters
-            changed = False
-            for idx, scope in scopes:
-                names = taint.setdefault(scope, set())
-                before = len(names)
-                _propagate_local(scope, names)
-                changed |= len(names) != before
-            for idx, scope in scopes:
-                names = taint.get(scope, set())
-                for call in _calls_in(scope):
-                    callee = call_name(call)
-                    for _, fn in self.functions.get(callee, []):
-                        params = [a.arg for a in fn.args.args]
-                        if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
-                            params = params[1:]
-                        hit = set()
-                        for i, a in enumerate(call.args):
-                            if i < len(params) and _expr_tainted(a, names):
-                                hit.add(params[i])
-                        for kw in call.keywords:
-                            if kw.arg and _expr_tainted(kw.value, names):
-                                hit.add(kw.arg)
-                        tgt = taint.setdefault(fn, set())
-                        if not hit <= tgt:
-                            tgt |= hit
-                            changed = True
-            if not changed:
-                break
-        self._taint = taint
-        return taint
-
 
 # --- helpers -------------------------------------------------------------------------------------
 _COMPARE = {
@@ -592,21 +550,6 @@ def is_val_name(name: str) -> bool:
     return bool(_VAL_DATA.search(name)) and not _VAL_NOT_DATA.search(name)
 
 
-def _expr_tainted(node: ast.AST, names: set[str]) -> bool:
-    for n in ast.walk(node):
-        if isinstance(n, ast.Name) and (n.id in names or is_val_name(n.id)):
-            return True
-        if isinstance(n, ast.Attribute) and is_val_name(n.attr):
-            return True
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and _VAL_PATH_LIT.search(n.value):
-            return True
-    return False
-
-
-def _target_names(t: ast.AST) -> list[str]:
-    return [n.id for n in ast.walk(t) if isinstance(n, ast.Name)]
-
-
 _SCOPE_CACHE: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
 
 
@@ -628,31 +571,6 @@ def _walk_scope(scope: ast.AST) -> list[ast.AST]:
         _SCOPE_CACHE.clear()
     _SCOPE_CACHE[id(scope)] = (scope, out)
     return out
-
-
-def _calls_in(scope: ast.AST):
-    return (n for n in _walk_scope(scope) if isinstance(n, ast.Call))
-
-
-def _propagate_local(scope: ast.AST, names: set[str]) -> None:
-    for _ in range(3):
-        before = len(names)
-        for n in _walk_scope(scope):
-            if isinstance(n, (ast.Assign, ast.AnnAssign, ast.AugAssign)) and n.value is not None:
-                if _expr_tainted(n.value, names):
-                    targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-                    for t in targets:
-                        names.update(_target_names(t))
-            elif isinstance(n, (ast.For, ast.comprehension)) and _expr_tainted(n.iter, names):
-                names.update(_target_names(n.target))
-            elif isinstance(n, ast.withitem) and n.optional_vars is not None and _expr_tainted(n.context_expr, names):
-                names.update(_target_names(n.optional_vars))
-        if len(names) == before:
-            return
-
-
-def expr_uses_val(node: ast.AST, names: set[str]) -> bool:
-    return _expr_tainted(node, names)
 
 
 def walk_scope(scope: ast.AST):
