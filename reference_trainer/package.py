@@ -5,6 +5,7 @@ logs, and the exact train_gpt.py that produced them (its byte count must match t
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import statistics
 from dataclasses import dataclass, field
@@ -69,12 +70,16 @@ def read_run(path: str | Path) -> SeedRun:
     last = run.last_step
     eval_s, _ = run.eval_seconds()
     env = _events(text).get("nondefault_env")
+    tag = run.scored.tag
+    source = re.findall(r"^final_score source:(\S+)$", text, re.M)  # the compat copy names its source
+    if tag == "final_int8_zlib_roundtrip_exact" and source:
+        tag = source[-1]
     return SeedRun(
         path=p,
         seed=run.seed,
         val_bpb=run.scored.val_bpb,
         val_loss=run.scored.val_loss,
-        tag=run.scored.tag,
+        tag=tag,
         artifact_bytes=run.artifact_bytes,
         code_bytes=run.code_bytes,
         steps=last.step if last else None,

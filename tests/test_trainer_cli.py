@@ -86,6 +86,7 @@ def test_package_fills_readme_and_submission_from_the_logs(tmp_path, runs):
         assert data["seed_results"][str(seed)]["artifact_bytes"] == total
     assert data["val_bpb"] == pytest.approx((data["seed_results"]["1337"]["val_bpb"]
                                              + data["seed_results"]["42"]["val_bpb"]) / 2)
+    assert data["seed_results"]["42"]["scored_line"] == "final_int8_zlib_sliding_window_exact"
     assert data["seeds"] == [42, 1337] and "val_bpb_std" in data and data["bytes_code"] == len(
         REFERENCE_SCRIPT.read_bytes())
     readme = (out / "README.md").read_text()
