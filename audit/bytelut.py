@@ -26,6 +26,8 @@ from .facts import UNKNOWN, Program, SourceIndex, call_name, dotted, is_val_name
 
 SPACE_MARK = "\u2581"
 PIECE_CALLS = {"id_to_piece", "IdToPiece"}
+# Decoding one id to text (`sp.decode([i])`, `tok.convert_ids_to_tokens(i)`): trainer spec §2.4 pitfall 3.
+DECODE_CALLS = {"decode", "Decode", "DecodeIds", "decode_ids", "convert_ids_to_tokens"}
 BYTE_CALLS = {"is_byte", "IsByte"}
 BOUNDARY_CALLS = {
     "is_control": "control",
@@ -50,6 +52,7 @@ class ByteTable:
     loop: ast.For
     var: str  # the token-id loop variable
     piece_call: ast.Call
+    from_decode: bool = False  # counts come from decoded text, not from the piece
     count_stores: list[ast.AST] = field(default_factory=list)  # `T[i] = len(...)` / `T[i] = piece.encode()`
     byte_check: ast.AST | None = None  # `sp.is_byte(i)` or `<0x..>` parsing
     boundary: dict[str, ast.AST] = field(default_factory=dict)  # control/unknown/unused -> the call
@@ -142,18 +145,40 @@ def _exits(body: list[ast.stmt]) -> bool:
     return bool(body) and isinstance(body[-1], (ast.Continue, ast.Return, ast.Raise))
 
 
-def _loop_var(loop: ast.For) -> str | None:
+def _loop_var(loop: ast.For | ast.comprehension) -> str | None:
     return loop.target.id if isinstance(loop.target, ast.Name) else None
 
 
-def _analyse_loop(idx: SourceIndex, loop: ast.For, var: str, call: ast.Call) -> ByteTable | None:
+def _is_id_arg(arg: ast.AST, var: str) -> bool:
+    if isinstance(arg, ast.Call) and call_name(arg) == "int" and arg.args:  # `int(tid)`
+        arg = arg.args[0]
+    if isinstance(arg, ast.List) and len(arg.elts) == 1:  # `decode([tid])`
+        arg = arg.elts[0]
+    return isinstance(arg, ast.Name) and arg.id == var
+
+
+def piece_call(node: ast.AST, var: str) -> ast.Call | None:
+    """The call in `node` that turns token id `var` into its text."""
+    for c in ast.walk(node):
+        if isinstance(c, ast.Call) and c.args and _is_id_arg(c.args[0], var):
+            if call_name(c) in PIECE_CALLS or call_name(c) in DECODE_CALLS:
+                return c
+    return None
+
+
+def _is_text_call(c: ast.AST) -> bool:
+    return isinstance(c, ast.Call) and (call_name(c) in PIECE_CALLS or call_name(c) in DECODE_CALLS)
+
+
+def _analyse_loop(
+    idx: SourceIndex, loop: ast.For, var: str, call: ast.Call, text_name: str | None = None
+) -> ByteTable | None:
     table = ByteTable(idx=idx, fn=idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef), loop=loop, var=var,
-                      piece_call=call)
+                      piece_call=call, from_decode=call_name(call) in DECODE_CALLS)
     # piece-text names: `piece = sp.id_to_piece(i)` and names derived from it (`b = piece.encode()`)
-    text_names: set[str] = set()
+    text_names: set[str] = {text_name} if text_name else set()
     for n in ast.walk(loop):
-        if isinstance(n, ast.Assign) and any(c is call or (isinstance(c, ast.Call) and call_name(c) in PIECE_CALLS)
-                                            for c in ast.walk(n.value)):
+        if isinstance(n, ast.Assign) and any(c is call or _is_text_call(c) for c in ast.walk(n.value)):
             text_names.update(t.id for t in n.targets if isinstance(t, ast.Name))
     for _ in range(2):
         for n in ast.walk(loop):
@@ -165,7 +190,7 @@ def _analyse_loop(idx: SourceIndex, loop: ast.For, var: str, call: ast.Call) -> 
     def uses_text(expr: ast.AST) -> bool:
         return any(
             (isinstance(x, ast.Name) and x.id in text_names)
-            or (isinstance(x, ast.Call) and call_name(x) in PIECE_CALLS)
+            or _is_text_call(x)
             for x in ast.walk(expr)
         )
 
@@ -191,8 +216,9 @@ def _analyse_loop(idx: SourceIndex, loop: ast.For, var: str, call: ast.Call) -> 
     for store in table.count_stores:
         if _adds_space(store.value) or _adds_space_via_name(loop, store):
             table.space_in_count = table.space_in_count or store
-    if table.space_test is not None and not _strips_marker(loop) and table.space_in_count is None:
-        table.marker_counted = table.space_test
+    if not table.from_decode and not _strips_marker(loop) and table.space_in_count is None:
+        # `▁` tested but kept, or never looked at: either way it is counted as its 3 UTF-8 bytes
+        table.marker_counted = table.space_test or table.count_stores[0]
     return table
 
 
@@ -224,24 +250,72 @@ def _boundary_guards(loop: ast.For, first_store: ast.AST) -> bool:
 
 
 def byte_tables(program: Program) -> list[ByteTable]:
-    """Every loop over token ids that reads piece text and stores per-token byte counts."""
+    """Every loop (or comprehension) over token ids that reads the token's text and stores byte counts."""
     out: list[ByteTable] = []
     for idx in program.indexes:
         for loop in idx.nodes(ast.For):
             var = _loop_var(loop)
-            if var is None:
-                continue
-            call = next(
-                (c for c in ast.walk(loop) if isinstance(c, ast.Call) and call_name(c) in PIECE_CALLS
-                 and c.args and isinstance(c.args[0], ast.Name) and c.args[0].id == var),
-                None,
-            )
+            call = piece_call(loop, var) if var else None
+            text_name = None
+            if call is None:
+                var, call, text_name = _enumerated_pieces(idx, loop)
             if call is None or any(o.loop is not loop and _inside(idx, loop, o.loop) for o in out if o.idx is idx):
                 continue
-            table = _analyse_loop(idx, loop, var, call)
+            table = _analyse_loop(idx, loop, var, call, text_name)
             if table is not None:
                 out.append(table)
+        for comp in idx.nodes(ast.ListComp, ast.DictComp, ast.GeneratorExp):
+            if len(comp.generators) != 1 or any(_inside(idx, comp, o.loop) for o in out if o.idx is idx):
+                continue
+            var = _loop_var(comp.generators[0])
+            elt = comp.value if isinstance(comp, ast.DictComp) else comp.elt
+            call = piece_call(elt, var) if var else None
+            if call is not None and _is_count_value(elt):
+                out.append(_analyse_comprehension(idx, comp, elt, var, call))
     return out
+
+
+def _enumerated_pieces(idx: SourceIndex, loop: ast.For) -> tuple[str | None, ast.Call | None, str | None]:
+    """`pieces = [sp.id_to_piece(i) for i in range(V)]` then `for tid, piece in enumerate(pieces)`."""
+    t, it = loop.target, loop.iter
+    if not (isinstance(t, ast.Tuple) and len(t.elts) == 2 and all(isinstance(e, ast.Name) for e in t.elts)
+            and isinstance(it, ast.Call) and call_name(it) == "enumerate" and it.args):
+        return None, None, None
+    src = it.args[0]
+    scope = idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
+    if isinstance(src, ast.Name):  # follow one local binding
+        src = next((n.value for n in walk_scope(scope) if isinstance(n, ast.Assign) and n.lineno < loop.lineno
+                    and any(isinstance(x, ast.Name) and x.id == src.id for x in n.targets)), src)
+    for comp in ast.walk(src):
+        if isinstance(comp, ast.ListComp) and len(comp.generators) == 1:
+            gvar = _loop_var(comp.generators[0])
+            call = piece_call(comp.elt, gvar) if gvar else None
+            if call is not None:
+                return t.elts[0].id, call, t.elts[1].id
+    return None, None, None
+
+
+def _analyse_comprehension(idx: SourceIndex, comp: ast.AST, elt: ast.AST, var: str, call: ast.Call) -> ByteTable:
+    """`[len(sp.id_to_piece(i).encode()) for i in range(V)]`: the element is the count, an IfExp the branches."""
+    table = ByteTable(idx=idx, fn=idx.enclosing(comp, ast.FunctionDef, ast.AsyncFunctionDef), loop=comp, var=var,
+                      piece_call=call, from_decode=call_name(call) in DECODE_CALLS, count_stores=[elt])
+    scope = [elt, *comp.generators[0].ifs]
+    for part in scope:
+        for n in ast.walk(part):
+            if isinstance(n, ast.Call) and call_name(n) in BYTE_CALLS:
+                table.byte_check = table.byte_check or n
+            if isinstance(n, ast.Call) and call_name(n) in BOUNDARY_CALLS:
+                table.boundary.setdefault(BOUNDARY_CALLS[call_name(n)], n)
+            if table.space_test is None and isinstance(n, ast.IfExp) and _space_test(n.test):
+                table.space_test = n
+    if table.byte_check is None and _byte_parse(elt):
+        table.byte_check = elt
+    table.boundary_guards_count = bool(table.boundary)
+    if _adds_space(elt):
+        table.space_in_count = elt
+    if not table.from_decode and not _strips_marker(elt) and table.space_in_count is None:
+        table.marker_counted = table.space_test or elt  # the piece text goes into the count with its `▁`
+    return table
 
 
 def _inside(idx: SourceIndex, node: ast.AST, outer: ast.AST) -> bool:
@@ -447,6 +521,54 @@ def fold_with_defaults(program: Program, expr: ast.expr, fn: ast.AST | None):
     if defaults:
         expr = _Substitute(defaults).visit(copy.deepcopy(expr))
     return program.fold(expr)
+
+
+class _GetattrToAttr(ast.NodeTransformer):
+    """`getattr(h, "name", d)` -> `h.name` when `name` is a known hyperparameter, else its default `d`."""
+
+    def __init__(self, program: Program):
+        self.program = program
+
+    def visit_Call(self, node: ast.Call) -> ast.AST:  # noqa: N802 - NodeTransformer API
+        node = self.generic_visit(node)
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
+                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
+                and isinstance(node.args[1].value, str)):
+            name = node.args[1].value
+            if name in self.program.attrs or name.lower() in self.program.config.logged:
+                return ast.Attribute(value=node.args[0], attr=name, ctx=ast.Load())
+            if len(node.args) == 3:
+                return node.args[2]
+        return node
+
+
+def dead_behind_getattr(program: Program, fn: ast.AST | None) -> str | None:
+    """Why `fn` never runs, when every call site sits under a `getattr(h, "x", default)` test that folds false.
+    (The shared folder leaves `getattr` unknown, which would make such a branch look live.)"""
+    name = getattr(fn, "name", None)
+    sites = [(i, r) for i, r in program.refs.get(name or "", []) if not any(a is fn for a in i.ancestors(r))]
+    if not sites:
+        return None
+    reasons = []
+    for idx, ref in sites:
+        why = None
+        child = ref
+        for anc in idx.ancestors(ref):
+            if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                break
+            if isinstance(anc, ast.If) and child is not anc.test and any(
+                isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "getattr"
+                for c in ast.walk(anc.test)
+            ):
+                v = program.fold(_GetattrToAttr(program).visit(copy.deepcopy(anc.test)))
+                if v is not UNKNOWN and bool(v) != (child in anc.body):
+                    why = f"`{ast.unparse(anc.test)}` is {bool(v)}"
+                    break
+            child = anc
+        if why is None:
+            return None
+        reasons.append(why)
+    return reasons[0]
 
 
 def _val_data(node: ast.AST) -> bool:

@@ -252,3 +252,51 @@ def test_network_in_a_helper_of_the_scorer_is_an_error():
     found = _run_rule(NetworkAtEval, _submission(code))
     assert [f.severity for f in found] == [Severity.ERROR]
     assert "eval_val_sliding" in found[0].message
+
+
+def test_comprehension_enumerate_and_decode_tables():
+    code = """
+        def enumerated(sp, V, base):
+            pieces = [sp.id_to_piece(i) for i in range(V)]
+            for tid, piece in enumerate(pieces):
+                base[tid] = len(piece.encode())
+            return base
+        def comprehension(sp, V):
+            return [0 if sp.is_control(i) or sp.is_byte(i) else len(sp.id_to_piece(i).lstrip("\\u2581").encode())
+                    for i in range(V)]
+        def decoded(tok, V, out):
+            for i in range(V):
+                out[i] = len(tok.decode([i]).encode("utf-8"))
+        print(enumerated(None, 8, []), comprehension(None, 8), decoded(None, 8, []))
+    """
+    tables = {t.name: t for t in bytelut.byte_tables(_program(_submission(code)))}
+    assert set(tables) == {"enumerated", "comprehension", "decoded"}
+    assert tables["enumerated"].marker_counted is not None and tables["enumerated"].byte_check is None
+    good = tables["comprehension"]
+    assert good.byte_check is not None and good.marker_counted is None and good.boundary_guards_count
+    assert tables["decoded"].from_decode and tables["decoded"].marker_counted is None
+    found = {f.message.split("`")[1]: f for f in _run_rule(TokenizerBpbBug, _submission(code))}
+    assert set(found) == {"enumerated()", "decoded()"}
+    assert "U+FFFD" in found["decoded()"].message and "3 UTF-8 bytes" in found["enumerated()"].message
+
+
+def test_table_behind_a_getattr_guard_follows_the_config():
+    code = """
+        import os
+        class Hyperparameters:
+            tokenizer_kind = os.environ.get("TOKENIZER_KIND", "sp")
+        def other_vocab_lut(vocab, n):
+            out = [b""] * n
+            for tid in range(n):
+                out[tid] = vocab.decode([tid]).encode("utf-8")
+            return out
+        def setup(h, vocab):
+            if getattr(h, "tokenizer_kind", "sp") == "other":
+                return other_vocab_lut(vocab, 1254)
+            return None
+        print(setup(Hyperparameters(), None))
+    """
+    found = _run_rule(TokenizerBpbBug, _submission(code))
+    assert [f.severity for f in found] == [Severity.INFO] and "not reached" in found[0].message
+    on = _submission(code, README__md="```bash\nTOKENIZER_KIND=other torchrun --nproc_per_node=8 train_gpt.py\n```\n")
+    assert [f.severity for f in _run_rule(TokenizerBpbBug, on)] == [Severity.ERROR]

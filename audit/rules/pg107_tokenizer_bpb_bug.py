@@ -6,6 +6,7 @@ from ..bytelut import (
     SPACE_MARK,
     ByteTable,
     byte_tables,
+    dead_behind_getattr,
     is_canonical_tokenizer,
     read_sentencepiece_model,
     scorer_space_sites,
@@ -293,7 +294,11 @@ class TokenizerBpbBug(Rule):
         major: list[str] = []
         evidence = [self.location(t.idx, t.piece_call, f"byte table over token ids in `{t.name}()`")]
         store = t.count_stores[0]
-        if t.byte_check is None:
+        if t.byte_check is None and t.from_decode:
+            major.append("byte counts come from decoded token text: byte-fallback or partial-UTF-8 tokens decode to"
+                         " U+FFFD and count 3 bytes instead of 1")
+            evidence.append(self.location(t.idx, store, "count taken from the decoded text"))
+        elif t.byte_check is None:
             major.append("byte-fallback pieces (`<0xAB>`) are counted by their text length (6 bytes) instead of 1:"
                          " there is no `sp.is_byte` branch")
             evidence.append(self.location(t.idx, store, "count taken from the piece text for every id"))
@@ -308,20 +313,23 @@ class TokenizerBpbBug(Rule):
                 ))
         if t.marker_counted is not None:
             major.append(f"`{SPACE_MARK}` is never stripped, so it counts as its 3 UTF-8 bytes")
-            evidence.append(self.location(t.idx, t.marker_counted, "▁ tested but left in the counted text"))
+            evidence.append(self.location(t.idx, t.marker_counted, "▁ left in the counted text"))
         minor = []
         if not t.boundary_guards_count:
             minor.append("control/unknown pieces are not skipped before counting, so `<s>`/`<unk>` get text bytes")
             evidence.append(self.location(t.idx, store, "count written without a boundary guard"))
         elif "unused" not in t.boundary:
             minor.append("unused pieces are not treated as boundaries")
+        dead = dead_behind_getattr(self.program, t.fn)
         if major:
+            message = f"Byte look-up table `{t.name}()` miscounts validation bytes: " + "; ".join(major + minor)
+            if dead:
+                message += f" — present but not reached under the effective config ({dead})"
             yield self.finding(
-                t.idx, t.loop,
-                f"Byte look-up table `{t.name}()` miscounts validation bytes: " + "; ".join(major + minor),
-                evidence=evidence, reach_node=t.loop,
+                t.idx, t.loop, message, evidence=evidence, reach_node=t.loop,
+                severity=Severity.INFO if dead else None,
             )
-        elif minor and not t.boundary:
+        elif minor and not t.boundary and not dead:
             yield self.finding(
                 t.idx, t.loop,
                 f"Byte look-up table `{t.name}()` deviates from the baseline: " + "; ".join(minor),
