@@ -63,6 +63,9 @@ class _Scope:
         self.defs: dict[str, list[tuple[ast.AST, ast.expr]]] = {}  # name -> [(statement, value)]
         self.slice_writes: dict[str, list[ast.Assign]] = {}
         self.calls: list[ast.Call] = []
+        self.free: dict[str, ast.AST] | None = None  # filled lazily by SlotAnalysis
+        self.opts: list[tuple[ast.Assign, list[str]]] | None = None
+        self._acc: list[ast.AST] | None = None
         for n in walk_scope(node):
             if isinstance(n, ast.Assign):
                 for t in n.targets:
@@ -75,6 +78,14 @@ class _Scope:
                 self._bind(n, n.optional_vars, n.context_expr)
             elif isinstance(n, ast.Call):
                 self.calls.append(n)
+
+    def accumulations(self) -> list[ast.AST]:
+        """`x += …` and `xs.append(…)` in source order (the candidates for a score accumulation)."""
+        if self._acc is None:
+            acc = [n for n in walk_scope(self.node) if isinstance(n, ast.AugAssign)]
+            acc += [c for c in self.calls if call_name(c) in ("append", "extend")]
+            self._acc = sorted(acc, key=lambda x: (x.lineno, x.col_offset))
+        return self._acc
 
     def _bind(self, stmt: ast.AST, target: ast.AST, value: ast.expr) -> None:
         if isinstance(target, ast.Name):
@@ -182,21 +193,30 @@ class SlotAnalysis:
         fns = [a for a in idx.ancestors(node) if isinstance(a, FUNCS)]
         return _Chain(idx, [self.scope(f) for f in fns] + [self.scope(idx.tree)])
 
-    # free tensors and their optimisers
+    # free tensors and their optimisers (cached per scope: a long main() is shared by many backward calls)
     def _free_tensors(self, chain: _Chain) -> dict[str, ast.AST]:
         out: dict[str, ast.AST] = {}
         for sc in chain.scopes[:-1] or chain.scopes:
-            for name, defs in sc.defs.items():
-                for stmt, value in defs:
-                    if isinstance(stmt, ast.Assign) and self._creates_free_tensor(value):
-                        out.setdefault(name, stmt)
-            for call in sc.calls:  # `delta.requires_grad_(True)` on a tensor built here
-                if call_name(call) == "requires_grad_" and isinstance(call.func, ast.Attribute) and (
-                    isinstance(call.func.value, ast.Name) and self._grad_flag(call)
-                ):
-                    name = call.func.value.id
-                    if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
-                        out.setdefault(name, call)
+            for name, node in self._scope_free(sc).items():
+                out.setdefault(name, node)
+        return out
+
+    def _scope_free(self, sc: _Scope) -> dict[str, ast.AST]:
+        if sc.free is not None:
+            return sc.free
+        out: dict[str, ast.AST] = {}
+        for name, defs in sc.defs.items():
+            for stmt, value in defs:
+                if isinstance(stmt, ast.Assign) and self._creates_free_tensor(value):
+                    out.setdefault(name, stmt)
+        for call in sc.calls:  # `delta.requires_grad_(True)` on a tensor built here
+            if call_name(call) == "requires_grad_" and isinstance(call.func, ast.Attribute) and (
+                isinstance(call.func.value, ast.Name) and self._grad_flag(call)
+            ):
+                name = call.func.value.id
+                if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
+                    out.setdefault(name, call)
+        sc.free = out
         return out
 
     def _grad_flag(self, call: ast.Call) -> bool:
@@ -221,25 +241,32 @@ class SlotAnalysis:
         return False
 
     def _optimisers(self, chain: _Chain, free: dict[str, ast.AST]) -> list[tuple[ast.Assign, list[str]]]:
+        return [(stmt, held) for sc in chain.scopes for stmt, held in self._scope_opts(sc) if all(h in free for h in held)]
+
+    def _scope_opts(self, sc: _Scope) -> list[tuple[ast.Assign, list[str]]]:
+        """Optimisers built in this scope over a plain list of names."""
+        if sc.opts is not None:
+            return sc.opts
         out = []
-        for sc in chain.scopes:
-            for name, defs in sc.defs.items():
-                for stmt, value in defs:
-                    if not (isinstance(stmt, ast.Assign) and isinstance(value, ast.Call)):
-                        continue
-                    qn = dotted(value.func) or ""
-                    if qn.split(".")[-1] not in _OPTIMISERS and ".optim." not in f".{qn}.":
-                        continue
-                    params = value.args[:1] + [k.value for k in value.keywords if k.arg == "params"]
-                    held = _param_names(params)
-                    if held and all(h in free for h in held):
-                        out.append((stmt, held))
+        for defs in sc.defs.values():
+            for stmt, value in defs:
+                if not (isinstance(stmt, ast.Assign) and isinstance(value, ast.Call)):
+                    continue
+                qn = dotted(value.func) or ""
+                if qn.split(".")[-1] not in _OPTIMISERS and ".optim." not in f".{qn}.":
+                    continue
+                held = _param_names(value.args[:1] + [k.value for k in value.keywords if k.arg == "params"])
+                if held:
+                    out.append((stmt, held))
+        sc.opts = out
         return out
 
     # the main entry
     def sites(self) -> list[SlotSite]:
         out: list[SlotSite] = []
         for idx in self.p.indexes:
+            if "requires_grad" not in idx.src.text and "Parameter(" not in idx.src.text:
+                continue  # no free tensor can be created in this source
             for call in idx.nodes(ast.Call):
                 if not _is_backward(call):
                     continue
@@ -298,7 +325,7 @@ class SlotAnalysis:
     def _scored_span(self, chain: _Chain, held: set[str], after_line: int):
         """(lo, hi, node, masks) of the first score accumulation after the optimiser that the fitted tensor reaches."""
         for sc in chain.scopes:
-            for n in sorted(walk_scope(sc.node), key=lambda x: (getattr(x, "lineno", 0), getattr(x, "col_offset", 0))):
+            for n in sc.accumulations():
                 value = None
                 if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
                     value = n.value

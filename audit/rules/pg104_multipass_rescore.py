@@ -228,7 +228,8 @@ class MultipassRescore(Rule):
         for idx in p.indexes:
             scopes = [idx.tree] + list(idx.nodes(*FUNCS))
             for scope in scopes:
-                yield from self._rescore_after_ttt(idx, scope, ttt, trainers)
+                if trainers:
+                    yield from self._rescore_after_ttt(idx, scope, ttt, trainers)
                 yield from self._keep_best(idx, scope, ttt, val_backwards, slot)
 
     # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
@@ -324,21 +325,28 @@ class MultipassRescore(Rule):
             for k in call.keywords:
                 if k.arg:
                     bound[k.arg] = k.value
-            used = _model_params(fn)
+            cache = self.program.shared("pg104_model_params", dict)
+            if fn not in cache:
+                cache[fn] = _model_params(fn)
+            used = cache[fn]
             out |= {a.id for pname, a in bound.items() if pname in used and isinstance(a, ast.Name)}
         return out
 
     # --- shape 2: keep the best of repeated scorings ---------------------------------------------
     def _keep_best(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, val_backwards: set[int], slot):
+        ifs = [
+            n for n in walk_scope(scope)
+            if isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and len(n.test.ops) == 1
+            and isinstance(n.test.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE))
+            and any(isinstance(st, ast.Assign) for st in n.body) and idx.enclosing(n, *LOOPS) is not None
+        ]
+        if not ifs:
+            return
         sources = self._score_sources(scope, ttt)
         if not sources:
             return
         chain = slot.chain(idx, scope.body[0]) if isinstance(scope, FUNCS) and scope.body else slot.chain(idx, idx.tree)
-        for node in walk_scope(scope):
-            if not (isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and len(node.test.ops) == 1):
-                continue
-            if not isinstance(node.test.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE)):
-                continue
+        for node in ifs:
             left, right = node.test.left, node.test.comparators[0]
             assigned = {_base(t) for st in node.body if isinstance(st, ast.Assign) for t in st.targets} - {None}
             for cand, best in ((left, right), (right, left)):
