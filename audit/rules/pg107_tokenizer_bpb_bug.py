@@ -348,13 +348,16 @@ class TokenizerBpbBug(Rule):
         if facts["space_checks"] or not facts["tables"]:
             return  # the ▁ assertion guards the table; CaseOps-style sidecars do their own accounting
         t = facts["tables"][0]
+        evidence = [self.location(idx, expr, f"effective tokenizer: {path}"),
+                    self.location(t.idx, t.piece_call, "byte table with no `piece_to_id('▁') != unk_id()` check")]
+        for lpath, line, text, n in self._logged_val_tokens()[:1]:
+            evidence.append(Location(path=lpath, start_line=line, end_line=line, snippet=text,
+                                     note=f"the run scored {n:,} validation tokens with this tokenizer"))
         yield self.finding(
             idx, expr,
             f"Custom tokenizer `{path}` is scored with a piece-text byte table but nothing checks that `▁` is a "
             "piece of its own; without it every space is three byte-fallback tokens and the byte count grows",
-            evidence=[self.location(idx, expr, f"effective tokenizer: {path}"),
-                      self.location(t.idx, t.piece_call, "byte table with no `piece_to_id('▁') != unk_id()` check")],
-            reach_node=t.loop, confidence=Confidence.MEDIUM,
+            evidence=evidence, reach_node=t.loop, confidence=Confidence.MEDIUM,
         )
 
     def _shipped_models(self, path: str) -> dict[str, bytes]:
