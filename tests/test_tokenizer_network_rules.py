@@ -3,11 +3,16 @@ generated VALID/INVALID cases do not reach — shipped `.model` files, the share
 
 from __future__ import annotations
 
+import ast
+import csv
+import os
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from audit import bytelut
+from audit.api import audit_git
 from audit.engine import audit_submission
 from audit.facts import Config, Program
 from audit.findings import Severity
@@ -185,7 +190,7 @@ def test_scorer_space_forms():
             return mask[x] & ~mask[y]
     """
     sites = bytelut.scorer_space_sites(_program(_submission(code)))
-    assert sorted({s.idx.enclosing(s.node, __import__("ast").FunctionDef).name for s in sites}) == ["a", "b"]
+    assert sorted({s.idx.enclosing(s.node, ast.FunctionDef).name for s in sites}) == ["a", "b"]
 
 
 def test_subset_guard_uses_parameter_defaults():
@@ -300,3 +305,40 @@ def test_table_behind_a_getattr_guard_follows_the_config():
     assert [f.severity for f in found] == [Severity.INFO] and "not reached" in found[0].message
     on = _submission(code, README__md="```bash\nTOKENIZER_KIND=other torchrun --nproc_per_node=8 train_gpt.py\n```\n")
     assert [f.severity for f in _run_rule(TokenizerBpbBug, on)] == [Severity.ERROR]
+
+
+# --- the real corpus (skipped without PGOLF_MIRROR) -------------------------------------------------
+CORPUS = os.environ.get("PGOLF_CORPUS", "/work/shared/corpus")
+
+
+def _corpus_rows(*prs: str) -> list[dict]:
+    rows = []
+    for name in ("dev_labels.tsv", "merged.tsv"):
+        path = Path(CORPUS) / name
+        if path.exists():
+            rows += [r for r in csv.DictReader(path.open(), delimiter="\t") if r["pr"] in prs]
+    if not rows:
+        pytest.skip("labelled corpus not available")
+    return rows
+
+
+def _codes(mirror: str, row: dict, select: str) -> list[tuple[str, str | None]]:
+    rep = audit_git(mirror, row["ref_sha"], row["folder"], select={select})
+    return [(f.severity.value, f.category) for f in rep.findings if f.rule.startswith(select)]
+
+
+def test_corpus_lut_bugs_are_flagged(mirror):
+    for row in _corpus_rows("1545", "1698"):
+        assert ("error", "tokenizer_bpb_bug") in _codes(mirror, row, "PG107"), row["pr"]
+
+
+def test_corpus_baseline_luts_stay_clean(mirror):
+    # renamed tables (build_luts), module-constant aliases, wrapped sources with the ▁ assertion, CaseOps
+    for row in _corpus_rows("1204", "1388", "1493", "1736"):
+        assert not [s for s, _ in _codes(mirror, row, "PG107") if s == "error"], row["pr"]
+
+
+def test_corpus_startup_download_is_not_an_eval_error(mirror):
+    for row in _corpus_rows("1972"):
+        sevs = [s for s, _ in _codes(mirror, row, "PG108")]
+        assert "warning" in sevs and "error" not in sevs
