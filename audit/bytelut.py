@@ -126,6 +126,9 @@ def _adds_space(node: ast.AST) -> bool:
 
 
 def _is_count_value(node: ast.AST) -> bool:
+    """A byte length or the bytes themselves — not a flag derived from the text (`len(p) > 0 and p[0] == "▁"`)."""
+    if isinstance(node, (ast.Compare, ast.BoolOp)) or isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
+        return False
     return any(isinstance(n, ast.Call) and call_name(n) in ("len", "encode") for n in ast.walk(node))
 
 

@@ -342,3 +342,15 @@ def test_corpus_startup_download_is_not_an_eval_error(mirror):
     for row in _corpus_rows("1972"):
         sevs = [s for s, _ in _codes(mirror, row, "PG108")]
         assert "warning" in sevs and "error" not in sevs
+
+
+def test_flags_derived_from_piece_text_are_not_byte_tables():
+    code = """
+        def word_starts(sp, n, starts):
+            for i in range(n):
+                piece = sp.id_to_piece(i)
+                starts[i] = len(piece) > 0 and piece[0] == "\\u2581"
+            return starts
+        print(word_starts(None, 8, []))
+    """
+    assert bytelut.byte_tables(_program(_submission(code))) == []
