@@ -33,6 +33,8 @@ _VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*")
 # Producers of self-generated calibration text (the model samples its own tokens).
 _SELFGEN_FUNC = re.compile(r"(generat|self_?gen|synth|sample|rollout|autoregressive)", re.I)
 _SAMPLING_CALLS = {"multinomial"}
+_CALIB_NAME = re.compile(r"hessian|calib", re.I)
+_NO_GRAD = {"no_grad", "inference_mode"}
 _HOOKS = {"register_forward_hook", "register_forward_pre_hook"}
 _OUTER_PRODUCT = {"addmm_", "addmm", "matmul", "mm", "outer", "einsum", "baddbmm_"}
 _CLOCK = re.compile(r"wallclock|time_budget|train_budget|time_limit", re.I)
@@ -154,10 +156,16 @@ class CalibrationAnalysis:
         for idx in self.p.indexes:
             for fn in idx.nodes(*FUNCS):
                 calls = self._fn_calls.get(fn, set())
-                if not calls & _HOOKS or idx.enclosing(fn, *FUNCS) is not None:
-                    continue  # no hooks, or the hook closure itself (its outer function is the collector)
-                stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
-                if stats or re.search(r"hessian|calib", fn.name, re.I):
+                if idx.enclosing(fn, *FUNCS) is not None:
+                    continue  # a hook closure: its outer function is the collector
+                if calls & _HOOKS:
+                    stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
+                    if stats or _CALIB_NAME.search(fn.name):
+                        out.setdefault(fn.name, []).append((idx, fn))
+                elif _CALIB_NAME.search(fn.name) and calls & _NO_GRAD and "backward" not in calls and not self._is_selfgen(fn) and any(
+                    isinstance(n, LOOPS) for n in ast.walk(fn)
+                ):
+                    # hookless collector: a no-grad loop of forwards whose layers save their inputs
                     out.setdefault(fn.name, []).append((idx, fn))
         return out
 

@@ -30,7 +30,11 @@ def _parse_prs(text: str) -> list[int]:
         raise InputError(f"--prs expects comma-separated PR numbers, got {text!r}") from None
 
 
-def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url) -> list[AuditReport]:
+def _codes(text: str | None) -> set[str] | None:
+    return {c.strip() for c in text.split(",") if c.strip()} if text else None
+
+
+def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters) -> list[AuditReport]:
     if git_dir:
         if not Path(git_dir).exists():
             raise InputError(f"--git-dir {git_dir}: no such directory")
@@ -46,7 +50,7 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url) -> li
         for f in folders:
             sub = load_git_folder(git_dir, sha, f)
             sub.repo_url = repo_url
-            rep = audit_submission(sub)
+            rep = audit_submission(sub, **filters)
             rep.pr = pr
             reports.append(rep)
         return reports
@@ -63,11 +67,11 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url) -> li
         for f in folders:
             sub = load_folder(p / f, name=f)
             sub.head_sha, sub.repo_url = head_sha or head, repo_url
-            reports.append(audit_submission(sub))
+            reports.append(audit_submission(sub, **filters))
         return reports
     sub = load_folder(p)
     sub.head_sha, sub.repo_url = head_sha, repo_url
-    return [audit_submission(sub)]
+    return [audit_submission(sub, **filters)]
 
 
 def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: bool) -> None:
@@ -121,11 +125,13 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
 @click.option("--exit-zero", is_flag=True, help="Always exit 0 unless the input is unusable.")
 @click.option("--repo-url", help="Repository URL for permalinks (e.g. https://github.com/openai/parameter-golf).")
 @click.option("--head-sha", help="Head commit SHA for permalinks and the review marker.")
+@click.option("--select", help="Only these codes / rule ids (comma-separated), e.g. PG101,PG110.")
+@click.option("--ignore", help="Drop these codes / rule ids (comma-separated), e.g. PG230 for synthetic data.")
 @click.option("--jobs", "-j", type=int, default=0, help="Batch worker processes (default: all cores).")
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
-def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, jobs, verbose, list_rules):
+def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
     PATH is a record folder or a checkout of the challenge repository.
@@ -141,7 +147,8 @@ def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on
         rows = run_batch(git_dir, numbers, output=output, jobs=jobs or os.cpu_count() or 1, repo_url=repo_url)
         flagged = sum(1 for r in rows if r.get("verdict") == "flag")
         return 1 if flagged and not exit_zero and FAIL_ON[fail_on] is not None else 0
-    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url)
+    filters = {"select": _codes(select), "ignore": _codes(ignore)}
+    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters)
     _emit(reports, fmt, output, verbose)
     return _exit_code(reports, fail_on, exit_zero)
 

@@ -142,7 +142,7 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
         findings.extend(claim_findings)
     except Exception as e:  # noqa: BLE001
         findings.append(_internal_error("claims check", e))
-    findings = _dedupe(findings)
+    findings = [f for f in _dedupe(findings) if _wanted(f, select, ignore)]
     v = decide(findings)
     return AuditReport(
         folder=sub.name,
@@ -161,6 +161,14 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
         rules_run=rules_run,
         seconds=time.perf_counter() - t0,
     )
+
+
+def _wanted(f: Finding, select: set[str] | None, ignore: set[str] | None) -> bool:
+    """Reviewer-side selection (`--select` / `--ignore`) by code (`PG230`), rule id or kebab name."""
+    keys = {f.code, f.rule, f.rule.split("/", 1)[-1]}
+    if select and not (keys & select):
+        return False
+    return not (ignore and keys & ignore)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

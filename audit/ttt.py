@@ -429,3 +429,19 @@ def _ancestors_until(idx: SourceIndex, node: ast.AST, stop: ast.AST):
 def _in_loop_over_params(idx: SourceIndex, node: ast.AST) -> bool:
     loop = idx.enclosing(node, *LOOPS)
     return loop is not None and "param" in ast.unparse(getattr(loop, "iter", loop)).lower()
+
+
+TTT_LOG = re.compile(r"\b(legal_)?ttt\w*|test[-_ ]time[-_ ]train|prequant_ttt|ttp:|tttg:|ttpp:|ttpr:", re.I)
+
+
+def ttt_log_evidence(log_events) -> tuple[list, bool]:
+    """Log lines showing a TTT stage ran, as evidence locations, and whether logs exist at all.
+
+    Cited next to a TTT finding so a reviewer sees what actually ran; a reachable TTT site with logs that never
+    mention TTT gets a lower confidence."""
+    from .findings import Location
+
+    hits = [e for e in log_events if TTT_LOG.search(e[2]) and not re.search(r"ttt_\w+\s*[:=]\s*(False|0)\b", e[2])]
+    locs = [Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
+            for p, n, t in hits[:2]]
+    return locs, bool(log_events)

@@ -175,3 +175,10 @@ def test_bad_input_is_one_line_exit_2(args):
 def test_list_rules():
     proc = run("--list-rules")
     assert proc.returncode == 0 and "PG101/prequant-ttt" in proc.stdout
+
+
+def test_ignore_and_select_filter_every_finding_kind():
+    doc = json.loads(run(str(EXAMPLES / "prequant_ttt"), "--format", "json", "--ignore", "PG101").stdout)
+    assert doc["verdict"] == "clean" and not any(f["rule"].startswith("PG101") for f in doc["findings"])
+    doc = json.loads(run(str(EXAMPLES / "prequant_ttt"), "--format", "json", "--select", "PG101").stdout)
+    assert {f["rule"] for f in doc["findings"]} == {"PG101/prequant-ttt"}

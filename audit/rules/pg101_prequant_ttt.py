@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from ..findings import Confidence, Severity
 from ..rule import Invalid, Rule, Valid
-from ..ttt import TTTAnalysis
+from ..findings import Reachability
+from ..ttt import TTTAnalysis, ttt_log_evidence
 
 RULING = (
     "https://github.com/openai/parameter-golf/issues/1017 (C3 score-before-update); "
@@ -167,6 +168,7 @@ class PrequantTTT(Rule):
 
     def check(self):
         sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
+        log_ev, have_logs = ttt_log_evidence(self.ctx.log_events)
         for site in sites:
             if site.kind not in _WHAT and site.kind != "warmup_restored":
                 continue  # legal score-first TTT (PG102) or a SLOT-style delta (the slot rule)
@@ -182,10 +184,13 @@ class PrequantTTT(Rule):
                     confidence=Confidence.MEDIUM,
                 )
                 continue
+            reach, _ = self.program.reachability(site.idx, site.backward)
+            live = reach is not Reachability.DISABLED_BY_DEFAULT
             yield self.finding(
                 site.idx,
                 site.backward,
                 f"{_WHAT[site.kind]}: {site.detail}",
-                evidence=evidence,
-                confidence=Confidence.HIGH if site.kind != "pre_score" or site.fn is not None else Confidence.MEDIUM,
+                evidence=evidence + (log_ev if live else []),
+                # logs that exist but never mention a TTT stage make a live-looking site less certain
+                confidence=Confidence.MEDIUM if live and have_logs and not log_ev else Confidence.HIGH,
             )

@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from ..findings import Confidence, Severity
 from ..rule import Invalid, Rule, Valid
-from ..ttt import TTTAnalysis
+from ..findings import Reachability
+from ..ttt import TTTAnalysis, ttt_log_evidence
 
 
 class ScoreFirstTTT(Rule):
@@ -73,15 +74,15 @@ class ScoreFirstTTT(Rule):
 
     def check(self):
         sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
+        log_ev, have_logs = ttt_log_evidence(self.ctx.log_events)
         for site in sites:
             if site.kind != "score_first":
                 continue
-            f = self.finding(
+            yield self.finding(
                 site.idx,
                 site.backward,
                 f"Score-first TTT on validation chunks: {site.detail}",
-                evidence=[self.location(i, n, note) for i, n, note in site.evidence],
-                confidence=Confidence.HIGH,
+                evidence=[self.location(i, n, note) for i, n, note in site.evidence] + log_ev,
+                confidence=Confidence.HIGH if log_ev or not have_logs else Confidence.MEDIUM,
                 legal_mechanism="score_first_ttt",
             )
-            yield f
