@@ -320,6 +320,13 @@ class Program:
                     return raw.strip().lower() in ("1", "true", "yes", "on")
                 return _convert(type(default), raw) if default is not None and default is not UNKNOWN else raw
             return default
+        if name == "getattr" and len(args) >= 2 and isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
+            attr = args[1].value  # getattr(args, "slot_enabled", False) reads like args.slot_enabled
+            if attr.lower() in cfg.logged:
+                return _literal_from_text(cfg.logged[attr.lower()])
+            if attr in self.attrs:
+                return f(self.attrs[attr][1])
+            return f(args[2]) if len(args) > 2 else UNKNOWN
         if name in ("int", "float", "bool", "str") and len(args) == 1:
             v = f(args[0])
             if v is UNKNOWN:
