@@ -199,3 +199,31 @@ def test_real_records(mirror, pr, rule, want):
     rep = audit_git(mirror, row["ref_sha"], row["folder"], select={rule})
     sevs = {f.severity for f in rep.findings if f.rule.startswith(rule)}
     assert (want in sevs) if want else not (sevs - {Severity.INFO}), sevs
+
+
+def test_hookless_collector_after_the_clock():
+    code = """
+import torch
+class H:
+    train_files = "data/fineweb_train_*.bin"
+    max_wallclock_seconds = 600.0
+def collect_layer_hessians(model, loader, n):
+    model.eval()
+    with torch.inference_mode():
+        for _ in range(n):
+            model(loader.next_batch())
+            accumulate_saved_inputs(model)
+    return model.saved
+def main(model, opt, Loader, elapsed_ms):
+    h = H()
+    max_wallclock_ms = 1e3 * h.max_wallclock_seconds
+    loader = Loader(h.train_files)
+    while True:
+        model(loader.next_batch()).backward()
+        opt.step()
+        if elapsed_ms() >= max_wallclock_ms:
+            break
+    return collect_layer_hessians(model, Loader(h.train_files), 32)
+main(None, None, None, None)
+"""
+    assert [f.severity for f in _findings(code, "PG106")] == [Severity.ERROR]
