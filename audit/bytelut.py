@@ -526,54 +526,6 @@ def fold_with_defaults(program: Program, expr: ast.expr, fn: ast.AST | None):
     return program.fold(expr)
 
 
-class _GetattrToAttr(ast.NodeTransformer):
-    """`getattr(h, "name", d)` -> `h.name` when `name` is a known hyperparameter, else its default `d`."""
-
-    def __init__(self, program: Program):
-        self.program = program
-
-    def visit_Call(self, node: ast.Call) -> ast.AST:  # noqa: N802 - NodeTransformer API
-        node = self.generic_visit(node)
-        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "getattr"
-                and len(node.args) >= 2 and isinstance(node.args[1], ast.Constant)
-                and isinstance(node.args[1].value, str)):
-            name = node.args[1].value
-            if name in self.program.attrs or name.lower() in self.program.config.logged:
-                return ast.Attribute(value=node.args[0], attr=name, ctx=ast.Load())
-            if len(node.args) == 3:
-                return node.args[2]
-        return node
-
-
-def dead_behind_getattr(program: Program, fn: ast.AST | None) -> str | None:
-    """Why `fn` never runs, when every call site sits under a `getattr(h, "x", default)` test that folds false.
-    (The shared folder leaves `getattr` unknown, which would make such a branch look live.)"""
-    name = getattr(fn, "name", None)
-    sites = [(i, r) for i, r in program.refs.get(name or "", []) if not any(a is fn for a in i.ancestors(r))]
-    if not sites:
-        return None
-    reasons = []
-    for idx, ref in sites:
-        why = None
-        child = ref
-        for anc in idx.ancestors(ref):
-            if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                break
-            if isinstance(anc, ast.If) and child is not anc.test and any(
-                isinstance(c, ast.Call) and isinstance(c.func, ast.Name) and c.func.id == "getattr"
-                for c in ast.walk(anc.test)
-            ):
-                v = program.fold(_GetattrToAttr(program).visit(copy.deepcopy(anc.test)))
-                if v is not UNKNOWN and bool(v) != (child in anc.body):
-                    why = f"`{ast.unparse(anc.test)}` is {bool(v)}"
-                    break
-            child = anc
-        if why is None:
-            return None
-        reasons.append(why)
-    return reasons[0]
-
-
 def _val_data(node: ast.AST) -> bool:
     name = dotted(node) or ""
     last = name.rsplit(".", 1)[-1]

@@ -6,7 +6,6 @@ from ..bytelut import (
     SPACE_MARK,
     ByteTable,
     byte_tables,
-    dead_behind_getattr,
     is_canonical_tokenizer,
     read_sentencepiece_model,
     scorer_space_sites,
@@ -320,16 +319,13 @@ class TokenizerBpbBug(Rule):
             evidence.append(self.location(t.idx, store, "count written without a boundary guard"))
         elif "unused" not in t.boundary:
             minor.append("unused pieces are not treated as boundaries")
-        dead = dead_behind_getattr(self.program, t.fn)
         if major:
-            message = f"Byte look-up table `{t.name}()` miscounts validation bytes: " + "; ".join(major + minor)
-            if dead:
-                message += f" — present but not reached under the effective config ({dead})"
             yield self.finding(
-                t.idx, t.loop, message, evidence=evidence, reach_node=t.loop,
-                severity=Severity.INFO if dead else None,
+                t.idx, t.loop,
+                f"Byte look-up table `{t.name}()` miscounts validation bytes: " + "; ".join(major + minor),
+                evidence=evidence, reach_node=t.loop,
             )
-        elif minor and not t.boundary and not dead:
+        elif minor and not t.boundary:
             yield self.finding(
                 t.idx, t.loop,
                 f"Byte look-up table `{t.name}()` deviates from the baseline: " + "; ".join(minor),
