@@ -113,14 +113,15 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
     findings: list[Finding] = []
     resolve(sub)
     findings.extend(sub.load_findings)
-    env, _cmd = effective_env(sub.readme_text)
+    launchers = {p.rsplit("/", 1)[-1]: sub.text(p) for p in sub.files if p.endswith(".sh") and "/" not in p}
+    env, _cmd = effective_env(sub.readme_text, launchers)
     try:
         logged, events = _log_context(sub)
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the audit
         logged, events = {}, []
         findings.append(_internal_error("log parsing", e))
     program = Program.build(sub.sources, Config(env=env, logged=logged))
-    ctx = RuleContext(program=program, log_events=events, readme=sub.readme_text)
+    ctx = RuleContext(program=program, log_events=events, readme=sub.readme_text, files=sub.files)
     rules_run = []
     for rule_cls in RULES:
         rid = f"{rule_cls.CODE}/{rule_cls.NAME}"

@@ -52,6 +52,7 @@ class RuleContext:
     program: Program
     log_events: list[tuple[str, int, str]] = field(default_factory=list)  # (log path, line number, text)
     readme: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # the folder's readable files (e.g. a shipped .model)
 
     def log_lines_matching(self, pattern) -> list[tuple[str, int, str]]:
         return [e for e in self.log_events if pattern.search(e[2])]

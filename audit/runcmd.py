@@ -97,10 +97,25 @@ def run_commands(readme: str) -> list[RunCommand]:
     return out
 
 
-def effective_env(readme: str) -> tuple[dict[str, str], RunCommand | None]:
+def script_commands(script: str) -> list[RunCommand]:
+    """Launch commands of a shell launcher (`run.sh`): the whole file is one code block."""
+    return run_commands("```\n" + script + "\n```\n")
+
+
+_SH_IN_CMD = re.compile(r"(?:^|[\s/])([\w.\-]+\.sh)\b")
+
+
+def effective_env(readme: str, launchers: dict[str, str] | None = None) -> tuple[dict[str, str], RunCommand | None]:
     """The env of the record run: the last launch command that names a train script (records usually
-    list setup commands first and the training run last)."""
+    list setup commands first and the training run last). A README command that runs a shell launcher shipped
+    in the folder (`bash run_seeds.sh`) contributes that launcher's variables too; with no README command at
+    all, the folder's launchers stand in for it."""
+    launchers = launchers or {}
     cmds = run_commands(readme)
+    named = [m.group(1) for c in cmds for m in _SH_IN_CMD.finditer(c.text)]
+    chosen_sh = [name for name in named if name in launchers] or ([] if cmds else sorted(launchers))
+    for name in chosen_sh:
+        cmds = script_commands(launchers[name]) + cmds
     train = [c for c in cmds if re.search(r"train\w*\.py|torchrun", c.text)]
     chosen = (train or cmds)[-1] if (train or cmds) else None
     if chosen is None:
