@@ -515,9 +515,12 @@ class _Checker:
                     "PG214/stale-size-line",
                     f"the log's artifact size is {r.artifact_bytes:,} bytes, over the cap, but the shipped code is "
                     f"smaller than the logged code ({shipped:,} < {r.code_bytes:,} bytes): shipped code + logged model "
-                    f"= {shipped + r.model_bytes:,} bytes fits; the log predates the repacking",
+                    f"= {shipped + r.model_bytes:,} bytes would fit, but the scored run's own artifact was over the cap "
+                    "(RULES: the record's own logs decide)",
                     _loc_line(p, r.artifact_line, line.line if line else ""),
-                    Severity.WARNING,
+                    Severity.ERROR,
+                    "size_over_cap",
+                    confidence=Confidence.MEDIUM,
                 )
                 continue
             self.add(
