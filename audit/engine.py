@@ -67,9 +67,9 @@ def _log_context(sub: Submission) -> tuple[dict[str, str], list[tuple[str, int, 
     params: dict[str, str] = {}
     events: list[tuple[str, int, str]] = []
     for path, result in parsed_logs(sub).items():
-        last = result.last
-        if last is not None:
-            for k, v in (last.hyperparams or {}).items():
+        # runs appended to one file: a later run's dump wins, but a run printed without one keeps the earlier dump
+        for run in result.runs:
+            for k, v in (run.hyperparams or {}).items():
                 params[str(k).lower()] = str(v)
         events.extend((path, e.lineno, e.text) for e in result.events)
     return params, events
