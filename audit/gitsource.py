@@ -17,11 +17,16 @@ def record_folder_of(path: str) -> str | None:
 
 
 def _default_base(git_dir: str, head: str) -> str:
-    for cand in ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main"):
+    cands = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
+    for cand in cands:
         out = git(git_dir, "merge-base", cand, head, check=False).decode().strip()
         if out:
             return out
-    raise InputError("cannot find a merge-base with main or origin/main; pass --base")
+    for cand in cands:  # unrelated histories (a PR from a re-created fork): diff against main itself
+        out = git(git_dir, "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}", check=False).decode().strip()
+        if out:
+            return out
+    raise InputError("cannot find main or origin/main to diff against; pass --base")
 
 
 def _folders(names: list[str]) -> list[str]:
@@ -43,6 +48,8 @@ def pr_folders(git_dir: str, head: str, base: str | None = None) -> list[str]:
         parts = line.split("\t")
         if len(parts) < 2:
             continue
+        if parts[0] == "D":
+            continue  # a folder the PR deletes is not a submission
         (added if parts[0] == "A" else changed).append(parts[1])
     folders = _folders(added) or _folders(changed)
     if len(folders) <= 1:

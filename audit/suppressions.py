@@ -1,55 +1,47 @@
 """Inline suppression comments in submitted code are reported, never obeyed (RULES.md lesson 10).
 
-A cheap regex pre-scan finds candidates; libcst (which keeps comments, unlike `ast`) then tells which statement
-each comment is attached to, so the finding can name what the author tried to exempt.
+Comments are read with `tokenize`, so a marker inside a string literal is not mistaken for one, and each
+finding names the statement the author tried to exempt.
 """
 
 from __future__ import annotations
 
+import io
 import re
-
-import libcst as cst
-from libcst.metadata import MetadataWrapper, PositionProvider
+import tokenize
 
 from .findings import Confidence, Finding, Location, Severity
 from .submission import ResolvedSource
 
-MARKERS = re.compile(r"#\s*(noqa|nosec|lint-ignore|lint-fixme|nosemgrep|pgolf:\s*ignore|type:\s*ignore\[pgolf)", re.I)
+MARKERS = re.compile(r"#\s*(noqa|nosec|lint-ignore|lint-fixme|nosemgrep|pgolf:\s*ignore)\b[^\n]*", re.I)
 
 
-class _CommentCollector(cst.CSTVisitor):
-    METADATA_DEPENDENCIES = (PositionProvider,)
-
-    def __init__(self) -> None:
-        self.hits: list[tuple[int, str, str]] = []  # (line, comment, statement)
-
-    def visit_Comment(self, node: cst.Comment) -> None:
-        if MARKERS.search(node.value):
-            pos = self.get_metadata(PositionProvider, node).start
-            self.hits.append((pos.line, node.value, ""))
+def _comments(text: str) -> list[tuple[int, str]]:
+    out = []
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(text).readline):
+            if tok.type == tokenize.COMMENT and MARKERS.search(tok.string):
+                out.append((tok.start[0], tok.string))
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass  # an unparsable source is reported elsewhere; what was read so far still counts
+    return out
 
 
 def suppression_findings(src: ResolvedSource) -> list[Finding]:
     if not MARKERS.search(src.text):
         return []
     lines = src.text.splitlines()
-    hits: list[tuple[int, str]] = []
-    try:
-        wrapper = MetadataWrapper(cst.parse_module(src.text))
-        collector = _CommentCollector()
-        wrapper.visit(collector)
-        hits = [(line, comment) for line, comment, _ in collector.hits]
-    except Exception:  # libcst rejects some sources ast accepts: fall back to a line scan
-        hits = [(n, m.group(0)) for n, line in enumerate(lines, 1) for m in [MARKERS.search(line)] if m]
-    out = []
-    for line, comment in hits:
-        out.append(
+    findings = []
+    for line, comment in _comments(src.text):
+        code = lines[line - 1].split("#", 1)[0].strip() if 0 < line <= len(lines) else ""
+        target = f" on `{code[:60]}`" if code else ""
+        findings.append(
             Finding(
                 rule="PG020/author-suppression",
                 category=None,
                 severity=Severity.INFO,
                 confidence=Confidence.HIGH,
-                message=f"author-claimed exemption `{comment.strip()}` — reported, not obeyed",
+                message=f"author-claimed exemption `{comment.strip()}`{target} — reported, not obeyed",
                 location=Location(
                     path=src.path + (" (decoded)" if src.virtual else ""),
                     start_line=line,
@@ -58,4 +50,4 @@ def suppression_findings(src: ResolvedSource) -> list[Finding]:
                 ),
             )
         )
-    return out
+    return findings
