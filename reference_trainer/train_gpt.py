@@ -1413,6 +1413,7 @@ def main() -> int:
     event("val_loss", score[1])
     event("val_bpb", score[2])
     if distributed:
+        dist.barrier()  # every rank finishes its last collective before the group is torn down (gloo aborts otherwise)
         dist.destroy_process_group()
     if master and not fits:
         log0(f"size_check:FAIL total {total_bytes} bytes exceeds the {ARTIFACT_CAP_BYTES}-byte cap")

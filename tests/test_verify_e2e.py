@@ -26,20 +26,8 @@ def _verify_once(capsys, *args) -> tuple[int, dict]:
     return exc.value.code, json.loads(capsys.readouterr().out)
 
 
-def _teardown_abort(rep: dict) -> bool:
-    """The trainer sometimes aborts (SIGABRT, "terminate called without an active exception") in gloo
-    teardown after printing its score: the verifier rightly calls that a crash."""
-    return any(
-        c["name"] == "run" and "Signal 6" in c["message"] for s in rep["seeds"] for c in s["checks"]
-    )
-
-
 def _verify(capsys, *args) -> tuple[int, dict]:
-    code, rep = _verify_once(capsys, *args)
-    if code != 0 and _teardown_abort(rep):
-        # re-run only the crashed seed from the ledger: the documented --retry-failed path
-        code, rep = _verify_once(capsys, *args, "--retry-failed")
-    return code, rep
+    return _verify_once(capsys, *args)
 
 
 @pytest.mark.slow
