@@ -108,3 +108,12 @@ def test_smoke_cli_exit_codes(tmp_path, capsys):
         verify_cli.main([str(bad), "--smoke", "--format", "markdown", "-q"])
     md = capsys.readouterr().out
     assert exc.value.code == 1 and "No module named 'flash_attn_interface'" in md
+
+
+def test_smoke_builds_a_model_that_takes_the_hyperparameters_object():
+    from conftest import EXAMPLES
+    from verify.smoke import smoke_test
+
+    res = smoke_test(EXAMPLES / "clean_baseline", "train_gpt.py")
+    assert res.ok, res.summary
+    assert "CPU forward OK" in res.summary

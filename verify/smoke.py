@@ -100,6 +100,9 @@ try:
     for name, p in inspect.signature(cls.__init__).parameters.items():
         if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
             continue
+        if args is not None and name in ("args", "h", "hp", "hparams", "config", "cfg", "hyperparameters"):
+            kwargs[name] = args  # the model takes the Hyperparameters object itself
+            continue
         for cand in (name, aliases.get(name, "")):
             if cand and args is not None and hasattr(args, cand):
                 kwargs[name] = getattr(args, cand)
@@ -113,7 +116,7 @@ try:
         sys.exit(0)
     torch.manual_seed(0)
     model = cls(**kwargs).float()
-    vocab = int(kwargs.get("vocab_size", getattr(args, "vocab_size", 64)))
+    vocab = int(kwargs.get("vocab_size", getattr(args, "vocab_size", 64) or 64))
     seq = int(getattr(args, "train_seq_len", 32) or 32)
     x = torch.randint(0, vocab, (2, min(seq, 32)))
     y = torch.randint(0, vocab, (2, min(seq, 32)))
@@ -127,6 +130,8 @@ try:
     params = sum(p.numel() for p in model.parameters())
     emit(stage="forward", ok=math.isfinite(val), seconds=time.perf_counter() - t1, model=cls.__name__,
          params=params, loss=val, error=None if math.isfinite(val) else f"loss is {val}")
+except SystemExit:
+    raise  # our own early exits after a "skipped" line are not failures
 except BaseException as e:
     fail("forward", t1, e)
 '''
