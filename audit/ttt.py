@@ -441,7 +441,13 @@ def ttt_log_evidence(log_events) -> tuple[list, bool]:
     mention TTT gets a lower confidence."""
     from .findings import Location
 
-    hits = [e for e in log_events if TTT_LOG.search(e[2]) and not re.search(r"ttt_\w+\s*[:=]\s*(False|0)\b", e[2])]
+    hits = []
+    for e in log_events:  # stop at the first two: logs can hold ~100k lines
+        low = e[2].lower()
+        if ("tt" in low or "test" in low) and TTT_LOG.search(e[2]) and not re.search(r"ttt_\w+\s*[:=]\s*(False|0)\b", e[2]):
+            hits.append(e)
+            if len(hits) == 2:
+                break
     locs = [Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
-            for p, n, t in hits[:2]]
+            for p, n, t in hits]
     return locs, bool(log_events)

@@ -168,7 +168,7 @@ class PrequantTTT(Rule):
 
     def check(self):
         sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
-        log_ev, have_logs = ttt_log_evidence(self.ctx.log_events)
+        log_ev, have_logs = self.program.shared("ttt_log", lambda: ttt_log_evidence(self.ctx.log_events))
         for site in sites:
             if site.kind not in _WHAT and site.kind != "warmup_restored":
                 continue  # legal score-first TTT (PG102) or a SLOT-style delta (the slot rule)

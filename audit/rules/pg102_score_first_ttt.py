@@ -74,7 +74,7 @@ class ScoreFirstTTT(Rule):
 
     def check(self):
         sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
-        log_ev, have_logs = ttt_log_evidence(self.ctx.log_events)
+        log_ev, have_logs = self.program.shared("ttt_log", lambda: ttt_log_evidence(self.ctx.log_events))
         for site in sites:
             if site.kind != "score_first":
                 continue
