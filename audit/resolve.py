@@ -305,14 +305,32 @@ def _is_effectively_empty(text: str) -> bool:
     return True
 
 
+_DISTRIBUTED = re.compile(r"\b(torchrun|torch\.distributed\.(run|launch)|accelerate\s+launch|srun|deepspeed)\b")
+
+
 def _readme_scripts(sub: Submission) -> list[str]:
-    out = []
+    """Scripts the README runs, most likely entry first: a distributed launch (`torchrun … x.py`), then a
+    `train*.py`, then anything else (data download / preparation scripts come last)."""
+    ranked: list[tuple[int, int, str]] = []
     for cmd in run_commands(sub.readme_text):
+        launched = bool(_DISTRIBUTED.search(cmd.text))
         for m in _PY_IN_CMD.finditer(cmd.text):
             name = PurePosixPath(m.group(1)).name
-            if name not in out:
-                out.append(name)
+            rank = 0 if launched else 1 if name.startswith("train") else 2
+            ranked.append((rank, len(ranked), name))
+    out: list[str] = []
+    for _, _, name in sorted(ranked):
+        if name not in out:
+            out.append(name)
     return out
+
+
+def _launched_distributed(sub: Submission, name: str) -> bool:
+    return any(_DISTRIBUTED.search(c.text) and name in c.text for c in run_commands(sub.readme_text))
+
+
+def _is_helper_script(name: str) -> bool:
+    return not (name.startswith("train") or "gpt" in name)
 
 
 def _top_py(sub: Submission, name: str) -> str | None:
@@ -331,12 +349,12 @@ def choose_entry(sub: Submission) -> str | None:
     if not pys:
         return None
     train = _top_py(sub, "train_gpt.py")
+    train_real = bool(train) and not _is_effectively_empty(sub.text(train))
     for name in _readme_scripts(sub):
         p = _top_py(sub, name)
         if p and not _is_effectively_empty(sub.text(p)):
-            if train and p != train and not _is_effectively_empty(sub.text(train)):
-                # Both real: the README names the one that runs.
-                return p
+            if train_real and p != train and _is_helper_script(name) and not _launched_distributed(sub, name):
+                return train  # a data-preparation script the README also runs is not the entry
             return p
     if train and not _is_effectively_empty(sub.text(train)):
         return train

@@ -195,3 +195,15 @@ def test_raw_lzma_with_filters():
     code = (f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{payload}"), format=L.FORMAT_RAW, '
             'filters=[{"id": L.FILTER_LZMA2}]))\n')
     assert decode_once(code, {})[0] == PROGRAM
+
+
+def test_data_preparation_scripts_in_the_readme_are_not_the_entry():
+    readme = (
+        "```bash\npython3 data/cached_challenge_fineweb.py --variant sp8192\n"
+        "python prepare_caseops_data.py\nSEED=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+    )
+    files = {"train_gpt.py": PROGRAM.encode(), "cached_challenge_fineweb.py": b"print(1)\n",
+             "prepare_caseops_data.py": b"print(2)\n"}
+    assert choose_entry(sub_of(files, readme)) == "train_gpt.py"
+    readme_no_torchrun = "```bash\npython prepare_caseops_data.py\npython train_gpt.py\n```\n"
+    assert choose_entry(sub_of(files, readme_no_torchrun)) == "train_gpt.py"
