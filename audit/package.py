@@ -3,24 +3,18 @@
 from __future__ import annotations
 
 from .constants import ARTIFACT_CAP_BYTES
-from .findings import Confidence, Finding, Location, Severity
-from .submission import Submission
+from .findings import Finding, Severity
+from .submission import Submission, load_finding
+
+SUBMISSION_PROCESS = "https://github.com/openai/parameter-golf#submission-process"
 
 REQUIRED = ("README.md", "submission.json")
 USUAL_KEYS = ("name", "val_bpb")  # every layout seen carries at least these (author/github_id/date vary)
 SCORE_KEYS = ("val_bpb", "mean_val_bpb", "val_bpb_mean", "score")
 
 
-def _f(code: str, message: str, path: str, severity=Severity.WARNING, category=None, line: int = 0) -> Finding:
-    return Finding(
-        rule=code,
-        category=category,
-        severity=severity,
-        confidence=Confidence.HIGH,
-        message=message,
-        location=Location(path=path, start_line=line, end_line=line),
-        ruling="https://github.com/openai/parameter-golf#submission-process",
-    )
+def _f(code: str, message: str, path: str, severity=Severity.WARNING, category=None) -> Finding:
+    return load_finding(code, message, path, severity, category).with_(ruling=SUBMISSION_PROCESS)
 
 
 def package_findings(sub: Submission) -> list[Finding]:
