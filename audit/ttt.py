@@ -451,3 +451,16 @@ def ttt_log_evidence(log_events) -> tuple[list, bool]:
     locs = [Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
             for p, n, t in hits]
     return locs, bool(log_events)
+
+
+def ttt_analysis(program: Program) -> TTTAnalysis:
+    """One TTT analysis per submission, shared by every rule that needs it."""
+    return program.shared("ttt_analysis", lambda: TTTAnalysis(program))
+
+
+def ttt_sites(program: Program) -> list[TTTSite]:
+    return program.shared("ttt_sites", lambda: ttt_analysis(program).sites())
+
+
+def shared_ttt_log_evidence(program: Program, log_events) -> tuple[list, bool]:
+    return program.shared("ttt_log", lambda: ttt_log_evidence(log_events))

@@ -3,7 +3,7 @@ from __future__ import annotations
 from ..findings import Confidence, Severity
 from ..rule import Invalid, Rule, Valid
 from ..findings import Reachability
-from ..ttt import TTTAnalysis, ttt_log_evidence
+from ..ttt import shared_ttt_log_evidence, ttt_sites
 
 RULING = (
     "https://github.com/openai/parameter-golf/issues/1017 (C3 score-before-update); "
@@ -167,8 +167,8 @@ class PrequantTTT(Rule):
     ]
 
     def check(self):
-        sites = self.program.shared("ttt_sites", lambda: TTTAnalysis(self.program).sites())
-        log_ev, have_logs = self.program.shared("ttt_log", lambda: ttt_log_evidence(self.ctx.log_events))
+        sites = ttt_sites(self.program)
+        log_ev, have_logs = shared_ttt_log_evidence(self.program, self.ctx.log_events)
         for site in sites:
             if site.kind not in _WHAT and site.kind != "warmup_restored":
                 continue  # legal score-first TTT (PG102) or a SLOT-style delta (the slot rule)

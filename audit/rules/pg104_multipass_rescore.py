@@ -8,7 +8,7 @@ from ..facts import _VAL_PATH_LIT, Program, SourceIndex, call_name, is_val_name,
 from ..findings import Confidence, Severity
 from ..rule import Invalid, Rule, Valid
 from ..slot import SlotAnalysis
-from ..ttt import TTTAnalysis
+from ..ttt import TTTAnalysis, ttt_analysis, ttt_sites
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 LOOPS = (ast.For, ast.AsyncFor, ast.While)
@@ -220,8 +220,8 @@ class MultipassRescore(Rule):
 
     def check(self):
         p = self.program
-        ttt: TTTAnalysis = p.shared("ttt_analysis", lambda: TTTAnalysis(p))
-        sites = p.shared("ttt_sites", lambda: TTTAnalysis(p).sites())
+        ttt = ttt_analysis(p)
+        sites = ttt_sites(p)
         trainers = _val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
         val_backwards = {id(s.backward) for s in sites}
         slot = p.shared("slot_analysis", lambda: SlotAnalysis(p))
