@@ -183,6 +183,27 @@ class CalibrationAnalysis:
                     break
         return out
 
+    def adaptation_sites(self) -> list[CalibSite]:
+        """Calls, made after the training clock stopped, of functions that take optimiser steps (a backward
+        pass) on training data: extra training outside the budget, e.g. TTT on a training slice at eval time."""
+        out: list[CalibSite] = []
+        for name, defs in self.p.functions.items():
+            if name in self._trainers or name in self.collectors:
+                continue
+            for fidx, fn in defs:
+                if "backward" not in self._fn_calls.get(fn, set()):
+                    continue
+                for idx, call in self._calls_by_name.get(name, []):
+                    if idx.enclosing(call, *FUNCS) is fn:
+                        continue
+                    after, during = self._timing(idx, call)
+                    if after is None or during:
+                        continue
+                    origin = self._call_origin(idx, call, fn)
+                    if "train" in origin.kinds and "train" not in origin.conditional:
+                        out.append(CalibSite(idx, call, fn, fidx, origin, after, during))
+        return out
+
     def _call_origin(self, idx: SourceIndex, call: ast.Call, fn: ast.AST) -> DataOrigin:
         """Data passed to the collector at this call, plus data the collector reads by itself."""
         origin = DataOrigin()

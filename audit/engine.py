@@ -12,6 +12,7 @@ from . import __version__
 from .facts import UNKNOWN, Config, Program
 from .findings import Confidence, Finding, Location, Severity
 from .package import package_findings
+from .provenance import add_scripts_that_ran
 from .resolve import resolve
 from .rule import RuleContext
 from .rules import RULES
@@ -120,7 +121,8 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the audit
         logged, events = {}, []
         findings.append(_internal_error("log parsing", e))
-    program = Program.build(sub.sources, Config(env=env, logged=logged))
+    findings.extend(add_scripts_that_ran(sub, events))
+    program = Program.build(sub.sources, Config(env=env, logged=logged), logs=events)
     ctx = RuleContext(program=program, log_events=events, readme=sub.readme_text, files=sub.files)
     rules_run = []
     for rule_cls in RULES:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from . import pyparse
 from .findings import Reachability
+from .provenance import LogText, log_calls
 from .submission import ResolvedSource
 
 
@@ -147,6 +148,7 @@ class Program:
     attrs: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # hyperparameter-like attributes
     consts: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # module-level NAME = expr
     env_helpers: set[str] = field(default_factory=set)  # user functions wrapping os.environ.get(name, default)
+    logs: list[tuple[str, int, str]] = field(default_factory=list)  # (log path, line number, text)
     _shared: dict[str, object] = field(default_factory=dict)
 
     def shared(self, key: str, compute):
@@ -156,9 +158,11 @@ class Program:
         return self._shared[key]
 
     @classmethod
-    def build(cls, sources: list[ResolvedSource], config: Config | None = None) -> "Program":
+    def build(
+        cls, sources: list[ResolvedSource], config: Config | None = None, logs: list[tuple[str, int, str]] | None = None
+    ) -> "Program":
         idxs = [i for i in (index_source(s) for s in sources) if i is not None]
-        prog = cls(indexes=idxs, config=config or Config())
+        prog = cls(indexes=idxs, config=config or Config(), logs=list(logs or ()))
         for idx in idxs:
             prog._index(idx)
         return prog
@@ -425,6 +429,12 @@ class Program:
     def reachability(self, idx: SourceIndex, node: ast.AST) -> tuple[Reachability, str]:
         """Reachability of `node` under the effective config, compared with code defaults."""
         live, why = self._live(idx, node, self.config, set())
+        if live is not True:
+            proof = self.log_proof(idx, node)
+            if proof is not None:
+                path, line, text = proof
+                state = "off under the effective config" if live is False else "not decidable statically"
+                return Reachability.SHOWN_BY_LOGS, f"{state} ({why}), but {path}:{line} prints its message `{_short_text(text)}`"
         if live is False:
             return Reachability.DISABLED_BY_DEFAULT, why
         if self.config.env or self.config.logged:
@@ -434,6 +444,63 @@ class Program:
         if live is None:
             return Reachability.UNKNOWN, why
         return Reachability.REACHABLE, why
+
+    # --- log evidence --------------------------------------------------------------------------
+    def log_proof(self, idx: SourceIndex, node: ast.AST) -> tuple[str, int, str] | None:
+        """A log line printed only by the code that guards `node` off: that code ran in the logged run."""
+        if not self.logs:
+            return None
+        cache = self._shared.setdefault("_log_proof", {})
+        key = (id(idx), id(node))
+        if key not in cache:
+            cache[key] = self._find_log_proof(idx, node)
+        return cache[key]
+
+    def _find_log_proof(self, idx: SourceIndex, node: ast.AST) -> tuple[str, int, str] | None:
+        regions = self._blocked_regions(idx, node, 0, frozenset())
+        if not regions:
+            return None
+        calls = self.shared("_log_calls", lambda: [(i, c) for i in self.indexes for c in log_calls(i.tree)])
+        logs = self.shared("_log_text", lambda: LogText(self.logs))
+
+        def inside(i: SourceIndex, c) -> bool:
+            return any(i is ri and s <= c.start and c.end <= e for ri, s, e in regions)
+
+        # a piece of text also printed outside the blocked code proves nothing
+        outside = "\0".join(ch for i, c in calls if not inside(i, c) for ch in c.chunks)
+        for i, c in calls:
+            if inside(i, c):
+                for ch in c.chunks:
+                    if ch not in outside:
+                        hit = logs.find(ch)
+                        if hit is not None:
+                            return hit
+        return None
+
+    def _blocked_regions(self, idx: SourceIndex, node: ast.AST, depth: int, seen: frozenset) -> list[tuple]:
+        """Line ranges that run only if `node` runs: the branch of the guard that blocks it, or its whole
+        function plus the regions blocking that function's call sites."""
+        fn = idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef)
+        local = self._single_bindings(fn)
+        child = node
+        for anc in idx.ancestors(node):
+            if anc is fn:
+                break
+            if isinstance(anc, ast.If) and child is not anc.test:
+                want = child in anc.body
+                v = self.fold(anc.test, self.config, local=local)
+                blocked = self._config_undecided(anc.test, self.config) if v is UNKNOWN else bool(v) != want
+                if blocked:
+                    branch = anc.body if want else anc.orelse
+                    return [(idx, branch[0].lineno, branch[-1].end_lineno or branch[-1].lineno)]
+            child = anc
+        if fn is None or fn in seen or depth > 2 or self.guard_status(idx, node, self.config)[0] is not True:
+            return []  # blocked inside the function by something other than an `if` (early exit, empty loop)
+        out = [(idx, fn.lineno, fn.end_lineno or fn.lineno)]
+        for i, r in self.refs.get(fn.name, []):
+            if not _inside(i, r, fn):
+                out.extend(self._blocked_regions(i, r, depth + 1, seen | {fn}))
+        return out
 
     def _override_note(self) -> str:
         parts = []

@@ -34,6 +34,7 @@ class Reachability(str, Enum):
     REACHABLE = "reachable"
     DISABLED_BY_DEFAULT = "disabled-by-default"  # guard is false under the effective config
     ENABLED_BY_RUN_COMMAND = "enabled-by-run-command"  # off in code, switched on by README/log
+    SHOWN_BY_LOGS = "shown-by-logs"  # off or undecidable statically, but the logs print its own messages
     UNKNOWN = "unknown"
     NOT_APPLICABLE = "n/a"  # package / log findings
 

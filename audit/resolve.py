@@ -408,7 +408,7 @@ def resolve(sub: Submission) -> Submission:
             continue
         seen.add(path)
         sub.code_files.append(path)
-        src = _resolve_file(sub, path, role)
+        src = resolve_file(sub, path, role)
         sub.sources.append(src)
         if src.parse_error:
             continue
@@ -418,7 +418,7 @@ def resolve(sub: Submission) -> Submission:
     return sub
 
 
-def _resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
+def resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
     text = sub.text(path)
     chain: list[str] = []
     for _ in range(MAX_DEPTH):

@@ -114,7 +114,11 @@ class Rule:
         """Build a finding; dead code is demoted to `info`, undecidable guards to `warning`."""
         reach, why = self.program.reachability(idx, reach_node or node)
         sev = severity or self.SEVERITY
-        if reach is Reachability.DISABLED_BY_DEFAULT:
+        if reach is Reachability.SHOWN_BY_LOGS:
+            path, line, text = self.program.log_proof(idx, reach_node or node)
+            evidence = [*evidence, Location(path=path, start_line=line, end_line=line, snippet=text.strip()[:200],
+                                            note="log line printed only by this code: it ran")]
+        elif reach is Reachability.DISABLED_BY_DEFAULT:
             sev = Severity.INFO
             message = f"{message} — present but not reached under the effective config ({why})"
         elif reach is Reachability.UNKNOWN and sev is Severity.ERROR:

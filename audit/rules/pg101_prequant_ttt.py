@@ -93,6 +93,24 @@ class PrequantTTT(Rule):
         ),
         Valid(
             """
+            import os
+            def adapt(model, opt, val_tokens, log0):
+                for epoch in range(3):
+                    loss = model(val_tokens).mean()
+                    loss.backward()
+                    opt.step()
+                log0(f"final val_bpb:{eval_val(model, val_tokens):.8f}")
+            def main(model, opt, val_tokens, log0):
+                if int(os.environ.get("ADAPT_ON_VAL", "0")):
+                    adapt(model, opt, val_tokens, log0)
+                log0(f"final val_bpb:{eval_val(model, val_tokens):.8f}")
+            main(None, None, None, print)
+            """,
+            logs={"train_seed1.log": "final val_bpb:1.04210000\n"},
+            note="disabled by default; the log's only line is also printed on the live path, so it proves nothing",
+        ),
+        Valid(
+            """
             import copy
             def main(model, opt, val_tokens, train_loader):
                 initial = copy.deepcopy(model.state_dict())
@@ -163,6 +181,31 @@ class PrequantTTT(Rule):
             ```
             """,
             note="off in code, switched on by the README run command",
+        ),
+        Invalid(
+            """
+            import os
+            def adapt(model, opt, val_tokens, log0):
+                for epoch in range(3):
+                    loss = model(val_tokens).mean()
+                    loss.backward()
+                    opt.step()
+                    log0(f"prequant_adapt epoch:{epoch} loss:{loss.item():.4f}")
+            def main(model, opt, val_tokens, log0):
+                if int(os.environ.get("ADAPT_ON_VAL", "0")):
+                    adapt(model, opt, val_tokens, log0)
+                log0(f"final val_bpb:{eval_val(model, val_tokens):.8f}")
+            main(None, None, None, print)
+            """,
+            logs={
+                "train_seed1.log": """
+                prequant_adapt epoch:0 loss:2.9134
+                prequant_adapt epoch:1 loss:2.7012
+                prequant_adapt epoch:2 loss:2.6420
+                final val_bpb:1.04210000
+                """
+            },
+            note="off in code, but the log prints the messages of the guarded block: it ran",
         ),
     ]
 

@@ -38,6 +38,9 @@ class TrainDataAtEval(Rule):
     Training data may only be used inside the 600 s training budget. Reading training shards once the clock has
     stopped is extra training-data access outside the budget, like fine-tuning after the cap.
 
+    The same holds for optimiser steps: a function with a backward pass, called after the capped training loop,
+    whose batches come from the training shards (test-time training on a training slice) is reported too.
+
     ## Example
     ```python
     while True:  # stops when train_time reaches max_wallclock_ms (600 s)
@@ -61,7 +64,7 @@ class TrainDataAtEval(Rule):
     CATEGORY = "train_data_at_eval"
     SEVERITY = Severity.ERROR
     RULING = RULING
-    SUMMARY = "training shards read after the training clock stopped (calibration with no reserved budget)"
+    SUMMARY = "training shards read after the training clock stopped (calibration or TTT with no reserved budget)"
     FIX_HINT = "Subtract a calibration reserve from the training budget (max_wallclock_ms -= gptq_reserve_ms)."
 
     VALID = [
@@ -151,6 +154,35 @@ class TrainDataAtEval(Rule):
             """,
             note="calibration inside the timed training loop",
         ),
+        Valid(
+            """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            def warm_up(model, opt, loader):
+                for _ in range(20):
+                    model(loader.next_batch()).mean().backward()
+                    opt.step()
+            def ttt_on_val(model, opt, val_tokens):
+                for i in range(0, len(val_tokens), 1024):
+                    loss = model(val_tokens[i:i + 1024]).mean()
+                    loss.backward()
+                    opt.step()
+            def main(model, opt, Loader, elapsed_ms, val_tokens):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                warm_up(model, opt, loader)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                ttt_on_val(model, opt, val_tokens)
+            main(None, None, None, None, None)
+            """,
+            note="warm-up on training data before the clock, TTT on validation data after it (other rules judge that)",
+        ),
     ]
     INVALID = [
         Invalid(
@@ -212,6 +244,32 @@ class TrainDataAtEval(Rule):
         ),
         Invalid(
             """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            def adapt_on_train_slice(model, opt, loader, steps):
+                for _ in range(steps):
+                    loss = model(loader.next_batch()).mean()
+                    loss.backward()
+                    opt.step()
+            def main(model, opt, Loader, elapsed_ms, val_tokens):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                slice_loader = Loader(args.train_files)
+                adapt_on_train_slice(model, opt, slice_loader, 200)
+                return eval_val(model, val_tokens)
+            main(None, None, None, None, None)
+            """,
+            note="TTT on a training slice at eval time",
+        ),
+        Invalid(
+            """
             import os
             def main():
                 print(os.environ.get("RUN_ID"))
@@ -268,6 +326,22 @@ class TrainDataAtEval(Rule):
                 evidence=evidence,
                 severity=Severity.WARNING if lowered is not None else Severity.ERROR,
                 confidence=Confidence.HIGH if log_ev else Confidence.MEDIUM,
+            )
+            emitted = True
+        for site in analysis.adaptation_sites():
+            tidx, tnode, note = site.origin.kinds["train"]
+            cidx, cnode, cnote = site.after_clock
+            yield self.finding(
+                site.idx,
+                site.call,
+                f"`{call_name(site.call)}()` takes optimiser steps on training data after the training clock "
+                "stopped (test-time training on a training slice), and no time is reserved for it in the budget",
+                evidence=[
+                    self.location(cidx, cnode, cnote),
+                    self.location(site.collector_idx, site.collector, "backward pass and optimiser steps here"),
+                    self.location(tidx, tnode, note),
+                ],
+                confidence=Confidence.MEDIUM,
             )
             emitted = True
         if not emitted:
