@@ -166,12 +166,19 @@ def _json_claim(path: str, text: str, key: str, value, near: str = "") -> Claime
     return ClaimedValue(v, raw.strip('"'), path, line, snippet, key)
 
 
+_WRITES_VAL_SHARDS = re.compile(r"""["'][^"'\n]*fineweb_val_[^"'\n]*\.bin""")
+_VAL_DOC_COUNT = re.compile(r"val[-_]docs\W[^\n]{0,40}?\b(\d[\d_]{2,})\b", re.I)
+VAL_DOCS = 50_000  # the validation split: the first 50,000 documents
+_NOT_SCORE_KEY = re.compile(r"byte|size|time|loss|step|ms\b|sec", re.I)
+
+
 def _seed_dicts(obj, depth: int = 0):
     """Yield {seed: result} dicts wherever a layout keeps them (`seed_results`, `seeds`, nested re-runs)."""
     if depth > 3 or not isinstance(obj, dict):
         return
     for k, v in obj.items():
-        if isinstance(v, dict) and v and all(str(s).strip().isdigit() for s in v) and k.lower().startswith(("seed", "per_seed", "runs")):
+        low = k.lower()
+        if isinstance(v, dict) and v and all(str(s).strip().isdigit() for s in v) and ("seed" in low or low.startswith("runs")):
             yield k, v
         elif isinstance(v, dict):
             yield from _seed_dicts(v, depth + 1)
@@ -204,13 +211,15 @@ def claims_from_json(path: str, text: str, data: dict) -> Claims:
         c.seeds = [int(data["seed"])]
         if c.headline_bpb:
             c.per_seed_bpb.setdefault(c.seeds[0], []).append(c.headline_bpb)
-    for _, table in _seed_dicts(data):
+    for key, table in _seed_dicts(data):
+        # `val_bpb_per_seed: {"42": 1.0152}` holds scores; `artifact_bytes_per_seed` / `train_time_per_seed` do not
+        scores = not _NOT_SCORE_KEY.search(key)
         for s_raw, res in table.items():
             s = int(str(s_raw).strip())
             if s not in c.seeds:
                 c.seeds.append(s)
             if isinstance(res, (int, float)) and not isinstance(res, bool):
-                cv = _json_claim(path, text, str(s_raw), res)
+                cv = _json_claim(path, text, str(s_raw), res) if scores and 0.0 < res < 10.0 else None
                 if cv:
                     c.per_seed_bpb.setdefault(s, []).append(cv)
             elif isinstance(res, dict):
@@ -662,6 +671,11 @@ class _Checker:
                     self._integrity("PG231/byte-accounting", f"the byte count differs from the split's: {nums}; "
                                     "the token count is the full split's, so bytes are counted differently",
                                     vt_loc, (loc,), "tokenizer_bpb_bug")
+                elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR and (builder := self._val_builder()):
+                    # fewer documents exported by the submission's own script: the split itself is not the challenge's
+                    self._integrity("PG232/val-split-mismatch", f"the score covers a subset of the validation split "
+                                    f"({nums}), and {builder} builds the validation shards itself: a validation split "
+                                    "other than the challenge's first 50,000 documents", vt_loc, (loc,), "other")
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
                     self._integrity("PG230/val-subset", f"the score covers a subset of the validation split: {nums}",
                                     vt_loc, (loc,), "tokenizer_bpb_bug")
@@ -691,6 +705,20 @@ class _Checker:
                     )
                     reported = True
         return best_ratio, best_family, best_tokens
+
+    def _val_builder(self) -> str | None:
+        """A script of the folder that writes validation shards (`fineweb_val_000000.bin`) itself, from a number of
+        documents other than the challenge's 50,000 (`--val-docs 10000`)."""
+        for path in sorted(self.sub.files):
+            if not path.endswith(".py") or path in self.sub.code_files:
+                continue
+            text = self.sub.text(path)
+            if not _WRITES_VAL_SHARDS.search(text):
+                continue
+            counts = {int(m.group(1).replace("_", "")) for m in _VAL_DOC_COUNT.finditer(text)}
+            if counts and VAL_DOCS not in counts:
+                return path
+        return None
 
     def _integrity(self, code: str, msg: str, loc: Location, ev: tuple[Location, ...], category: str) -> None:
         if self.non_record and code == "PG230/val-subset":

@@ -12,7 +12,7 @@ from . import __version__
 from .facts import UNKNOWN, Config, Program
 from .findings import Confidence, Finding, Location, Severity
 from .package import package_findings
-from .provenance import add_scripts_that_ran
+from .provenance import add_scripts_that_ran, message_lines
 from .resolve import resolve
 from .rule import RuleContext
 from .rules import RULES
@@ -59,20 +59,20 @@ class AuditReport:
         return report_dict(self)
 
 
-def _log_context(sub: Submission) -> tuple[dict[str, str], list[tuple[str, int, str]]]:
-    """Logged hyperparameters (of the last run of each log) and the non-source log lines."""
+def _log_context(sub: Submission) -> tuple[dict[str, str], list[tuple[str, int, str, str]]]:
+    """Logged hyperparameters (of the last run of each log) and the non-source log lines with their kind."""
     try:
         from .logs import parsed_logs
     except ImportError:  # parser not available: the audit still runs on code alone
         return {}, []
     params: dict[str, str] = {}
-    events: list[tuple[str, int, str]] = []
+    events: list[tuple[str, int, str, str]] = []
     for path, result in parsed_logs(sub).items():
         # runs appended to one file: a later run's dump wins, but a run printed without one keeps the earlier dump
         for run in result.runs:
             for k, v in (run.hyperparams or {}).items():
                 params[str(k).lower()] = str(v)
-        events.extend((path, e.lineno, e.text) for e in result.events)
+        events.extend((path, e.lineno, e.text, e.kind) for e in result.events)
     return params, events
 
 
@@ -121,9 +121,10 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
     except Exception as e:  # noqa: BLE001 - a parser bug must not lose the audit
         logged, events = {}, []
         findings.append(_internal_error("log parsing", e))
-    findings.extend(add_scripts_that_ran(sub, events))
-    program = Program.build(sub.sources, Config(env=env, logged=logged), logs=events)
-    ctx = RuleContext(program=program, log_events=events, readme=sub.readme_text, files=sub.files)
+    messages = message_lines(events)
+    findings.extend(add_scripts_that_ran(sub, messages))
+    program = Program.build(sub.sources, Config(env=env, logged=logged), logs=messages)
+    ctx = RuleContext(program=program, log_events=[e[:3] for e in events], readme=sub.readme_text, files=sub.files)
     rules_run = []
     for rule_cls in RULES:
         rid = f"{rule_cls.CODE}/{rule_cls.NAME}"

@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 
 from . import pyparse
+from .findings import Location, Severity
 
 MIN_CHUNK = 10  # shorter literal pieces ("val_bpb:") are printed by every script
 _LOG_NAME = re.compile(r"(^|_)(log\w*|print\w*|info|warning|warn|write)$", re.I)
@@ -61,7 +62,8 @@ def message_chunks(call: ast.Call) -> tuple[str, ...]:
     for part in _literal_parts(call.args[0]):
         for piece in _PLACEHOLDER.split(part):
             piece = piece.strip()
-            if len(piece) >= MIN_CHUNK and _WORDY.search(piece):
+            # one bare key ("pre_quant_ttt_epochs:") is also what a hyperparameter dump prints
+            if len(piece) >= MIN_CHUNK and _WORDY.search(piece) and len(piece.split()) >= 2:
                 out.append(piece)
     return tuple(out)
 
@@ -97,61 +99,79 @@ class LogText:
         return self.events[bisect.bisect_right(self.starts, at) - 1]
 
 
-def printed_by(text: str, others: str, logs: LogText) -> tuple[str, tuple[str, int, str]] | None:
-    """A log line that only the script `text` prints: (the literal piece, the log line), or None.
+# A log line that echoes source code (a dump the parser did not recognise) proves nothing.
+_CODE_LINE = re.compile(r"""\b(print|log\w*)\s*\(|\bf["']|^\s*(def|class|import|from|return|if|elif|for|while|with)\b""")
 
-    `others` is the source text of the code already audited; a piece it contains is not distinctive."""
-    tree, _ = pyparse.parse(text)
-    if tree is None:
-        return None
+
+def message_lines(events: list[tuple[str, int, str, str]]) -> list[tuple[str, int, str]]:
+    """The log lines that can prove a message was printed: not hyperparameter dumps (`key: value`), not code."""
+    return [(p, n, t) for p, n, t, kind in events if kind != "kv_line" and not _CODE_LINE.search(t)]
+
+
+def printed_by(tree: ast.AST, others: str, logs: LogText) -> list[tuple[str, tuple[str, int, str]]]:
+    """Log lines printed by the script `tree` and by none of `others` (the source text of the other code):
+    [(the literal piece, the log line)], one per piece."""
+    out = []
     for lc in log_calls(tree):
         for chunk in lc.chunks:
             if chunk in others:
                 continue
             hit = logs.find(chunk)
             if hit is not None:
-                return chunk, hit
-    return None
+                out.append((chunk, hit))
+    return out
 
 
-def add_scripts_that_ran(sub, events: list[tuple[str, int, str]]) -> list:
-    """Audit a script of the folder that is not the entry (a nested copy of the record, a second script)
-    when the logs print messages only it prints: that script, not (only) the entry, produced the results."""
-    from .findings import Location, Severity
+def add_scripts_that_ran(sub, lines: list[tuple[str, int, str]]) -> list:
+    """Audit a script of the folder that is not the entry (a nested copy of the record, an eval script) when
+    the logs print at least two messages that only it prints: that script produced (some of) the results.
+
+    Ablation folders hold many near-copies that print the same messages: a message any other candidate also
+    prints does not count, so a script is added only when the evidence points at it alone."""
     from .resolve import resolve_file
     from .submission import load_finding
 
-    if not events or not sub.sources:
+    if not lines or not sub.sources:
         return []
-    logs = LogText(events)
+    logs = LogText(lines)
     audited = {s.path for s in sub.sources} | set(sub.code_files)
-    findings = []
+    candidates = []
     for path in sorted(p for p in sub.files if p.endswith(".py") and p not in audited):
         if path.rsplit("/", 1)[-1] in _NOT_SCRIPTS:
             continue
         n_load = len(sub.load_findings)
         src = resolve_file(sub, path, "ran")
         del sub.load_findings[n_load:]  # a file that did not run is not worth a loader finding
-        if src.parse_error:
-            continue
-        hit = printed_by(src.text, "\n".join(s.text for s in sub.sources), logs)
-        if hit is None:
-            continue
-        chunk, (log_path, line, text) = hit
+        tree, _ = pyparse.parse(src.text) if not src.parse_error else (None, None)
+        if tree is not None:
+            candidates.append((path, src, tree))
+    if not candidates or len(candidates) > MAX_CANDIDATES:
+        return []
+    audited_text = "\n".join(s.text for s in sub.sources)
+    findings = []
+    for path, src, tree in candidates:
+        others = "\n".join([audited_text] + [s.text for p, s, _ in candidates if p != path])
+        hits = printed_by(tree, others, logs)
+        if len({hit[1] for hit in hits}) < 2:
+            continue  # one matching line may be chance
+        chunk, (log_path, line, text) = hits[0]
         sub.sources.append(src)
         f = load_finding(
             "PG003/script-that-ran",
-            f"{path} is not the entry script, but {log_path}:{line} prints its message `{chunk}`: "
-            "it produced (some of) the logs and is audited too",
+            f"{path} is not the entry script, but the logs print {len(hits)} messages only it prints "
+            f"(e.g. {log_path}:{line} `{chunk}`): it produced (some of) the results and is audited too",
             path,
             Severity.INFO,
         )
-        proof = Location(path=log_path, start_line=line, end_line=line, snippet=text.strip()[:200],
-                         note="log line only this script prints")
-        findings.append(dataclasses.replace(f, evidence=(proof,)))
+        proof = tuple(
+            Location(path=lp, start_line=ln, end_line=ln, snippet=t.strip()[:200], note="log line only this script prints")
+            for _, (lp, ln, t) in hits[:3]
+        )
+        findings.append(dataclasses.replace(f, evidence=proof))
     return findings
 
 
 _NOT_SCRIPTS = {"setup.py", "__init__.py", "conftest.py"}
+MAX_CANDIDATES = 40  # a vendored package is a library, not a script that ran
 
-__all__ = ["LogCall", "LogText", "add_scripts_that_ran", "log_calls", "message_chunks", "printed_by"]
+__all__ = ["LogCall", "LogText", "add_scripts_that_ran", "log_calls", "message_chunks", "message_lines", "printed_by"]

@@ -24,11 +24,27 @@ def decide(findings: list[Finding]) -> Verdict:
     if warnings:
         cats = tuple(c for c in CATEGORIES if any(f.category == c for f in warnings))
         return Verdict("needs-human", cats, warnings[0].message)
-    legal = [
+    legal = live_legal_mechanisms(findings)
+    if legal:
+        return Verdict("legal_ttt", (), legal[0].message)
+    return Verdict("clean", (), "no compliance rule triggered")
+
+
+def live_legal_mechanisms(findings: list[Finding]) -> list[Finding]:
+    """Findings of a live legal mechanism (score-first TTT): what tells `legal_ttt` from `clean`."""
+    return [
         f
         for f in findings
         if f.legal_mechanism and f.reachability is not Reachability.DISABLED_BY_DEFAULT and f.severity is not Severity.ERROR
     ]
-    if legal:
-        return Verdict("legal_ttt", (), legal[0].message)
-    return Verdict("clean", (), "no compliance rule triggered")
+
+
+CAP_CATEGORIES = frozenset({"size_over_cap", "time_over_cap"})
+
+
+def told_apart_as_legal_ttt(verdict: str, categories, findings: list[Finding]) -> bool:
+    """Was score-first TTT recognised? `legal_ttt`, or a `flag` for a size/time cap only (a separate axis)
+    with the live legal TTT still recognised. Used by the corpus measurement."""
+    if verdict == "legal_ttt":
+        return True
+    return verdict == "flag" and set(categories) <= CAP_CATEGORIES and bool(live_legal_mechanisms(findings))

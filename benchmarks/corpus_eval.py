@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from audit.api import audit_git  # noqa: E402
 from audit.findings import Severity  # noqa: E402
+from audit.verdict import told_apart_as_legal_ttt  # noqa: E402
 
 LOG_CAPS = {"size_over_cap", "time_over_cap", "tokenizer_bpb_bug"}  # the only flags a merged record may get
 
@@ -34,6 +35,7 @@ def audit_row(args):
             {f.category for f in rep.findings if f.severity is Severity.ERROR and f.category and f.rule < "PG200"}
         )
         return {**row, "verdict": rep.verdict, "got": rep.categories, "code_error_cats": code_errors,
+                "ttt_recognised": told_apart_as_legal_ttt(rep.verdict, rep.categories, rep.findings),
                 "reason": rep.reason, "seconds": time.perf_counter() - t0, "doc": d}
     except Exception as e:  # noqa: BLE001
         return {**row, "verdict": "error", "got": [], "code_error_cats": [], "reason": f"{type(e).__name__}: {e}",
@@ -117,7 +119,10 @@ def main() -> int:
     print()
     print(f"flagged PRs flagged with a matching category: {pct(flag_rows):.1f}% of {len(flag_rows)}")
     print(f"clean/legal_ttt PRs not flagged: {100.0 * sum(r['verdict'] != 'flag' for r in good_rows) / max(1, len(good_rows)):.1f}% of {len(good_rows)}")
-    print(f"legal_ttt told apart: {pct(ttt_rows):.1f}% of {len(ttt_rows)}")
+    print(f"legal_ttt told apart (verdict legal_ttt): {pct(ttt_rows):.1f}% of {len(ttt_rows)}")
+    apart = sum(bool(r.get("ttt_recognised")) for r in ttt_rows)
+    print(f"legal_ttt told apart (score-first TTT recognised; cap-only flags counted): "
+          f"{100.0 * apart / max(1, len(ttt_rows)):.1f}% of {len(ttt_rows)}")
     print(f"merged records with a code-rule flag: {sum(bool(r['code_error_cats']) for r in merged)} of {len(merged)}")
     secs = sorted(r["seconds"] for r in results)
     print(f"wall time {wall:.1f} s for {len(results)} folders ({a.jobs} workers); median per folder {secs[len(secs)//2]:.3f} s")

@@ -185,6 +185,38 @@ def test_val_subset_is_a_tokenizer_bpb_bug():
     assert f.severity is Severity.ERROR and f.category == "tokenizer_bpb_bug" and "8,000,000" in f.message
 
 
+PREP = """import argparse
+ap = argparse.ArgumentParser()
+ap.add_argument("--val-docs", type=int, default=%s)
+def shard_name(i):
+    return f"fineweb_val_{i:06d}.bin"
+"""
+
+
+def test_val_subset_from_own_split_builder_is_a_wrong_split():
+    logs = {"train.log": run_log(1, "1.15000000", loss=ratio_loss(1.15, 8_000_000, 151_080_000 * 8 / 62.02), tokens=8_000_000)}
+    sub = make_sub(logs, {"val_bpb": 1.15})
+    sub.files["prepare_data.py"] = (PREP % "10_000").encode()
+    f = next(f for f in check_claims(sub).findings if f.rule == "PG232/val-split-mismatch")
+    assert f.category == "other" and "prepare_data.py" in f.message
+    # a builder that exports the challenge's 50,000 documents does not explain the subset: still PG230
+    sub.files["prepare_data.py"] = (PREP % "50_000").encode()
+    assert "PG230/val-subset" in rules(check_claims(sub))
+
+
+def test_per_seed_score_dict_counts_as_claimed_seeds():
+    # the claimed stage (a mixer) is printed before the last scored line (plain sliding window), as in real logs
+    logs = {
+        f"train_seed{s}.log": run_log(s, "1.10000000") + f"quantized_mixer val_loss:2.30000000 val_bpb:{v}\n"
+        + "final_sliding_window_exact val_loss:2.06000000 val_bpb:1.10000000\n"
+        for s, v in ((1, "1.01000000"), (2, "1.02000000"))
+    }
+    claimed = {"val_bpb": 1.015, "artifact_bytes_per_seed": {"1": 15_000_000, "2": 15_000_001}}
+    assert "PG201/claim-not-in-logs" in rules(check_claims(make_sub(logs, claimed)))
+    claimed["val_bpb_per_seed"] = {"1": 1.01, "2": 1.02}
+    assert "PG201/claim-not-in-logs" not in rules(check_claims(make_sub(logs, claimed)))
+
+
 def test_inflated_byte_count_on_full_split():
     logs = {"train.log": run_log(1, "1.15000000", loss=ratio_loss(1.15, split_bytes=151_080_000 * 1.04))}
     rep = check_claims(make_sub(logs, {"val_bpb": 1.15}))

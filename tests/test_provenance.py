@@ -16,11 +16,12 @@ def _chunks(src: str) -> tuple[str, ...]:
 
 
 def test_message_pieces_split_at_every_placeholder():
-    assert _chunks('log0(f"lora_ttt_batch [{pct:.1f}%] docs={n} running_bpb={b:.6f}")') == ("lora_ttt_batch [", "running_bpb=")
+    assert _chunks('log0(f"lora_ttt_batch [{pct:.1f}%] docs={n} running_bpb={b:.6f}")') == ("lora_ttt_batch [",)
     assert _chunks('print("ttt_final val_loss:%.4f val_bpb:%.4f" % (a, b))') == ("ttt_final val_loss:",)
     assert _chunks('logger.info("stage {} prequant adaptation done".format(i))') == ("prequant adaptation done",)
     # too short or not wordy: printed by every script, proves nothing
     assert _chunks('log0(f"val_bpb:{b:.4f}")') == ()
+    assert _chunks('log0(f"pre_quant_ttt_epochs: {h.epochs}")') == ()  # what a hyperparameter dump prints too
     assert _chunks('print(f"{a} ---------- {b}")') == ()
     # not a log call
     assert _chunks('os.path.join("records/track_10min_16mb", name)') == ()
@@ -50,6 +51,7 @@ NESTED_TTT = """
             loss.backward()
             opt.step()
             log0(f"per_doc_ttt epoch:{epoch} loss:{loss.item():.4f}")
+        log0(f"per_doc_ttt finished adapting on {len(val_tokens)} tokens")
     def main(model, opt, val_tokens, log0):
         per_doc_ttt(model, opt, val_tokens, log0)
         log0(f"final_sliding_window val_bpb:{eval_val(model, val_tokens):.8f}")
@@ -61,12 +63,32 @@ def test_a_nested_script_that_printed_the_logs_is_audited():
     sub = _sub({
         "train_gpt.py": CLEAN_ENTRY,
         "v2/train_gpt.py": NESTED_TTT,
-        "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt epoch:2 loss:2.60\nfinal_sliding_window val_bpb:1.01\n",
+        "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt epoch:2 loss:2.60\n"
+        "per_doc_ttt finished adapting on 4096 tokens\nfinal_sliding_window val_bpb:1.01\n",
     })
     rep = audit_submission(sub)
     ran = [f for f in rep.findings if f.rule == "PG003/script-that-ran"]
     assert ran and ran[0].location.path == "v2/train_gpt.py" and ran[0].evidence[0].path == "v2/train_seed1.log"
     assert rep.verdict == "flag" and "prequant_ttt" in rep.categories
+
+
+def test_one_matching_line_or_a_message_other_copies_print_is_not_enough():
+    one_line = _sub({
+        "train_gpt.py": CLEAN_ENTRY,
+        "v2/train_gpt.py": NESTED_TTT,
+        "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nfinal_sliding_window val_bpb:1.01\n",
+    })
+    assert audit_submission(one_line).verdict == "clean"
+    two_copies = _sub({
+        "train_gpt.py": CLEAN_ENTRY,
+        "ablations/a.py": NESTED_TTT,
+        "ablations/b.py": NESTED_TTT,
+        "ablations/a.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt finished adapting on 4096 tokens\n",
+    })
+    rep = audit_submission(two_copies)
+    assert not [f for f in rep.findings if f.rule == "PG003/script-that-ran"] and rep.verdict == "clean"
+
+
 
 
 def test_a_nested_script_the_logs_do_not_show_is_not_audited():
