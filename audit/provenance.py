@@ -147,10 +147,12 @@ def add_scripts_that_ran(sub, lines: list[tuple[str, int, str]]) -> list:
             candidates.append((path, src, tree))
     if not candidates or len(candidates) > MAX_CANDIDATES:
         return []
-    audited_text = "\n".join(s.text for s in sub.sources)
+    # messages compared as printed (implicitly concatenated literals joined), and as raw text
+    audited = [s.text for s in sub.sources] + [_printed_text(t) for t in _trees(sub.sources)]
+    printed = {path: _printed_text(tree) for path, _, tree in candidates}
     findings = []
     for path, src, tree in candidates:
-        others = "\n".join([audited_text] + [s.text for p, s, _ in candidates if p != path])
+        others = "\n".join(audited + [s.text + "\n" + printed[p] for p, s, _ in candidates if p != path])
         hits = printed_by(tree, others, logs)
         if len({hit[1] for hit in hits}) < 2:
             continue  # one matching line may be chance
@@ -169,6 +171,15 @@ def add_scripts_that_ran(sub, lines: list[tuple[str, int, str]]) -> list:
         )
         findings.append(dataclasses.replace(f, evidence=proof))
     return findings
+
+
+def _printed_text(tree: ast.AST) -> str:
+    return "\0".join(ch for lc in log_calls(tree) for ch in lc.chunks)
+
+
+def _trees(sources) -> list[ast.AST]:
+    trees = (pyparse.parse(s.text)[0] for s in sources if not s.parse_error)
+    return [t for t in trees if t is not None]
 
 
 _NOT_SCRIPTS = {"setup.py", "__init__.py", "conftest.py"}
