@@ -25,6 +25,24 @@ _LOOP = """
 """
 
 
+_HP = """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+"""
+# the wallclock-capped training loop inside `main(model, opt, Loader, elapsed_ms, ...)`
+_CAPPED_TRAINING = """
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+"""
+
+
 class TrainDataAtEval(Rule):
     """
     ## What it does
@@ -186,22 +204,13 @@ class TrainDataAtEval(Rule):
     ]
     INVALID = [
         Invalid(
-            """
-            class Hyperparameters:
-                train_files = "data/fineweb_train_*.bin"
-                max_wallclock_seconds = 600.0
-            """
+            _HP
             + _LOOP
             + """
             def main(model, opt, Loader, elapsed_ms):
-                args = Hyperparameters()
-                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
-                loader = Loader(args.train_files)
-                while True:
-                    model(loader.next_batch()).backward()
-                    opt.step()
-                    if elapsed_ms() >= max_wallclock_ms:
-                        break
+            """
+            + _CAPPED_TRAINING
+            + """
                 calib_loader = Loader(args.train_files)
                 return hessians(model, calib_loader, 256)
             main(None, None, None, None)
@@ -243,24 +252,17 @@ class TrainDataAtEval(Rule):
             note="calibration in a helper called after the training function, loader opens train shards itself",
         ),
         Invalid(
-            """
-            class Hyperparameters:
-                train_files = "data/fineweb_train_*.bin"
-                max_wallclock_seconds = 600.0
+            _HP
+            + """
             def adapt_on_train_slice(model, opt, loader, steps):
                 for _ in range(steps):
                     loss = model(loader.next_batch()).mean()
                     loss.backward()
                     opt.step()
             def main(model, opt, Loader, elapsed_ms, val_tokens):
-                args = Hyperparameters()
-                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
-                loader = Loader(args.train_files)
-                while True:
-                    model(loader.next_batch()).backward()
-                    opt.step()
-                    if elapsed_ms() >= max_wallclock_ms:
-                        break
+            """
+            + _CAPPED_TRAINING
+            + """
                 slice_loader = Loader(args.train_files)
                 adapt_on_train_slice(model, opt, slice_loader, 200)
                 return eval_val(model, val_tokens)
