@@ -671,14 +671,15 @@ class _Checker:
                     self._integrity("PG231/byte-accounting", f"the byte count differs from the split's: {nums}; "
                                     "the token count is the full split's, so bytes are counted differently",
                                     vt_loc, (loc,), "tokenizer_bpb_bug")
-                elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR and (builder := self._val_builder()):
-                    # fewer documents exported by the submission's own script: the split itself is not the challenge's
-                    self._integrity("PG232/val-split-mismatch", f"the score covers a subset of the validation split "
-                                    f"({nums}), and {builder} builds the validation shards itself: a validation split "
-                                    "other than the challenge's first 50,000 documents", vt_loc, (loc,), "other")
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
-                    self._integrity("PG230/val-subset", f"the score covers a subset of the validation split: {nums}",
-                                    vt_loc, (loc,), "tokenizer_bpb_bug")
+                    builder = self._val_builder()
+                    if builder:  # fewer documents exported by the submission's own script: not the challenge's split
+                        self._integrity("PG232/val-split-mismatch", f"the score covers a subset of the validation "
+                                        f"split ({nums}), and {builder} builds the validation shards itself: a validation "
+                                        "split other than the challenge's first 50,000 documents", vt_loc, (loc,), "other")
+                    else:
+                        self._integrity("PG230/val-subset", f"the score covers a subset of the validation split: {nums}",
+                                        vt_loc, (loc,), "tokenizer_bpb_bug")
                 elif r.val_tokens in HISTORICAL_VAL_TOKENS:
                     self.add("PG233/val-bytes-drift", f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): "
                              f"{nums}", vt_loc, Severity.INFO, evidence=(loc,))

@@ -352,13 +352,24 @@ class Program:
     # --- reachability ----------------------------------------------------------------------------
     def guard_status(self, idx: SourceIndex, node: ast.AST, cfg: Config) -> tuple[bool | None, str]:
         """(False, why) when an enclosing guard is false under `cfg`; (None, why) when one is unknown."""
+        ok, why, _ = self._guard_scan(idx, node, cfg)
+        return ok, why
+
+    def _guard_scan(self, idx: SourceIndex, node: ast.AST, cfg: Config) -> tuple[bool | None, str, tuple | None]:
+        """`guard_status` plus the `if` branch that blocks `node` — (idx, first line, last line) — when the
+        deciding guard (false, else the first undecided one) is an `if` around it."""
         unknown = ""
+        unknown_branch = None
         child = node
         local = self._single_bindings(idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef))
         for anc in idx.ancestors(node):
             if isinstance(anc, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
                 break
             tests: list[tuple[ast.expr, bool]] = []
+            branch = None
+            if isinstance(anc, ast.If) and child is not anc.test:
+                stmts = anc.body if child in anc.body else anc.orelse
+                branch = (idx, stmts[0].lineno, stmts[-1].end_lineno or stmts[-1].lineno)
             if isinstance(anc, (ast.If, ast.While)) and child is not anc.test:
                 tests.append((anc.test, child in anc.body))
             elif isinstance(anc, ast.IfExp) and child is not anc.test:
@@ -368,7 +379,7 @@ class Program:
             ):
                 n = self.fold(anc.iter.args[0], cfg)
                 if isinstance(n, (int, float)) and not isinstance(n, bool) and n <= 0:
-                    return False, f"`{_short(anc.iter)}` is empty"
+                    return False, f"`{_short(anc.iter)}` is empty", None
             elif isinstance(anc, ast.BoolOp) and isinstance(anc.op, ast.And):
                 pos = anc.values.index(child) if child in anc.values else 0
                 tests.extend((v, True) for v in anc.values[:pos])
@@ -381,13 +392,16 @@ class Program:
             for test, want in tests:
                 v = self.fold(test, cfg, local=local)
                 if v is UNKNOWN and self._config_undecided(test, cfg):
-                    unknown = unknown or ast.unparse(test)
+                    if not unknown:
+                        unknown, unknown_branch = ast.unparse(test), (branch if test is getattr(anc, "test", None) else None)
                 elif v is UNKNOWN:
                     continue  # depends on runtime values only (loop counters, rank…): may run
                 elif bool(v) != want:
-                    return False, f"`{_short(test)}` is {bool(v)}"
+                    return False, f"`{_short(test)}` is {bool(v)}", (branch if test is getattr(anc, "test", None) else None)
             child = anc
-        return (None, f"`{_short_text(unknown)}` not decidable statically") if unknown else (True, "")
+        if unknown:
+            return None, f"`{_short_text(unknown)}` not decidable statically", unknown_branch
+        return True, "", None
 
     def _single_bindings(self, fn: ast.AST | None) -> dict[str, ast.expr]:
         """Names assigned exactly once in `fn` (not loop targets or parameters): `ttt = os.environ.get(...)`."""
@@ -478,23 +492,13 @@ class Program:
         return None
 
     def _blocked_regions(self, idx: SourceIndex, node: ast.AST, depth: int, seen: frozenset) -> list[tuple]:
-        """Line ranges that run only if `node` runs: the branch of the guard that blocks it, or its whole
+        """Line ranges that run only if `node` runs: the branch of the `if` that blocks it, or its whole
         function plus the regions blocking that function's call sites."""
+        ok, _, branch = self._guard_scan(idx, node, self.config)
+        if branch is not None:
+            return [branch]
         fn = idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef)
-        local = self._single_bindings(fn)
-        child = node
-        for anc in idx.ancestors(node):
-            if anc is fn:
-                break
-            if isinstance(anc, ast.If) and child is not anc.test:
-                want = child in anc.body
-                v = self.fold(anc.test, self.config, local=local)
-                blocked = self._config_undecided(anc.test, self.config) if v is UNKNOWN else bool(v) != want
-                if blocked:
-                    branch = anc.body if want else anc.orelse
-                    return [(idx, branch[0].lineno, branch[-1].end_lineno or branch[-1].lineno)]
-            child = anc
-        if fn is None or fn in seen or depth > 2 or self.guard_status(idx, node, self.config)[0] is not True:
+        if fn is None or fn in seen or depth > 2 or ok is not True:
             return []  # blocked inside the function by something other than an `if` (early exit, empty loop)
         out = [(idx, fn.lineno, fn.end_lineno or fn.lineno)]
         for i, r in self.refs.get(fn.name, []):
