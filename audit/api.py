@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .engine import AuditReport, audit_submission
-from .submission import load_folder, load_git_folder
+from .load.folder import load_folder
+from .load.git import load_git_folder
 
 
 def audit_folder(path: str, **kw) -> AuditReport:

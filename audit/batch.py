@@ -8,12 +8,18 @@ import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from .engine import audit_submission
-from .gitsource import pr_folders
+from .errors import InputError
+from .load.git import git, load_git_folder, pr_folders
 from .report.console import print_summary
-from .submission import InputError, git, load_git_folder
 
 
 def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:

@@ -12,13 +12,14 @@ import click
 from . import __version__
 from .batch import run_batch
 from .engine import AuditReport, audit_submission
+from .errors import InputError
 from .findings import Severity
-from .gitsource import checkout_folders, list_prs, pr_folders
+from .load.folder import load_folder
+from .load.git import checkout_folders, git, list_prs, load_git_folder, pr_folders
 from .report.console import print_report
 from .report.markdown import review_markdown
 from .report.sarif import sarif_document
 from .rules import RULES
-from .submission import InputError, git, load_folder, load_git_folder
 
 FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO, "never": None}
 

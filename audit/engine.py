@@ -3,22 +3,20 @@ and decide the verdict. Each stage is isolated: a crash in one rule becomes a fi
 
 from __future__ import annotations
 
-import ast
-import re
 import time
 from dataclasses import dataclass, field
 
 from . import __version__
-from .facts import UNKNOWN, Config, Program
+from .analysis.program import UNKNOWN, Config, Program
+from .checks.folder import package_findings
+from .checks.suppressions import suppression_findings
 from .findings import Confidence, Finding, Location, Severity
-from .package import package_findings
-from .provenance import add_scripts_that_ran, message_lines
-from .resolve import resolve
-from .rule import RuleContext
+from .load.folder import Submission
+from .load.resolve import resolve
+from .load.runcmd import effective_env
+from .load.scripts import add_scripts_that_ran, message_lines
 from .rules import RULES
-from .runcmd import effective_env
-from .submission import Submission
-from .suppressions import suppression_findings
+from .rules.base import RuleContext
 from .verdict import decide
 
 RULESET = "pgolf-rules-2026.11"
@@ -78,7 +76,7 @@ def _log_context(sub: Submission) -> tuple[dict[str, str], list[tuple[str, int, 
 
 def _claims(sub: Submission) -> tuple[list[Finding], dict]:
     try:
-        from .claims import check_claims
+        from .checks.claims import check_claims
     except ImportError:
         return [], {}
     rep = check_claims(sub)

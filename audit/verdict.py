@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .constants import CATEGORIES
+from .challenge import CATEGORIES
 from .findings import Finding, Reachability, Severity
 
 

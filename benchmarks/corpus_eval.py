@@ -107,7 +107,7 @@ def main() -> int:
                     t[3] += 1
         if not ok:
             disagreements.append((r.get("pr") or "-", r["folder"], r["label"] or "clean", r.get("categories", ""), why))
-    print(f"| group | rows | agreed | missed | wrongly flagged |\n|---|---|---|---|---|")
+    print("| group | rows | agreed | missed | wrongly flagged |\n|---|---|---|---|---|")
     for k in sorted(table):
         n, ok, miss, wrong = table[k]
         print(f"| {k} | {n} | {ok} | {miss} | {wrong} |")

@@ -19,8 +19,10 @@ from pathlib import Path, PurePosixPath
 
 import click
 
+from audit.errors import InputError
+from audit.load.folder import NOT_LOGS, decode_text, is_binary
+from audit.load.git import git, read_blobs
 from audit.logs import LogResult, parse_log
-from audit.submission import NOT_LOGS, InputError, decode_text, git, is_binary, read_blobs
 
 LOG_SUFFIXES = (".log", ".txt")
 

@@ -55,7 +55,9 @@ def _events(text: str) -> dict[str, object]:
 
 
 def read_run(path: str | Path) -> SeedRun:
-    from audit.logs import parse_log  # lazy: the auditor is optional for the trainer itself
+    from audit.logs import (
+        parse_log,  # lazy: the auditor is optional for the trainer itself
+    )
 
     p = Path(path)
     try:

@@ -12,7 +12,7 @@ import statistics
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 
-from audit.constants import ARTIFACT_CAP_BYTES, EVAL_CAP_SECONDS, TRAIN_CAP_SECONDS
+from audit.challenge import ARTIFACT_CAP_BYTES, EVAL_CAP_SECONDS, TRAIN_CAP_SECONDS
 
 TOLERANCE_FLOOR_BPB = 0.0005  # bf16 non-determinism between two runs of one seed on one machine
 TOLERANCE_SPREAD_K = 2.0  # tolerance = K × the claimed seeds' sample std, at least the floor

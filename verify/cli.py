@@ -13,9 +13,15 @@ from pathlib import Path
 
 import click
 
-from audit.submission import InputError
+from audit.errors import InputError
 
-from .report import VerifyReport, build_report, logs_evidence, print_console, rerun_evidence
+from .report import (
+    VerifyReport,
+    build_report,
+    logs_evidence,
+    print_console,
+    rerun_evidence,
+)
 
 
 def _parse_seeds(text: str | None) -> tuple[int | None, list[int] | None]:
@@ -240,8 +246,8 @@ def _rerun(plan, backend_name: str, o: dict, report_kw: dict) -> VerifyReport | 
 
 
 def _smoke(path: str, o: dict) -> VerifyReport:
-    from audit.resolve import resolve
-    from audit.submission import load_folder
+    from audit.load.folder import load_folder
+    from audit.load.resolve import resolve
 
     from .smoke import smoke_test
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from audit.submission import InputError
+from audit.errors import InputError
 
 from .launch import RunResult, read_result, write_json_atomic
 from .plan import Plan, SeedJob

@@ -14,7 +14,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from audit.submission import InputError, Submission, load_folder
+from audit.errors import InputError
+from audit.load.folder import Submission, load_folder
 
 DEFAULT_SEEDS = (42, 314, 1234)  # the official re-run's seeds
 DEFAULT_NPROC = 8
@@ -116,7 +117,7 @@ def sha256(data: bytes) -> str:
 
 def readme_env(sub: Submission) -> tuple[dict[str, str], str]:
     """Env vars of the README's record run command (audit.runcmd decides which command that is)."""
-    from audit.runcmd import effective_env
+    from audit.load.runcmd import effective_env
 
     env, cmd = effective_env(sub.readme_text)
     return dict(env), (f"README.md:{cmd.lineno}: {cmd.text}" if cmd else "")
@@ -169,7 +170,7 @@ def claimed_scores(sub: Submission, logs: dict[str, str]) -> Claims:
     claims = Claims()
     from_logs: dict[int, float] = {}
     try:
-        from audit.claims import check_claims
+        from audit.checks.claims import check_claims
     except ImportError:
         check_claims = None
     if check_claims is not None:
@@ -242,7 +243,7 @@ def make_plan(
     tokenizer_path: str | None = None,
     env_overrides: dict[str, str] | None = None,
 ) -> Plan:
-    from audit.resolve import resolve
+    from audit.load.resolve import resolve
 
     sub = load_folder(folder)
     resolve(sub)

@@ -181,7 +181,7 @@ def stats_section(scores: list[float], *, sota: float | None, baseline: list[flo
         sec.note = "no --sota or --baseline given: mean only, no significance test"
         return sec
     try:
-        from . import stats
+        from .stats import core as stats
     except ImportError:
         sec.note = "verify.stats is not available in this install"
         return sec

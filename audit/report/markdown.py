@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from .. import __version__
-from ..constants import ARTIFACT_CAP_BYTES, CATEGORIES
+from ..challenge import ARTIFACT_CAP_BYTES, CATEGORIES
 from ..findings import Reachability, Severity
 from ..rules import RULES
 

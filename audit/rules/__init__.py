@@ -8,7 +8,7 @@ import importlib
 import inspect
 import pkgutil
 
-from ..rule import Rule
+from .base import Rule
 
 
 def _discover() -> list[type[Rule]]:

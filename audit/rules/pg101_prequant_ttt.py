@@ -1,9 +1,8 @@
 from __future__ import annotations
 
-from ..findings import Confidence, Severity
-from ..rule import Invalid, Rule, Valid
-from ..findings import Reachability
-from ..ttt import shared_ttt_log_evidence, ttt_sites
+from ..analysis.ttt import shared_ttt_log_evidence, ttt_sites
+from ..findings import Confidence, Reachability, Severity
+from .base import Invalid, Rule, Valid
 
 RULING = (
     "https://github.com/openai/parameter-golf/issues/1017 (C3 score-before-update); "

@@ -1,9 +1,8 @@
 from __future__ import annotations
 
+from ..analysis.ttt import shared_ttt_log_evidence, ttt_sites
 from ..findings import Confidence, Severity
-from ..rule import Invalid, Rule, Valid
-from ..findings import Reachability
-from ..ttt import shared_ttt_log_evidence, ttt_sites
+from .base import Invalid, Rule, Valid
 
 
 class ScoreFirstTTT(Rule):

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from ..analysis.slot import SlotAnalysis, local_guard_dead
 from ..findings import Confidence, Reachability, Severity
-from ..rule import Invalid, Rule, Valid
-from ..slot import SlotAnalysis, local_guard_dead
+from .base import Invalid, Rule, Valid
 
 
 class SlotScoredPositions(Rule):

@@ -3,12 +3,19 @@ from __future__ import annotations
 import ast
 import re
 
-from ..dataflow import ValFlow
-from ..facts import _VAL_PATH_LIT, Program, SourceIndex, call_name, is_val_name, walk_scope
+from ..analysis.program import (
+    _VAL_PATH_LIT,
+    Program,
+    SourceIndex,
+    call_name,
+    is_val_name,
+    walk_scope,
+)
+from ..analysis.slot import SlotAnalysis
+from ..analysis.ttt import TTTAnalysis, ttt_analysis, ttt_sites
+from ..analysis.valueflow import ValFlow
 from ..findings import Confidence, Severity
-from ..rule import Invalid, Rule, Valid
-from ..slot import SlotAnalysis
-from ..ttt import TTTAnalysis, ttt_analysis, ttt_sites
+from .base import Invalid, Rule, Valid
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 LOOPS = (ast.For, ast.AsyncFor, ast.While)

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from ..calibration import CalibrationAnalysis, log_calibration
-from ..facts import call_name
+from ..analysis.calibration import CalibrationAnalysis, log_calibration
+from ..analysis.program import call_name
 from ..findings import Confidence, Finding, Location, Reachability, Severity
-from ..rule import Invalid, Rule, Valid
+from .base import Invalid, Rule, Valid
 
 RULING = "https://github.com/openai/parameter-golf#rules (no access to validation data during training)"
 

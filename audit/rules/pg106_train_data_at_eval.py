@@ -1,10 +1,10 @@
 from __future__ import annotations
 
-from ..calibration import CalibrationAnalysis, log_calibration
-from ..constants import TRAIN_CAP_SECONDS
-from ..facts import UNKNOWN, call_name
+from ..analysis.calibration import CalibrationAnalysis, log_calibration
+from ..analysis.program import UNKNOWN, call_name
+from ..challenge import TRAIN_CAP_SECONDS
 from ..findings import Confidence, Finding, Location, Reachability, Severity
-from ..rule import Invalid, Rule, Valid
+from .base import Invalid, Rule, Valid
 
 RULING = "https://github.com/openai/parameter-golf#rules (training data may only be used inside the 600 s)"
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import re
 
-from ..bytelut import (
+from ..analysis.bytetables import (
     SPACE_MARK,
     ByteTable,
     byte_tables,
@@ -15,7 +15,7 @@ from ..bytelut import (
     uses_byte_sidecar,
 )
 from ..findings import Confidence, Location, Severity
-from ..rule import Invalid, Rule, Valid
+from .base import Invalid, Rule, Valid
 
 RULING = (
     "https://github.com/openai/parameter-golf/issues/897 (standalone ▁ piece); "

@@ -4,9 +4,9 @@ import ast
 import re
 from dataclasses import dataclass
 
-from ..facts import Program, SourceIndex, call_name, dotted
+from ..analysis.program import Program, SourceIndex, call_name, dotted
 from ..findings import Confidence, Severity
-from ..rule import Invalid, Rule, Valid
+from .base import Invalid, Rule, Valid
 
 RULING = "challenge README on main: no network access during evaluation; issue #1017 (a self-contained artifact)"
 

@@ -1,8 +1,8 @@
 from __future__ import annotations
 
+from ..analysis.ngram import PPM_LOG, NgramAnalysis, refine_reachability
 from ..findings import Confidence, Severity
-from ..ngram import PPM_LOG, NgramAnalysis, refine_reachability
-from ..rule import Invalid, Rule, Valid
+from .base import Invalid, Rule, Valid
 
 RULING = (
     "https://github.com/openai/parameter-golf/issues/1017 (C2 normalisation: the scored distribution must sum "

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from audit.submission import InputError
+from audit.errors import InputError
 
 from ..launch import RunResult, read_result, run_seed
 from ..ledger import Ledger

@@ -1,0 +1,606 @@
+"""Quantisation calibration analysis: which data feeds the calibration statistics, and when is it read?
+
+Shared by the `val_calibration` and `train_data_at_eval` rules. GPTQ-style calibration registers forward hooks
+that accumulate activation statistics (`H += x.T @ x`) while the model runs over calibration tokens. We find
+every such *collector*, and for each live call of one we trace where its data comes from:
+
+- `val`: validation tokens/files (never allowed: the statistics are fitted to the scored text);
+- `train`: training shards (allowed inside the 600 s training budget only);
+- `selfgen`: tokens the model generated itself (allowed at any time: no dataset is read).
+
+For training data we also decide whether the read happens after the wallclock-capped training loop, and
+whether the submission reserves part of the training budget for it (`max_wallclock_ms -= gptq_reserve_ms`,
+the pattern of the merged GPTQ records). Weight-only clip search ("GPTQ-lite") registers no hooks and reads no
+data, so it never becomes a collector.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field
+
+from .program import (
+    UNKNOWN,
+    Program,
+    SourceIndex,
+    call_name,
+    dotted,
+    is_val_name,
+    walk_scope,
+)
+
+# Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
+_TRAIN_DATA = re.compile(
+    r"(^|_)train(ing)?_?(files?|pattern|paths?|tokens?|toks|data|loader|stream|shards?|seqs?|sequences|ds|"
+    r"dataset|set|iter|batches|docs?)$",
+    re.I,
+)
+_TRAIN_PATH_LIT = re.compile(r"fineweb_train|_train_\d|train_\*")
+_VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*")
+# Producers of self-generated calibration text (the model samples its own tokens).
+_SELFGEN_FUNC = re.compile(r"(generat|self_?gen|synth|sample|rollout|autoregressive)", re.I)
+_SAMPLING_CALLS = {"multinomial"}
+_CALIB_NAME = re.compile(r"hessian|calib", re.I)
+_NO_GRAD = {"no_grad", "inference_mode"}
+_HOOKS = {"register_forward_hook", "register_forward_pre_hook"}
+_OUTER_PRODUCT = {"addmm_", "addmm", "matmul", "mm", "outer", "einsum", "baddbmm_"}
+_CLOCK = re.compile(r"wallclock|time_budget|train_budget|time_limit", re.I)
+_RESERVE = re.compile(r"reserve", re.I)
+_BUDGET_TARGET = re.compile(r"wallclock|budget|deadline|time_limit|train_ms|train_seconds", re.I)
+_FILE_CALLS = {"glob", "open", "load", "load_data_shard", "fromfile", "memmap", "Path", "iglob"}
+
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+LOOPS = (ast.For, ast.While, ast.AsyncFor)
+MAX_DEPTH = 6
+
+Evidence = tuple[SourceIndex, ast.AST, str]
+
+
+@dataclass
+class DataOrigin:
+    """Where a value's data comes from: first evidence per kind, and config switches we could not fold."""
+
+    kinds: dict[str, Evidence] = field(default_factory=dict)
+    undecided: list[Evidence] = field(default_factory=list)
+    # kinds reached only through an undecided switch
+    conditional: set[str] = field(default_factory=set)
+
+    def add(self, kind: str, ev: Evidence, conditional: bool) -> None:
+        if kind not in self.kinds:
+            self.kinds[kind] = ev
+            if conditional:
+                self.conditional.add(kind)
+        elif not conditional:
+            self.conditional.discard(kind)
+
+
+@dataclass
+class CalibSite:
+    """One live call of a calibration collector."""
+
+    idx: SourceIndex
+    call: ast.Call
+    collector: ast.AST  # the FunctionDef
+    collector_idx: SourceIndex
+    origin: DataOrigin
+    after_clock: Evidence | None = None  # the training loop / trainer call the read comes after
+    during_training: bool = False  # the call sits inside the wallclock-capped loop
+
+
+@dataclass
+class Reserve:
+    """A statement that takes calibration time out of the training budget."""
+
+    idx: SourceIndex
+    node: ast.AST
+    value: object  # the folded reserve term (UNKNOWN when not foldable)
+
+
+def _load_names(node: ast.AST):
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name):
+            yield n.id, n
+        elif isinstance(n, ast.Attribute):
+            yield n.attr, n
+
+
+def _param_names(fn: ast.AST) -> list[str]:
+    a = fn.args
+    return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+
+
+class CalibrationAnalysis:
+    def __init__(self, program: Program):
+        self.p = program
+        self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST]]]] = {}
+        self._classes: dict[str, list[tuple[SourceIndex, ast.ClassDef]]] = {}
+        self._owner: dict[ast.AST, SourceIndex] = {}
+        # One pass over the prebuilt node index: which names each function (nested bodies included) and each
+        # outermost loop calls, and which outermost loops read a wallclock budget.
+        self._fn_calls: dict[ast.AST, set[str]] = {}
+        self._loop_calls: dict[ast.AST, set[str]] = {}
+        self._clock_candidates: list[tuple[SourceIndex, ast.AST]] = []
+        self._matmul_fns: set[ast.AST] = set()
+        self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
+        for idx in program.indexes:
+            for c in idx.nodes(ast.ClassDef):
+                self._classes.setdefault(c.name, []).append((idx, c))
+            for fn in idx.nodes(*FUNCS):
+                self._owner[fn] = idx
+            self._index_calls(idx)
+        self.collectors = self._find_collectors()
+        self.clock_loops = self._find_clock_loops()
+        self._trainers = self._find_trainers()
+
+    def _index_calls(self, idx: SourceIndex) -> None:
+        for call in idx.nodes(ast.Call):
+            name = call_name(call)
+            self._calls_by_name.setdefault(name, []).append((idx, call))
+            outer_loop = None
+            for anc in idx.ancestors(call):
+                if isinstance(anc, FUNCS):
+                    self._fn_calls.setdefault(anc, set()).add(name)
+                elif isinstance(anc, LOOPS):
+                    outer_loop = anc
+            if outer_loop is not None:
+                self._loop_calls.setdefault(outer_loop, set()).add(name)
+        for op in idx.nodes(ast.BinOp):
+            if isinstance(op.op, ast.MatMult):
+                self._matmul_fns.update(a for a in idx.ancestors(op) if isinstance(a, FUNCS))
+        seen: set[ast.AST] = set()
+        for n in idx.nodes(ast.Name, ast.Attribute):
+            if not _CLOCK.search(n.id if isinstance(n, ast.Name) else n.attr):
+                continue
+            loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
+            if loops and loops[-1] not in seen:
+                seen.add(loops[-1])
+                self._clock_candidates.append((idx, loops[-1]))
+
+    # --- collectors ------------------------------------------------------------------------------
+    def _find_collectors(self) -> dict[str, list[tuple[SourceIndex, ast.AST]]]:
+        """Functions that hook module inputs and accumulate outer products of them (Hessian / activation stats)."""
+        out: dict[str, list[tuple[SourceIndex, ast.AST]]] = {}
+        for idx in self.p.indexes:
+            for fn in idx.nodes(*FUNCS):
+                calls = self._fn_calls.get(fn, set())
+                if idx.enclosing(fn, *FUNCS) is not None:
+                    continue  # a hook closure: its outer function is the collector
+                if calls & _HOOKS:
+                    stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
+                    if stats or _CALIB_NAME.search(fn.name):
+                        out.setdefault(fn.name, []).append((idx, fn))
+                elif _CALIB_NAME.search(fn.name) and calls & _NO_GRAD and "backward" not in calls and not self._is_selfgen(fn) and any(
+                    isinstance(n, LOOPS) for n in ast.walk(fn)
+                ):
+                    # hookless collector: a no-grad loop of forwards whose layers save their inputs
+                    out.setdefault(fn.name, []).append((idx, fn))
+        return out
+
+    def sites(self) -> list[CalibSite]:
+        out: list[CalibSite] = []
+        for name in self.collectors:
+            for idx, call in self._calls_by_name.get(name, []):
+                for cidx, fn in self.collectors[name]:
+                    if idx.enclosing(call, *FUNCS) is fn:
+                        continue  # recursion / self-reference
+                    origin = self._call_origin(idx, call, fn)
+                    site = CalibSite(idx=idx, call=call, collector=fn, collector_idx=cidx, origin=origin)
+                    site.after_clock, site.during_training = self._timing(idx, call)
+                    out.append(site)
+                    break
+        return out
+
+    def adaptation_sites(self) -> list[CalibSite]:
+        """Calls, made after the training clock stopped, of functions that take optimiser steps (a backward
+        pass) on training data: extra training outside the budget, e.g. TTT on a training slice at eval time."""
+        out: list[CalibSite] = []
+        for name, defs in self.p.functions.items():
+            if name in self._trainers or name in self.collectors:
+                continue
+            for fidx, fn in defs:
+                if "backward" not in self._fn_calls.get(fn, set()):
+                    continue
+                for idx, call in self._calls_by_name.get(name, []):
+                    if idx.enclosing(call, *FUNCS) is fn:
+                        continue
+                    after, during = self._timing(idx, call)
+                    if after is None or during:
+                        continue
+                    origin = self._call_origin(idx, call, fn)
+                    if "train" in origin.kinds and "train" not in origin.conditional:
+                        out.append(CalibSite(idx, call, fn, fidx, origin, after, during))
+        return out
+
+    def _call_origin(self, idx: SourceIndex, call: ast.Call, fn: ast.AST) -> DataOrigin:
+        """Data passed to the collector at this call, plus data the collector reads by itself."""
+        origin = DataOrigin()
+        scope = idx.enclosing(call, *FUNCS) or idx.tree
+        params = _param_names(fn)
+        offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
+        data = _data_params(fn)
+        for i, arg in enumerate(call.args):
+            if i + offset < len(params) and params[i + offset] in data:
+                self._trace(idx, scope, arg, call.lineno, origin, 0, False)
+        for kw in call.keywords:
+            if kw.arg in data:
+                self._trace(idx, scope, kw.value, call.lineno, origin, 0, False)
+        # data the collector reads by itself (attributes such as `args.val_files`, shard globs)
+        self._scan_body(self._owner.get(fn, idx), fn, origin, skip=set(_param_names(fn)))
+        return origin
+
+    # --- data origins ----------------------------------------------------------------------------
+    def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
+        if scope in self._defs:
+            return self._defs[scope]
+        defs: dict[str, list[tuple[int, ast.AST]]] = {}
+        for n in walk_scope(scope):
+            pairs: list[tuple[ast.AST, ast.AST]] = []
+            if isinstance(n, ast.Assign):
+                pairs = [(t, n.value) for t in n.targets]
+            elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
+                pairs = [(n.target, n.value)]
+            elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
+                pairs = [(n.target, n.iter)]
+            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+                pairs = [(n.optional_vars, n.context_expr)]
+            elif isinstance(n, ast.NamedExpr):
+                pairs = [(n.target, n.value)]
+            for target, value in pairs:
+                for t in ast.walk(target):
+                    if isinstance(t, ast.Name):
+                        defs.setdefault(t.id, []).append((getattr(n, "lineno", 0), value))
+        for lst in defs.values():
+            lst.sort(key=lambda d: d[0])
+        self._defs[scope] = defs
+        return defs
+
+    def _trace(self, idx, scope, expr, line, origin: DataOrigin, depth: int, cond: bool) -> None:
+        if depth > MAX_DEPTH or expr is None:
+            return
+        t = lambda e, c=cond: self._trace(idx, scope, e, line, origin, depth + 1, c)  # noqa: E731
+        if isinstance(expr, ast.IfExp):
+            v = self.p.fold(expr.test)
+            if v is UNKNOWN:
+                origin.undecided.append((idx, expr.test, "calibration source switch not decidable statically"))
+                t(expr.body, True)
+                t(expr.orelse, True)
+            else:
+                t(expr.body if v else expr.orelse)
+            return
+        if isinstance(expr, ast.Name):
+            if is_val_name(expr.id):
+                origin.add("val", (idx, expr, f"`{expr.id}` holds validation data"), cond)
+                return
+            if _TRAIN_DATA.search(expr.id):
+                origin.add("train", (idx, expr, f"`{expr.id}` holds training data"), cond)
+                return
+            self._trace_name(idx, scope, expr, line, origin, depth, cond)
+            return
+        if isinstance(expr, ast.Attribute):
+            if is_val_name(expr.attr):
+                origin.add("val", (idx, expr, f"`{ast.unparse(expr)}` is validation data"), cond)
+            elif _TRAIN_DATA.search(expr.attr):
+                origin.add("train", (idx, expr, f"`{ast.unparse(expr)}` is training data"), cond)
+            return  # other attributes are settings or model parts, not data
+        if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
+            if _VAL_PATH_LIT.search(expr.value):
+                origin.add("val", (idx, expr, "validation shard path"), cond)
+            elif _TRAIN_PATH_LIT.search(expr.value):
+                origin.add("train", (idx, expr, "training shard path"), cond)
+            return
+        if isinstance(expr, ast.Subscript):
+            t(expr.value)
+            return
+        if isinstance(expr, ast.Call):
+            self._trace_call(idx, scope, expr, line, origin, depth, cond)
+            return
+        if isinstance(expr, (ast.Lambda, ast.JoinedStr)):
+            return
+        for child in ast.iter_child_nodes(expr):
+            if isinstance(child, ast.expr):
+                t(child)
+
+    def _trace_name(self, idx, scope, name: ast.Name, line, origin, depth, cond) -> None:
+        defs = [d for d in self._scope_defs(scope).get(name.id, []) if d[0] < line or (d[0] == line and d[1] is not name)]
+        if defs:
+            def_line, value = defs[-1]
+            self._trace(idx, scope, value, def_line if def_line < line else line - 1, origin, depth + 1, cond)
+            return
+        if isinstance(scope, FUNCS) and name.id in _param_names(scope):
+            self._trace_param(scope, name.id, origin, depth, cond)
+            return
+        if name.id in self.p.consts:
+            cidx, value = self.p.consts[name.id]
+            self._trace(cidx, cidx.tree, value, getattr(value, "lineno", 0) + 1, origin, depth + 1, cond)
+
+    def _trace_param(self, fn: ast.AST, pname: str, origin, depth, cond) -> None:
+        """A parameter carries what its live call sites pass in that position."""
+        params = _param_names(fn)
+        pos = params.index(pname)
+        for idx, call in self._calls_by_name.get(fn.name, []):
+            if idx.enclosing(call, *FUNCS) is fn:
+                continue
+            offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
+            arg = None
+            if 0 <= pos - offset < len(call.args):
+                arg = call.args[pos - offset]
+            for kw in call.keywords:
+                if kw.arg == pname:
+                    arg = kw.value
+            if arg is not None:
+                caller = idx.enclosing(call, *FUNCS) or idx.tree
+                self._trace(idx, caller, arg, call.lineno, origin, depth + 1, cond)
+
+    def _trace_call(self, idx, scope, call: ast.Call, line, origin, depth, cond) -> None:
+        name = call_name(call)
+        user = self._user_callables(name)
+        if user and any(self._is_selfgen(fn) for _, fn in user):
+            origin.add("selfgen", (idx, call, f"`{name}()` generates tokens from the model itself"), cond)
+            return
+        if isinstance(call.func, ast.Attribute):  # `stream.take(n)`: the receiver holds the data
+            self._trace(idx, scope, call.func.value, line, origin, depth + 1, cond)
+        for arg in list(call.args) + [kw.value for kw in call.keywords]:
+            self._trace(idx, scope, arg, line, origin, depth + 1, cond)
+        for uidx, fn in user:  # loaders that open the shards themselves (`ShuffledSequenceLoader(h, device)`)
+            self._scan_body(uidx, fn, origin, skip=set(_param_names(fn)) if isinstance(fn, FUNCS) else set(), cond=cond)
+
+    def _user_callables(self, name: str) -> list[tuple[SourceIndex, ast.AST]]:
+        out = list(self.p.functions.get(name, []))
+        out.extend(self._classes.get(name, []))
+        return out
+
+    def _is_selfgen(self, fn: ast.AST) -> bool:
+        if not isinstance(fn, FUNCS):
+            return False
+        if _SELFGEN_FUNC.search(fn.name) and re.search(r"calib|tokens|seq|data", fn.name, re.I):
+            return True
+        # samples from the model's own distribution inside a loop
+        return any(
+            isinstance(n, ast.Call) and call_name(n) in _SAMPLING_CALLS and any(isinstance(a, LOOPS) for a in _ancestors_in(fn, n))
+            for n in ast.walk(fn)
+        )
+
+    def _scan_body(self, idx: SourceIndex, fn: ast.AST, origin: DataOrigin, skip: set[str], cond: bool = False) -> None:
+        """Data a function/class reads by itself: data-named attribute/global loads and shard paths opened."""
+        body = fn.body if isinstance(fn, ast.ClassDef) else [fn]
+        for root in body:
+            if isinstance(fn, ast.ClassDef) and not isinstance(root, FUNCS):
+                continue  # class-level settings (Hyperparameters) are not reads
+            called = {id(c.func) for c in ast.walk(root) if isinstance(c, ast.Call)}
+            for n in ast.walk(root):
+                if id(n) in called:
+                    continue  # `model.eval()` is a method, not data
+                if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
+                    if is_val_name(n.attr):
+                        origin.add("val", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond)
+                    elif _TRAIN_DATA.search(n.attr):
+                        origin.add("train", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond)
+                elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in skip:
+                    if is_val_name(n.id) and not self._local_to(idx, n, n.id):
+                        origin.add("val", (idx, n, f"`{n.id}` read inside `{fn.name}`"), cond)
+                elif isinstance(n, ast.Call) and call_name(n) in _FILE_CALLS:
+                    for a in n.args:
+                        if isinstance(a, ast.Constant) and isinstance(a.value, str):
+                            if _VAL_PATH_LIT.search(a.value):
+                                origin.add("val", (idx, a, f"validation shards opened in `{fn.name}`"), cond)
+                            elif _TRAIN_PATH_LIT.search(a.value):
+                                origin.add("train", (idx, a, f"training shards opened in `{fn.name}`"), cond)
+
+    def _local_to(self, idx: SourceIndex, node: ast.AST, name: str) -> bool:
+        """Is `name` a parameter or local of a function enclosing `node` (not a global)?"""
+        for anc in idx.ancestors(node):
+            if isinstance(anc, FUNCS) and (name in _param_names(anc) or name in self._scope_defs(anc)):
+                return True
+        return False
+
+    # --- timing against the training clock --------------------------------------------------------
+    def _find_clock_loops(self) -> list[tuple[SourceIndex, ast.AST]]:
+        """Outermost loops that train (a backward pass, maybe inside a step helper) and stop on a wallclock budget."""
+        steppers = self._closure({"backward"})
+        return [(idx, loop) for idx, loop in self._clock_candidates if self._loop_calls.get(loop, set()) & steppers]
+
+    def _closure(self, names: set[str]) -> set[str]:
+        """`names` plus the user functions that call one of them, directly or through a callee."""
+        found = set(names)
+        for _ in range(4):
+            grew = False
+            for name, defs in self.p.functions.items():
+                if name not in found and any(self._fn_calls.get(fn, set()) & found for _, fn in defs):
+                    found.add(name)
+                    grew = True
+            if not grew:
+                break
+        return found
+
+    def _find_trainers(self) -> set[str]:
+        """Functions that run the wallclock-capped training loop, directly or through a callee."""
+        direct = {fn.name for idx, loop in self.clock_loops if (fn := idx.enclosing(loop, *FUNCS)) is not None}
+        return self._closure(direct) if direct else set()
+
+    def _timing(self, idx: SourceIndex, node: ast.AST, depth: int = 0) -> tuple[Evidence | None, bool]:
+        """(the training loop or trainer call that precedes `node`, whether `node` runs inside that loop)."""
+        if depth > 4:
+            return None, False
+        scope = idx.enclosing(node, *FUNCS) or idx.tree
+        for lidx, loop in self.clock_loops:
+            if lidx is not idx or (idx.enclosing(loop, *FUNCS) or idx.tree) is not scope:
+                continue
+            if any(a is loop for a in idx.ancestors(node)):
+                return None, True
+            if _pos(node) > (loop.end_lineno or loop.lineno, loop.end_col_offset or 0):
+                return (idx, loop, "wallclock-capped training loop ends here"), False
+        for name in self._trainers:
+            for cidx, n in self._calls_by_name.get(name, []):
+                if (
+                    cidx is idx
+                    and (idx.enclosing(n, *FUNCS) or idx.tree) is scope
+                    and _pos(n) < _pos(node)
+                    and not any(a is n for a in ast.walk(node))
+                ):
+                    return (idx, n, f"training (`{name}()`) has finished here"), False
+        if not isinstance(scope, FUNCS):
+            return None, False
+        for cidx, call in self._calls_by_name.get(scope.name, []):
+            if cidx.enclosing(call, *FUNCS) is not scope:
+                found, inside = self._timing(cidx, call, depth + 1)
+                if found or inside:
+                    return found, inside
+        return None, False
+
+    # --- reserved budget -------------------------------------------------------------------------
+    def reserves(self) -> list[Reserve]:
+        """Statements that subtract a calibration reserve from the training budget."""
+        out = []
+        for idx in self.p.indexes:
+            for n in idx.nodes(ast.AugAssign, ast.Assign):
+                targets = [n.target] if isinstance(n, ast.AugAssign) else n.targets
+                tnames = [dotted(t) or "" for t in targets]
+                if not any(_BUDGET_TARGET.search(t) for t in tnames):
+                    continue
+                if isinstance(n, ast.AugAssign) and not isinstance(n.op, ast.Sub):
+                    continue
+                term = _reserve_term(n.value)
+                if term is None:
+                    continue
+                out.append(Reserve(idx=idx, node=n, value=self.p.fold(term)))
+            # `if elapsed_ms >= max_wallclock_ms - reserve_ms: break` inside the loop
+            for n in idx.nodes(ast.Compare):
+                names = [nm for nm, _ in _load_names(n)]
+                if any(_CLOCK.search(nm) for nm in names):
+                    term = _reserve_term(n)
+                    if term is not None:
+                        out.append(Reserve(idx=idx, node=n, value=self.p.fold(term)))
+        return out
+
+    def wallclock_cap_seconds(self):
+        """The training cap under the effective config (README/log overrides), or UNKNOWN."""
+        for name in ("max_wallclock_seconds", "MAX_WALLCLOCK_SECONDS"):
+            if name.lower() in self.p.config.logged:
+                try:
+                    return float(self.p.config.logged[name.lower()])
+                except ValueError:
+                    return UNKNOWN
+            if name in self.p.attrs:
+                return self.p.fold(self.p.attrs[name][1])
+            if name in self.p.consts:
+                return self.p.fold(self.p.consts[name][1])
+        return UNKNOWN
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    """Source position; minified records put several statements on one line."""
+    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+
+
+def _reserve_term(expr: ast.AST) -> ast.AST | None:
+    """The sub-expression naming the reserve (`args.gptq_reserve_ms`, `h.gptq_reserve_seconds * 1000`)."""
+    for n in ast.walk(expr):
+        if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub):
+            for side in (n.right,):
+                if any(_RESERVE.search(nm) for nm, _ in _load_names(side)):
+                    return side
+        if isinstance(n, (ast.Name, ast.Attribute)):
+            nm = n.id if isinstance(n, ast.Name) else n.attr
+            if _RESERVE.search(nm) and not isinstance(expr, ast.Compare):
+                return expr
+    return None
+
+
+_MODEL_METHODS = re.compile(r"^(named_modules|modules|named_parameters|parameters|eval|train|state_dict|"
+                            r"load_state_dict|forward\w*|register_\w+|to|cuda|half|float|bfloat16|children|apply)$")
+
+
+def _data_params(fn: ast.AST) -> set[str]:
+    """Parameters that carry calibration data: not the model (called, `.named_modules()`), not a settings
+    object read only through attributes (`args.num_batches`), not scalars."""
+    params = set(_param_names(fn)) - {"self", "cls"}
+    model, used_as_data = set(), set()
+    parents: dict[ast.AST, ast.AST] = {}
+    for p in ast.walk(fn):
+        for c in ast.iter_child_nodes(p):
+            parents[c] = p
+    for n in ast.walk(fn):
+        if not (isinstance(n, ast.Name) and n.id in params and isinstance(n.ctx, ast.Load)):
+            continue
+        par = parents.get(n)
+        if isinstance(par, ast.Call) and par.func is n:
+            model.add(n.id)  # `model(x)`
+        elif isinstance(par, ast.Attribute):
+            grand = parents.get(par)
+            if isinstance(grand, ast.Call) and grand.func is par:
+                if _MODEL_METHODS.match(par.attr):
+                    model.add(n.id)
+                else:
+                    used_as_data.add(n.id)  # `loader.next_batch()`, `stream.take(n)`
+        elif isinstance(par, ast.keyword) and par.arg == "device":
+            continue
+        elif isinstance(par, (ast.BinOp, ast.Compare, ast.UnaryOp, ast.AugAssign)) or (
+            isinstance(par, ast.Call) and call_name(par) in ("range", "min", "max", "int", "float", "device")
+        ):
+            continue  # counts and sizes
+        else:
+            used_as_data.add(n.id)  # iterated, subscripted, passed on to a loader
+    return used_as_data - model
+
+
+def _ancestors_in(fn: ast.AST, target: ast.AST):
+    """Ancestors of `target` inside `fn` (parents computed on demand: collectors are few)."""
+    parents: dict[ast.AST, ast.AST] = {}
+    for p in ast.walk(fn):
+        for c in ast.iter_child_nodes(p):
+            parents[c] = p
+    cur = parents.get(target)
+    while cur is not None and cur is not fn:
+        yield cur
+        cur = parents.get(cur)
+
+
+# --- log evidence --------------------------------------------------------------------------------
+STOP_RE = re.compile(r"stopping_early\b.*?train_time:\s*(\d+(?:\.\d+)?)\s*ms")
+RESERVE_LOG_RE = re.compile(r"(?i)\b(?:gptq|calib\w*|hessian\w*)\b\W*reserv\w*\s+(\d+(?:\.\d+)?)\s*(ms|s)\b")
+CALIB_LOG_RE = re.compile(r"(?i)^\W*(?:gptq|calib\w*|hessian\w*|quant\w*)\b.*\b(calibrat\w*|hessians?|collect\w*)\b")
+TRAIN_DATA_LOG_RE = re.compile(r"(?i)\btrain(?:ing)?[ _](?:data|shards?|files|tokens|loader)\b|source\s*[=:]\s*train\b")
+SELFGEN_LOG_RE = re.compile(r"(?i)autoregressive|self[- _]?gen|generat")
+VAL_CALIB_LOG_RE = re.compile(
+    r"(?i)\b(?:gptq|calib\w*|hessian\w*)\b.*(?:\bsource\s*[=:]\s*val(?:id(?:ation)?)?\b|"
+    r"\b(?:on|with|from|using)\s+(?:the\s+)?val(?:idation)?(?:\s+(?:data|set|tokens|shards?))?\b)"
+)
+NEGATION_RE = re.compile(r"(?i)\b(?:no|not|never|without)\b")
+
+
+@dataclass
+class LogCalibration:
+    """What one log says about calibration: the lines that make the case."""
+
+    path: str
+    stop: tuple[int, str, float] | None = None  # (line, text, train ms)
+    reserve: tuple[int, str, float] | None = None  # (line, text, reserved ms)
+    calib_after_stop: list[tuple[int, str]] = field(default_factory=list)  # non-self-generated calibration lines
+    val_calib: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def train_calib(self) -> list[tuple[int, str]]:
+        """Calibration lines after the clock stopped that say they read training data."""
+        return [(n, t) for n, t in self.calib_after_stop if TRAIN_DATA_LOG_RE.search(t)]
+
+
+def log_calibration(events: list[tuple[str, int, str]]) -> list[LogCalibration]:
+    per: dict[str, LogCalibration] = {}
+    for path, line, text in events:
+        lc = per.setdefault(path, LogCalibration(path=path))
+        m = RESERVE_LOG_RE.search(text)
+        if m:
+            ms = float(m.group(1)) * (1000.0 if m.group(2).lower() == "s" else 1.0)
+            lc.reserve = (line, text, ms)
+            continue
+        m = STOP_RE.search(text)
+        if m:
+            lc.stop = (line, text, float(m.group(1)))
+            continue
+        if VAL_CALIB_LOG_RE.search(text) and not NEGATION_RE.search(text):
+            lc.val_calib.append((line, text))
+            continue
+        if lc.stop is not None and CALIB_LOG_RE.search(text) and not SELFGEN_LOG_RE.search(text):
+            lc.calib_after_stop.append((line, text))
+    return list(per.values())

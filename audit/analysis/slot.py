@@ -1,0 +1,530 @@
+"""SLOT analysis: free tensors (a hidden-state delta, a logit bias) optimised at evaluation time, and which
+positions their loss covers compared with the positions that are then scored.
+
+A SLOT site is a backward pass whose loss depends on a tensor created in the evaluation code with
+`requires_grad=True` (or `.requires_grad_()`) and stepped by an optimiser that holds only such tensors. We
+compare the sequence slice the loss is restricted to (a mask written as `mask[i, a:b] = 1`, indexing by such
+a mask, or slicing `logits[:s]` / `y[:s]`) with the slice of the score accumulation that the fitted tensor
+flows into (`loss_sum += nll[i, s:wlen].sum()`):
+
+- `scored`: the loss covers the scored span (`mask[i, s:wlen]` then `nll[i, s:wlen]`, or no restriction at all);
+- `context`: the loss stops where scoring starts (`[:s]`, `[focal:s]`): context-only SLOT, unresolved (#1336);
+- `unresolved`: a mask we cannot read, or no scored span found.
+
+Also here: `local_guard_dead`, which decides guards over function-local names (`use_slot = getattr(args,
+'slot_enabled', False)`, `slot_steps = int(os.environ.get(...))`) that the shared reachability leaves open.
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+from dataclasses import dataclass, field
+
+from .program import UNKNOWN, Program, SourceIndex, call_name, dotted, walk_scope
+from .valueflow import ValFlow
+
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+_OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
+_FACTORIES = {"zeros", "ones", "zeros_like", "ones_like", "empty", "empty_like", "full", "randn", "rand", "tensor", "clone"}
+# Methods that keep a tensor's identity for our purposes: `mask.float()`, `nll.reshape(...)`.
+_PASS_THROUGH = {"float", "double", "bool", "to", "reshape", "view", "unsqueeze", "squeeze", "contiguous", "detach",
+                 "clone", "flatten", "type_as", "half", "bfloat16", "cuda"}
+_MAX_DEPTH = 8
+
+
+@dataclass
+class Span:
+    lo: ast.expr | None
+    hi: ast.expr | None
+    node: ast.AST  # the mask write or the slicing subscript
+    how: str  # "mask `m`" | "slice"
+
+
+@dataclass
+class SlotSite:
+    kind: str  # scored | context | unresolved
+    idx: SourceIndex
+    backward: ast.AST
+    loss_def: ast.AST  # the assignment of the optimised loss (reachability is judged here)
+    owner: ast.AST  # the function (or module) that builds the optimiser
+    tensors: list[str]
+    detail: str
+    confidence: str  # high | medium
+    evidence: list[tuple[SourceIndex, ast.AST, str]] = field(default_factory=list)
+
+
+# --- scopes --------------------------------------------------------------------------------------
+class _Scope:
+    """Name definitions and slice writes of one function (or module), not descending into nested defs."""
+
+    def __init__(self, node: ast.AST):
+        self.node = node
+        self.defs: dict[str, list[tuple[ast.AST, ast.expr]]] = {}  # name -> [(statement, value)]
+        self.slice_writes: dict[str, list[ast.Assign]] = {}
+        self.calls: list[ast.Call] = []
+        self.free: dict[str, ast.AST] | None = None  # filled lazily by SlotAnalysis
+        self.opts: list[tuple[ast.Assign, list[str]]] | None = None
+        self._acc: list[ast.AST] | None = None
+        for n in walk_scope(node):
+            if isinstance(n, ast.Assign):
+                for t in n.targets:
+                    self._bind(n, t, n.value)
+            elif isinstance(n, (ast.AnnAssign, ast.NamedExpr)) and n.value is not None:
+                self._bind(n, n.target, n.value)
+            elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
+                self._bind(n, n.target, n.iter)
+            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+                self._bind(n, n.optional_vars, n.context_expr)
+            elif isinstance(n, ast.Call):
+                self.calls.append(n)
+
+    def accumulations(self) -> list[ast.AST]:
+        """`x += …` and `xs.append(…)` in source order (the candidates for a score accumulation)."""
+        if self._acc is None:
+            acc = [n for n in walk_scope(self.node) if isinstance(n, ast.AugAssign)]
+            acc += [c for c in self.calls if call_name(c) in ("append", "extend")]
+            self._acc = sorted(acc, key=lambda x: (x.lineno, x.col_offset))
+        return self._acc
+
+    def _bind(self, stmt: ast.AST, target: ast.AST, value: ast.expr) -> None:
+        if isinstance(target, ast.Name):
+            self.defs.setdefault(target.id, []).append((stmt, value))
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            elts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) else None
+            for i, t in enumerate(target.elts):
+                self._bind(stmt, t, elts[i] if elts else value)
+        elif isinstance(target, ast.Subscript) and isinstance(stmt, ast.Assign):
+            base = _base_name(target.value)
+            if base:
+                self.slice_writes.setdefault(base, []).append(stmt)
+
+
+def _base_name(expr: ast.AST) -> str | None:
+    """`mask.float()` / `score_masks[i]` / `nll_all` -> the underlying name."""
+    while True:
+        if isinstance(expr, ast.Name):
+            return expr.id
+        if isinstance(expr, ast.Call) and isinstance(expr.func, ast.Attribute) and expr.func.attr in _PASS_THROUGH:
+            expr = expr.func.value
+        elif isinstance(expr, ast.Subscript):
+            expr = expr.value
+        else:
+            return None
+
+
+def _last_slice(sub: ast.Subscript) -> ast.Slice | None:
+    s = sub.slice
+    if isinstance(s, ast.Slice):
+        return s
+    if isinstance(s, ast.Tuple):
+        slices = [e for e in s.elts if isinstance(e, ast.Slice)]
+        return slices[-1] if slices else None
+    return None
+
+
+def _truthy_const(node: ast.AST) -> bool:
+    return not (isinstance(node, ast.Constant) and not node.value)
+
+
+class _Chain:
+    """A function and the functions enclosing it (closures read their outer function's names)."""
+
+    def __init__(self, idx: SourceIndex, scopes: list[_Scope]):
+        self.idx = idx
+        self.scopes = scopes
+
+    def defs(self, name: str) -> list[tuple[ast.AST, ast.expr]]:
+        for sc in self.scopes:
+            if name in sc.defs:
+                return sc.defs[name]
+        return []
+
+    def slice_writes(self, name: str) -> list[ast.Assign]:
+        for sc in self.scopes:
+            if name in sc.slice_writes:
+                return sc.slice_writes[name]
+        return []
+
+    def closure(self, expr: ast.AST, max_depth: int = _MAX_DEPTH) -> list[tuple[int, ast.AST]]:
+        """Every node `expr` is computed from, following names to all their definitions, with the depth."""
+        out: list[tuple[int, ast.AST]] = []
+        seen: set[str] = set()
+        frontier = [expr]
+        for depth in range(max_depth + 1):
+            nxt: list[ast.AST] = []
+            for root in frontier:
+                for n in ast.walk(root):
+                    out.append((depth, n))
+                    if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in seen:
+                        seen.add(n.id)
+                        nxt.extend(v for _, v in self.defs(n.id))
+            if not nxt:
+                break
+            frontier = nxt
+        return out
+
+    def names(self, expr: ast.AST) -> set[str]:
+        return {n.id for _, n in self.closure(expr) if isinstance(n, ast.Name)}
+
+    def forms(self, expr: ast.AST | None) -> set[str]:
+        """Spellings of a slice bound: its text, and the text of the definitions of a bare name."""
+        if expr is None:
+            return set()
+        out = {ast.unparse(expr)}
+        if isinstance(expr, ast.Name):
+            out |= {ast.unparse(v) for _, v in self.defs(expr.id)}
+        return out
+
+
+# --- the analysis --------------------------------------------------------------------------------
+class SlotAnalysis:
+    def __init__(self, program: Program):
+        self.p = program
+        self.flow: ValFlow = program.shared("valflow", lambda: ValFlow(program))
+        self._scopes: dict[ast.AST, _Scope] = {}
+
+    def scope(self, node: ast.AST) -> _Scope:
+        if node not in self._scopes:
+            self._scopes[node] = _Scope(node)
+        return self._scopes[node]
+
+    def chain(self, idx: SourceIndex, node: ast.AST) -> _Chain:
+        fns = [a for a in idx.ancestors(node) if isinstance(a, FUNCS)]
+        return _Chain(idx, [self.scope(f) for f in fns] + [self.scope(idx.tree)])
+
+    # free tensors and their optimisers (cached per scope: a long main() is shared by many backward calls)
+    def _free_tensors(self, chain: _Chain) -> dict[str, ast.AST]:
+        out: dict[str, ast.AST] = {}
+        for sc in chain.scopes[:-1] or chain.scopes:
+            for name, node in self._scope_free(sc).items():
+                out.setdefault(name, node)
+        return out
+
+    def _scope_free(self, sc: _Scope) -> dict[str, ast.AST]:
+        if sc.free is not None:
+            return sc.free
+        out: dict[str, ast.AST] = {}
+        for name, defs in sc.defs.items():
+            for stmt, value in defs:
+                if isinstance(stmt, ast.Assign) and self._creates_free_tensor(value):
+                    out.setdefault(name, stmt)
+        for call in sc.calls:  # `delta.requires_grad_(True)` on a tensor built here
+            if call_name(call) == "requires_grad_" and isinstance(call.func, ast.Attribute) and (
+                isinstance(call.func.value, ast.Name) and self._grad_flag(call)
+            ):
+                name = call.func.value.id
+                if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
+                    out.setdefault(name, call)
+        sc.free = out
+        return out
+
+    def _grad_flag(self, call: ast.Call) -> bool:
+        if not call.args:
+            return True
+        v = self.p.fold(call.args[0])
+        return v is UNKNOWN or bool(v)
+
+    def _creates_free_tensor(self, value: ast.AST) -> bool:
+        for n in ast.walk(value):
+            if not isinstance(n, ast.Call):
+                continue
+            if call_name(n) == "requires_grad_" and self._grad_flag(n):
+                return not _mentions_params(value)
+            for kw in n.keywords:
+                if kw.arg == "requires_grad":
+                    v = self.p.fold(kw.value)
+                    if v is not UNKNOWN and v:
+                        return True
+            if call_name(n) == "Parameter" and n.args and _is_factory(n.args[0]):
+                return True
+        return False
+
+    def _optimisers(self, chain: _Chain, free: dict[str, ast.AST]) -> list[tuple[ast.Assign, list[str]]]:
+        return [(stmt, held) for sc in chain.scopes for stmt, held in self._scope_opts(sc) if all(h in free for h in held)]
+
+    def _scope_opts(self, sc: _Scope) -> list[tuple[ast.Assign, list[str]]]:
+        """Optimisers built in this scope over a plain list of names."""
+        if sc.opts is not None:
+            return sc.opts
+        out = []
+        for defs in sc.defs.values():
+            for stmt, value in defs:
+                if not (isinstance(stmt, ast.Assign) and isinstance(value, ast.Call)):
+                    continue
+                qn = dotted(value.func) or ""
+                if qn.split(".")[-1] not in _OPTIMISERS and ".optim." not in f".{qn}.":
+                    continue
+                held = _param_names(value.args[:1] + [k.value for k in value.keywords if k.arg == "params"])
+                if held:
+                    out.append((stmt, held))
+        sc.opts = out
+        return out
+
+    # the main entry
+    def sites(self) -> list[SlotSite]:
+        out: list[SlotSite] = []
+        for idx in self.p.indexes:
+            if "requires_grad" not in idx.src.text and "Parameter(" not in idx.src.text:
+                continue  # no free tensor can be created in this source
+            for call in idx.nodes(ast.Call):
+                if not _is_backward(call):
+                    continue
+                site = self._site(idx, call)
+                if site:
+                    out.extend(site)
+        return out
+
+    def _site(self, idx: SourceIndex, bwd: ast.Call) -> list[SlotSite]:
+        chain = self.chain(idx, bwd)
+        free = self._free_tensors(chain)
+        if not free:
+            return []
+        opts = self._optimisers(chain, free)
+        if not opts:
+            return []
+        target = bwd.func.value if isinstance(bwd.func, ast.Attribute) else (bwd.args[0] if bwd.args else bwd)
+        held = {h for _, hs in opts for h in hs}
+        if not (chain.names(target) & held):
+            return []
+        if not self._on_val(idx, chain, target):
+            return []
+        opt_stmt = opts[0][0]
+        owner = next((sc.node for sc in chain.scopes if opt_stmt in _stmts(sc)), chain.scopes[0].node)
+        scored = self._scored_span(chain, held, opt_stmt.lineno)
+        # One site per definition of the optimised loss: `if causal: loss = ctx loss else: loss = full loss`.
+        loss_defs = chain.defs(target.id) if isinstance(target, ast.Name) else []
+        variants = [(stmt, value) for stmt, value in loss_defs] or [(bwd, target)]
+        sites = []
+        for stmt, value in variants:
+            # Drop mask writes in dead branches only when the loss itself is live: a wholly disabled SLOT
+            # is still described by all its masks.
+            kind, detail, conf, ev = self._classify(chain, value, scored, self._live(idx, stmt))
+            evidence = [(idx, free[h], f"free tensor `{h}` created with requires_grad") for h in sorted(held) if h in free]
+            evidence.append((idx, opt_stmt, "optimiser over these tensors only (model weights untouched)"))
+            evidence.extend((idx, n, note) for n, note in ev)
+            evidence.append((idx, bwd, "backward on the validation loss"))
+            if scored is not None:
+                evidence.append((idx, scored[2], "scored span (the fitted tensor flows into this)"))
+            sites.append(SlotSite(kind, idx, bwd, stmt, owner, sorted(held), detail, conf, evidence))
+        return sites
+
+    def _live(self, idx: SourceIndex, node: ast.AST) -> bool:
+        """A mask write in a branch that is off under the effective config does not shape the loss."""
+        live, _ = self.p.guard_status(idx, node, self.p.config)  # guards inside the function only
+        return live is not False and not local_guard_dead(self.p, idx, node)
+
+    def _on_val(self, idx: SourceIndex, chain: _Chain, target: ast.AST) -> bool:
+        for depth, n in chain.closure(target):
+            if isinstance(n, ast.Name) and depth <= _MAX_DEPTH:
+                scope = idx.enclosing(n, *FUNCS) or idx.tree
+                if self.flow.is_val(scope, n, getattr(n, "lineno", 0)):
+                    return True
+        return False
+
+    def _scored_span(self, chain: _Chain, held: set[str], after_line: int):
+        """(lo, hi, node, masks) of the first score accumulation after the optimiser that the fitted tensor reaches."""
+        for sc in chain.scopes:
+            for n in sc.accumulations():
+                value = None
+                if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+                    value = n.value
+                elif isinstance(n, ast.Call) and call_name(n) in ("append", "extend") and n.args:
+                    value = n.args[0]
+                if value is None or getattr(n, "lineno", 0) <= after_line:
+                    continue
+                clo = chain.closure(value)
+                if not ({x.id for _, x in clo if isinstance(x, ast.Name)} & held):
+                    continue
+                spans = self._spans(chain, clo, shallowest=True)
+                if spans:
+                    sp = spans[0]
+                    return sp.lo, sp.hi, n, sp
+        return None
+
+    def _spans(self, chain: _Chain, clo: list[tuple[int, ast.AST]], shallowest: bool = False,
+               drop_dead: bool = True) -> list[Span]:
+        found: list[tuple[int, Span]] = []
+        for depth, n in clo:
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+                for side in (n.left, n.right):
+                    found.extend((depth, s) for s in self._mask_spans(chain, side, drop_dead))
+            elif isinstance(n, ast.Subscript):
+                if _base_name(n.slice) and chain.slice_writes(_base_name(n.slice) or ""):
+                    found.extend((depth, s) for s in self._mask_spans(chain, n.slice, drop_dead))
+                sl = _last_slice(n)
+                if sl is not None:
+                    found.append((depth, Span(sl.lower, sl.upper, n, "slice")))
+        if shallowest and found:
+            best = min(d for d, _ in found)
+            return [s for d, s in found if d == best]
+        return [s for _, s in found]
+
+    def _mask_spans(self, chain: _Chain, expr: ast.AST, drop_dead: bool = True) -> list[Span]:
+        name = _base_name(expr)
+        if not name:
+            return []
+        out = []
+        for w in chain.slice_writes(name):
+            if not _truthy_const(w.value) or (drop_dead and not self._live(chain.idx, w)):
+                continue
+            for t in w.targets:
+                if isinstance(t, ast.Subscript) and _base_name(t.value) == name:
+                    sl = _last_slice(t)
+                    if sl is not None:
+                        out.append(Span(sl.lower, sl.upper, w, f"mask `{name}`"))
+        return out
+
+    def _unreadable_masks(self, chain: _Chain, clo, held: set[str]) -> list[ast.AST]:
+        """Mask-like factors built from comparisons (`(pos < s).float()`), whose span we do not read."""
+        out = []
+        for _, n in clo:
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
+                for side in (n.left, n.right):
+                    name = _base_name(side)
+                    if not name or chain.slice_writes(name) or name in held:
+                        continue
+                    defs = chain.defs(name)
+                    if defs and any(isinstance(x, ast.Compare) for _, v in defs for x in ast.walk(v)):
+                        if not (chain.names(side) & held):
+                            out.append(side)
+        return out
+
+    def _classify(self, chain: _Chain, loss: ast.AST, scored, drop_dead: bool):
+        clo = chain.closure(loss)
+        spans = self._spans(chain, clo, drop_dead=drop_dead)
+        if scored is None:
+            return "unresolved", "a free tensor is fitted on validation tokens, but no scored span was found", "medium", []
+        sa, sb, _, sspan = scored
+        sa_forms, sb_forms = chain.forms(sa), chain.forms(sb)
+        same = [s for s in spans if (chain.forms(s.lo) & sa_forms) or (s.lo is not None and chain.forms(s.hi) & sb_forms)
+                or (s.how == sspan.how and s.how != "slice")]
+        ctx = [s for s in spans if sa is not None and chain.forms(s.hi) & sa_forms]
+        if same:
+            s = same[0]
+            return ("scored", f"the loss {s.how} `{ast.unparse(s.node)[:60]}` covers the scored positions "
+                    f"`[{_txt(sa)}:{_txt(sb)}]`", "high", [(s.node, "fitted on these positions")])
+        if ctx:
+            s = ctx[0]
+            return ("context", f"context-only: the loss {s.how} ends at `{_txt(s.hi)}`, where scoring starts "
+                    "(unresolved, issue #1336)", "medium", [(s.node, "fitted on the context before the scored span")])
+        unreadable = self._unreadable_masks(chain, clo, set())
+        if unreadable:
+            return "unresolved", "the loss is masked by a tensor whose span is not read statically", "medium", [
+                (unreadable[0], "mask")
+            ]
+        return ("scored", f"the loss is not restricted to context positions, so it covers the scored span "
+                f"`[{_txt(sa)}:{_txt(sb)}]`", "medium", [])
+
+
+def _txt(e: ast.AST | None) -> str:
+    return "" if e is None else ast.unparse(e)
+
+
+def _stmts(sc: _Scope):
+    for defs in sc.defs.values():
+        for stmt, _ in defs:
+            yield stmt
+
+
+def _is_backward(call: ast.Call) -> bool:
+    if call_name(call) == "backward" and isinstance(call.func, ast.Attribute):
+        return True
+    return (dotted(call.func) or "").endswith("autograd.grad")
+
+
+def _is_factory(value: ast.AST) -> bool:
+    return isinstance(value, ast.Call) and call_name(value) in _FACTORIES and not _mentions_params(value)
+
+
+def _mentions_params(value: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr in ("parameters", "named_parameters", "weight", "state_dict")
+               for n in ast.walk(value))
+
+
+def _param_names(params: list[ast.AST]) -> list[str]:
+    """Names in an optimiser's params: `[delta, bias]`, `[{"params": [delta]}]`; [] when not a plain list."""
+    out: list[str] = []
+    for p in params:
+        if isinstance(p, (ast.List, ast.Tuple)):
+            for e in p.elts:
+                if isinstance(e, ast.Name):
+                    out.append(e.id)
+                elif isinstance(e, ast.Dict):
+                    for k, v in zip(e.keys, e.values):
+                        if isinstance(k, ast.Constant) and k.value == "params":
+                            sub = _param_names([v])
+                            if not sub:
+                                return []
+                            out.extend(sub)
+                else:
+                    return []
+        elif isinstance(p, ast.Name):
+            out.append(p.id)
+        else:
+            return []
+    return out
+
+
+# --- guards over function-local names ------------------------------------------------------------
+def local_guard_dead(program: Program, idx: SourceIndex, node: ast.AST) -> str:
+    """Why an enclosing `if` over locals bound once (`use_slot = getattr(args, 'slot_enabled', False)`) is
+    false under the effective config, or "" when no such guard is decidably false."""
+    fn = idx.enclosing(node, *FUNCS)
+    if fn is None:
+        return ""
+    single = _single_bindings(fn)
+    child = node
+    for anc in idx.ancestors(node):
+        if isinstance(anc, (*FUNCS, ast.Lambda)):
+            break
+        if isinstance(anc, (ast.If, ast.IfExp)) and child is not anc.test:
+            want = child in anc.body if isinstance(anc, ast.If) else child is anc.body
+            v = program.fold(_substitute(anc.test, single, 0))
+            if v is not UNKNOWN and bool(v) != want:
+                return f"`{ast.unparse(anc.test)[:70]}` is {bool(v)}"
+        child = anc
+    return ""
+
+
+def _single_bindings(fn: ast.AST) -> dict[str, ast.expr]:
+    counts: dict[str, int] = {}
+    values: dict[str, ast.expr] = {}
+    for n in walk_scope(fn):
+        targets: list[ast.AST] = []
+        if isinstance(n, ast.Assign):
+            targets = list(n.targets)
+        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.comprehension)):
+            targets = [n.target]
+        elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+            targets = [n.optional_vars]
+        for t in targets:
+            for x in ast.walk(t):
+                if isinstance(x, ast.Name):
+                    counts[x.id] = counts.get(x.id, 0) + 1
+                    if isinstance(n, ast.Assign) and t is x:
+                        values[x.id] = n.value
+    a = fn.args
+    params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+    return {k: v for k, v in values.items() if counts.get(k) == 1 and k not in params}
+
+
+def _substitute(expr: ast.expr, single: dict[str, ast.expr], depth: int) -> ast.expr:
+    """Inline locals bound once and read `getattr(obj, "name", default)` as `obj.name`."""
+    if depth > 4:
+        return expr
+
+    class _T(ast.NodeTransformer):
+        def visit_Name(self, node: ast.Name):  # noqa: N802
+            if isinstance(node.ctx, ast.Load) and node.id in single:
+                return _substitute(single[node.id], single, depth + 1)
+            return node
+
+        def visit_Call(self, node: ast.Call):  # noqa: N802
+            self.generic_visit(node)
+            if (isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2
+                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
+                return ast.Attribute(value=node.args[0], attr=node.args[1].value, ctx=ast.Load())
+            return node
+
+    return _T().visit(copy.deepcopy(expr))

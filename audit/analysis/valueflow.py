@@ -1,0 +1,123 @@
+"""Does a value come from validation data? A flow-sensitive, reaching-definition check.
+
+Name-level taint is too coarse for training scripts: `main()` reuses `loss`, `x`, `y` for the training step and
+for the validation pass, so "`loss` is validation-derived somewhere in main" would mark the training step too.
+Here a name at line L is judged by its last definition before L in the same scope, recursively; a parameter
+is validation data when some live call site passes validation data in that position.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass, field
+
+from .program import _VAL_PATH_LIT, Program, is_val_name, walk_scope
+
+MAX_DEPTH = 10
+
+
+@dataclass
+class _ScopeDefs:
+    defs: dict[str, list[tuple[int, ast.AST | None]]] = field(default_factory=dict)
+    params: list[str] = field(default_factory=list)
+
+
+def _names(target: ast.AST) -> list[str]:
+    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
+
+
+class ValFlow:
+    def __init__(self, program: Program):
+        self.p = program
+        self._defs: dict[ast.AST, _ScopeDefs] = {}
+        self.param_val: dict[ast.AST, set[str]] = {}
+        self._memo: dict[tuple[int, int, int], bool] = {}
+        self._solve_params()
+
+    def _scope_defs(self, scope: ast.AST) -> _ScopeDefs:
+        if scope in self._defs:
+            return self._defs[scope]
+        sd = _ScopeDefs()
+        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = scope.args
+            sd.params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+        for n in walk_scope(scope):
+            pairs: list[tuple[ast.AST, ast.AST | None]] = []
+            if isinstance(n, ast.Assign):
+                pairs = [(t, n.value) for t in n.targets]
+            elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
+                pairs = [(n.target, n.value)]
+            elif isinstance(n, (ast.For, ast.AsyncFor)):
+                pairs = [(n.target, n.iter)]
+            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
+                pairs = [(n.optional_vars, n.context_expr)]
+            elif isinstance(n, ast.NamedExpr):
+                pairs = [(n.target, n.value)]
+            elif isinstance(n, ast.comprehension):
+                pairs = [(n.target, n.iter)]
+            line = getattr(n, "lineno", 0)
+            for target, value in pairs:
+                for name in _names(target):
+                    sd.defs.setdefault(name, []).append((line, value))
+        for lst in sd.defs.values():
+            lst.sort(key=lambda d: d[0])
+        self._defs[scope] = sd
+        return sd
+
+    def is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int = 0) -> bool:
+        if depth > MAX_DEPTH:
+            return False
+        key = (id(scope), id(expr), line)
+        if key not in self._memo:
+            self._memo[key] = False  # cycle guard
+            self._memo[key] = self._is_val(scope, expr, line, depth)
+        return self._memo[key]
+
+    def _is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int) -> bool:
+        sd = self._scope_defs(scope)
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Attribute) and is_val_name(n.attr):
+                return True
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _VAL_PATH_LIT.search(n.value):
+                return True
+            if not isinstance(n, ast.Name):
+                continue
+            if is_val_name(n.id):
+                return True
+            defs = [d for d in sd.defs.get(n.id, []) if d[0] <= line and d[1] is not expr]
+            if defs:
+                def_line, value = defs[-1]
+                if value is not None and def_line < line and self.is_val(scope, value, def_line, depth + 1):
+                    return True
+                if value is not None and def_line == line and value is not expr and self.is_val(scope, value, def_line - 1, depth + 1):
+                    return True
+            elif n.id in sd.params and n.id in self.param_val.get(scope, set()):
+                return True
+        return False
+
+    def _solve_params(self) -> None:
+        for _ in range(4):
+            changed = False
+            for idx in self.p.indexes:
+                for call in idx.nodes(ast.Call):
+                    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
+                    if not name or name not in self.p.functions:
+                        continue
+                    caller = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
+                    for _, fn in self.p.functions[name]:
+                        params = [a.arg for a in fn.args.args]
+                        if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
+                            params = params[1:]
+                        got = self.param_val.setdefault(fn, set())
+                        for i, arg in enumerate(call.args):
+                            if i < len(params) and params[i] not in got and self.is_val(caller, arg, call.lineno):
+                                got.add(params[i])
+                                changed = True
+                        for kw in call.keywords:
+                            if kw.arg and kw.arg not in got and self.is_val(caller, kw.value, call.lineno):
+                                got.add(kw.arg)
+                                changed = True
+            if changed:
+                self._memo.clear()  # parameter facts grew: earlier "not val" answers may change
+            if not changed:
+                break

@@ -1,0 +1,461 @@
+"""Source resolution: find the script that actually runs and decode self-extracting wrappers statically.
+
+Record folders ship `train_gpt.py` as plain code, as an lzma/zlib/gzip/bz2 + base85/base64 payload passed to
+`exec`, as one line that runs a sibling file, or empty next to the real entry script. We evaluate only a tiny,
+closed set of pure functions (decompressors with an output bound, base decoders, `.decode()`) on literals —
+never the submission's own code.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import bz2
+import codecs
+import lzma
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+from ..findings import Confidence, Finding, Location, Severity
+from . import parse as pyparse
+from .folder import ResolvedSource, Submission, decode_text, is_binary, load_finding
+from .runcmd import run_commands
+
+MAX_DECODED_BYTES = 32_000_000  # a payload that inflates beyond this is a decompression bomb
+MAX_DEPTH = 8
+
+
+class DecodeError(Exception):
+    pass
+
+
+class BombError(DecodeError):
+    pass
+
+
+# --- bounded codecs ------------------------------------------------------------------------------
+def _bounded(decomp, data: bytes, name: str) -> bytes:
+    out = decomp.decompress(data, MAX_DECODED_BYTES + 1)
+    if len(out) > MAX_DECODED_BYTES:
+        raise BombError(f"{name} payload inflates beyond {MAX_DECODED_BYTES:,} bytes")
+    return out
+
+
+def _lzma(data: bytes, format: int = lzma.FORMAT_AUTO, filters=None) -> bytes:
+    return _bounded(lzma.LZMADecompressor(format=format, filters=filters), data, "lzma")
+
+
+def _zlib(data: bytes, wbits: int = 15) -> bytes:
+    return _bounded(zlib.decompressobj(wbits), data, "zlib")
+
+
+def _gzip(data: bytes) -> bytes:
+    return _bounded(zlib.decompressobj(31), data, "gzip")
+
+
+def _bz2(data: bytes) -> bytes:
+    return _bounded(bz2.BZ2Decompressor(), data, "bz2")
+
+
+def _strip_ws(b: bytes) -> bytes:
+    """Payloads are often wrapped over many lines inside a triple-quoted literal."""
+    return b"".join(b.split())
+
+
+def _as_bytes(v) -> bytes:
+    if isinstance(v, str):
+        return v.encode("latin-1", errors="strict") if v.isascii() else v.encode()
+    if isinstance(v, (bytes, bytearray)):
+        return bytes(v)
+    raise DecodeError("not bytes")
+
+
+# Pure functions we agree to evaluate, keyed by qualified name.
+PURE_FUNCS = {
+    "lzma.decompress": lambda b, *a, **kw: _lzma(_as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}),
+    "zlib.decompress": lambda b, *a: _zlib(_as_bytes(b), *(a[:1] or [15])),
+    "gzip.decompress": lambda b, *a: _gzip(_as_bytes(b)),
+    "bz2.decompress": lambda b, *a: _bz2(_as_bytes(b)),
+    "base64.b85decode": lambda b, *a: base64.b85decode(_strip_ws(_as_bytes(b))),
+    "base64.b64decode": lambda b, *a: base64.b64decode(_as_bytes(b)),
+    "base64.standard_b64decode": lambda b, *a: base64.standard_b64decode(_as_bytes(b)),
+    "base64.urlsafe_b64decode": lambda b, *a: base64.urlsafe_b64decode(_as_bytes(b)),
+    "base64.a85decode": lambda b, *a: base64.a85decode(_strip_ws(_as_bytes(b))),
+    "base64.b32decode": lambda b, *a: base64.b32decode(_as_bytes(b)),
+    "base64.b16decode": lambda b, *a: base64.b16decode(_as_bytes(b)),
+    "base64.decodebytes": lambda b, *a: base64.decodebytes(_as_bytes(b)),
+    "binascii.a2b_base64": lambda b, *a: binascii.a2b_base64(_as_bytes(b)),
+    "binascii.unhexlify": lambda b, *a: binascii.unhexlify(_as_bytes(b)),
+    "bytes.fromhex": lambda s, *a: bytes.fromhex(s),
+}
+
+
+CHAIN_NAME = {
+    "lzma.decompress": "lzma",
+    "zlib.decompress": "zlib",
+    "gzip.decompress": "gzip",
+    "bz2.decompress": "bz2",
+    "base64.b85decode": "base85",
+    "base64.a85decode": "ascii85",
+    "base64.b64decode": "base64",
+    "base64.standard_b64decode": "base64",
+    "base64.urlsafe_b64decode": "base64",
+    "base64.decodebytes": "base64",
+    "binascii.a2b_base64": "base64",
+    "base64.b32decode": "base32",
+    "base64.b16decode": "hex",
+    "binascii.unhexlify": "hex",
+    "bytes.fromhex": "hex",
+}
+
+
+@dataclass
+class _Ctx:
+    aliases: dict[str, str]  # local name -> qualified name ("L" -> "lzma", "dec" -> "lzma.decompress")
+    consts: dict[str, object]  # module-level names bound to literal/decoded values
+    files: dict[str, bytes]  # sibling files (for `open(x).read()`)
+    chain: list[str]
+
+
+def _qualname(node: ast.AST, ctx: _Ctx) -> str | None:
+    if isinstance(node, ast.Name):
+        return ctx.aliases.get(node.id, node.id)
+    if isinstance(node, ast.Attribute):
+        base = _qualname(node.value, ctx)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def _eval(node: ast.AST, ctx: _Ctx):
+    """Evaluate a closed, side-effect-free expression or raise DecodeError."""
+    if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
+        return node.value
+    if isinstance(node, ast.Name) and node.id in ctx.consts:
+        return ctx.consts[node.id]
+    if isinstance(node, ast.Constant) and isinstance(node.value, int):
+        return node.value
+    if isinstance(node, (ast.Attribute, ast.Name)):
+        qn = _qualname(node, ctx) or ""
+        mod, _, const = qn.rpartition(".")
+        if mod == "lzma" and const.isupper() and hasattr(lzma, const):
+            return getattr(lzma, const)  # FORMAT_RAW, FILTER_LZMA2 …: plain integers
+    if isinstance(node, ast.List):
+        return [_eval(e, ctx) for e in node.elts]
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_eval(k, ctx): _eval(v, ctx) for k, v in zip(node.keys, node.values)}
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        left, right = _eval(node.left, ctx), _eval(node.right, ctx)
+        if type(left) is type(right):
+            return left + right
+    if isinstance(node, ast.JoinedStr):
+        raise DecodeError("f-string")
+    if isinstance(node, ast.Call):
+        func = node.func
+        # x.decode(...) / x.encode(...)
+        if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and not _qualname(func, ctx) in PURE_FUNCS:
+            target = _eval(func.value, ctx)
+            if func.attr == "decode" and isinstance(target, bytes):
+                return target.decode("utf-8", errors="replace")
+            if func.attr == "encode" and isinstance(target, str):
+                return target.encode()
+            raise DecodeError("bad decode/encode target")
+        # b"...".replace(b"\n", b"") / .strip(): pure methods on literals
+        if isinstance(func, ast.Attribute) and func.attr in ("replace", "strip", "lstrip", "rstrip"):
+            target = _eval(func.value, ctx)
+            args = [_eval(a, ctx) for a in node.args]
+            if isinstance(target, (str, bytes)) and all(type(a) is type(target) for a in args):
+                return getattr(target, func.attr)(*args)
+            raise DecodeError("bad string method call")
+        # open(sibling).read() / Path(sibling).read_text()
+        if isinstance(func, ast.Attribute) and func.attr in ("read", "read_text", "read_bytes"):
+            path = _opened_path(func.value, ctx)
+            if path is not None:
+                data = _sibling(path, ctx)
+                ctx.chain.append(f"read:{path}")
+                return data if func.attr == "read_bytes" else decode_text(data)
+        qn = _qualname(func, ctx)
+        if qn == "codecs.decode" and len(node.args) >= 2:
+            enc = _eval(node.args[1], ctx)
+            val = _as_bytes(_eval(node.args[0], ctx))
+            if enc in ("base64", "base_64"):
+                return base64.b64decode(val)
+            if enc in ("zlib", "zip"):
+                return _zlib(val)
+            if enc in ("bz2",):
+                return _bz2(val)
+            if enc in ("hex",):
+                return binascii.unhexlify(val)
+            if isinstance(enc, str):
+                return codecs.decode(val, enc)
+        if qn == "compile" and node.args:
+            return _eval(node.args[0], ctx)
+        if qn in ("str", "bytes") and len(node.args) >= 1:
+            v = _eval(node.args[0], ctx)
+            if qn == "str" and isinstance(v, bytes):
+                return v.decode("utf-8", errors="replace")
+            if qn == "bytes" and isinstance(v, str):
+                return v.encode()
+            return v
+        if qn in PURE_FUNCS:
+            args = [_eval(a, ctx) for a in node.args]
+            kwargs = {k.arg: _eval(k.value, ctx) for k in node.keywords if k.arg}
+            if not args:
+                raise DecodeError("no payload")
+            name = CHAIN_NAME.get(qn, qn.split(".")[-1])
+            try:
+                out = PURE_FUNCS[qn](*args, **kwargs) if qn == "lzma.decompress" else PURE_FUNCS[qn](*args)
+            except BombError:
+                raise
+            except (ValueError, TypeError, KeyError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
+                raise DecodeError(f"{qn}: {e}") from e
+            ctx.chain.append(name)
+            return out
+    raise DecodeError(f"cannot evaluate {type(node).__name__}")
+
+
+def _opened_path(node: ast.AST, ctx: _Ctx) -> str | None:
+    if isinstance(node, ast.Call):
+        qn = _qualname(node.func, ctx)
+        if qn in ("open", "io.open", "Path", "pathlib.Path", "codecs.open") and node.args:
+            try:
+                v = _eval(node.args[0], ctx)
+            except DecodeError:
+                v = _path_literal(node.args[0], ctx)
+            return v if isinstance(v, str) else None
+    return None
+
+
+def _path_literal(node: ast.AST, ctx: _Ctx) -> str | None:
+    """`os.path.join(os.path.dirname(__file__), "x.py")`, `Path(__file__).parent / "x.py"` → "x.py"."""
+    strs = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    return strs[-1] if strs and strs[-1].endswith(".py") else None
+
+
+def _sibling(path: str, ctx: _Ctx) -> bytes:
+    name = PurePosixPath(path.replace("\\", "/")).name
+    for p, data in ctx.files.items():
+        if p == path or PurePosixPath(p).name == name:
+            return data
+    raise DecodeError(f"sibling {path} not in folder")
+
+
+def _collect_aliases(tree: ast.Module) -> dict[str, str]:
+    aliases: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for a in node.names:
+                aliases[a.asname or a.name] = f"{node.module}.{a.name}"
+    return aliases
+
+
+def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:
+    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in ("exec", "builtins.exec", "eval")
+
+
+def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | None:
+    """If `text` is a wrapper, return (payload source, chain); None when it is ordinary code.
+
+    A wrapper is a short module whose `exec` argument we can evaluate from literals.
+    """
+    if "exec" not in text and "eval" not in text:
+        return None  # no payload can run without exec/eval
+    tree, _ = pyparse.parse(text)
+    if tree is None:
+        return None
+    ctx = _Ctx(aliases=_collect_aliases(tree), consts={}, files=files, chain=[])
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            try:
+                ctx.consts[stmt.targets[0].id] = _eval(stmt.value, ctx)
+            except DecodeError:
+                pass
+    for node in ast.walk(tree):
+        if _is_exec_call(node, ctx) and node.args:
+            ctx.chain.clear()
+            try:
+                payload = _eval(node.args[0], ctx)
+            except BombError:
+                raise
+            except DecodeError:
+                continue
+            chain = ctx.chain + ["exec"]
+            if isinstance(payload, bytes):
+                payload = decode_text(payload)
+            if isinstance(payload, str):
+                return payload, chain
+    return None
+
+
+# --- finding the entry script --------------------------------------------------------------------
+_PY_IN_CMD = re.compile(r"(?:^|[\s/=])([\w.\-/]+\.py)\b")
+_LAUNCH_SIBLING = re.compile(r"""(?:run_path|run_module|subprocess\.\w+|os\.system|execv\w*)\s*\(.*?["']([\w.\-/]+\.py)["']""", re.S)
+
+
+def _is_effectively_empty(text: str) -> bool:
+    for line in text.splitlines():
+        s = line.strip()
+        if s and not s.startswith("#"):
+            return False
+    return True
+
+
+_DISTRIBUTED = re.compile(r"\b(torchrun|torch\.distributed\.(run|launch)|accelerate\s+launch|srun|deepspeed)\b")
+
+
+def _readme_scripts(sub: Submission) -> list[str]:
+    """Scripts the README runs, most likely entry first: a distributed launch (`torchrun … x.py`), then a
+    `train*.py`, then anything else (data download / preparation scripts come last)."""
+    ranked: list[tuple[int, int, str]] = []
+    for cmd in run_commands(sub.readme_text):
+        launched = bool(_DISTRIBUTED.search(cmd.text))
+        for m in _PY_IN_CMD.finditer(cmd.text):
+            name = PurePosixPath(m.group(1)).name
+            rank = 0 if launched else 1 if name.startswith("train") else 2
+            ranked.append((rank, len(ranked), name))
+    out: list[str] = []
+    for _, _, name in sorted(ranked):
+        if name not in out:
+            out.append(name)
+    return out
+
+
+def _launched_distributed(sub: Submission, name: str) -> bool:
+    return any(_DISTRIBUTED.search(c.text) and name in c.text for c in run_commands(sub.readme_text))
+
+
+def _is_helper_script(name: str) -> bool:
+    return not (name.startswith("train") or "gpt" in name)
+
+
+def _top_py(sub: Submission, name: str) -> str | None:
+    """`name` at the folder's top level, else one level down."""
+    if name in sub.files:
+        return name
+    for p in sorted(sub.files):
+        if PurePosixPath(p).name == name and p.count("/") == 1:
+            return p
+    return None
+
+
+def choose_entry(sub: Submission) -> str | None:
+    """The script that runs: README run command, else non-empty train_gpt.py, else another train*.py."""
+    pys = [p for p in sub.files if p.endswith(".py") and not is_binary(sub.files[p])]
+    if not pys:
+        return None
+    train = _top_py(sub, "train_gpt.py")
+    train_real = bool(train) and not _is_effectively_empty(sub.text(train))
+    for name in _readme_scripts(sub):
+        p = _top_py(sub, name)
+        if p and not _is_effectively_empty(sub.text(p)):
+            if train_real and p != train and _is_helper_script(name) and not _launched_distributed(sub, name):
+                return train  # a data-preparation script the README also runs is not the entry
+            return p
+    if train and not _is_effectively_empty(sub.text(train)):
+        return train
+    trains = sorted(
+        (p for p in pys if PurePosixPath(p).name.startswith("train") and "/" not in p),
+        key=lambda p: -len(sub.files[p]),
+    )
+    trains = [p for p in trains if not _is_effectively_empty(sub.text(p))]
+    if trains:
+        return trains[0]
+    top = [p for p in pys if "/" not in p and not _is_effectively_empty(sub.text(p))]
+    return max(top, key=lambda p: len(sub.files[p])) if top else (train or pys[0])
+
+
+_IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\.?[\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
+
+
+def _local_imports(text: str, sub: Submission) -> list[str]:
+    """Sibling modules imported by a source (`import utils`, `from model import GPT`), found from the import
+    lines (cheaper than walking the tree, and lazy imports inside functions count too)."""
+    found = []
+    for m in _IMPORT_LINE.finditer(text):
+        names = [m.group(1).lstrip(".")] if m.group(1) else [n.strip() for n in m.group(2).split(",")]
+        for n in names:
+            for p in (n.replace(".", "/") + ".py", n.split(".")[0] + ".py"):
+                if p in sub.files and p not in found:
+                    found.append(p)
+    return found
+
+
+def _launched_siblings(text: str, sub: Submission) -> list[str]:
+    out = []
+    for m in _LAUNCH_SIBLING.finditer(text):
+        p = _top_py(sub, PurePosixPath(m.group(1)).name)
+        if p and p not in out:
+            out.append(p)
+    return out
+
+
+def resolve(sub: Submission) -> Submission:
+    """Fill `sub.entry`, `sub.sources`, `sub.code_files` and loader findings. Never executes anything."""
+    entry = choose_entry(sub)
+    sub.entry = entry
+    if entry is None:
+        return sub
+    queue: list[tuple[str, str]] = [(entry, "entry")]
+    seen: set[str] = set()
+    while queue:
+        path, role = queue.pop(0)
+        if path in seen:
+            continue
+        seen.add(path)
+        sub.code_files.append(path)
+        src = resolve_file(sub, path, role)
+        sub.sources.append(src)
+        if src.parse_error:
+            continue
+        for p in _local_imports(src.text, sub) + _launched_siblings(src.text, sub):
+            if p not in seen:
+                queue.append((p, "module"))
+    return sub
+
+
+def resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
+    text = sub.text(path)
+    chain: list[str] = []
+    for _ in range(MAX_DEPTH):
+        try:
+            step = decode_once(text, sub.files)
+        except BombError as e:
+            sub.load_findings.append(
+                load_finding("PG002/decompression-bomb", f"{path}: {e}; payload not analysed", path, Severity.WARNING)
+            )
+            break
+        if step is None:
+            break
+        text, how = step
+        chain.extend(how)
+        # `exec(open(sibling).read())`: the sibling's bytes count as code too.
+        for h in how:
+            sib = _top_py(sub, PurePosixPath(h[5:]).name) if h.startswith("read:") else None
+            if sib and sib not in sub.code_files:
+                sub.code_files.append(sib)
+    src = ResolvedSource(path=path, text=text, chain=tuple(chain), role=role, virtual=bool(chain))
+    _, src.parse_error = pyparse.parse(text)
+    if src.parse_error:
+        py2 = " (Python 2 syntax?)" if re.search(r"^\s*print\s+[\"'\w]", text, re.M) else ""
+        sub.load_findings.append(
+            Finding(
+                rule="PG001/cannot-parse",
+                category=None,
+                severity=Severity.WARNING,
+                confidence=Confidence.HIGH,
+                message=f"{path}{' (decoded)' if chain else ''} cannot be parsed as Python 3: "
+                f"{src.parse_error}{py2}; its code rules were not run",
+                location=Location(path=path, start_line=_err_line(src.parse_error)),
+            )
+        )
+    return src
+
+
+def _err_line(msg: str) -> int:
+    m = re.match(r"line (\d+)", msg or "")
+    return int(m.group(1)) if m else 0

@@ -1,0 +1,142 @@
+"""The rule base class (Fixit-style: one class per rule, VALID/INVALID cases inside, docs from the docstring).
+
+A rule receives the `Program` (every source parsed once and indexed in one traversal, plus shared facts) and
+the submission context, and yields findings through `self.finding(...)`, which fills in the rule's code,
+category, ruling and the reachability verdict: a rule firing only in dead code reports `info`, never `error`.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from dataclasses import dataclass, field
+from typing import ClassVar, Iterable
+
+from ..analysis.program import Program, SourceIndex
+from ..findings import Confidence, Finding, Location, Reachability, Severity
+
+
+@dataclass(frozen=True)
+class Case:
+    """A test case kept inside the rule: a `train_gpt.py` body, optionally a README and log files."""
+
+    code: str
+    readme: str = ""
+    logs: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+    # For INVALID cases: the severity the rule must reach (default: the rule's own SEVERITY).
+    severity: Severity | None = None
+
+    def files(self) -> dict[str, bytes]:
+        out = {"train_gpt.py": textwrap.dedent(self.code).encode()}
+        if self.readme:
+            out["README.md"] = textwrap.dedent(self.readme).encode()
+        for name, text in self.logs.items():
+            out[name] = textwrap.dedent(text).encode()
+        return out
+
+
+def Valid(code: str, **kw) -> Case:  # noqa: N802 - reads like Fixit's case constructors
+    return Case(code=code, **kw)
+
+
+def Invalid(code: str, **kw) -> Case:  # noqa: N802
+    return Case(code=code, **kw)
+
+
+@dataclass
+class RuleContext:
+    """What a rule may look at besides the code."""
+
+    program: Program
+    log_events: list[tuple[str, int, str]] = field(default_factory=list)  # (log path, line number, text)
+    readme: str = ""
+    files: dict[str, bytes] = field(default_factory=dict)  # the folder's readable files (e.g. a shipped .model)
+
+    def log_lines_matching(self, pattern) -> list[tuple[str, int, str]]:
+        return [e for e in self.log_events if pattern.search(e[2])]
+
+
+class Rule:
+    """Base class. Subclasses set the class attributes and implement `check`."""
+
+    CODE: ClassVar[str] = "PG000"
+    NAME: ClassVar[str] = "base"
+    CATEGORY: ClassVar[str | None] = None
+    SEVERITY: ClassVar[Severity] = Severity.ERROR
+    STATUS: ClassVar[str] = "stable"  # stable | preview (preview rules can only warn)
+    RULING: ClassVar[str] = ""
+    FIX_HINT: ClassVar[str] = ""
+    SUMMARY: ClassVar[str] = ""  # one line for tables and SARIF shortDescription
+    VALID: ClassVar[list[Case]] = []
+    INVALID: ClassVar[list[Case]] = []
+
+    def __init__(self, ctx: RuleContext):
+        self.ctx = ctx
+        self.program = ctx.program
+
+    @property
+    def rule_id(self) -> str:
+        return f"{self.CODE}/{self.NAME}"
+
+    @classmethod
+    def doc(cls) -> str:
+        return inspect.cleandoc(cls.__doc__ or "")
+
+    def check(self) -> Iterable[Finding]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # --- reporting -------------------------------------------------------------------------------
+    def location(self, idx: SourceIndex, node: ast.AST, note: str = "") -> Location:
+        start = getattr(node, "lineno", 0)
+        return Location(
+            path=idx.path + (" (decoded)" if idx.src.virtual else ""),
+            start_line=start,
+            end_line=getattr(node, "end_lineno", start) or start,
+            snippet=idx.snippet(node),
+            note=note,
+        )
+
+    def finding(
+        self,
+        idx: SourceIndex,
+        node: ast.AST,
+        message: str,
+        *,
+        evidence: Iterable[Location] = (),
+        confidence: Confidence = Confidence.HIGH,
+        severity: Severity | None = None,
+        reach_node: ast.AST | None = None,
+        legal_mechanism: str | None = None,
+        category: str | None = "",
+    ) -> Finding:
+        """Build a finding; dead code is demoted to `info`, undecidable guards to `warning`."""
+        reach, why = self.program.reachability(idx, reach_node or node)
+        sev = severity or self.SEVERITY
+        if reach is Reachability.SHOWN_BY_LOGS:
+            path, line, text = self.program.log_proof(idx, reach_node or node)
+            evidence = [*evidence, Location(path=path, start_line=line, end_line=line, snippet=text.strip()[:200],
+                                            note="log line printed only by this code: it ran")]
+        elif reach is Reachability.DISABLED_BY_DEFAULT:
+            sev = Severity.INFO
+            message = f"{message} — present but not reached under the effective config ({why})"
+        elif reach is Reachability.UNKNOWN and sev is Severity.ERROR:
+            sev = Severity.WARNING
+            confidence = Confidence.MEDIUM
+        if self.STATUS == "preview" and sev is Severity.ERROR:
+            sev = Severity.WARNING
+        return Finding(
+            rule=self.rule_id,
+            category=self.CATEGORY if category == "" else category,
+            severity=sev,
+            confidence=confidence,
+            message=message,
+            location=self.location(idx, node),
+            evidence=tuple(evidence),
+            reachability=reach,
+            reachability_reason=why,
+            ruling=self.RULING,
+            fix_hint=self.FIX_HINT,
+            legal_mechanism=legal_mechanism,
+        )

@@ -1,0 +1,91 @@
+"""Inputs from git: a checkout's branch, a ref in a bare mirror, a PR ref, and the batch over PRs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from audit.load.git import pr_folders
+from tests.support import EXAMPLES
+
+
+def sh(cwd, *args, env=None):
+    subprocess.run(args, cwd=cwd, check=True, capture_output=True, env=env)
+
+
+GIT_ENV = None
+
+
+@pytest.fixture
+def repo(tmp_path):
+    """main with one merged record; a PR branch by `alice` adding her record on top of a fork merge of bob's."""
+    r = tmp_path / "pg"
+    r.mkdir()
+    import os
+
+    def commit(msg, author):
+        env = {**os.environ, "GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@x", "GIT_COMMITTER_NAME": author,
+               "GIT_COMMITTER_EMAIL": f"{author}@x"}
+        sh(r, "git", "add", "-A", env=env)
+        sh(r, "git", "commit", "-qm", msg, env=env)
+
+    sh(r, "git", "init", "-q", "-b", "main")
+    shutil.copytree(EXAMPLES / "clean_baseline", r / "records/track_10min_16mb/2026-01-01_Base")
+    commit("base", "maint")
+    sh(r, "git", "checkout", "-q", "-b", "pr")
+    shutil.copytree(EXAMPLES / "score_first_ttt", r / "records/track_10min_16mb/2026-02-01_Bob")
+    commit("bob's record merged into the fork", "bob")
+    shutil.copytree(EXAMPLES / "prequant_ttt", r / "records/track_10min_16mb/2026-03-01_Alice")
+    commit("alice's record", "alice")
+    sh(r, "git", "update-ref", "refs/pull/7/head", "pr")
+    sh(r, "git", "update-ref", "refs/pull/8/head", "main")
+    return r
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_pr_folder_is_the_one_the_submitter_adds(repo):
+    head = subprocess.run(["git", "-C", str(repo), "rev-parse", "pr"], capture_output=True, text=True).stdout.strip()
+    assert pr_folders(str(repo / ".git"), head) == ["records/track_10min_16mb/2026-03-01_Alice"]
+
+
+def test_git_dir_pr_and_ref(repo):
+    proc = run("--git-dir", str(repo / ".git"), "--pr", "7", "--format", "json")
+    doc = json.loads(proc.stdout)
+    assert doc["folder"].endswith("2026-03-01_Alice") and doc["verdict"] == "flag" and doc["pr"] == 7
+    assert proc.returncode == 1
+    proc = run("--git-dir", str(repo / ".git"), "--ref", "pr", "--folder", "records/track_10min_16mb/2026-02-01_Bob",
+               "--format", "json")
+    assert json.loads(proc.stdout)["verdict"] == "legal_ttt"
+
+
+def test_checkout_mode_audits_changed_folders(repo):
+    proc = run(str(repo), "--format", "json")
+    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    assert {r["folder"] for r in rows} == {
+        "records/track_10min_16mb/2026-02-01_Bob",
+        "records/track_10min_16mb/2026-03-01_Alice",
+    }
+    assert all(r["head_sha"] for r in rows)
+
+
+def test_batch_writes_json_lines_and_summary(repo, tmp_path):
+    out = tmp_path / "all.jsonl"
+    proc = run("--git-dir", str(repo / ".git"), "--all-prs", "--output", str(out), "--jobs", "2")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_pr = {r["pr"]: r for r in rows}
+    assert by_pr[7]["verdict"] == "flag"
+    assert by_pr[8]["verdict"] == "no-record"
+    assert "batch summary" in proc.stderr
+    assert proc.returncode == 1
+
+
+def test_unknown_ref_is_exit_2(repo):
+    proc = run("--git-dir", str(repo / ".git"), "--ref", "does-not-exist")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
