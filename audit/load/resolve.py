@@ -155,7 +155,7 @@ def _eval(node: ast.AST, ctx: _Ctx):
     if isinstance(node, ast.Call):
         func = node.func
         # x.decode(...) / x.encode(...)
-        if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and not _qualname(func, ctx) in PURE_FUNCS:
+        if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and _qualname(func, ctx) not in PURE_FUNCS:
             target = _eval(func.value, ctx)
             if func.attr == "decode" and isinstance(target, bytes):
                 return target.decode("utf-8", errors="replace")

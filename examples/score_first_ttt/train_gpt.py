@@ -29,6 +29,7 @@ class Hyperparameters:
 
 def load_tokens(pattern):
     import glob
+
     import numpy as np
     files = sorted(glob.glob(pattern))
     return torch.cat([torch.from_numpy(np.fromfile(f, dtype=np.uint16, offset=1024).astype(np.int64)) for f in files])
