@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from test_verify_fixtures import fake_log
 
+from tests.verify.test_verify_fixtures import fake_log
 from verify.checks import (
     SeedEvidence,
     Status,

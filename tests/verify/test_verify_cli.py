@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_verify_fixtures import SEEDS, fast_env, make_record
 
+from tests.verify.test_verify_fixtures import SEEDS, fast_env, make_record
 from verify import cli as verify_cli
 
 

@@ -7,8 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from test_verify_fixtures import fast_env, make_record
 
+from tests.verify.test_verify_fixtures import fast_env, make_record
 from verify.launch import RESULT_FILE, run_seed
 from verify.plan import make_plan
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_verify_fixtures import make_record
 
 from audit.errors import InputError
+from tests.verify.test_verify_fixtures import make_record
 from verify.launch import RunResult, write_json_atomic
 from verify.ledger import Ledger
 from verify.plan import make_plan

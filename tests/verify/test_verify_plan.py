@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from test_verify_fixtures import SEEDS, make_record
 
 from audit.errors import InputError
+from tests.verify.test_verify_fixtures import SEEDS, make_record
 from verify.plan import DEFAULT_SEEDS, choose_seeds, make_plan
 
 

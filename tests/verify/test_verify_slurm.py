@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_verify_fixtures import SEEDS, fast_env, make_record
+
+from tests.verify.test_verify_fixtures import SEEDS, fast_env, make_record
 
 pytest.importorskip("submitit")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_verify_fixtures import make_record
 
+from tests.verify.test_verify_fixtures import make_record
 from verify import cli as verify_cli
 from verify.smoke import smoke_test
 
