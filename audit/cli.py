@@ -19,7 +19,7 @@ from .load.git import checkout_folders, git, list_prs, load_git_folder, pr_folde
 from .report.console import print_report
 from .report.markdown import review_markdown
 from .report.sarif import sarif_document
-from .rules import RULES
+from .rules import CODES
 
 FAIL_ON = {"error": Severity.ERROR, "warning": Severity.WARNING, "info": Severity.INFO, "never": None}
 
@@ -138,8 +138,8 @@ def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on
     PATH is a record folder or a checkout of the challenge repository.
     """
     if list_rules:
-        for r in RULES:
-            click.echo(f"{r.CODE}/{r.NAME}\t{r.CATEGORY or '-'}\t{r.SUMMARY}")
+        for c in CODES:
+            click.echo(f"{c.rule_id}\t{c.category or '-'}\t{c.summary}")
         return 0
     if all_prs or prs:
         if not git_dir:

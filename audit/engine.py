@@ -6,11 +6,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from . import __version__
+from . import __version__, codes
 from .analysis.program import UNKNOWN, Config, Program
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
-from .findings import Confidence, Finding, Location, Severity
+from .findings import Confidence, Finding, Location
 from .load.folder import Submission
 from .load.resolve import resolve
 from .load.runcmd import effective_env
@@ -84,13 +84,10 @@ def _claims(sub: Submission) -> tuple[list[Finding], dict]:
 
 
 def _internal_error(stage: str, exc: BaseException) -> Finding:
-    return Finding(
-        rule="PG000/internal-error",
-        category=None,
-        severity=Severity.WARNING,
+    return codes.INTERNAL_ERROR.finding(
+        f"{stage} failed inside pgolf ({type(exc).__name__}: {exc}); that part of the audit is missing",
+        Location(path="."),
         confidence=Confidence.LOW,
-        message=f"{stage} failed inside pgolf ({type(exc).__name__}: {exc}); that part of the audit is missing",
-        location=Location(path="."),
     )
 
 

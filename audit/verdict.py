@@ -16,11 +16,12 @@ class Verdict:
 
 
 def decide(findings: list[Finding]) -> Verdict:
-    errors = [f for f in findings if f.severity is Severity.ERROR and f.category]
+    errors = [f for f in findings if f.severity is Severity.ERROR and f.category in CATEGORIES]
     if errors:
         cats = tuple(c for c in CATEGORIES if any(f.category == c for f in errors))
         return Verdict("flag", cats, errors[0].message)
-    warnings = [f for f in findings if f.severity is Severity.WARNING and (f.category or f.rule.startswith("PG001"))]
+    # a warning with any category (a suspected violation, or a part the auditor could not analyse) needs a human
+    warnings = [f for f in findings if f.severity is Severity.WARNING and f.category]
     if warnings:
         cats = tuple(c for c in CATEGORIES if any(f.category == c for f in warnings))
         return Verdict("needs-human", cats, warnings[0].message)

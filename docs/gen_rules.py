@@ -1,4 +1,5 @@
-"""Generate docs/rules/<CODE>.md from the rule classes (docstring, metadata, VALID/INVALID cases).
+"""Generate docs/rules/<CODE>.md for every registered finding code: rule classes (docstring, metadata,
+VALID/INVALID cases) and the loader / folder / claims codes (their registry entry).
 
     python docs/gen_rules.py          # write the pages
     python docs/gen_rules.py --check  # exit 1 when a page is out of date (used by the tests)
@@ -12,7 +13,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from audit.rules import RULES  # noqa: E402
+from audit.rules import CODES, RULES  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "rules"
 
@@ -43,16 +44,38 @@ def page(rule) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def code_page(code) -> str:
+    """A code that no rule class emits (loader, folder, claims checks): its registry entry."""
+    lines = [
+        f"# {code.code} `{code.name}`",
+        "",
+        f"*{code.summary}*",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| category | `{code.category or '—'}` |",
+        f"| default severity | `{code.severity.value}` |",
+        f"| raised by | {code.origin} |",
+        f"| ruling | {code.ruling or '—'} |",
+        "",
+    ]
+    if code.doc:
+        lines += [code.doc, ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
 def index() -> str:
-    rows = ["# pgolf-audit rules", "", "| code | name | category | summary |", "|---|---|---|---|"]
-    for r in RULES:
-        rows.append(f"| [{r.CODE}]({r.CODE}.md) | `{r.NAME}` | `{r.CATEGORY or '—'}` | {r.SUMMARY} |")
+    rows = ["# pgolf-audit finding codes", "", "| code | name | category | summary |", "|---|---|---|---|"]
+    for c in CODES:
+        rows.append(f"| [{c.code}]({c.code}.md) | `{c.name}` | `{c.category or '—'}` | {c.summary} |")
     return "\n".join(rows) + "\n"
 
 
 def main() -> int:
     check = "--check" in sys.argv
-    wanted = {OUT / f"{r.CODE}.md": page(r) for r in RULES}
+    rule_codes = {r.CODE for r in RULES}
+    wanted = {OUT / f"{c.code}.md": code_page(c) for c in CODES if c.code not in rule_codes}
+    wanted.update({OUT / f"{r.CODE}.md": page(r) for r in RULES})
     wanted[OUT / "README.md"] = index()
     stale = [p for p, text in wanted.items() if not p.exists() or p.read_text() != text]
     if check:

@@ -18,12 +18,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import PurePosixPath
 
+from .. import codes
 from ..challenge import (
     ARTIFACT_CAP_BYTES,
     EVAL_CAP_SECONDS,
     HISTORICAL_VAL_TOKENS,
     TRAIN_CAP_SECONDS,
 )
+from ..codes import Code
 from ..findings import Confidence, Finding, Location, Severity
 from ..load.folder import Submission
 from ..logs import LogResult, Metric, RunLog, parsed_logs
@@ -302,18 +304,10 @@ def extract_claims(sub: Submission) -> Claims:
 
 
 # --- helpers ------------------------------------------------------------------------------------------------
-def _finding(code: str, message: str, loc: Location, severity: Severity, category: str | None = None,
+def _finding(code: Code, message: str, loc: Location, severity: Severity, category: str | None = None,
              evidence: tuple[Location, ...] = (), confidence: Confidence = Confidence.HIGH) -> Finding:
-    return Finding(
-        rule=code,
-        category=category,
-        severity=severity,
-        confidence=confidence,
-        message=message,
-        location=loc,
-        evidence=evidence,
-        ruling=RULES_LINK,
-    )
+    return code.finding(message, loc, severity=severity, category=category, evidence=evidence,
+                        confidence=confidence, ruling=RULES_LINK)
 
 
 def _loc_claim(c: ClaimedValue, note: str = "claim") -> Location:
@@ -376,7 +370,7 @@ class _Checker:
             path, m = (scored or hits)[-1]
             if m.diagnostic:
                 self.add(
-                    "PG206/claim-matches-diagnostic",
+                    codes.CLAIM_MATCHES_DIAGNOSTIC,
                     f"claimed val_bpb {_fmt_claim(c)} matches only a diagnostic line ({m.tag}), not a scored stage",
                     _loc_line(path, m.lineno, m.line),
                     Severity.WARNING,
@@ -384,12 +378,12 @@ class _Checker:
                 )
             return m.tag, c.value
         means = self._seed_means()
-        for label, mean, runs in means:
+        for label, mean, _runs in means:
             if value_matches(c, mean) or abs(mean - c.value) <= 0.5 * 10.0 ** -c.decimals + 1e-9:
                 return f"mean of {label}", c.value
         ev = tuple(_loc_line(p, r.scored.lineno, r.scored.line, "scored line") for p, r in self.final if r.scored)[:6]
         self.add(
-            "PG201/claim-not-in-logs",
+            codes.CLAIM_NOT_IN_LOGS,
             f"claimed val_bpb {_fmt_claim(c)} is not printed by any log line, nor the mean of the logged seeds"
             + (f" (seed means: {', '.join(f'{m:.6f}' for _, m, _ in means)})" if means else ""),
             _loc_claim(c),
@@ -447,7 +441,7 @@ class _Checker:
                 ev.append(_loc_line(path, run.scored.lineno, run.scored.line, "scored line of this seed"))
             ev.extend(_loc_line(p, m.lineno, m.line, "value found in another seed's log") for p, m in elsewhere[:2])
             self.add(
-                "PG202/seed-value-mismatch",
+                codes.SEED_VALUE_MISMATCH,
                 f"seed {seed}: claimed {', '.join(_fmt_claim(v) for v in missing)} not printed by the log of that seed"
                 + (f" (the value appears in {elsewhere[0][0]})" if elsewhere else "")
                 + (f"; its scored line says {run.scored.val_bpb} ({run.scored.tag})" if run.scored else ""),
@@ -469,7 +463,7 @@ class _Checker:
             if any(r.seed == named for r in res.runs):
                 continue
             self.add(
-                "PG203/seed-label-mismatch",
+                codes.SEED_LABEL_MISMATCH,
                 f"{PurePosixPath(path).name} is labelled seed {named} but the run prints seed {last.seed}",
                 _loc_line(path, last.seed_line, "", "printed seed"),
                 Severity.WARNING,
@@ -487,7 +481,7 @@ class _Checker:
                 labels = {_seed_from_name(p0), _seed_from_name(path)} - {None}
                 distinct = len(labels) > 1 or (r0.seed != r.seed)
                 self.add(
-                    "PG204/duplicate-run",
+                    codes.DUPLICATE_RUN,
                     f"{path} repeats the run of {p0} (same scored line {m.val_bpb}, same train time and size)"
                     + ("; they are presented as different seeds" if distinct else "; one run shipped twice"),
                     _loc_line(path, m.lineno, m.line),
@@ -507,7 +501,7 @@ class _Checker:
             c = self.claims.headline_bpb or self.claims.readme_bpb
             where = self.sub.submission_json_path or self.sub.find("README.md") or "."
             self.add(
-                "PG205/missing-seed-logs",
+                codes.MISSING_SEED_LOGS,
                 f"{len(claimed)} seed(s) claimed ({', '.join(map(str, claimed))}) but no log prints seed "
                 f"{', '.join(map(str, missing))} ({len(self.logs)} log file(s), seeds logged: "
                 f"{', '.join(map(str, sorted(logged))) or 'none'})",
@@ -525,7 +519,7 @@ class _Checker:
             repacked = shipped and r.model_bytes and shipped + r.model_bytes <= ARTIFACT_CAP_BYTES and r.code_bytes and shipped < r.code_bytes
             if repacked:
                 self.add(
-                    "PG214/stale-size-line",
+                    codes.STALE_SIZE_LINE,
                     f"the log's artifact size is {r.artifact_bytes:,} bytes, over the cap, but the shipped code is "
                     f"smaller than the logged code ({shipped:,} < {r.code_bytes:,} bytes): shipped code + logged model "
                     f"= {shipped + r.model_bytes:,} bytes would fit, but the scored run's own artifact was over the cap "
@@ -537,13 +531,13 @@ class _Checker:
                 )
                 continue
             self.add(
-                "PG210/size-over-cap",
+                codes.SIZE_OVER_CAP,
                 f"the log's artifact size is {r.artifact_bytes:,} bytes{approx}, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
                 _loc_line(p, r.artifact_line, line.line if line else ""),
                 Severity.ERROR if not r.artifact_approx else Severity.WARNING,
                 "size_over_cap",
             )
-        over = [o for o in over if not any(f.rule.startswith("PG214") for f in self.findings)]
+        over = [o for o in over if not any(f.code == codes.STALE_SIZE_LINE.code for f in self.findings)]
         if shipped and not over:
             worst = None
             for p, r in self.relevant:
@@ -557,7 +551,7 @@ class _Checker:
                 mline = next((s for s in r.sizes if s.kind == "model" and s.nbytes == r.model_bytes), None)
                 counted = f"; the log counted {r.code_bytes:,} code bytes" if r.code_bytes else ""
                 self.add(
-                    "PG211/shipped-size-over-cap",
+                    codes.SHIPPED_SIZE_OVER_CAP,
                     f"shipped code ({shipped:,} bytes: {', '.join(self.sub.code_files)}) + logged model "
                     f"({r.model_bytes:,} bytes) = {total:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap{counted}"
                     " — check which code bytes the record counts (the log's own total fits)",
@@ -571,7 +565,7 @@ class _Checker:
             n = int(c.value)
             if n > ARTIFACT_CAP_BYTES:
                 self.add(
-                    "PG213/claimed-size-over-cap",
+                    codes.CLAIMED_SIZE_OVER_CAP,
                     f"the submission claims {n:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
                     _loc_claim(c),
                     Severity.ERROR,
@@ -580,7 +574,7 @@ class _Checker:
             printed = {s.nbytes for _, r in self.runs for s in r.sizes}
             if self.runs and printed and n not in printed and not any(abs(n - x) <= 1 for x in printed):
                 self.add(
-                    "PG212/byte-claim-not-in-logs",
+                    codes.BYTE_CLAIM_NOT_IN_LOGS,
                     f"claimed size {n:,} bytes is not printed by any log (logged artifact sizes: "
                     + ", ".join(f"{r.artifact_bytes:,}" for _, r in self.final if r.artifact_bytes) + ")",
                     _loc_claim(c),
@@ -597,7 +591,7 @@ class _Checker:
             if r.train_time_ms is not None and r.train_time_ms > TRAIN_CAP_SECONDS * 1000.0 + _step_grace_ms(r):
                 line = _line_at(self.logs[p], r.train_time_line)
                 self.add(
-                    "PG220/train-time-over-cap",
+                    codes.TRAIN_TIME_OVER_CAP,
                     f"training stopped at {r.train_time_ms / 1000.0:.1f} s, over the {TRAIN_CAP_SECONDS:.0f} s budget{track}"
                     + (f" (world size {r.world_size})" if r.world_size and r.world_size != 8 else ""),
                     _loc_line(p, r.train_time_line, line),
@@ -608,7 +602,7 @@ class _Checker:
             secs, t = r.eval_seconds()
             if secs is not None and secs > EVAL_CAP_SECONDS:
                 self.add(
-                    "PG221/eval-time-over-cap",
+                    codes.EVAL_TIME_OVER_CAP,
                     f"the scored evaluation ({t.stage}) took {secs:.1f} s, over the {EVAL_CAP_SECONDS:.0f} s budget{track}",
                     _loc_line(p, t.lineno, t.line),
                     cap_sev,
@@ -619,7 +613,7 @@ class _Checker:
             total = sum(t.seconds for t in stages)
             if len(stages) > 1 and total > EVAL_CAP_SECONDS:
                 self.add(
-                    "PG222/eval-stages-over-cap",
+                    codes.EVAL_STAGES_OVER_CAP,
                     f"evaluation stages run back to back take {total:.1f} s in all ("
                     + ", ".join(f"{t.stage} {t.seconds:.1f} s" for t in stages)
                     + f"), over {EVAL_CAP_SECONDS:.0f} s; the scored stage alone fits",
@@ -633,7 +627,7 @@ class _Checker:
             for w in r.wallclocks:
                 if w.stage in ("post_gptq_total_elapsed", "artifact_production_wallclock") and w.seconds > budget:
                     self.add(
-                        "PG223/wallclock-over-budget",
+                        codes.WALLCLOCK_OVER_BUDGET,
                         f"{w.stage} is {w.seconds:.1f} s against a {budget:.0f} s training budget: work after the "
                         "training clock stopped (GPTQ, serialization) — check that it reads no training data",
                         _loc_line(p, w.lineno, w.line),
@@ -672,26 +666,26 @@ class _Checker:
                 )
                 full = min(TOKENIZER_FAMILIES.values(), key=lambda n: abs(n - r.val_tokens))
                 if abs(full - r.val_tokens) <= TRUNCATION_SLACK and abs(dev) > INTEGRITY_ERROR:
-                    self._integrity("PG231/byte-accounting", f"the byte count differs from the split's: {nums}; "
+                    self._integrity(codes.BYTE_ACCOUNTING, f"the byte count differs from the split's: {nums}; "
                                     "the token count is the full split's, so bytes are counted differently",
                                     vt_loc, (loc,), "tokenizer_bpb_bug")
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
                     builder = self._val_builder()
                     if builder:  # fewer documents exported by the submission's own script: not the challenge's split
-                        self._integrity("PG232/val-split-mismatch", f"the score covers a subset of the validation "
+                        self._integrity(codes.VAL_SPLIT_MISMATCH, f"the score covers a subset of the validation "
                                         f"split ({nums}), and {builder} builds the validation shards itself: a validation "
                                         "split other than the challenge's first 50,000 documents", vt_loc, (loc,), "other")
                     else:
-                        self._integrity("PG230/val-subset", f"the score covers a subset of the validation split: {nums}",
+                        self._integrity(codes.VAL_SUBSET, f"the score covers a subset of the validation split: {nums}",
                                         vt_loc, (loc,), "tokenizer_bpb_bug")
                 elif r.val_tokens in HISTORICAL_VAL_TOKENS:
-                    self.add("PG233/val-bytes-drift", f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): "
+                    self.add(codes.VAL_BYTES_DRIFT, f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): "
                              f"{nums}", vt_loc, Severity.INFO, evidence=(loc,))
                 elif abs(dev) > INTEGRITY_ERROR:
-                    self._integrity("PG232/val-split-mismatch", f"the validation data is not the challenge's split: {nums}",
+                    self._integrity(codes.VAL_SPLIT_MISMATCH, f"the validation data is not the challenge's split: {nums}",
                                     vt_loc, (loc,), "other")
                 else:
-                    self.add("PG233/val-bytes-drift", f"implied validation bytes drift slightly: {nums}", vt_loc,
+                    self.add(codes.VAL_BYTES_DRIFT, f"implied validation bytes drift slightly: {nums}", vt_loc,
                              Severity.INFO, evidence=(loc,))
                 reported = True
             elif family is not None:
@@ -699,7 +693,7 @@ class _Checker:
                 dev = ratio / expect - 1.0
                 if abs(dev) > max(tol, INTEGRITY_ERROR):
                     self.add(
-                        "PG234/bytes-per-token-mismatch",
+                        codes.BYTES_PER_TOKEN_MISMATCH,
                         f"val_loss/val_bpb = {ratio:.5f} ({bpt:.4f} bytes/token) but the {family} tokenizer gives "
                         f"{expect:.5f} on the full split ({dev:+.2%}); the log prints no token count, so a subset or "
                         "changed byte accounting cannot be told apart",
@@ -725,8 +719,8 @@ class _Checker:
                 return path
         return None
 
-    def _integrity(self, code: str, msg: str, loc: Location, ev: tuple[Location, ...], category: str) -> None:
-        if self.non_record and code == "PG230/val-subset":
+    def _integrity(self, code: Code, msg: str, loc: Location, ev: tuple[Location, ...], category: str) -> None:
+        if self.non_record and code is codes.VAL_SUBSET:
             self.add(code, msg + " (non-record track: not comparable to the leaderboard)", loc, Severity.WARNING,
                      evidence=ev)
         else:
@@ -736,7 +730,7 @@ class _Checker:
         for p, res in self.logs.items():
             if len(res.runs) > 1:
                 self.add(
-                    "PG207/concatenated-runs",
+                    codes.CONCATENATED_RUNS,
                     f"{p} holds {len(res.runs)} runs appended to one file; the last (from line "
                     f"{res.runs[-1].start_line}) is taken",
                     Location(path=p, start_line=res.runs[-1].start_line, end_line=res.runs[-1].start_line),

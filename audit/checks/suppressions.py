@@ -10,7 +10,8 @@ import io
 import re
 import tokenize
 
-from ..findings import Confidence, Finding, Location, Severity
+from .. import codes
+from ..findings import Finding, Location
 from ..load.folder import ResolvedSource
 
 MARKERS = re.compile(r"#\s*(noqa|nosec|lint-ignore|lint-fixme|nosemgrep|pgolf:\s*ignore)\b[^\n]*", re.I)
@@ -36,13 +37,9 @@ def suppression_findings(src: ResolvedSource) -> list[Finding]:
         code = lines[line - 1].split("#", 1)[0].strip() if 0 < line <= len(lines) else ""
         target = f" on `{code[:60]}`" if code else ""
         findings.append(
-            Finding(
-                rule="PG020/author-suppression",
-                category=None,
-                severity=Severity.INFO,
-                confidence=Confidence.HIGH,
-                message=f"author-claimed exemption `{comment.strip()}`{target} — reported, not obeyed",
-                location=Location(
+            codes.AUTHOR_SUPPRESSION.finding(
+                f"author-claimed exemption `{comment.strip()}`{target} — reported, not obeyed",
+                Location(
                     path=src.path + (" (decoded)" if src.virtual else ""),
                     start_line=line,
                     end_line=line,

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..findings import Confidence, Finding, Location, Severity
+from ..findings import Finding
 
 MAX_FILE_BYTES = 8_000_000  # bigger files are measured but not read (a 50 MB log must not hang us)
 MAX_FOLDER_FILES = 2_000
@@ -148,15 +148,3 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Submission:
             except OSError as e:
                 sub.skipped.append((rel, f"cannot read: {e.strerror}"))
     return sub
-
-
-def load_finding(rule: str, message: str, path: str, severity=Severity.WARNING, category=None) -> Finding:
-    """A finding raised while loading (unreadable file, decompression bomb …)."""
-    return Finding(
-        rule=rule,
-        category=category,
-        severity=severity,
-        confidence=Confidence.HIGH,
-        message=message,
-        location=Location(path=path),
-    )

@@ -19,9 +19,10 @@ import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from ..findings import Confidence, Finding, Location, Severity
+from .. import codes
+from ..findings import Location
 from . import parse as pyparse
-from .folder import ResolvedSource, Submission, decode_text, is_binary, load_finding
+from .folder import ResolvedSource, Submission, decode_text, is_binary
 from .runcmd import run_commands
 
 MAX_DECODED_BYTES = 32_000_000  # a payload that inflates beyond this is a decompression bomb
@@ -426,7 +427,7 @@ def resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
             step = decode_once(text, sub.files)
         except BombError as e:
             sub.load_findings.append(
-                load_finding("PG002/decompression-bomb", f"{path}: {e}; payload not analysed", path, Severity.WARNING)
+                codes.DECOMPRESSION_BOMB.finding(f"{path}: {e}; payload not analysed", Location(path=path))
             )
             break
         if step is None:
@@ -443,14 +444,10 @@ def resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
     if src.parse_error:
         py2 = " (Python 2 syntax?)" if re.search(r"^\s*print\s+[\"'\w]", text, re.M) else ""
         sub.load_findings.append(
-            Finding(
-                rule="PG001/cannot-parse",
-                category=None,
-                severity=Severity.WARNING,
-                confidence=Confidence.HIGH,
-                message=f"{path}{' (decoded)' if chain else ''} cannot be parsed as Python 3: "
+            codes.CANNOT_PARSE.finding(
+                f"{path}{' (decoded)' if chain else ''} cannot be parsed as Python 3: "
                 f"{src.parse_error}{py2}; its code rules were not run",
-                location=Location(path=path, start_line=_err_line(src.parse_error)),
+                Location(path=path, start_line=_err_line(src.parse_error)),
             )
         )
     return src

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import ast
 import bisect
-import dataclasses
 import re
 from dataclasses import dataclass
 
-from ..findings import Location, Severity
+from .. import codes
+from ..findings import Location
 from . import parse as pyparse
 
 MIN_CHUNK = 10  # shorter literal pieces ("val_bpb:") are printed by every script
@@ -128,7 +128,6 @@ def add_scripts_that_ran(sub, lines: list[tuple[str, int, str]]) -> list:
 
     Ablation folders hold many near-copies that print the same messages: a message any other candidate also
     prints does not count, so a script is added only when the evidence points at it alone."""
-    from .folder import load_finding
     from .resolve import resolve_file
 
     if not lines or not sub.sources:
@@ -158,18 +157,18 @@ def add_scripts_that_ran(sub, lines: list[tuple[str, int, str]]) -> list:
             continue  # one matching line may be chance
         chunk, (log_path, line, text) = hits[0]
         sub.sources.append(src)
-        f = load_finding(
-            "PG003/script-that-ran",
-            f"{path} is not the entry script, but the logs print {len(hits)} messages only it prints "
-            f"(e.g. {log_path}:{line} `{chunk}`): it produced (some of) the results and is audited too",
-            path,
-            Severity.INFO,
-        )
         proof = tuple(
             Location(path=lp, start_line=ln, end_line=ln, snippet=t.strip()[:200], note="log line only this script prints")
             for _, (lp, ln, t) in hits[:3]
         )
-        findings.append(dataclasses.replace(f, evidence=proof))
+        findings.append(
+            codes.SCRIPT_THAT_RAN.finding(
+                f"{path} is not the entry script, but the logs print {len(hits)} messages only it prints "
+                f"(e.g. {log_path}:{line} `{chunk}`): it produced (some of) the results and is audited too",
+                Location(path=path),
+                evidence=proof,
+            )
+        )
     return findings
 
 

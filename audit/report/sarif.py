@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .. import __version__
 from ..findings import Severity
-from ..rules import RULES
+from ..rules import CODES
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 LEVEL = {Severity.ERROR: "error", Severity.WARNING: "warning", Severity.INFO: "note"}
@@ -19,26 +19,18 @@ def _uri(path: str, folder: str) -> str:
 
 
 def _rules_meta(reports) -> list[dict]:
-    meta = {}
-    for r in RULES:
-        meta[f"{r.CODE}/{r.NAME}"] = {
-            "id": f"{r.CODE}/{r.NAME}",
-            "name": r.NAME,
-            "shortDescription": {"text": r.SUMMARY or r.NAME},
-            "fullDescription": {"text": r.doc()[:1000] or r.NAME},
-            "helpUri": DOCS.format(code=r.CODE),
-            "properties": {"tags": [t for t in ("compliance", r.CATEGORY) if t]},
+    del reports  # every registered code is described, whether or not it fired
+    return [
+        {
+            "id": c.rule_id,
+            "name": c.name,
+            "shortDescription": {"text": c.summary or c.name},
+            "fullDescription": {"text": c.doc[:1000] or c.summary or c.name},
+            "helpUri": DOCS.format(code=c.code),
+            "properties": {"tags": [t for t in ("compliance", c.category) if t]},
         }
-    for rep in reports:  # package / claims / loader rules have no class: describe them from their id
-        for f in rep.findings:
-            if f.rule not in meta:
-                meta[f.rule] = {
-                    "id": f.rule,
-                    "name": f.rule.split("/", 1)[-1],
-                    "shortDescription": {"text": f.rule.split("/", 1)[-1].replace("-", " ")},
-                    "properties": {"tags": [t for t in ("compliance", f.category) if t]},
-                }
-    return list(meta.values())
+        for c in CODES
+    ]
 
 
 def _location(loc, folder: str) -> dict:

@@ -1,6 +1,6 @@
-"""The rule registry. Every module `pgNNN_*.py` in this package defines one rule class; the registry is the
-sorted list of those classes (codes are stable and never reused — a removed rule keeps its module with
-STATUS = "removed")."""
+"""The rules. Every module `pgNNN_*.py` in this package defines one rule class; `RULES` is the sorted list of
+those classes (codes are stable and never reused — a removed rule keeps its module with STATUS = "removed").
+Importing this package completes the code registry: `CODES` is every finding code, rules and checks alike."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import importlib
 import inspect
 import pkgutil
 
+from ..codes import REGISTRY, Code
 from .base import Rule
 
 
@@ -22,6 +23,7 @@ def _discover() -> list[type[Rule]]:
 
 
 RULES: list[type[Rule]] = _discover()
+CODES: list[Code] = REGISTRY.all()
 
 
 def by_code(code: str) -> type[Rule] | None:

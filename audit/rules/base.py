@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Iterable
 
 from ..analysis.program import Program, SourceIndex
+from ..codes import REGISTRY, Code
 from ..findings import Confidence, Finding, Location, Reachability, Severity
 
 
@@ -59,10 +60,11 @@ class RuleContext:
 
 
 class Rule:
-    """Base class. Subclasses set the class attributes and implement `check`."""
+    """Base class. Subclasses set the class attributes and implement `check`; defining a subclass registers
+    its `Code` (the rule is that code's descriptor, extended with cases and a check)."""
 
-    CODE: ClassVar[str] = "PG000"
-    NAME: ClassVar[str] = "base"
+    CODE: ClassVar[str]  # "PG1xx", set by every rule class
+    NAME: ClassVar[str]
     CATEGORY: ClassVar[str | None] = None
     SEVERITY: ClassVar[Severity] = Severity.ERROR
     STATUS: ClassVar[str] = "stable"  # stable | preview (preview rules can only warn)
@@ -71,6 +73,14 @@ class Rule:
     SUMMARY: ClassVar[str] = ""  # one line for tables and SARIF shortDescription
     VALID: ClassVar[list[Case]] = []
     INVALID: ClassVar[list[Case]] = []
+
+    CODE_INFO: ClassVar[Code]
+
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        cls.CODE_INFO = REGISTRY.add(
+            Code(cls.CODE, cls.NAME, cls.CATEGORY, cls.SEVERITY, cls.SUMMARY, cls.doc(), cls.RULING, origin="rule")
+        )
 
     def __init__(self, ctx: RuleContext):
         self.ctx = ctx
@@ -96,6 +106,27 @@ class Rule:
             end_line=getattr(node, "end_lineno", start) or start,
             snippet=idx.snippet(node),
             note=note,
+        )
+
+    def log_finding(
+        self,
+        message: str,
+        location: Location,
+        *,
+        severity: Severity,
+        confidence: Confidence,
+        evidence: Iterable[Location] = (),
+    ) -> Finding:
+        """A finding proven by log lines alone (no code site): the logs show it ran."""
+        return self.CODE_INFO.finding(
+            message,
+            location,
+            severity=severity,
+            confidence=confidence,
+            evidence=evidence,
+            reachability=Reachability.REACHABLE,
+            reachability_reason="the log shows it ran",
+            fix_hint=self.FIX_HINT,
         )
 
     def finding(
@@ -126,17 +157,15 @@ class Rule:
             confidence = Confidence.MEDIUM
         if self.STATUS == "preview" and sev is Severity.ERROR:
             sev = Severity.WARNING
-        return Finding(
-            rule=self.rule_id,
-            category=self.CATEGORY if category == "" else category,
+        return self.CODE_INFO.finding(
+            message,
+            self.location(idx, node),
             severity=sev,
+            category=... if category == "" else category,
             confidence=confidence,
-            message=message,
-            location=self.location(idx, node),
-            evidence=tuple(evidence),
+            evidence=evidence,
             reachability=reach,
             reachability_reason=why,
-            ruling=self.RULING,
             fix_hint=self.FIX_HINT,
             legal_mechanism=legal_mechanism,
         )

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from ..analysis.calibration import CalibrationAnalysis, log_calibration
 from ..analysis.program import call_name
-from ..findings import Confidence, Finding, Location, Reachability, Severity
+from ..findings import Confidence, Location, Severity
 from .base import Invalid, Rule, Valid
 
 RULING = "https://github.com/openai/parameter-golf#rules (no access to validation data during training)"
@@ -254,16 +254,10 @@ class ValCalibration(Rule):
             yield f
         if log_lines and not proven:
             path, line, text = log_lines[0]
-            yield Finding(
-                rule=self.rule_id,
-                category=self.CATEGORY,
+            yield self.log_finding(
+                "The log says quantisation calibration ran on validation data",
+                Location(path=path, start_line=line, end_line=line, snippet=text),
                 severity=Severity.ERROR,
                 confidence=Confidence.MEDIUM,
-                message="The log says quantisation calibration ran on validation data",
-                location=Location(path=path, start_line=line, end_line=line, snippet=text),
-                evidence=tuple(log_evidence),
-                reachability=Reachability.REACHABLE,
-                reachability_reason="the log shows it ran",
-                ruling=self.RULING,
-                fix_hint=self.FIX_HINT,
+                evidence=log_evidence,
             )

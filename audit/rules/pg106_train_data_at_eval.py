@@ -3,7 +3,7 @@ from __future__ import annotations
 from ..analysis.calibration import CalibrationAnalysis, log_calibration
 from ..analysis.program import UNKNOWN, call_name
 from ..challenge import TRAIN_CAP_SECONDS
-from ..findings import Confidence, Finding, Location, Reachability, Severity
+from ..findings import Confidence, Location, Reachability, Severity
 from .base import Invalid, Rule, Valid
 
 RULING = "https://github.com/openai/parameter-golf#rules (training data may only be used inside the 600 s)"
@@ -392,17 +392,11 @@ class TrainDataAtEval(Rule):
             if ms < _FULL_CAP_MS:
                 continue  # stopped well before the cap: the rest may fit inside the budget
             n, t = lc.train_calib[0]
-            yield Finding(
-                rule=self.rule_id,
-                category=self.CATEGORY,
+            yield self.log_finding(
+                "The log shows calibration on training data after training stopped at the cap, with no reserve",
+                Location(path=lc.path, start_line=n, end_line=n, snippet=t),
                 severity=Severity.WARNING,
                 confidence=Confidence.LOW,
-                message="The log shows calibration on training data after training stopped at the cap, with no reserve",
-                location=Location(path=lc.path, start_line=n, end_line=n, snippet=t),
                 evidence=(Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"),),
-                reachability=Reachability.REACHABLE,
-                reachability_reason="the log shows it ran",
-                ruling=self.RULING,
-                fix_hint=self.FIX_HINT,
             )
             return

@@ -95,7 +95,9 @@ class StatedNumber:
 
 
 @dataclass(frozen=True)
-class Claim:
+class ParsedClaim:
+    """A significance claim as written ("Welch t=-17.63 df~3.24"): its numbers and its words."""
+
     text: str
     numbers: tuple[StatedNumber, ...]
     test_hint: str | None  # welch | student | one_sample | paired
@@ -108,7 +110,7 @@ def _op(raw: str) -> str:
     return {"≤": "<=", "≥": ">=", "==": "=", ":": "=", "≈": "~", "~=": "~", "≃": "~"}.get(raw, raw or "=")
 
 
-def parse_claim(text: str) -> Claim:
+def parse_claim(text: str) -> ParsedClaim:
     """The numbers and words of a claim. Raises StatsError when it states no t, df, p or delta."""
     numbers: list[StatedNumber] = []
     taken: list[tuple[int, int]] = []
@@ -135,7 +137,7 @@ def parse_claim(text: str) -> Claim:
     sided = "two-sided" if _TWO_SIDED.search(text) else ("less" if _ONE_SIDED.search(text) else None)
     low = text.lower()
     unit_hint = "nats" if "nats" in low else ("bpb" if "bpb" in low else None)
-    return Claim(text, tuple(numbers), hint, sided, unit_hint, conversions)
+    return ParsedClaim(text, tuple(numbers), hint, sided, unit_hint, conversions)
 
 
 # --- judging one number ---------------------------------------------------------------------------
@@ -224,7 +226,7 @@ class _Candidate:
     order: int
 
 
-def _candidates(claim: Claim, ref: Reference, n_new: int, margins: Sequence[Margin]) -> list[_Candidate]:
+def _candidates(claim: ParsedClaim, ref: Reference, n_new: int, margins: Sequence[Margin]) -> list[_Candidate]:
     if ref.kind == "constant":
         kinds = ["one_sample"]
     elif ref.kind == "summary":
@@ -359,7 +361,7 @@ def default_margins(unit: str, ratio: float | None) -> list[Margin]:
 
 
 def check_claim(
-    claim: str | Claim,
+    claim: str | ParsedClaim,
     new: Sequence[float],
     ref: Reference,
     *,
@@ -369,7 +371,7 @@ def check_claim(
     new_decimals: Sequence[int] | None = None,
 ) -> ClaimCheck:
     """Find the test that reproduces a stated claim and judge each stated number."""
-    parsed = claim if isinstance(claim, Claim) else parse_claim(claim)
+    parsed = claim if isinstance(claim, ParsedClaim) else parse_claim(claim)
     if unit not in UNITS:
         raise StatsError(f"unit must be bpb or nats, not {unit!r}")
     new_vals = np.asarray([float(v) for v in new])
@@ -446,7 +448,7 @@ def _convertible(margin: Margin, unit: str, ratio: float | None) -> bool:
     return True
 
 
-def _findings(claim: Claim, checks: Sequence[NumberCheck], result: TestResult, joint: bool,
+def _findings(claim: ParsedClaim, checks: Sequence[NumberCheck], result: TestResult, joint: bool,
               conversions: Sequence[ConversionCheck]) -> list[str]:
     out = []
     for c in checks:

@@ -1,6 +1,7 @@
 """Significance tests behind Parameter Golf record acceptance (spec/stats.md).
 
-Pure functions over frozen dataclasses; scipy/numpy only. Conventions used throughout:
+Pure functions over frozen dataclasses; scipy/numpy only, no pgolf imports (the bottom of the
+package: `claims` and `report` build on it). Conventions used throughout:
 
 * every test is one-sided unless asked otherwise, with H1: mean(new) < mean(ref) - margin;
 * the statistic T is oriented so that a positive value favours the new record:
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -121,7 +122,8 @@ def decimals_of(text_or_value: str | float) -> int:
     return max(0, places - int(exp or 0))
 
 
-def _values(xs: Sequence[float], what: str) -> tuple[float, ...]:
+def finite_values(xs: Sequence[float], what: str) -> tuple[float, ...]:
+    """`xs` as floats; StatsError (naming `what`) when one is NaN or infinite."""
     vals = tuple(float(x) for x in xs)
     if any(not math.isfinite(v) for v in vals):
         raise StatsError(f"{what}: values must be finite numbers")
@@ -142,7 +144,7 @@ class Summary:
 
     @classmethod
     def of(cls, values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-        vals = _values(values, "summary")
+        vals = finite_values(values, "summary")
         if len(vals) < 2:
             raise StatsError(f"n={len(vals)}: at least 2 seeds are needed to estimate the spread")
         arr = np.asarray(vals)
@@ -171,7 +173,7 @@ class Reference:
 
     @classmethod
     def seeds(cls, values: Sequence[float], decimals: Sequence[int] | None = None) -> Reference:
-        vals = _values(values, "baseline seeds")
+        vals = finite_values(values, "baseline seeds")
         if not vals:
             raise StatsError("baseline seeds: no values")
         return cls("seeds", vals, len(vals), _decs(vals, decimals))
@@ -189,7 +191,7 @@ class Reference:
 
     @classmethod
     def constant(cls, value: float, decimals: Sequence[int] | None = None) -> Reference:
-        vals = _values([value], "SOTA value")
+        vals = finite_values([value], "SOTA value")
         return cls("constant", vals, 1, _decs(vals, decimals))
 
     @property
@@ -217,8 +219,6 @@ def _decs(vals: tuple[float, ...], decimals: Sequence[int] | None) -> tuple[int,
 
 
 # --- the tests ------------------------------------------------------------------------------------
-TestKind = Literal["welch", "student", "one_sample", "paired"]
-Alternative = Literal["less", "two-sided"]
 TEST_KINDS: tuple[str, ...] = ("welch", "student", "one_sample", "paired")
 
 
@@ -337,7 +337,7 @@ def run_test(
         raise StatsError(f"unknown test {kind!r}")
     if alternative not in ("less", "two-sided"):
         raise StatsError("alternative must be 'less' (one-sided) or 'two-sided'")
-    vals = _values(new, "new seeds")
+    vals = finite_values(new, "new seeds")
     if len(vals) < 2:
         raise StatsError(f"n={len(vals)}: refusing to test with fewer than 2 seeds")
     if kind in ("welch", "student") and not ref.has_spread:
@@ -397,7 +397,10 @@ def _cohen_d(kind: str, new: np.ndarray, ref: Reference, contrast: float) -> flo
 
 # --- the two verdicts -----------------------------------------------------------------------------
 @dataclass(frozen=True)
-class Verdict:
+class RuleVerdict:
+    """The outcome of one acceptance rule (written or progression) on a candidate's seeds; not the
+    auditor's per-folder `audit.verdict.Verdict`."""
+
     rule: str  # "written" | "progression"
     title: str
     passed: bool | None  # None: undecided (refused), see `reason`
@@ -433,14 +436,14 @@ def written_rule(
     ratio: float | None = None,
     margin: Margin = WRITTEN_MARGIN,
     alpha: float = WRITTEN_ALPHA,
-) -> Verdict:
+) -> RuleVerdict:
     """README rule: improvement >= 0.005 nats and p < 0.01 with the margin inside H0."""
     title = f"written rule (improvement >= {margin.value:g} {margin.unit}, p < {alpha:g} with the margin)"
     required = f"{margin.value:g} {margin.unit}"
     try:
         test = run_test(default_test(ref), new, ref, unit=unit, margin=margin, ratio=ratio)
     except StatsError as e:
-        return Verdict("written", title, None, str(e), alpha, required_improvement=required)
+        return RuleVerdict("written", title, None, str(e), alpha, required_improvement=required)
     gain = test.improvement
     gain_in_margin_unit = gain if margin.unit == unit else Margin(gain, unit).in_unit(margin.unit, ratio)
     text = f"{gain:.5f} {unit}" + (
@@ -454,137 +457,21 @@ def written_rule(
         reason = f"improvement {text} is below the required {required}"
     else:
         reason = f"p={test.p:.3g} is not below {alpha:g} with the {required} margin"
-    return Verdict("written", title, big_enough and significant, reason, alpha, test, required, text)
+    return RuleVerdict("written", title, big_enough and significant, reason, alpha, test, required, text)
 
 
 def progression_rule(
     new: Sequence[float], ref: Reference, *, unit: str = "bpb", alpha: float = PROGRESSION_ALPHA
-) -> Verdict:
+) -> RuleVerdict:
     """Rule in force since PR #1902: one-sided Welch vs the previous frontier row, no margin."""
     title = f"progression rule (one-sided Welch vs the previous row, no margin, p < {alpha:g})"
     try:
         test = run_test(default_test(ref), new, ref, unit=unit, margin=NO_MARGIN)
     except StatsError as e:
-        return Verdict("progression", title, None, str(e), alpha, required_improvement="0")
+        return RuleVerdict("progression", title, None, str(e), alpha, required_improvement="0")
     passed = test.p < alpha
     reason = f"p={test.p:.3g} {'<' if passed else '>='} {alpha:g}"
     if not ref.has_spread:
         reason += " (one-sample: the previous row's seeds were not given)"
     text = f"{test.improvement:.5f} {unit}"
-    return Verdict("progression", title, passed, reason, alpha, test, "0", text)
-
-
-# --- the report the CLI, the verifier and the review comment share --------------------------------
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class StatsReport:
-    new: Summary
-    reference: str
-    reference_summary: Summary | None
-    unit: str
-    ratio: float | None
-    tests: tuple[tuple[str, TestResult], ...]  # (role, result): the rows of the table
-    written: Verdict
-    progression: Verdict
-    warnings: tuple[str, ...] = ()
-    claims: tuple[Any, ...] = field(default=())  # ClaimCheck objects when claims were checked
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "tool": "pgolf-stats",
-            "unit": self.unit,
-            "ratio": self.ratio,
-            "new": asdict(self.new),
-            "reference": self.reference,
-            "reference_summary": asdict(self.reference_summary) if self.reference_summary else None,
-            "tests": [{"role": role, **res.to_dict()} for role, res in self.tests],
-            "verdicts": {"written": self.written.to_dict(), "progression": self.progression.to_dict()},
-            "warnings": list(self.warnings),
-            "claims": [c.to_dict() for c in self.claims],
-        }
-
-    def to_markdown(self) -> str:
-        from .report import render_markdown  # rendering lives with the other renderers
-
-        return render_markdown(self)
-
-
-def compare(
-    new: Sequence[float],
-    *,
-    sota: float | None = None,
-    baseline: Sequence[float] | None = None,
-    margin_nats: float = WRITTEN_MARGIN_NATS,
-    ratio: float | None = None,
-    baseline_summary: tuple[float, float, int] | None = None,
-    unit: str = "bpb",
-) -> StatsReport:
-    """Both verdicts and the table for a candidate's per-seed scores.
-
-    The reference is the baseline's seeds, else its summary (mean, sd, n), else the single SOTA
-    value. Raises StatsError when nothing can be decided (fewer than 2 new seeds, no reference)."""
-    vals = _values(new, "new seeds")
-    if len(vals) < 2:
-        raise StatsError(f"n={len(vals)}: refusing to decide with fewer than 2 seeds")
-    if unit not in UNITS:
-        raise StatsError(f"unit must be bpb or nats, not {unit!r}")
-    ref = _reference(sota, baseline, baseline_summary)
-    warnings: list[str] = []
-    if len(vals) < 3:
-        warnings.append(f"only {len(vals)} new seeds: the maintainers expect a 3-seed mean")
-    if baseline is not None and len(baseline) == 1:
-        warnings.append("a single baseline run: one-sample test against its value (df = n-1)")
-    margin = Margin(margin_nats, "nats")
-    written = written_rule(vals, ref, unit=unit, ratio=ratio, margin=margin)
-    progression = progression_rule(vals, ref, unit=unit)
-    rows: list[tuple[str, TestResult]] = []
-    if written.test:
-        rows.append(("written rule", written.test))
-    if progression.test:
-        rows.append(("progression rule", progression.test))
-    if sota is not None and ref.kind != "constant":
-        # The early-README convention: one-sample against SOTA - margin; shown, never deciding.
-        try:
-            rows.append(
-                ("vs SOTA value", run_test("one_sample", vals, Reference.constant(sota), unit=unit,
-                                           margin=margin, ratio=ratio))
-            )
-        except StatsError as e:
-            warnings.append(f"one-sample vs SOTA skipped: {e}")
-    ref_summary = None
-    if ref.kind == "seeds" and ref.n >= 2:
-        ref_summary = Summary.of(ref.values)
-    elif ref.kind == "summary":
-        ref_summary = Summary.from_stats(ref.values[0], ref.values[1], ref.n)
-    return StatsReport(
-        new=Summary.of(vals),
-        reference=ref.describe(),
-        reference_summary=ref_summary,
-        unit=unit,
-        ratio=ratio,
-        tests=tuple(rows),
-        written=written,
-        progression=progression,
-        warnings=tuple(warnings),
-    )
-
-
-def _reference(
-    sota: float | None,
-    baseline: Sequence[float] | None,
-    baseline_summary: tuple[float, float, int] | None,
-) -> Reference:
-    if baseline is not None and baseline_summary is not None:
-        raise StatsError("give the baseline as seeds or as a summary, not both")
-    if baseline is not None and len(baseline) > 0:
-        ref = Reference.seeds(baseline)
-        return ref if ref.n >= 2 else Reference.constant(ref.values[0])
-    if baseline_summary is not None:
-        mean, sd, n = baseline_summary
-        return Reference.summary(mean, sd, int(n))
-    if sota is not None:
-        return Reference.constant(sota)
-    raise StatsError("nothing to compare with: give the SOTA value, the baseline seeds or its summary")
+    return RuleVerdict("progression", title, passed, reason, alpha, test, "0", text)

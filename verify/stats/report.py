@@ -1,7 +1,9 @@
-"""Render a StatsReport: rich console table, Markdown (review comment) and JSON.
+"""The report the CLI, the verifier and the review comment share: `compare()` builds a `StatsReport`
+(summaries, the table of tests, both rule verdicts, checked claims) and this module renders it as a rich
+console table, Markdown and JSON.
 
-The three share one set of columns, pingouin's (T, dof, alternative, p-val, CI, cohen-d), so the
-verifier's report and the auditor's review comment embed the same table the CLI prints.
+The three renderings share one set of columns, pingouin's (T, dof, alternative, p-val, CI, cohen-d), so
+the verifier's report and the auditor's review comment embed the same table the CLI prints.
 """
 
 from __future__ import annotations
@@ -9,13 +11,145 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from .claims import ClaimCheck, StatsCase
-from .core import StatsReport, Summary, TestResult, Verdict
+from .core import (
+    UNITS,
+    WRITTEN_MARGIN_NATS,
+    Margin,
+    Reference,
+    RuleVerdict,
+    StatsError,
+    Summary,
+    TestResult,
+    finite_values,
+    progression_rule,
+    run_test,
+    written_rule,
+)
 
+# --- the report -----------------------------------------------------------------------------------
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class StatsReport:
+    """What `compare` returns; `claims` is filled in by callers that check stated claims too."""
+
+    new: Summary
+    reference: str
+    reference_summary: Summary | None
+    unit: str
+    ratio: float | None
+    tests: tuple[tuple[str, TestResult], ...]  # (role, result): the rows of the table
+    written: RuleVerdict
+    progression: RuleVerdict
+    warnings: tuple[str, ...] = ()
+    claims: tuple[ClaimCheck, ...] = field(default=())  # when claims were checked
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": "pgolf-stats",
+            "unit": self.unit,
+            "ratio": self.ratio,
+            "new": asdict(self.new),
+            "reference": self.reference,
+            "reference_summary": asdict(self.reference_summary) if self.reference_summary else None,
+            "tests": [{"role": role, **res.to_dict()} for role, res in self.tests],
+            "verdicts": {"written": self.written.to_dict(), "progression": self.progression.to_dict()},
+            "warnings": list(self.warnings),
+            "claims": [c.to_dict() for c in self.claims],
+        }
+
+    def to_markdown(self) -> str:
+        return render_markdown(self)
+
+
+def compare(
+    new: Sequence[float],
+    *,
+    sota: float | None = None,
+    baseline: Sequence[float] | None = None,
+    margin_nats: float = WRITTEN_MARGIN_NATS,
+    ratio: float | None = None,
+    baseline_summary: tuple[float, float, int] | None = None,
+    unit: str = "bpb",
+) -> StatsReport:
+    """Both verdicts and the table for a candidate's per-seed scores.
+
+    The reference is the baseline's seeds, else its summary (mean, sd, n), else the single SOTA
+    value. Raises StatsError when nothing can be decided (fewer than 2 new seeds, no reference)."""
+    vals = finite_values(new, "new seeds")
+    if len(vals) < 2:
+        raise StatsError(f"n={len(vals)}: refusing to decide with fewer than 2 seeds")
+    if unit not in UNITS:
+        raise StatsError(f"unit must be bpb or nats, not {unit!r}")
+    ref = _reference(sota, baseline, baseline_summary)
+    warnings: list[str] = []
+    if len(vals) < 3:
+        warnings.append(f"only {len(vals)} new seeds: the maintainers expect a 3-seed mean")
+    if baseline is not None and len(baseline) == 1:
+        warnings.append("a single baseline run: one-sample test against its value (df = n-1)")
+    margin = Margin(margin_nats, "nats")
+    written = written_rule(vals, ref, unit=unit, ratio=ratio, margin=margin)
+    progression = progression_rule(vals, ref, unit=unit)
+    rows: list[tuple[str, TestResult]] = []
+    if written.test:
+        rows.append(("written rule", written.test))
+    if progression.test:
+        rows.append(("progression rule", progression.test))
+    if sota is not None and ref.kind != "constant":
+        # The early-README convention: one-sample against SOTA - margin; shown, never deciding.
+        try:
+            rows.append(
+                ("vs SOTA value", run_test("one_sample", vals, Reference.constant(sota), unit=unit,
+                                           margin=margin, ratio=ratio))
+            )
+        except StatsError as e:
+            warnings.append(f"one-sample vs SOTA skipped: {e}")
+    ref_summary = None
+    if ref.kind == "seeds" and ref.n >= 2:
+        ref_summary = Summary.of(ref.values)
+    elif ref.kind == "summary":
+        ref_summary = Summary.from_stats(ref.values[0], ref.values[1], ref.n)
+    return StatsReport(
+        new=Summary.of(vals),
+        reference=ref.describe(),
+        reference_summary=ref_summary,
+        unit=unit,
+        ratio=ratio,
+        tests=tuple(rows),
+        written=written,
+        progression=progression,
+        warnings=tuple(warnings),
+    )
+
+
+def _reference(
+    sota: float | None,
+    baseline: Sequence[float] | None,
+    baseline_summary: tuple[float, float, int] | None,
+) -> Reference:
+    if baseline is not None and baseline_summary is not None:
+        raise StatsError("give the baseline as seeds or as a summary, not both")
+    if baseline is not None and len(baseline) > 0:
+        ref = Reference.seeds(baseline)
+        return ref if ref.n >= 2 else Reference.constant(ref.values[0])
+    if baseline_summary is not None:
+        mean, sd, n = baseline_summary
+        return Reference.summary(mean, sd, int(n))
+    if sota is not None:
+        return Reference.constant(sota)
+    raise StatsError("nothing to compare with: give the SOTA value, the baseline seeds or its summary")
+
+
+# --- rendering ------------------------------------------------------------------------------------
 COLUMNS = ("role", "test", "alternative", "unit", "margin", "T", "dof", "p-val", "CI95%", "cohen-d", "n")
 
 
@@ -50,7 +184,7 @@ def _summary(label: str, s: Summary | None, fallback: str = "") -> str:
             f"CI{round(s.confidence * 100)}%=[{s.ci_low:.8f}, {s.ci_high:.8f}]")
 
 
-def _verdict_word(v: Verdict) -> str:
+def _verdict_word(v: RuleVerdict) -> str:
     return {True: "PASS", False: "FAIL", None: "UNDECIDED"}[v.passed]
 
 
@@ -143,8 +277,6 @@ def case_rows(cases: Sequence[StatsCase], checks: Sequence[ClaimCheck]) -> list[
 
 def render_cases(rows: Sequence[dict[str, str]], fmt: str, console: Console) -> str | None:
     if fmt == "json":
-        from .core import SCHEMA_VERSION
-
         return json.dumps({"schema_version": SCHEMA_VERSION, "tool": "pgolf-stats", "cases": list(rows)},
                           indent=2)
     cols = ("case", "agrees", "matches_expected", "our_value", "reproduced_by")

@@ -1,0 +1,217 @@
+"""The one registry of every finding code.
+
+A `Code` describes a finding kind once — code, kebab name, category, default severity, one-line summary,
+documentation — and builds its findings (`CODE.finding(...)`), so no code is ever a string literal at the
+place it is raised. Rule classes (`audit/rules/`) register their own `Code` when the class is defined; the
+loader, folder, suppression and claims codes are declared here. `--list-rules`, `docs/rules/`, SARIF and
+`--select`/`--ignore` all read this registry.
+
+Categories: the RULES.md violation vocabulary (`audit.challenge.CATEGORIES`), or `UNANALYSED` for "the
+auditor could not look at this" (a verdict can then never be `clean`), or None for notes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable
+
+from .challenge import RULES_URL
+from .findings import Confidence, Finding, Location, Reachability, Severity
+
+# A part of the submission the auditor could not analyse: keeps the verdict off `clean`.
+UNANALYSED = "unanalysed"
+
+SUBMISSION_PROCESS = "https://github.com/openai/parameter-golf#submission-process"
+
+
+@dataclass(frozen=True)
+class Code:
+    """One finding kind. `finding()` fills in the code, category, severity and ruling it declares."""
+
+    code: str  # "PG201"
+    name: str  # "claim-not-in-logs"
+    category: str | None
+    severity: Severity
+    summary: str  # one line, for tables and SARIF's shortDescription
+    doc: str = ""  # longer documentation (markdown)
+    ruling: str = ""
+    origin: str = "check"  # "rule" (a class in audit/rules/) | "load" | "check" | "engine"
+
+    @property
+    def rule_id(self) -> str:
+        return f"{self.code}/{self.name}"
+
+    def matches(self, key: str) -> bool:
+        """Does a reviewer-side selector (`PG230`, `PG230/val-subset`, `val-subset`) name this code?"""
+        return key in (self.code, self.rule_id, self.name)
+
+    def finding(
+        self,
+        message: str,
+        location: Location,
+        *,
+        severity: Severity | None = None,
+        category: str | None | type[...] = ...,
+        confidence: Confidence = Confidence.HIGH,
+        evidence: Iterable[Location] = (),
+        ruling: str | None = None,
+        reachability: Reachability = Reachability.NOT_APPLICABLE,
+        reachability_reason: str = "",
+        fix_hint: str = "",
+        legal_mechanism: str | None = None,
+    ) -> Finding:
+        return Finding(
+            rule=self.rule_id,
+            category=self.category if category is ... else category,
+            severity=severity or self.severity,
+            confidence=confidence,
+            message=message,
+            location=location,
+            evidence=tuple(evidence),
+            reachability=reachability,
+            reachability_reason=reachability_reason,
+            ruling=self.ruling if ruling is None else ruling,
+            fix_hint=fix_hint,
+            legal_mechanism=legal_mechanism,
+        )
+
+
+@dataclass
+class Registry:
+    """Every code, by code string; registering a code twice with different contents is a bug."""
+
+    codes: dict[str, Code] = field(default_factory=dict)
+
+    def add(self, code: Code) -> Code:
+        old = self.codes.get(code.code)
+        if old is not None and old != code:
+            raise ValueError(f"finding code {code.code} registered twice ({old.name} / {code.name})")
+        self.codes[code.code] = code
+        return code
+
+    def get(self, code: str) -> Code | None:
+        return self.codes.get(code.split("/", 1)[0])
+
+    def all(self) -> list[Code]:
+        """Every code registered so far; `audit.rules.CODES` is the complete list (rules register on import)."""
+        return sorted(self.codes.values(), key=lambda c: c.code)
+
+    def of(self, finding: Finding) -> Code | None:
+        return self.get(finding.code)
+
+
+REGISTRY = Registry()
+
+
+def _code(code: str, name: str, category: str | None, severity: Severity, summary: str, doc: str = "",
+          ruling: str = "", origin: str = "check") -> Code:
+    return REGISTRY.add(Code(code, name, category, severity, summary, doc.strip(), ruling, origin))
+
+
+# --- the audit itself (PG000–PG009) -------------------------------------------------------------------------
+INTERNAL_ERROR = _code(
+    "PG000", "internal-error", UNANALYSED, Severity.WARNING,
+    "A stage of the audit failed inside pgolf; that part of the audit is missing",
+    "An exception inside pgolf is reported instead of losing the audit; the rest of the audit still ran. "
+    "The verdict cannot be `clean` while a part is missing.",
+    origin="engine",
+)
+CANNOT_PARSE = _code(
+    "PG001", "cannot-parse", UNANALYSED, Severity.WARNING,
+    "A Python source (as shipped or decoded) does not parse; its code rules were not run",
+    "The code rules need an AST. A source that does not parse as Python 3 (Python 2 syntax, a truncated "
+    "payload) is reported so a human reads it: the verdict is at least `needs-human`.",
+    origin="load",
+)
+DECOMPRESSION_BOMB = _code(
+    "PG002", "decompression-bomb", UNANALYSED, Severity.WARNING,
+    "A compressed payload inflates past the decode budget; it was not analysed",
+    "Self-extracting wrappers are decoded statically within a byte budget; a payload beyond it is not "
+    "decoded, so the code it holds was not audited.",
+    origin="load",
+)
+SCRIPT_THAT_RAN = _code(
+    "PG003", "script-that-ran", None, Severity.INFO,
+    "A non-entry script whose own messages are in the logs is audited too",
+    "A nested copy of the record or a separate eval script is audited as well when the logs print at least "
+    "two messages that only it prints: it produced (some of) the results.",
+    origin="load",
+)
+
+# --- the folder (PG010–PG019) ---------------------------------------------------------------------------------
+MISSING_FILE = _code(
+    "PG010", "missing-file", None, Severity.WARNING,
+    "A file every record folder ships is missing (README.md, submission.json, the entry script, a log)",
+    ruling=SUBMISSION_PROCESS,
+)
+SUBMISSION_JSON = _code(
+    "PG011", "submission-json", None, Severity.WARNING,
+    "submission.json does not parse as a JSON object, or lacks the usual keys",
+    ruling=SUBMISSION_PROCESS,
+)
+FILE_SKIPPED = _code(
+    "PG012", "file-skipped", None, Severity.INFO,
+    "A file of the folder was not read (too large, a symlink leaving the folder, not a regular file)",
+    ruling=SUBMISSION_PROCESS,
+)
+CODE_OVER_CAP = _code(
+    "PG013", "code-over-cap", "size_over_cap", Severity.ERROR,
+    "The code files alone are over the 16,000,000-byte cap",
+    ruling=SUBMISSION_PROCESS,
+)
+AUTHOR_SUPPRESSION = _code(
+    "PG020", "author-suppression", None, Severity.INFO,
+    "An inline suppression comment (`# noqa`, `# nosec`, `# pgolf: ignore`) in submitted code",
+    "Suppression comments in submitted code are reported, never obeyed (RULES.md lesson 10).",
+)
+
+# --- claims vs logs (PG201–PG299) ---------------------------------------------------------------------------
+_CLAIMS_DOC = "Claims come from README.md and submission.json; the logs decide (RULES.md lesson 2)."
+CLAIM_NOT_IN_LOGS = _code("PG201", "claim-not-in-logs", None, Severity.WARNING,
+                          "The claimed val_bpb is not printed by any log line, nor the mean of the logged seeds",
+                          _CLAIMS_DOC, RULES_URL)
+SEED_VALUE_MISMATCH = _code("PG202", "seed-value-mismatch", None, Severity.WARNING,
+                            "A claimed per-seed score differs from that seed's log", _CLAIMS_DOC, RULES_URL)
+SEED_LABEL_MISMATCH = _code("PG203", "seed-label-mismatch", None, Severity.WARNING,
+                            "A log file's name says one seed, its contents another", _CLAIMS_DOC, RULES_URL)
+DUPLICATE_RUN = _code("PG204", "duplicate-run", None, Severity.WARNING,
+                      "Two logs claimed as different seeds hold the same run", _CLAIMS_DOC, RULES_URL)
+MISSING_SEED_LOGS = _code("PG205", "missing-seed-logs", None, Severity.WARNING,
+                          "Claimed seeds have no log in the folder", _CLAIMS_DOC, RULES_URL)
+CLAIM_MATCHES_DIAGNOSTIC = _code("PG206", "claim-matches-diagnostic", None, Severity.WARNING,
+                                 "The claimed score matches only a diagnostic line, not a scored stage",
+                                 _CLAIMS_DOC, RULES_URL)
+CONCATENATED_RUNS = _code("PG207", "concatenated-runs", None, Severity.INFO,
+                          "Several runs are appended to one log file; the last is taken", _CLAIMS_DOC, RULES_URL)
+SIZE_OVER_CAP = _code("PG210", "size-over-cap", "size_over_cap", Severity.ERROR,
+                      "The logged artifact (code + compressed model) is over 16,000,000 bytes",
+                      "The cap is decimal: 16,000,000 bytes, code plus compressed model.", RULES_URL)
+SHIPPED_SIZE_OVER_CAP = _code("PG211", "shipped-size-over-cap", "size_over_cap", Severity.ERROR,
+                              "The shipped model file plus code is over 16,000,000 bytes", ruling=RULES_URL)
+BYTE_CLAIM_NOT_IN_LOGS = _code("PG212", "byte-claim-not-in-logs", None, Severity.WARNING,
+                               "The claimed artifact size is not printed by any log", _CLAIMS_DOC, RULES_URL)
+CLAIMED_SIZE_OVER_CAP = _code("PG213", "claimed-size-over-cap", "size_over_cap", Severity.ERROR,
+                              "The submission's own claimed size is over 16,000,000 bytes", ruling=RULES_URL)
+STALE_SIZE_LINE = _code("PG214", "stale-size-line", None, Severity.INFO,
+                        "A size line over the cap belongs to an earlier packing than the code shipped",
+                        ruling=RULES_URL)
+TRAIN_TIME_OVER_CAP = _code("PG220", "train-time-over-cap", "time_over_cap", Severity.ERROR,
+                            "Training ran longer than 600 s on the logged clock", ruling=RULES_URL)
+EVAL_TIME_OVER_CAP = _code("PG221", "eval-time-over-cap", "time_over_cap", Severity.ERROR,
+                           "Evaluation ran longer than 600 s on the logged clock", ruling=RULES_URL)
+EVAL_STAGES_OVER_CAP = _code("PG222", "eval-stages-over-cap", "time_over_cap", Severity.ERROR,
+                             "The evaluation stages together ran longer than 600 s", ruling=RULES_URL)
+WALLCLOCK_OVER_BUDGET = _code("PG223", "wallclock-over-budget", None, Severity.WARNING,
+                              "The run's configured wall-clock budget exceeds 600 s", ruling=RULES_URL)
+VAL_SUBSET = _code("PG230", "val-subset", "tokenizer_bpb_bug", Severity.ERROR,
+                   "The score covers a subset of the validation split (tokens x bpb do not give the split's bytes)",
+                   ruling=RULES_URL)
+BYTE_ACCOUNTING = _code("PG231", "byte-accounting", "tokenizer_bpb_bug", Severity.ERROR,
+                        "The byte count behind the score differs from the split's bytes", ruling=RULES_URL)
+VAL_SPLIT_MISMATCH = _code("PG232", "val-split-mismatch", "other", Severity.ERROR,
+                           "The validation data is not the challenge's split (its own export)", ruling=RULES_URL)
+VAL_BYTES_DRIFT = _code("PG233", "val-bytes-drift", None, Severity.INFO,
+                        "Implied validation bytes drift slightly, or an earlier official export was used",
+                        ruling=RULES_URL)
+BYTES_PER_TOKEN_MISMATCH = _code("PG234", "bytes-per-token-mismatch", None, Severity.WARNING,
+                                 "Logged bytes per token do not match the tokenizer family", ruling=RULES_URL)
