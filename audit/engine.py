@@ -7,7 +7,10 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, codes
-from .analysis.program import UNKNOWN, Config, Program
+from .analysis.astutil import UNKNOWN
+from .analysis.config import Config
+from .analysis.context import Analyses
+from .analysis.program import Program
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
 from .findings import Confidence, Finding, Location
@@ -15,6 +18,7 @@ from .load.folder import Submission
 from .load.resolve import resolve
 from .load.runcmd import effective_env
 from .load.scripts import add_scripts_that_ran, message_lines
+from .logs.model import LoggedLine
 from .rules import RULES
 from .rules.base import RuleContext
 from .verdict import decide
@@ -119,7 +123,8 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
     messages = message_lines(events)
     findings.extend(add_scripts_that_ran(sub, messages))
     program = Program.build(sub.sources, Config(env=env, logged=logged), logs=messages)
-    ctx = RuleContext(program=program, log_events=[e[:3] for e in events], readme=sub.readme_text, files=sub.files)
+    analyses = Analyses(program, [LoggedLine(path, line, text) for path, line, text, _ in events])
+    ctx = RuleContext(analyses=analyses, readme=sub.readme_text, files=sub.files)
     rules_run = []
     for rule_cls in RULES:
         rid = f"{rule_cls.CODE}/{rule_cls.NAME}"

@@ -22,15 +22,8 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from .program import (
-    UNKNOWN,
-    Program,
-    SourceIndex,
-    call_name,
-    dotted,
-    is_val_name,
-    walk_scope,
-)
+from .astutil import UNKNOWN, call_name, dotted, is_val_name, walk_scope
+from .program import Program, SourceIndex
 
 SPACE_MARK = "\u2581"
 PIECE_CALLS = {"id_to_piece", "IdToPiece"}
@@ -584,3 +577,26 @@ def _guard_false(program: Program, idx: SourceIndex, node: ast.AST, fn: ast.AST 
                 return True
         child = anc
     return False
+
+
+@dataclass(frozen=True)
+class ByteAccounting:
+    """Everything the byte-accounting rule reads, computed once per submission."""
+
+    tables: list[ByteTable]
+    scorer: list[ScorerSpace]
+    space_checks: list[tuple[SourceIndex, ast.AST]]
+    tokenizers: list[tuple[SourceIndex, ast.AST, str]]
+    subsets: list[SubsetSlice]
+    sidecar: bool
+
+
+def byte_accounting(program: Program) -> ByteAccounting:
+    return ByteAccounting(
+        tables=byte_tables(program),
+        scorer=scorer_space_sites(program),
+        space_checks=space_piece_checks(program),
+        tokenizers=tokenizer_paths(program),
+        subsets=subset_slices(program),
+        sidecar=uses_byte_sidecar(program),
+    )

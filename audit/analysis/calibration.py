@@ -20,15 +20,8 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .program import (
-    UNKNOWN,
-    Program,
-    SourceIndex,
-    call_name,
-    dotted,
-    is_val_name,
-    walk_scope,
-)
+from .astutil import UNKNOWN, call_name, dotted, is_val_name, walk_scope
+from .program import Program, SourceIndex
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -37,7 +30,7 @@ _TRAIN_DATA = re.compile(
     re.I,
 )
 _TRAIN_PATH_LIT = re.compile(r"fineweb_train|_train_\d|train_\*")
-_VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*")
+VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*")
 # Producers of self-generated calibration text (the model samples its own tokens).
 _SELFGEN_FUNC = re.compile(r"(generat|self_?gen|synth|sample|rollout|autoregressive)", re.I)
 _SAMPLING_CALLS = {"multinomial"}
@@ -284,7 +277,7 @@ class CalibrationAnalysis:
                 origin.add("train", (idx, expr, f"`{ast.unparse(expr)}` is training data"), cond)
             return  # other attributes are settings or model parts, not data
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-            if _VAL_PATH_LIT.search(expr.value):
+            if VAL_PATH_LIT.search(expr.value):
                 origin.add("val", (idx, expr, "validation shard path"), cond)
             elif _TRAIN_PATH_LIT.search(expr.value):
                 origin.add("train", (idx, expr, "training shard path"), cond)
@@ -382,7 +375,7 @@ class CalibrationAnalysis:
                 elif isinstance(n, ast.Call) and call_name(n) in _FILE_CALLS:
                     for a in n.args:
                         if isinstance(a, ast.Constant) and isinstance(a.value, str):
-                            if _VAL_PATH_LIT.search(a.value):
+                            if VAL_PATH_LIT.search(a.value):
                                 origin.add("val", (idx, a, f"validation shards opened in `{fn.name}`"), cond)
                             elif _TRAIN_PATH_LIT.search(a.value):
                                 origin.add("train", (idx, a, f"training shards opened in `{fn.name}`"), cond)

@@ -26,15 +26,9 @@ from dataclasses import dataclass, field
 
 from ..findings import Confidence, Finding, Reachability, Severity
 from ..load.runcmd import run_commands
-from .program import (
-    UNKNOWN,
-    Config,
-    Program,
-    SourceIndex,
-    call_name,
-    dotted,
-    walk_scope,
-)
+from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .config import Config
+from .program import Program, SourceIndex
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 MAX_DEPTH = 6

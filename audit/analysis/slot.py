@@ -11,17 +11,17 @@ flows into (`loss_sum += nll[i, s:wlen].sum()`):
 - `context`: the loss stops where scoring starts (`[:s]`, `[focal:s]`): context-only SLOT, unresolved (#1336);
 - `unresolved`: a mask we cannot read, or no scored span found.
 
-Also here: `local_guard_dead`, which decides guards over function-local names (`use_slot = getattr(args,
-'slot_enabled', False)`, `slot_steps = int(os.environ.get(...))`) that the shared reachability leaves open.
+Guards over function-local names (`use_slot = getattr(args, 'slot_enabled', False)`) are decided by the
+program's one reachability engine (reachability.py), which folds locals bound once through each other.
 """
 
 from __future__ import annotations
 
 import ast
-import copy
 from dataclasses import dataclass, field
 
-from .program import UNKNOWN, Program, SourceIndex, call_name, dotted, walk_scope
+from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
 FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
@@ -179,9 +179,9 @@ class _Chain:
 
 # --- the analysis --------------------------------------------------------------------------------
 class SlotAnalysis:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, flow: ValFlow):
         self.p = program
-        self.flow: ValFlow = program.shared("valflow", lambda: ValFlow(program))
+        self.flow = flow
         self._scopes: dict[ast.AST, _Scope] = {}
 
     def scope(self, node: ast.AST) -> _Scope:
@@ -312,7 +312,7 @@ class SlotAnalysis:
     def _live(self, idx: SourceIndex, node: ast.AST) -> bool:
         """A mask write in a branch that is off under the effective config does not shape the loss."""
         live, _ = self.p.guard_status(idx, node, self.p.config)  # guards inside the function only
-        return live is not False and not local_guard_dead(self.p, idx, node)
+        return live is not False
 
     def _on_val(self, idx: SourceIndex, chain: _Chain, target: ast.AST) -> bool:
         for depth, n in chain.closure(target):
@@ -464,67 +464,3 @@ def _param_names(params: list[ast.AST]) -> list[str]:
         else:
             return []
     return out
-
-
-# --- guards over function-local names ------------------------------------------------------------
-def local_guard_dead(program: Program, idx: SourceIndex, node: ast.AST) -> str:
-    """Why an enclosing `if` over locals bound once (`use_slot = getattr(args, 'slot_enabled', False)`) is
-    false under the effective config, or "" when no such guard is decidably false."""
-    fn = idx.enclosing(node, *FUNCS)
-    if fn is None:
-        return ""
-    single = _single_bindings(fn)
-    child = node
-    for anc in idx.ancestors(node):
-        if isinstance(anc, (*FUNCS, ast.Lambda)):
-            break
-        if isinstance(anc, (ast.If, ast.IfExp)) and child is not anc.test:
-            want = child in anc.body if isinstance(anc, ast.If) else child is anc.body
-            v = program.fold(_substitute(anc.test, single, 0))
-            if v is not UNKNOWN and bool(v) != want:
-                return f"`{ast.unparse(anc.test)[:70]}` is {bool(v)}"
-        child = anc
-    return ""
-
-
-def _single_bindings(fn: ast.AST) -> dict[str, ast.expr]:
-    counts: dict[str, int] = {}
-    values: dict[str, ast.expr] = {}
-    for n in walk_scope(fn):
-        targets: list[ast.AST] = []
-        if isinstance(n, ast.Assign):
-            targets = list(n.targets)
-        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.comprehension)):
-            targets = [n.target]
-        elif isinstance(n, ast.withitem) and n.optional_vars is not None:
-            targets = [n.optional_vars]
-        for t in targets:
-            for x in ast.walk(t):
-                if isinstance(x, ast.Name):
-                    counts[x.id] = counts.get(x.id, 0) + 1
-                    if isinstance(n, ast.Assign) and t is x:
-                        values[x.id] = n.value
-    a = fn.args
-    params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-    return {k: v for k, v in values.items() if counts.get(k) == 1 and k not in params}
-
-
-def _substitute(expr: ast.expr, single: dict[str, ast.expr], depth: int) -> ast.expr:
-    """Inline locals bound once and read `getattr(obj, "name", default)` as `obj.name`."""
-    if depth > 4:
-        return expr
-
-    class _T(ast.NodeTransformer):
-        def visit_Name(self, node: ast.Name):  # noqa: N802
-            if isinstance(node.ctx, ast.Load) and node.id in single:
-                return _substitute(single[node.id], single, depth + 1)
-            return node
-
-        def visit_Call(self, node: ast.Call):  # noqa: N802
-            self.generic_visit(node)
-            if (isinstance(node.func, ast.Name) and node.func.id == "getattr" and len(node.args) >= 2
-                    and isinstance(node.args[1], ast.Constant) and isinstance(node.args[1].value, str)):
-                return ast.Attribute(value=node.args[0], attr=node.args[1].value, ctx=ast.Load())
-            return node
-
-    return _T().visit(copy.deepcopy(expr))

@@ -19,7 +19,8 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .program import UNKNOWN, Program, SourceIndex, call_name, dotted, walk_scope
+from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
 _NO_GRAD = {"no_grad", "inference_mode"}
@@ -79,9 +80,9 @@ def _has_backward(fn: ast.AST) -> bool:
 
 
 class TTTAnalysis:
-    def __init__(self, program: Program):
+    def __init__(self, program: Program, flow: ValFlow):
         self.p = program
-        self.flow = program.shared("valflow", lambda: ValFlow(program))
+        self.flow = flow
         self._scoring_fn_cache: dict[str, bool] = {}
         self._results_cache: dict[ast.AST, set[str]] = {}
 
@@ -451,16 +452,3 @@ def ttt_log_evidence(log_events) -> tuple[list, bool]:
     locs = [Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
             for p, n, t in hits]
     return locs, bool(log_events)
-
-
-def ttt_analysis(program: Program) -> TTTAnalysis:
-    """One TTT analysis per submission, shared by every rule that needs it."""
-    return program.shared("ttt_analysis", lambda: TTTAnalysis(program))
-
-
-def ttt_sites(program: Program) -> list[TTTSite]:
-    return program.shared("ttt_sites", lambda: ttt_analysis(program).sites())
-
-
-def shared_ttt_log_evidence(program: Program, log_events) -> tuple[list, bool]:
-    return program.shared("ttt_log", lambda: ttt_log_evidence(log_events))

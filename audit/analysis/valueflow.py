@@ -11,7 +11,8 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .program import _VAL_PATH_LIT, Program, is_val_name, walk_scope
+from .astutil import VAL_PATH_LIT, is_val_name, walk_scope
+from .program import Program
 
 MAX_DEPTH = 10
 
@@ -78,7 +79,7 @@ class ValFlow:
         for n in ast.walk(expr):
             if isinstance(n, ast.Attribute) and is_val_name(n.attr):
                 return True
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _VAL_PATH_LIT.search(n.value):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):
                 return True
             if not isinstance(n, ast.Name):
                 continue

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,6 +13,14 @@ class LogLine:
     lineno: int
     text: str
     kind: str  # pattern name, "progress", "nvidia-smi", "rule", "other"
+
+
+class LoggedLine(NamedTuple):
+    """A log line of the submission as analyses cite it: which file, which line, what it says."""
+
+    path: str
+    lineno: int
+    text: str
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,9 +13,11 @@ import textwrap
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable
 
+from ..analysis.context import Analyses
 from ..analysis.program import Program, SourceIndex
 from ..codes import REGISTRY, Code
 from ..findings import Confidence, Finding, Location, Reachability, Severity
+from ..logs.model import LoggedLine
 
 
 @dataclass(frozen=True)
@@ -48,15 +50,23 @@ def Invalid(code: str, **kw) -> Case:  # noqa: N802
 
 @dataclass
 class RuleContext:
-    """What a rule may look at besides the code."""
+    """What a rule may look at: the program, its shared analyses, the log lines, the README and files."""
 
-    program: Program
-    log_events: list[tuple[str, int, str]] = field(default_factory=list)  # (log path, line number, text)
+    analyses: Analyses
     readme: str = ""
     files: dict[str, bytes] = field(default_factory=dict)  # the folder's readable files (e.g. a shipped .model)
 
-    def log_lines_matching(self, pattern) -> list[tuple[str, int, str]]:
-        return [e for e in self.log_events if pattern.search(e[2])]
+    @property
+    def program(self) -> Program:
+        return self.analyses.program
+
+    @property
+    def log_events(self) -> list[LoggedLine]:
+        """Every non-source log line: (path, lineno, text)."""
+        return self.analyses.log_lines
+
+    def log_lines_matching(self, pattern) -> list[LoggedLine]:
+        return [e for e in self.analyses.log_lines if pattern.search(e.text)]
 
 
 class Rule:
@@ -85,6 +95,7 @@ class Rule:
     def __init__(self, ctx: RuleContext):
         self.ctx = ctx
         self.program = ctx.program
+        self.analyses = ctx.analyses
 
     @property
     def rule_id(self) -> str:

@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from ..analysis.ttt import shared_ttt_log_evidence, ttt_sites
 from ..findings import Confidence, Reachability, Severity
 from .base import Invalid, Rule, Valid
 
@@ -209,8 +208,8 @@ class PrequantTTT(Rule):
     ]
 
     def check(self):
-        sites = ttt_sites(self.program)
-        log_ev, have_logs = shared_ttt_log_evidence(self.program, self.ctx.log_events)
+        sites = self.analyses.ttt_sites
+        log_ev, have_logs = self.analyses.ttt_log
         for site in sites:
             if site.kind not in _WHAT and site.kind != "warmup_restored":
                 continue  # legal score-first TTT (PG102) or a SLOT-style delta (the slot rule)

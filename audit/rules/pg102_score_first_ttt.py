@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from ..analysis.ttt import shared_ttt_log_evidence, ttt_sites
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
@@ -72,8 +71,8 @@ class ScoreFirstTTT(Rule):
     ]
 
     def check(self):
-        sites = ttt_sites(self.program)
-        log_ev, have_logs = shared_ttt_log_evidence(self.program, self.ctx.log_events)
+        sites = self.analyses.ttt_sites
+        log_ev, have_logs = self.analyses.ttt_log
         for site in sites:
             if site.kind != "score_first":
                 continue

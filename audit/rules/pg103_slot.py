@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from ..analysis.slot import SlotAnalysis, local_guard_dead
-from ..findings import Confidence, Reachability, Severity
+from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
 
@@ -184,7 +183,7 @@ class SlotScoredPositions(Rule):
     ]
 
     def check(self):
-        sites = self.program.shared("slot_sites", lambda: SlotAnalysis(self.program).sites())
+        sites = self.analyses.slot_sites
         for site in sites:
             severity = Severity.ERROR if site.kind == "scored" else Severity.WARNING
             confidence = Confidence.HIGH if site.confidence == "high" else Confidence.MEDIUM
@@ -203,13 +202,4 @@ class SlotScoredPositions(Rule):
                 confidence=confidence,
                 reach_node=site.loss_def,
             )
-            if f.reachability is not Reachability.DISABLED_BY_DEFAULT:
-                why = local_guard_dead(self.program, site.idx, site.loss_def)
-                if why:
-                    f = f.with_(
-                        severity=Severity.INFO,
-                        message=f"{f.message} — present but not reached under the effective config ({why})",
-                        reachability=Reachability.DISABLED_BY_DEFAULT,
-                        reachability_reason=why,
-                    )
             yield f

@@ -1,19 +1,12 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 
-from ..analysis.program import (
-    _VAL_PATH_LIT,
-    Program,
-    SourceIndex,
-    call_name,
-    is_val_name,
-    walk_scope,
-)
-from ..analysis.slot import SlotAnalysis
-from ..analysis.ttt import TTTAnalysis, ttt_analysis, ttt_sites
-from ..analysis.valueflow import ValFlow
+from ..analysis.astutil import VAL_PATH_LIT, call_name, is_val_name, walk_scope
+from ..analysis.program import Program, SourceIndex
+from ..analysis.ttt import TTTAnalysis
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
@@ -227,11 +220,11 @@ class MultipassRescore(Rule):
 
     def check(self):
         p = self.program
-        ttt = ttt_analysis(p)
-        sites = ttt_sites(p)
+        ttt = self.analyses.ttt
+        sites = self.analyses.ttt_sites
         trainers = _val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
         val_backwards = {id(s.backward) for s in sites}
-        slot = p.shared("slot_analysis", lambda: SlotAnalysis(p))
+        slot = self.analyses.slot
         for idx in p.indexes:
             scopes = [idx.tree] + list(idx.nodes(*FUNCS))
             for scope in scopes:
@@ -285,8 +278,7 @@ class MultipassRescore(Rule):
     def _val_data(self, scope: ast.AST, expr: ast.AST, line: int) -> bool:
         """Validation data, where a parameter only counts when a live call site passes validation data:
         `find_best_temperature(model, val_tokens=calib_tokens_from_train)` sweeps on training data."""
-        p = self.program
-        flow: ValFlow = p.shared("valflow", lambda: ValFlow(p))
+        flow = self.analyses.valflow
         if not flow.is_val(scope, expr, line):
             return False
         if not isinstance(scope, FUNCS):
@@ -297,14 +289,14 @@ class MultipassRescore(Rule):
         misnamed = {n for n in params if is_val_name(n) and n not in passed}
         if not misnamed:
             return True
-        slot = p.shared("slot_analysis", lambda: SlotAnalysis(p))
+        slot = self.analyses.slot
         chain = slot.chain(self._index_of(scope), scope.body[0])
         for _, n in chain.closure(expr):
             if isinstance(n, ast.Name) and (n.id in passed or (is_val_name(n.id) and n.id not in misnamed)):
                 return True
             if isinstance(n, ast.Attribute) and is_val_name(n.attr):
                 return True
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and _VAL_PATH_LIT.search(n.value):
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):
                 return True
         return False
 
@@ -332,10 +324,7 @@ class MultipassRescore(Rule):
             for k in call.keywords:
                 if k.arg:
                     bound[k.arg] = k.value
-            cache = self.program.shared("pg104_model_params", dict)
-            if fn not in cache:
-                cache[fn] = _model_params(fn)
-            used = cache[fn]
+            used = _model_params(fn)
             out |= {a.id for pname, a in bound.items() if pname in used and isinstance(a, ast.Name)}
         return out
 
@@ -425,6 +414,7 @@ def _val_training_functions(program: Program, names: list[str]) -> set[str]:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def _model_params(fn: ast.AST) -> set[str]:
     used: set[str] = set()
     for n in ast.walk(fn):

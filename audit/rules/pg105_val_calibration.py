@@ -1,7 +1,7 @@
 from __future__ import annotations
 
-from ..analysis.calibration import CalibrationAnalysis, log_calibration
-from ..analysis.program import call_name
+from ..analysis.astutil import call_name
+from ..analysis.calibration import log_calibration
 from ..findings import Confidence, Location, Severity
 from .base import Invalid, Rule, Valid
 
@@ -221,7 +221,7 @@ class ValCalibration(Rule):
     ]
 
     def check(self):
-        analysis: CalibrationAnalysis = self.program.shared("calibration", lambda: CalibrationAnalysis(self.program))
+        analysis = self.analyses.calibration
         logs = log_calibration(self.ctx.log_events)
         log_lines = [(lc.path, n, t) for lc in logs for n, t in lc.val_calib]
         log_evidence = [Location(path=p, start_line=n, end_line=n, snippet=t, note="the log says the run calibrated on validation data") for p, n, t in log_lines[:3]]

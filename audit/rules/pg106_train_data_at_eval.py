@@ -1,7 +1,7 @@
 from __future__ import annotations
 
+from ..analysis.astutil import UNKNOWN, call_name
 from ..analysis.calibration import CalibrationAnalysis, log_calibration
-from ..analysis.program import UNKNOWN, call_name
 from ..challenge import TRAIN_CAP_SECONDS
 from ..findings import Confidence, Location, Reachability, Severity
 from .base import Invalid, Rule, Valid
@@ -288,7 +288,7 @@ class TrainDataAtEval(Rule):
     ]
 
     def check(self):
-        analysis: CalibrationAnalysis = self.program.shared("calibration", lambda: CalibrationAnalysis(self.program))
+        analysis = self.analyses.calibration
         logs = log_calibration(self.ctx.log_events)
         log_reserve = [lc.reserve for lc in logs if lc.reserve is not None]
         all_reserves = analysis.reserves()

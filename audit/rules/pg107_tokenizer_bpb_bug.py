@@ -5,14 +5,8 @@ import re
 from ..analysis.bytetables import (
     SPACE_MARK,
     ByteTable,
-    byte_tables,
     is_canonical_tokenizer,
     read_sentencepiece_model,
-    scorer_space_sites,
-    space_piece_checks,
-    subset_slices,
-    tokenizer_paths,
-    uses_byte_sidecar,
 )
 from ..findings import Confidence, Location, Severity
 from .base import Invalid, Rule, Valid
@@ -25,18 +19,6 @@ RULING = (
 # `val_tokens: 62021632`, `val_loader:shards … tokens:62021632`, `Validation tokens: 62,021,632`
 _LOGGED_VAL_TOKENS = re.compile(r"(?:val_tokens|val_loader\b.*?\btokens|validation tokens)\s*[:=]\s*([\d,]{4,})", re.I)
 
-def _analysis(program) -> dict:
-    return program.shared(
-        "bytelut",
-        lambda: {
-            "tables": byte_tables(program),
-            "scorer": scorer_space_sites(program),
-            "space_checks": space_piece_checks(program),
-            "tokenizers": tokenizer_paths(program),
-            "subsets": subset_slices(program),
-            "sidecar": uses_byte_sidecar(program),
-        },
-    )
 
 class TokenizerBpbBug(Rule):
     """
@@ -282,12 +264,12 @@ class TokenizerBpbBug(Rule):
 
     # --- checks -------------------------------------------------------------------------------------
     def check(self):
-        facts = _analysis(self.program)
-        scorer = facts["scorer"]
-        for table in facts["tables"]:
+        facts = self.analyses.byte_accounting
+        scorer = facts.scorer
+        for table in facts.tables:
             yield from self._check_table(table, scorer)
         yield from self._check_tokenizer(facts)
-        yield from self._check_subsets(facts["subsets"])
+        yield from self._check_subsets(facts.subsets)
 
     def _check_table(self, t: ByteTable, scorer):
         major: list[str] = []
@@ -333,7 +315,7 @@ class TokenizerBpbBug(Rule):
             )
 
     def _check_tokenizer(self, facts):
-        custom = [(i, e, p) for i, e, p in facts["tokenizers"] if not is_canonical_tokenizer(p)]
+        custom = [(i, e, p) for i, e, p in facts.tokenizers if not is_canonical_tokenizer(p)]
         if not custom:
             return
         idx, expr, path = custom[0]
@@ -341,9 +323,9 @@ class TokenizerBpbBug(Rule):
         if models:
             yield from self._check_models(idx, expr, path, models, facts)
             return
-        if facts["space_checks"] or not facts["tables"]:
+        if facts.space_checks or not facts.tables:
             return  # the ▁ assertion guards the table; CaseOps-style sidecars do their own accounting
-        t = facts["tables"][0]
+        t = facts.tables[0]
         evidence = [self.location(idx, expr, f"effective tokenizer: {path}"),
                     self.location(t.idx, t.piece_call, "byte table with no `piece_to_id('▁') != unk_id()` check")]
         for lpath, line, text, n in self._logged_val_tokens()[:1]:
@@ -368,14 +350,14 @@ class TokenizerBpbBug(Rule):
             if summary is None:
                 continue
             where = self.location(idx, expr, f"effective tokenizer: {path} (shipped as {mpath})")
-            if not summary.has_space_piece and not facts["space_checks"]:
+            if not summary.has_space_piece and not facts.space_checks:
                 yield self.finding(
                     idx, expr,
                     f"Tokenizer `{mpath}` has no standalone `▁` piece: a space is encoded as byte-fallback tokens "
                     "and counted as 3 bytes",
                     evidence=[where],
                 )
-            if summary.user_defined and not facts["sidecar"]:
+            if summary.user_defined and not facts.sidecar:
                 yield self.finding(
                     idx, expr,
                     f"Tokenizer `{mpath}` has {len(summary.user_defined)} user-defined symbols "
@@ -383,7 +365,7 @@ class TokenizerBpbBug(Rule):
                     "table counts their text as source bytes",
                     evidence=[where],
                 )
-            if not summary.byte_pieces and not facts["sidecar"]:
+            if not summary.byte_pieces and not facts.sidecar:
                 yield self.finding(
                     idx, expr,
                     f"Tokenizer `{mpath}` has no byte-fallback pieces: `<unk>` tokens count 0 bytes",

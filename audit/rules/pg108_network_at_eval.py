@@ -1,161 +1,10 @@
 from __future__ import annotations
 
-import ast
-import re
-from dataclasses import dataclass
-
-from ..analysis.program import Program, SourceIndex, call_name, dotted
+from ..analysis.network import eval_phase, has_training
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
 RULING = "challenge README on main: no network access during evaluation; issue #1017 (a self-contained artifact)"
-
-# Fully qualified callables that open a connection (prefix match on the resolved dotted name).
-NETWORK_APIS = (
-    "requests.",
-    "urllib.request.urlopen",
-    "urllib.request.urlretrieve",
-    "urllib.request.build_opener",
-    "urllib3.",
-    "http.client.HTTPConnection",
-    "http.client.HTTPSConnection",
-    "socket.socket",
-    "socket.create_connection",
-    "socket.getaddrinfo",
-    "huggingface_hub.",
-    "datasets.load_dataset",
-    "torch.hub.load",
-    "torch.hub.load_state_dict_from_url",
-    "torch.hub.download_url_to_file",
-    "wget.download",
-    "aiohttp.",
-    "httpx.",
-)
-_NOT_CALLS = {"exceptions", "utils", "RequestException", "HTTPError", "EntryNotFoundError"}
-_SHELL_CALLS = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
-_SHELL_MODULES = ("subprocess.", "os.")
-_DOWNLOAD_CMD = re.compile(r"\b(wget|curl|aria2c|git\s+clone|huggingface-cli|hf\s+download|gsutil|aws\s+s3)\b")
-_PIP_CMD = re.compile(r"\bpip3?\b.*\binstall\b|\binstall\b.*\bpip\b")
-# Functions whose name says they evaluate or score (their callees are on the evaluation path too).
-_EVAL_FN = re.compile(r"(^|_)(eval|evaluate|evaluation|score|scoring|bpb|ttt|sliding|roundtrip)(_|$|\d)", re.I)
-
-
-@dataclass
-class NetCall:
-    idx: SourceIndex
-    call: ast.Call
-    what: str  # resolved API or the command
-    kind: str  # "download" | "pip"
-    bound_at: ast.AST | None  # the import that binds the name
-
-
-def _aliases(idx: SourceIndex) -> dict[str, tuple[str, ast.AST]]:
-    """Local name -> (fully qualified name, import node), from every import in the file."""
-    out: dict[str, tuple[str, ast.AST]] = {}
-    for node in idx.nodes(ast.Import):
-        for a in node.names:
-            if a.asname:
-                out[a.asname] = (a.name, node)
-            else:
-                top = a.name.split(".")[0]
-                out.setdefault(top, (top, node))
-    for node in idx.nodes(ast.ImportFrom):
-        if node.module and node.level == 0:
-            for a in node.names:
-                out[a.asname or a.name] = (f"{node.module}.{a.name}", node)
-    return out
-
-
-def _qualified(call: ast.Call, aliases: dict[str, tuple[str, ast.AST]]) -> tuple[str, ast.AST | None]:
-    name = dotted(call.func) or ""
-    head, _, rest = name.partition(".")
-    if head in aliases:
-        full, node = aliases[head]
-        return (f"{full}.{rest}" if rest else full), node
-    return name, None
-
-
-def _command_text(call: ast.Call) -> str:
-    """The literal parts of a shell command: `["wget", url]`, `"curl -O …"`, f-strings."""
-    parts: list[str] = []
-    for arg in call.args[:1]:
-        for n in ast.walk(arg):
-            if isinstance(n, ast.Constant) and isinstance(n.value, str):
-                parts.append(n.value)
-            elif isinstance(n, ast.Attribute) and n.attr == "executable":  # sys.executable -m pip
-                parts.append("python")
-    return " ".join(parts)
-
-
-def network_calls(program: Program) -> list[NetCall]:
-    out: list[NetCall] = []
-    for idx in program.indexes:
-        aliases = _aliases(idx)
-        for call in idx.nodes(ast.Call):
-            full, bound = _qualified(call, aliases)
-            if any(full == api or (api.endswith(".") and full.startswith(api)) for api in NETWORK_APIS):
-                if full.split(".")[-1] in _NOT_CALLS:
-                    continue  # exception classes and submodules named in `except` clauses or helpers
-                out.append(NetCall(idx, call, full, "download", bound))
-                continue
-            if call_name(call) in _SHELL_CALLS and full.startswith(_SHELL_MODULES):
-                cmd = _command_text(call)
-                if _DOWNLOAD_CMD.search(cmd):
-                    out.append(NetCall(idx, call, " ".join(cmd.split())[:80], "download", None))
-                elif _PIP_CMD.search(cmd):
-                    out.append(NetCall(idx, call, " ".join(cmd.split())[:80], "pip", None))
-    return out
-
-
-# --- which phase runs the call ----------------------------------------------------------------------
-def _fn(idx: SourceIndex, node: ast.AST):
-    return idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef)
-
-
-def _training_loop_before(idx: SourceIndex, scope: ast.AST, line: int) -> ast.AST | None:
-    """A loop in `scope` that runs backward passes and ends before `line`: we are after training."""
-    for loop in idx.nodes(ast.For, ast.While):
-        if (loop.end_lineno or 0) >= line or loop.lineno < getattr(scope, "lineno", 0):
-            continue
-        if scope is not idx.tree and (loop.end_lineno or 0) > (scope.end_lineno or 0):
-            continue
-        if (_fn(idx, loop) or idx.tree) is not scope:
-            continue
-        if any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(loop)):
-            return loop
-    return None
-
-
-def eval_phase(program: Program, idx: SourceIndex, node: ast.AST, depth: int = 0, seen=None):
-    """(where, why) when `node` runs during evaluation — inside an evaluation function, called from one, or
-    after the training loop — else None (start-up or setup code)."""
-    seen = seen or set()
-    fn = _fn(idx, node)
-    scope = fn or idx.tree
-    loop = _training_loop_before(idx, scope, getattr(node, "lineno", 0))
-    if loop is not None:
-        return loop, idx, "runs after the training loop"
-    if fn is None:
-        return None
-    if _EVAL_FN.search(fn.name):
-        return fn, idx, f"runs inside the evaluation function `{fn.name}()`"
-    if depth >= 4 or fn in seen:
-        return None
-    seen.add(fn)
-    for cidx, ref in program.refs.get(fn.name, []):
-        if any(a is fn for a in cidx.ancestors(ref)):
-            continue
-        hit = eval_phase(program, cidx, ref, depth + 1, seen)
-        if hit is not None:
-            return hit
-    return None
-
-
-def _has_training(program: Program) -> bool:
-    return any(
-        isinstance(n, ast.Call) and call_name(n) == "backward" for idx in program.indexes for n in idx.nodes(ast.Call)
-    )
-
 
 class NetworkAtEval(Rule):
     """
@@ -282,10 +131,10 @@ class NetworkAtEval(Rule):
     ]
 
     def check(self):
-        calls = self.program.shared("network_calls", lambda: network_calls(self.program))
+        calls = self.analyses.network_calls
         if not calls:
             return
-        training = _has_training(self.program)
+        training = has_training(self.program)
         for nc in calls:
             ev = [self.location(nc.idx, nc.call, f"network call: {nc.what}")]
             if nc.bound_at is not None:

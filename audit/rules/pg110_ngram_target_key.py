@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ..analysis.ngram import NGRAM_LOG, NgramAnalysis, refine_reachability
+from ..analysis.ngram import NGRAM_LOG, refine_reachability
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
@@ -196,8 +196,8 @@ class NgramTargetKey(Rule):
     ]
 
     def check(self):
-        analysis = self.program.shared("ngram", lambda: NgramAnalysis(self.program))
-        sites = self.program.shared("ngram_target_key", analysis.target_key_sites)
+        analysis = self.analyses.ngram
+        sites = self.analyses.ngram_target_key_sites
         seen: set[tuple[str, int]] = set()
         for site in sites:
             r = site.read

@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from ..analysis.ngram import PPM_LOG, NgramAnalysis, refine_reachability
+from ..analysis.ngram import PPM_LOG, refine_reachability
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
@@ -135,8 +135,8 @@ class NgramUnnormalized(Rule):
     ]
 
     def check(self):
-        analysis = self.program.shared("ngram", lambda: NgramAnalysis(self.program))
-        for site in self.program.shared("ngram_unnormalized", analysis.unnormalized_sites):
+        analysis = self.analyses.ngram
+        for site in self.analyses.ngram_unnormalized_sites:
             where = f" in `{site.fn.name}()`" if site.fn is not None else ""
             what = "Byte-level mixture" if site.kind == "byte_spread" else "Mixture"
             f = self.finding(

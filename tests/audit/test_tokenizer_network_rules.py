@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from audit.analysis import bytetables as bytelut
-from audit.analysis.program import Config, Program
+from audit.analysis.config import Config
+from audit.analysis.context import Analyses
+from audit.analysis.network import network_calls
+from audit.analysis.program import Program
 from audit.api import audit_git
 from audit.engine import audit_submission
 from audit.findings import Severity
@@ -19,7 +22,7 @@ from audit.load.resolve import resolve
 from audit.load.runcmd import effective_env
 from audit.rules.base import RuleContext
 from audit.rules.pg107_tokenizer_bpb_bug import TokenizerBpbBug
-from audit.rules.pg108_network_at_eval import NetworkAtEval, network_calls
+from audit.rules.pg108_network_at_eval import NetworkAtEval
 from tests.support import CORPUS, make_submission
 
 SPACE = "\u2581"
@@ -40,7 +43,7 @@ def _program(sub: Submission) -> Program:
 
 
 def _run_rule(rule_cls, sub: Submission, with_files: bool = False):
-    ctx = RuleContext(program=_program(sub), readme=sub.readme_text)
+    ctx = RuleContext(analyses=Analyses(_program(sub)), readme=sub.readme_text)
     if with_files:
         ctx.files = sub.files  # what the engine would pass once RuleContext carries the folder's files
     return list(rule_cls(ctx).check())

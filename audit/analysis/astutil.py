@@ -1,0 +1,151 @@
+"""Small AST helpers and constants every analysis shares (one copy each).
+
+- `UNKNOWN`: the value of an expression that cannot be folded statically.
+- `dotted`, `call_name`: names of attribute chains and called functions.
+- `walk_scope`: the nodes of one function body (not nested definitions), cached.
+- `single_bindings`: the function-local names bound exactly once, with their value.
+- `is_val_name`, `VAL_PATH_LIT`: names and path literals that hold validation data.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .program import SourceIndex
+
+FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
+LOOPS = (ast.For, ast.AsyncFor, ast.While)
+NO_GRAD = frozenset({"no_grad", "inference_mode"})
+EXITS = (ast.Return, ast.Raise, ast.Continue, ast.Break)
+
+
+class _Unknown:
+    def __repr__(self) -> str:
+        return "UNKNOWN"
+
+    def __bool__(self) -> bool:  # pragma: no cover - guard against accidental truth tests
+        raise TypeError("UNKNOWN has no truth value")
+
+
+UNKNOWN = _Unknown()
+
+ENV_FUNCS = {"os.environ.get", "os.getenv", "environ.get", "getenv", "os.environ.setdefault"}
+
+
+def dotted(node: ast.AST) -> str | None:
+    """`os.environ.get` for the matching Attribute chain, None for anything else."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = dotted(node.value)
+        return f"{base}.{node.attr}" if base else None
+    return None
+
+
+def call_name(node: ast.Call) -> str:
+    """Last component of the called name: `opt.step()` -> "step", `torch.no_grad()` -> "no_grad"."""
+    f = node.func
+    if isinstance(f, ast.Attribute):
+        return f.attr
+    if isinstance(f, ast.Name):
+        return f.id
+    return ""
+
+
+def blocks(node: ast.AST) -> list[list[ast.stmt]]:
+    return [getattr(node, a) for a in ("body", "orelse", "finalbody") if isinstance(getattr(node, a, None), list)]
+
+
+def ends_with(body: list[ast.stmt], kinds: tuple[type, ...] = EXITS) -> bool:
+    """Does the block end by leaving it (`return`, `raise`, `continue`, `break` — or the `kinds` given)?"""
+    return bool(body) and isinstance(body[-1], kinds)
+
+
+def inside(idx: SourceIndex, node: ast.AST, fn: ast.AST) -> bool:
+    """Is `node` (of source `idx`) nested in `fn`?"""
+    return any(a is fn for a in idx.ancestors(node))
+
+
+def short(node: ast.AST) -> str:
+    return short_text(ast.unparse(node))
+
+
+def short_text(s: str) -> str:
+    s = " ".join(s.split())
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+# Names that hold validation *data* (not metrics or settings such as val_loss / val_batch_size).
+_VAL_DATA = re.compile(r"(^|_)(val|valid|validation|eval)(_?(tokens?|data|ids|seq|stream|set|docs?|files|pattern|path|toks|shard|shards|loader|chunks?|batch|x|y|inputs?|targets?)|$)", re.I)
+_VAL_NOT_DATA = re.compile(r"(loss|bpb|every|interval|steps?|batch_size|batch_tokens|freq|time|ms|bytes?_|metric|score|best|log|acc|nll|ppl|_lut)", re.I)
+VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*|validation")
+
+
+def is_val_name(name: str) -> bool:
+    return bool(_VAL_DATA.search(name)) and not _VAL_NOT_DATA.search(name)
+
+
+_SCOPE_CACHE: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
+
+
+def walk_scope(scope: ast.AST) -> list[ast.AST]:
+    """The nodes of a function/module body, not descending into nested function or class definitions.
+    Cached per scope: rules and analyses walk the same functions many times."""
+    hit = _SCOPE_CACHE.get(id(scope))
+    if hit is not None and hit[0] is scope:
+        return hit[1]
+    out: list[ast.AST] = []
+    stack = list(ast.iter_child_nodes(scope))
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            continue
+        stack.extend(ast.iter_child_nodes(n))
+    if len(_SCOPE_CACHE) > 20_000:
+        _SCOPE_CACHE.clear()
+    _SCOPE_CACHE[id(scope)] = (scope, out)
+    return out
+
+
+_BINDINGS_CACHE: dict[int, tuple[ast.AST, dict[str, ast.expr]]] = {}
+
+
+def bound_names(target: ast.AST | None) -> list[str]:
+    """Every name an assignment target binds: `a`, `a, (b, c)`, `*rest`."""
+    return [x.id for x in ast.walk(target) if isinstance(x, ast.Name)] if target is not None else []
+
+
+def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:
+    """Names assigned exactly once in `fn` by a plain `name = value` (not loop, `with`, comprehension targets
+    or parameters), with that value: `use_slot = getattr(args, "slot_enabled", False)`. Cached per function."""
+    if fn is None or not isinstance(fn, (*FUNCS, ast.Lambda)):
+        return {}
+    hit = _BINDINGS_CACHE.get(id(fn))
+    if hit is not None and hit[0] is fn:
+        return hit[1]
+    counts: dict[str, int] = {}
+    values: dict[str, ast.expr] = {}
+    for n in walk_scope(fn):
+        targets: list[ast.AST | None] = []
+        if isinstance(n, ast.Assign):
+            targets = list(n.targets)
+        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.comprehension)):
+            targets = [n.target]
+        elif isinstance(n, ast.withitem):
+            targets = [n.optional_vars]
+        for t in targets:
+            for name in bound_names(t):
+                counts[name] = counts.get(name, 0) + 1
+                if isinstance(n, ast.Assign) and isinstance(t, ast.Name):
+                    values[name] = n.value
+    a = fn.args
+    params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+    out = {k: v for k, v in values.items() if counts.get(k) == 1 and k not in params}
+    if len(_BINDINGS_CACHE) > 20_000:
+        _BINDINGS_CACHE.clear()
+    _BINDINGS_CACHE[id(fn)] = (fn, out)
+    return out
