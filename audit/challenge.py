@@ -1,5 +1,8 @@
 """The challenge contract in one place (RULES.md), shared by every part of pgolf."""
 
+import math
+from dataclasses import dataclass
+
 ARTIFACT_CAP_BYTES = 16_000_000  # decimal bytes: code + compressed model
 TRAIN_CAP_SECONDS = 600.0
 EVAL_CAP_SECONDS = 600.0
@@ -19,15 +22,44 @@ CATEGORIES = (
     "other",
 )
 
-VERDICTS = ("flag", "legal_ttt", "clean", "needs-human")
-
-# Full validation split sizes (first 50,000 documents) per tokenizer family.
-VAL_TOKENS = {"sp1024": 62_021_632, "sp8192": 40_540_160}
-
-RECORD_ROOTS = ("records/track_10min_16mb/", "records/track_non_record_16mb/", "records/")
-
 RULES_URL = "https://github.com/openai/parameter-golf#rules"
-FIELD_GUIDE_URL = "https://github.com/openai/parameter-golf/issues/1017"
+
+LN2 = math.log(2.0)
+
+# Bytes of the validation split (first 50,000 documents) implied by every correct tokenizer on `main`:
+# val_tokens x (val_loss / val_bpb) / ln 2. sp1024, sp4096, sp8192, byte-level and CaseOps agree to 0.005 %.
+VAL_SPLIT_BYTES = 151_080_000
+
+
+@dataclass(frozen=True)
+class TokenizerFamily:
+    """The fixed numbers of one tokenizer family on the full validation split (spec/trainer.md §0)."""
+
+    name: str
+    val_tokens: int
+
+    @property
+    def bytes_per_token(self) -> float:
+        return VAL_SPLIT_BYTES / self.val_tokens
+
+    @property
+    def ratio(self) -> float:
+        """val_loss / val_bpb on the full split (nats per token over bits per byte) = bytes per token x ln 2."""
+        return self.bytes_per_token * LN2
+
+
+TOKENIZER_FAMILIES: dict[str, TokenizerFamily] = {
+    f.name: f
+    for f in (
+        TokenizerFamily("sp1024", 62_021_632),
+        TokenizerFamily("sp4096", 45_514_752),
+        TokenizerFamily("sp8192", 40_540_160),
+        TokenizerFamily("sp8192-caseops", 47_851_520),
+        TokenizerFamily("byte", 151_080_000),
+    )
+}
+# The family a logged vocabulary size names.
+VOCAB_FAMILY = {"1024": "sp1024", "4096": "sp4096", "8192": "sp8192", "256": "byte", "260": "byte"}
 
 # Validation exports that were official at some point: the launch-day sp1024 split was re-exported a day later
 # (first 50,000 documents, 62,021,632 tokens). Records scored on it were accepted; report, do not flag.

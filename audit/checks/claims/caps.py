@@ -1,0 +1,166 @@
+"""The caps: 16,000,000 bytes (logged, shipped and claimed) and 600 s of training and of evaluation."""
+
+from __future__ import annotations
+
+from ... import codes
+from ...challenge import (
+    ARTIFACT_CAP_BYTES,
+    EVAL_CAP_SECONDS,
+    TRAIN_CAP_SECONDS,
+)
+from ...findings import Confidence, Severity
+from ...logs import RunLog
+from .base import CheckerBase, line_at, loc_claim, loc_line
+
+
+class CapChecks(CheckerBase):
+    def check_size(self) -> None:
+        shipped = self.sub.code_bytes
+        over = [(p, r) for p, r in self.relevant if r.artifact_bytes is not None and r.artifact_bytes > ARTIFACT_CAP_BYTES]
+        for p, r in over:
+            line = next((s for s in r.sizes if s.lineno == r.artifact_line), None)
+            approx = " (MB precision)" if r.artifact_approx else ""
+            repacked = shipped and r.model_bytes and shipped + r.model_bytes <= ARTIFACT_CAP_BYTES and r.code_bytes and shipped < r.code_bytes
+            if repacked:
+                self.add(
+                    codes.STALE_SIZE_LINE,
+                    f"the log's artifact size is {r.artifact_bytes:,} bytes, over the cap, but the shipped code is "
+                    f"smaller than the logged code ({shipped:,} < {r.code_bytes:,} bytes): shipped code + logged model "
+                    f"= {shipped + r.model_bytes:,} bytes would fit, but the scored run's own artifact was over the cap "
+                    "(RULES: the record's own logs decide)",
+                    loc_line(p, r.artifact_line, line.line if line else ""),
+                    Severity.ERROR,
+                    "size_over_cap",
+                    confidence=Confidence.MEDIUM,
+                )
+                continue
+            self.add(
+                codes.SIZE_OVER_CAP,
+                f"the log's artifact size is {r.artifact_bytes:,} bytes{approx}, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
+                loc_line(p, r.artifact_line, line.line if line else ""),
+                Severity.ERROR if not r.artifact_approx else Severity.WARNING,
+                "size_over_cap",
+            )
+        over = [o for o in over if not any(f.code == codes.STALE_SIZE_LINE.code for f in self.findings)]
+        if shipped and not over:
+            worst = None
+            for p, r in self.relevant:
+                if r.model_bytes is None:
+                    continue
+                total = shipped + r.model_bytes
+                if total > ARTIFACT_CAP_BYTES and (worst is None or total > worst[0]):
+                    worst = (total, p, r)
+            if worst:
+                total, p, r = worst
+                mline = next((s for s in r.sizes if s.kind == "model" and s.nbytes == r.model_bytes), None)
+                counted = f"; the log counted {r.code_bytes:,} code bytes" if r.code_bytes else ""
+                self.add(
+                    codes.SHIPPED_SIZE_OVER_CAP,
+                    f"shipped code ({shipped:,} bytes: {', '.join(self.sub.code_files)}) + logged model "
+                    f"({r.model_bytes:,} bytes) = {total:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap{counted}"
+                    " — check which code bytes the record counts (the log's own total fits)",
+                    loc_line(p, mline.lineno if mline else 0, mline.line if mline else ""),
+                    Severity.WARNING,
+                    None,  # the log's own total fits: a bookkeeping question for the reviewer, not a proven cap break
+                    confidence=Confidence.MEDIUM,
+                )
+        c = self.claims.total_bytes
+        if c is not None:
+            n = int(c.value)
+            if n > ARTIFACT_CAP_BYTES:
+                self.add(
+                    codes.CLAIMED_SIZE_OVER_CAP,
+                    f"the submission claims {n:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
+                    loc_claim(c),
+                    Severity.ERROR,
+                    "size_over_cap",
+                )
+            printed = {s.nbytes for _, r in self.runs for s in r.sizes}
+            if self.runs and printed and n not in printed and not any(abs(n - x) <= 1 for x in printed):
+                self.add(
+                    codes.BYTE_CLAIM_NOT_IN_LOGS,
+                    f"claimed size {n:,} bytes is not printed by any log (logged artifact sizes: "
+                    + ", ".join(f"{r.artifact_bytes:,}" for _, r in self.final if r.artifact_bytes) + ")",
+                    loc_claim(c),
+                    Severity.INFO,
+                )
+
+    def check_time(self) -> None:
+        cap_sev = Severity.INFO if self.non_record else Severity.ERROR
+        cap_cat = None if self.non_record else "time_over_cap"
+        track = " (non-record track: informational)" if self.non_record else ""
+        for p, r in self.relevant:
+            if r.eval_only:
+                continue
+            if r.train_time_ms is not None and r.train_time_ms > TRAIN_CAP_SECONDS * 1000.0 + _step_grace_ms(r):
+                line = line_at(self.logs[p], r.train_time_line)
+                self.add(
+                    codes.TRAIN_TIME_OVER_CAP,
+                    f"training stopped at {r.train_time_ms / 1000.0:.1f} s, over the {TRAIN_CAP_SECONDS:.0f} s budget{track}"
+                    + (f" (world size {r.world_size})" if r.world_size and r.world_size != 8 else ""),
+                    loc_line(p, r.train_time_line, line),
+                    cap_sev,
+                    cap_cat,
+                )
+        for p, r in self.relevant:
+            secs, t = r.eval_seconds()
+            if secs is not None and secs > EVAL_CAP_SECONDS:
+                self.add(
+                    codes.EVAL_TIME_OVER_CAP,
+                    f"the scored evaluation ({t.stage}) took {secs:.1f} s, over the {EVAL_CAP_SECONDS:.0f} s budget{track}",
+                    loc_line(p, t.lineno, t.line),
+                    cap_sev,
+                    cap_cat,
+                )
+                continue
+            stages = _back_to_back(r)
+            total = sum(t.seconds for t in stages)
+            if len(stages) > 1 and total > EVAL_CAP_SECONDS:
+                self.add(
+                    codes.EVAL_STAGES_OVER_CAP,
+                    f"evaluation stages run back to back take {total:.1f} s in all ("
+                    + ", ".join(f"{t.stage} {t.seconds:.1f} s" for t in stages)
+                    + f"), over {EVAL_CAP_SECONDS:.0f} s; the scored stage alone fits",
+                    loc_line(p, stages[-1].lineno, stages[-1].line),
+                    Severity.WARNING if not self.non_record else Severity.INFO,
+                    evidence=tuple(loc_line(p, t.lineno, t.line) for t in stages[:-1]),
+                    confidence=Confidence.MEDIUM,
+                )
+        for p, r in self.relevant:
+            budget = r.max_wallclock_seconds or TRAIN_CAP_SECONDS
+            for w in r.wallclocks:
+                if w.stage in ("post_gptq_total_elapsed", "artifact_production_wallclock") and w.seconds > budget:
+                    self.add(
+                        codes.WALLCLOCK_OVER_BUDGET,
+                        f"{w.stage} is {w.seconds:.1f} s against a {budget:.0f} s training budget: work after the "
+                        "training clock stopped (GPTQ, serialization) — check that it reads no training data",
+                        loc_line(p, w.lineno, w.line),
+                        Severity.WARNING,
+                        confidence=Confidence.MEDIUM,
+                    )
+                    break
+
+    # integrity ------------------------------------------------------------------------------------------------
+
+
+def _step_grace_ms(r: RunLog) -> float:
+    """The wallclock check runs after a step, so a run may overshoot 600 s by one step (plus logging jitter)."""
+    last = r.steps[-1].step if r.steps else 0
+    if r.train_time_ms and last:
+        return 1.5 * r.train_time_ms / last + 250.0
+    return 1000.0
+
+
+
+
+def _back_to_back(r: RunLog) -> list:
+    """Distinct non-diagnostic eval stages with their own timer (one per base tag, `_exact` copies dropped)."""
+    seen: dict[str, object] = {}
+    for t in r.eval_times:
+        if t.stage in ("total_eval_time", "total_eval_wallclock", "temp_scaling") or t.stage.startswith("json:"):
+            continue
+        if t.stage.endswith(":done"):
+            continue  # the same stage as its metric line
+        base = t.stage[:-6] if t.stage.endswith("_exact") else t.stage
+        seen.setdefault(base, t)
+    return list(seen.values())
