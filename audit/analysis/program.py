@@ -12,69 +12,12 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from ..load import parse as pyparse
 from ..load.folder import ResolvedSource
 from .astutil import ENV_FUNCS, call_name, dotted, walk_scope
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
-
-
-@dataclass
-class SourceIndex:
-    """One parsed source and its single-traversal index."""
-
-    src: ResolvedSource
-    tree: ast.Module
-    parents: dict[ast.AST, ast.AST] = field(default_factory=dict)
-    by_type: dict[type, list[ast.AST]] = field(default_factory=dict)
-    lines: list[str] = field(default_factory=list)
-
-    @property
-    def path(self) -> str:
-        return self.src.path
-
-    def nodes(self, *types: type) -> list[ast.AST]:
-        out: list[ast.AST] = []
-        for t in types:
-            out.extend(self.by_type.get(t, ()))
-        return out
-
-    def snippet(self, node: ast.AST, max_lines: int = 3) -> str:
-        start = getattr(node, "lineno", 0)
-        end = min(getattr(node, "end_lineno", start) or start, start + max_lines - 1)
-        return "\n".join(self.lines[start - 1 : end]) if start else ""
-
-    def enclosing(self, node: ast.AST, *types: type) -> ast.AST | None:
-        cur = self.parents.get(node)
-        while cur is not None and not isinstance(cur, types):
-            cur = self.parents.get(cur)
-        return cur
-
-    def ancestors(self, node: ast.AST):
-        cur = self.parents.get(node)
-        while cur is not None:
-            yield cur
-            cur = self.parents.get(cur)
-
-
-def index_source(src: ResolvedSource) -> SourceIndex | None:
-    if src.parse_error:
-        return None
-    tree, _ = pyparse.parse(src.text)
-    if tree is None:
-        return None
-    idx = SourceIndex(src=src, tree=tree, lines=src.text.splitlines())
-    stack = [tree]
-    while stack:  # one traversal: parents and a by-type index
-        node = stack.pop()
-        idx.by_type.setdefault(type(node), []).append(node)
-        for child in ast.iter_child_nodes(node):
-            idx.parents[child] = node
-            stack.append(child)
-    for nodes in idx.by_type.values():
-        nodes.sort(key=lambda n: (getattr(n, "lineno", 0), getattr(n, "col_offset", 0)))
-    return idx
+from .source import SourceIndex, index_source
 
 
 @dataclass

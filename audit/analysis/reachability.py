@@ -19,7 +19,7 @@ from .astutil import ENV_FUNCS, FUNCS, UNKNOWN, blocks, dotted, ends_with, insid
 from .config import Config
 
 if TYPE_CHECKING:
-    from .program import SourceIndex
+    from .source import SourceIndex
 
 
 class Liveness:
