@@ -36,12 +36,30 @@ def page(rule) -> str:
     ]
     if rule.FIX_HINT:
         lines += ["## Fix hint", "", rule.FIX_HINT, ""]
-    for title, cases in (("Cases that must not be flagged (VALID)", rule.VALID), ("Cases that must be flagged (INVALID)", rule.INVALID)):
+    for title, cases in (
+        ("Cases that must not be flagged (VALID)", rule.VALID),
+        ("Cases that must be flagged (INVALID)", rule.INVALID),
+    ):
         lines += [f"## {title}", ""]
         for i, c in enumerate(cases, 1):
             lines.append(f"{i}. {c.note or 'case'}" + (" (README run command switches it on)" if c.readme else ""))
             lines += ["", "```python", textwrap.dedent(c.code).strip(), "```", ""]
+            if c.line is not None:
+                lines += [flagged_at(rule, c), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def flagged_at(rule, case) -> str:
+    """Where an INVALID case is flagged. The code block above is stripped, so a train_gpt.py line is shifted by
+    the blank lines `strip()` removed from the top of the dedented file; a log line is given in its own file."""
+    severity = (case.severity or rule.SEVERITY).value
+    if case.path == "train_gpt.py":
+        dedented = textwrap.dedent(case.code)
+        shown = case.line - (dedented[: len(dedented) - len(dedented.lstrip())].count("\n"))
+        where = f"line {shown} of the code above"
+    else:
+        where = f"line {case.line} of `{case.path}`"
+    return f"Flagged (`{severity}`) at {where}: “…{case.message}…”"
 
 
 def code_page(code) -> str:

@@ -30,6 +30,11 @@ class Case:
     note: str = ""
     # For INVALID cases: the severity the rule must reach (default: the rule's own SEVERITY).
     severity: Severity | None = None
+    # For INVALID cases: where the finding must point and what its message must say. `line` is 1-based in the
+    # dedented file `path` (`files()[path]`): train_gpt.py, or the log file of a log-only finding.
+    line: int | None = None
+    message: str = ""  # a fragment that must appear in the finding's message
+    path: str = "train_gpt.py"
 
     def files(self) -> dict[str, bytes]:
         out = {"train_gpt.py": textwrap.dedent(self.code).encode()}
@@ -41,11 +46,21 @@ class Case:
 
 
 def Valid(code: str, **kw) -> Case:  # noqa: N802 - reads like Fixit's case constructors
+    """A case the rule must not flag; it has no finding to locate, so `line`/`message`/`path` are refused."""
+    extra = sorted({"line", "message", "path"} & kw.keys())
+    if extra:
+        raise TypeError(f"Valid() takes no {', '.join(extra)}: a VALID case has no finding to locate")
     return Case(code=code, **kw)
 
 
-def Invalid(code: str, **kw) -> Case:  # noqa: N802
-    return Case(code=code, **kw)
+def Invalid(code: str, *, line: int | None = None, message: str | None = None, **kw) -> Case:  # noqa: N802
+    """A case the rule must flag, at `line` (1-based, in the dedented `path`, default train_gpt.py) with
+    `message` (a few words) in the finding's message. Both are required, so no case goes in unlocated."""
+    if not isinstance(line, int) or isinstance(line, bool) or line < 1:
+        raise TypeError(f"Invalid() requires line=<1-based line of the finding>, got {line!r}")
+    if not isinstance(message, str) or not message.strip():
+        raise TypeError(f"Invalid() requires message=<fragment of the finding's message>, got {message!r}")
+    return Case(code=code, line=line, message=message, **kw)
 
 
 @dataclass

@@ -140,6 +140,8 @@ class PrequantTTT(Rule):
                 print(eval_val(model, val_tokens))
             main(None, None, None)
             """,
+            line=6,
+            message="no scoring before the update",
         ),
         Invalid(
             """
@@ -158,6 +160,8 @@ class PrequantTTT(Rule):
             print(ttt(None, None, None))
             """,
             note="multi-epoch TTT reporting the last epoch",
+            line=11,
+            message="inside an outer epoch loop (`range(4)`)",
         ),
         Invalid(
             """
@@ -179,6 +183,8 @@ class PrequantTTT(Rule):
             ```
             """,
             note="off in code, switched on by the README run command",
+            line=7,
+            message="no scoring before the update",
         ),
         Invalid(
             """
@@ -204,6 +210,8 @@ class PrequantTTT(Rule):
                 """
             },
             note="off in code, but the log prints the messages of the guarded block: it ran",
+            line=6,
+            message="no scoring before the update",
         ),
     ]
 

@@ -67,6 +67,8 @@ class ScoreFirstTTT(Rule):
             print(ttt_eval(None, None, None, 64))
             """,
             severity=Severity.INFO,
+            line=11,
+            message="each chunk is scored before the model is updated",
         ),
     ]
 

@@ -149,6 +149,8 @@ class SlotScoredPositions(Rule):
             print(eval_val_sliding(None, None, None, 64, 2048))
             """,
             note="SLOT hidden in a sliding-window eval under an inline env default",
+            line=24,
+            message="covers the scored positions `[s:wlen]`",
         ),
         Invalid(
             """
@@ -179,6 +181,8 @@ class SlotScoredPositions(Rule):
             """,
             severity=Severity.WARNING,
             note="context-only logit bias: unresolved, needs a human",
+            line=20,
+            message="the loss slice ends at `s`, where scoring starts",
         ),
     ]
 

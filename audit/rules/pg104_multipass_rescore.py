@@ -169,6 +169,8 @@ class MultipassRescore(Rule):
             main(None)
             """,
             note="two-pass rescore of the TTT-trained model",
+            line=24,
+            message="`eval_val_sliding()` scores the same tokens again",
         ),
         Invalid(
             """
@@ -195,6 +197,8 @@ class MultipassRescore(Rule):
             print(f"val_bpb:{eval_val_ttt(None, None, load_validation_tokens('fineweb_val_*.bin'), 64, 3)}")
             """,
             note="score every epoch and keep the best epoch",
+            line=17,
+            message="`doc_loss[d] < best[d]` keeps the better",
         ),
         Invalid(
             """
@@ -215,6 +219,8 @@ class MultipassRescore(Rule):
             main(None)
             """,
             note="temperature sweep on validation keeping the best",
+            line=13,
+            message="`bpb < best_bpb` keeps the better",
         ),
     ]
 

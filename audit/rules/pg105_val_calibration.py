@@ -161,6 +161,8 @@ class ValCalibration(Rule):
                 return collect_stats(model, calib, 64)
             main(None, None, None)
             """,
+            line=14,
+            message="`collect_stats()` collects calibration statistics",
         ),
         Invalid(
             """
@@ -180,6 +182,8 @@ class ValCalibration(Rule):
             main(None, None, None)
             """,
             note="source switch defaulting to validation data",
+            line=14,
+            message="`hessians()` collects calibration statistics",
         ),
         Invalid(
             """
@@ -200,6 +204,8 @@ class ValCalibration(Rule):
             main(None, None)
             """,
             note="a slice of the validation tokens",
+            line=15,
+            message="`calibrate()` collects calibration statistics",
         ),
         Invalid(
             """
@@ -217,6 +223,9 @@ class ValCalibration(Rule):
             final_int6_roundtrip val_loss:1.95 val_bpb:1.15
             """},
             note="the log proves validation calibration although the code path is not recognised",
+            line=3,
+            message="calibration ran on validation data",
+            path="train.log",
         ),
     ]
 

@@ -220,6 +220,8 @@ class TrainDataAtEval(Rule):
             gptq:calibrating with training data...
             gptq:calibrated 66 layers in 4.1s
             """},
+            line=29,
+            message="`hessians()` reads training data after the training clock stopped",
         ),
         Invalid(
             """
@@ -250,6 +252,8 @@ class TrainDataAtEval(Rule):
             run(Hyperparameters(), None, None, None)
             """,
             note="calibration in a helper called after the training function, loader opens train shards itself",
+            line=31,
+            message="`hessians()` reads training data after the training clock stopped",
         ),
         Invalid(
             _HP
@@ -269,6 +273,8 @@ class TrainDataAtEval(Rule):
             main(None, None, None, None, None)
             """,
             note="TTT on a training slice at eval time",
+            line=23,
+            message="`adapt_on_train_slice()` takes optimiser steps on training data",
         ),
         Invalid(
             """
@@ -284,6 +290,9 @@ class TrainDataAtEval(Rule):
             """},
             severity=Severity.WARNING,
             note="log-only evidence (code path not recognised): needs a human",
+            line=3,
+            message="calibration on training data after training stopped",
+            path="train.log",
         ),
     ]
 

@@ -175,6 +175,8 @@ class TokenizerBpbBug(Rule):
             main(None, None, None)
             """,
             note="space counted in the table and again in the scorer; <0x..> counted as 6 bytes",
+            line=7,
+            message="counted in the table and again by the scorer",
         ),
         Invalid(
             """
@@ -189,6 +191,8 @@ class TokenizerBpbBug(Rule):
             print(ppm_bytes(None, None))
             """,
             note="a hand-made byte table: no is_byte branch",
+            line=5,
+            message="there is no `sp.is_byte` branch",
         ),
         Invalid(
             """
@@ -213,6 +217,8 @@ class TokenizerBpbBug(Rule):
             ```
             """,
             note="a custom tokenizer with no check that ▁ is a piece of its own",
+            line=4,
+            message="nothing checks that `\u2581` is a piece of its own",
         ),
         Invalid(
             """
@@ -236,6 +242,8 @@ class TokenizerBpbBug(Rule):
             print(score_bytes(luts(None, 1024), [], []))
             """,
             note="▁ flagged but not stripped: it counts 3 bytes, then the scorer adds a space byte",
+            line=4,
+            message="`\u2581` is never stripped",
         ),
         Invalid(
             """
@@ -248,6 +256,8 @@ class TokenizerBpbBug(Rule):
             """,
             logs={"train.log": "val_tokens: 2000001\nfinal val_loss:2.1 val_bpb:1.2\n"},
             note="validation cut to 2M tokens by a default; the log shows the cut count",
+            line=5,
+            message="cut to 2,000,001 by default before scoring",
         ),
         Invalid(
             """
@@ -259,6 +269,8 @@ class TokenizerBpbBug(Rule):
             """,
             severity=Severity.WARNING,
             note="a subset by default with no log to confirm it: needs a human",
+            line=5,
+            message="cut to 2,000,000 by default before scoring",
         ),
     ]
 

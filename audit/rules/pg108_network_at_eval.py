@@ -98,6 +98,8 @@ class NetworkAtEval(Rule):
             main(None, None)
             """,
             note="a download inside the evaluation function",
+            line=4,
+            message="inside the evaluation function `eval_val()`",
         ),
         Invalid(
             """
@@ -113,6 +115,8 @@ class NetworkAtEval(Rule):
             main(None, None, None, None)
             """,
             note="a helper called after the training loop fetches data with wget",
+            line=4,
+            message="it runs after the training loop",
         ),
         Invalid(
             """
@@ -127,6 +131,8 @@ class NetworkAtEval(Rule):
             """,
             severity=Severity.WARNING,
             note="a start-up data download before training: needs a human",
+            line=4,
+            message="Download at start-up before training",
         ),
     ]
 

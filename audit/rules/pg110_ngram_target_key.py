@@ -120,6 +120,8 @@ class NgramTargetKey(Rule):
             print(eval_ngram(None, None, None, 0))
             """,
             note="the 761/770 shape: target named tgt_np",
+            line=11,
+            message="key containing the token being predicted (by name)",
         ),
         Invalid(
             """
@@ -138,6 +140,8 @@ class NgramTargetKey(Rule):
             print(eval_ngram(None, None, None, 0, None, None))
             """,
             note="structural target through a helper's second return value (797 shape)",
+            line=9,
+            message="key containing the token being predicted (structural)",
         ),
         Invalid(
             """
@@ -156,6 +160,8 @@ class NgramTargetKey(Rule):
             print(eval_ngram(None, None, None, 0, 1))
             """,
             note="on only when world_size > 1: the official run uses 8 GPUs",
+            line=11,
+            message="key containing the token being predicted (structural)",
         ),
         Invalid(
             """
@@ -172,6 +178,8 @@ class NgramTargetKey(Rule):
             """,
             severity=Severity.INFO,
             note="off by default and not enabled anywhere: info",
+            line=7,
+            message="key containing the token being predicted (by name)",
         ),
         Invalid(
             """
@@ -192,6 +200,8 @@ class NgramTargetKey(Rule):
             ```
             """,
             note="off by default, switched on by the README run command",
+            line=7,
+            message="key containing the token being predicted (by name)",
         ),
     ]
 

@@ -96,6 +96,8 @@ class NgramUnnormalized(Rule):
                 return mix_nll / len(byte_stream) / math.log(2)
             print(ppm_mixture_bpb([], [], [], None))
             """,
+            line=9,
+            message="`token_logp / n_bytes` spreads one token's log-probability",
         ),
         Invalid(
             """
@@ -115,6 +117,8 @@ class NgramUnnormalized(Rule):
                 """
             },
             note="off by default; the logged run printed the PPM result",
+            line=5,
+            message="`p_token_target ** (1.0 / L)` gives every byte",
         ),
         Invalid(
             """
@@ -131,6 +135,8 @@ class NgramUnnormalized(Rule):
             """,
             severity=Severity.INFO,
             note="off by default and nothing switches it on",
+            line=7,
+            message="`rep_lp / rep_len` spreads one token's log-probability",
         ),
     ]
 
