@@ -34,7 +34,7 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:
         rows = []
         for folder in folders:
             sub = load_git_folder(git_dir, sha, folder)
-            sub.repo_url = repo_url
+            sub = sub.at(sub.head_sha, repo_url)
             rep = audit_submission(sub)
             rep.pr = pr
             rows.append(rep.to_dict())

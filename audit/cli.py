@@ -50,7 +50,7 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filte
         reports = []
         for f in folders:
             sub = load_git_folder(git_dir, sha, f)
-            sub.repo_url = repo_url
+            sub = sub.at(sub.head_sha, repo_url)
             rep = audit_submission(sub, **filters)
             rep.pr = pr
             reports.append(rep)
@@ -66,12 +66,10 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filte
             raise InputError(f"{path}: the checked-out branch adds or changes no record folder (base {base or 'merge-base with main'})")
         reports = []
         for f in folders:
-            sub = load_folder(p / f, name=f)
-            sub.head_sha, sub.repo_url = head_sha or head, repo_url
+            sub = load_folder(p / f, name=f).at(head_sha or head, repo_url)
             reports.append(audit_submission(sub, **filters))
         return reports
-    sub = load_folder(p)
-    sub.head_sha, sub.repo_url = head_sha, repo_url
+    sub = load_folder(p).at(head_sha, repo_url)
     return [audit_submission(sub, **filters)]
 
 

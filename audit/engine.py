@@ -1,5 +1,7 @@
-"""Run one audit: resolve sources, build the shared facts once, run every rule, package and claims checks,
-and decide the verdict. Each stage is isolated: a crash in one rule becomes a finding, not a lost audit."""
+"""Run one audit as a pipeline of stages, each a function from frozen values to a value:
+Folder (load/) → Sources (load/resolve.py, load/scripts.py) → Logs (logs/) → Program and its Analyses
+(analysis/) → findings (rules/, checks/) → verdict (verdict.py). Each stage is isolated: a crash in one
+becomes a `PG000` finding, not a lost audit."""
 
 from __future__ import annotations
 
@@ -11,13 +13,16 @@ from .analysis.astutil import UNKNOWN
 from .analysis.config import Config
 from .analysis.context import Analyses
 from .analysis.program import Program
+from .checks.claims import check_claims
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
 from .findings import Confidence, Finding, Location
-from .load.folder import Submission
-from .load.resolve import resolve
+from .load.folder import Folder
+from .load.messages import message_lines
+from .load.resolve import Sources, resolve
 from .load.runcmd import effective_env
-from .load.scripts import add_scripts_that_ran, message_lines
+from .load.scripts import scripts_that_ran
+from .logs import LogResult, parse_log
 from .logs.model import LoggedLine
 from .rules import RULES
 from .rules.base import RuleContext
@@ -61,30 +66,26 @@ class AuditReport:
         return report_dict(self)
 
 
-def _log_context(sub: Submission) -> tuple[dict[str, str], list[tuple[str, int, str, str]]]:
-    """Logged hyperparameters (of the last run of each log) and the non-source log lines with their kind."""
-    try:
-        from .logs import parsed_logs
-    except ImportError:  # parser not available: the audit still runs on code alone
-        return {}, []
+@dataclass(frozen=True)
+class Logs:
+    """The third stage: every log parsed once, the logged hyperparameters and the non-source log lines."""
+
+    results: dict[str, LogResult]
+    hyperparams: dict[str, str]  # attribute name (lowercase) -> value, from the runs' hyperparameter dumps
+    lines: tuple[tuple[str, int, str, str], ...]  # (path, line, text, kind) of every non-source line
+
+
+def read_logs(folder: Folder) -> Logs:
+    results = {path: parse_log(folder.text(path), path) for path in folder.log_files}
     params: dict[str, str] = {}
-    events: list[tuple[str, int, str, str]] = []
-    for path, result in parsed_logs(sub).items():
+    lines: list[tuple[str, int, str, str]] = []
+    for path, result in results.items():
         # runs appended to one file: a later run's dump wins, but a run printed without one keeps the earlier dump
         for run in result.runs:
             for k, v in (run.hyperparams or {}).items():
                 params[str(k).lower()] = str(v)
-        events.extend((path, e.lineno, e.text, e.kind) for e in result.events)
-    return params, events
-
-
-def _claims(sub: Submission) -> tuple[list[Finding], dict]:
-    try:
-        from .checks.claims import check_claims
-    except ImportError:
-        return [], {}
-    rep = check_claims(sub)
-    return list(rep.findings), rep.summary.to_dict() if rep.summary is not None else {}
+        lines.extend((path, e.lineno, e.text, e.kind) for e in result.events)
+    return Logs(results, params, tuple(lines))
 
 
 def _internal_error(stage: str, exc: BaseException) -> Finding:
@@ -108,23 +109,22 @@ def model_shape(program: Program) -> dict[str, object]:
     return shape
 
 
-def audit_submission(sub: Submission, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
-    t0 = time.perf_counter()
-    findings: list[Finding] = []
-    resolve(sub)
-    findings.extend(sub.load_findings)
-    launchers = {p.rsplit("/", 1)[-1]: sub.text(p) for p in sub.files if p.endswith(".sh") and "/" not in p}
-    env, _cmd = effective_env(sub.readme_text, launchers)
-    try:
-        logged, events = _log_context(sub)
-    except Exception as e:  # noqa: BLE001 - a parser bug must not lose the audit
-        logged, events = {}, []
-        findings.append(_internal_error("log parsing", e))
-    messages = message_lines(events)
-    findings.extend(add_scripts_that_ran(sub, messages))
-    program = Program.build(sub.sources, Config(env=env, logged=logged), logs=messages)
-    analyses = Analyses(program, [LoggedLine(path, line, text) for path, line, text, _ in events])
-    ctx = RuleContext(analyses=analyses, readme=sub.readme_text, files=sub.files)
+class _Stages:
+    """Runs each stage of one audit; an exception in a stage becomes a `PG000` finding and the rest still runs."""
+
+    def __init__(self) -> None:
+        self.findings: list[Finding] = []
+
+    def run(self, name: str, stage, *args, default=None):
+        try:
+            return stage(*args)
+        except Exception as e:  # noqa: BLE001 - a pgolf bug must not lose the audit
+            self.findings.append(_internal_error(name, e))
+            return default
+
+
+def _rules(analyses: Analyses, folder: Folder, select, ignore, stages: _Stages) -> list[str]:
+    ctx = RuleContext(analyses=analyses, readme=folder.readme_text, files=folder.files)
     rules_run = []
     for rule_cls in RULES:
         rid = f"{rule_cls.CODE}/{rule_cls.NAME}"
@@ -133,35 +133,48 @@ def audit_submission(sub: Submission, select: set[str] | None = None, ignore: se
         if ignore and ({rule_cls.CODE, rid, rule_cls.NAME} & ignore):
             continue
         rules_run.append(rid)
-        try:
-            findings.extend(rule_cls(ctx).check())
-        except Exception as e:  # noqa: BLE001
-            findings.append(_internal_error(f"rule {rid}", e))
-    findings.extend(package_findings(sub))
-    for src in sub.sources:
-        findings.extend(suppression_findings(src))
-    claims: dict = {}
-    try:
-        claim_findings, claims = _claims(sub)
-        findings.extend(claim_findings)
-    except Exception as e:  # noqa: BLE001
-        findings.append(_internal_error("claims check", e))
-    findings = [f for f in _dedupe(findings) if _wanted(f, select, ignore)]
+        stages.findings.extend(stages.run(f"rule {rid}", lambda c=rule_cls: list(c(ctx).check()), default=[]))
+    return rules_run
+
+
+def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
+    """Folder → Sources → Logs → Program → findings → verdict. Each stage reads frozen values and returns one."""
+    t0 = time.perf_counter()
+    st = _Stages()
+    sources = st.run("source resolution", resolve, folder, default=Sources())
+    launchers = {p.rsplit("/", 1)[-1]: folder.text(p) for p in folder.files if p.endswith(".sh") and "/" not in p}
+    env, _cmd = st.run("run commands", effective_env, folder.readme_text, launchers, default=({}, None))
+    logs = st.run("log parsing", read_logs, folder, default=Logs({}, {}, ()))
+    messages = message_lines(list(logs.lines))
+    sources = st.run("scripts that ran", scripts_that_ran, folder, sources, messages, default=sources)
+    st.findings.extend(sources.findings)
+    config = Config(env=env, logged=logs.hyperparams)
+    program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build([], config)
+    analyses = Analyses(program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines])
+    rules_run = _rules(analyses, folder, select, ignore, st)
+    st.findings.extend(st.run("folder checks", package_findings, folder, sources, default=[]))
+    for src in sources.sources:
+        st.findings.extend(st.run("suppression comments", suppression_findings, src, default=[]))
+    report = st.run("claims check", check_claims, folder, sources, logs.results)
+    if report is not None:
+        st.findings.extend(report.findings)
+    claims = report.summary.to_dict() if report is not None and report.summary is not None else {}
+    findings = [f for f in _dedupe(st.findings) if _wanted(f, select, ignore)]
     v = decide(findings)
     return AuditReport(
-        folder=sub.name,
+        folder=folder.name,
         verdict=v.verdict,
         categories=list(v.categories),
         reason=v.reason,
         findings=sorted(findings, key=lambda f: (-f.severity.rank, f.rule, f.location.path, f.location.start_line)),
-        entry=sub.entry,
-        code_bytes=sub.code_bytes,
-        code_files=list(sub.code_files),
-        decode_chain={s.path: list(s.chain) for s in sub.sources if s.chain},
-        model_shape=model_shape(program),
+        entry=sources.entry,
+        code_bytes=sources.code_bytes,
+        code_files=list(sources.code_files),
+        decode_chain={s.path: list(s.chain) for s in sources.sources if s.chain},
+        model_shape=st.run("model shape", model_shape, program, default={}),
         claims=claims,
-        head_sha=sub.head_sha,
-        repo_url=sub.repo_url,
+        head_sha=folder.head_sha,
+        repo_url=folder.repo_url,
         rules_run=rules_run,
         seconds=time.perf_counter() - t0,
     )

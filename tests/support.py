@@ -1,4 +1,4 @@
-"""What many tests share: where things are, and one way to build a `Submission` from text."""
+"""What many tests share: where things are, and one way to build a `Folder` from text."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import textwrap
 from pathlib import Path
 
-from audit.load.folder import Submission
+from audit.load.folder import Folder
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -14,10 +14,10 @@ EXAMPLES = ROOT / "examples"
 CORPUS = Path(os.environ.get("PGOLF_CORPUS") or ROOT.parent / "shared" / "corpus")
 
 
-def make_submission(files: dict[str, str | bytes], name: str = "case", dedent: bool = False) -> Submission:
+def make_submission(files: dict[str, str | bytes], name: str = "case", dedent: bool = False) -> Folder:
     """A submission from {relative path: text or bytes}; `dedent` strips a common indent from text files."""
     data = {
         path: body if isinstance(body, bytes) else (textwrap.dedent(body) if dedent else body).encode()
         for path, body in files.items()
     }
-    return Submission(name=name, files=data, sizes={p: len(b) for p, b in data.items()})
+    return Folder(name=name, files=data, sizes={p: len(b) for p, b in data.items()})

@@ -14,7 +14,15 @@ from pathlib import Path
 import click
 
 from audit.errors import InputError
+from audit.load.folder import load_folder
+from audit.load.resolve import resolve
 
+from .backends import Backend
+from .backends.local import LocalBackend
+from .backends.slurm import SlurmBackend
+from .launch import write_json_atomic
+from .ledger import Ledger
+from .plan import make_plan
 from .report import (
     VerifyReport,
     build_report,
@@ -22,6 +30,7 @@ from .report import (
     print_console,
     rerun_evidence,
 )
+from .smoke import smoke_test
 
 
 def _parse_seeds(text: str | None) -> tuple[int | None, list[int] | None]:
@@ -90,8 +99,6 @@ def _emit(rep: VerifyReport, fmt: str, output: str | None, quiet: bool) -> None:
 
 def _save(rep: VerifyReport, out: str) -> None:
     """The report next to the ledger, so a crash after this point loses nothing."""
-    from .launch import write_json_atomic
-
     d = Path(out)
     d.mkdir(parents=True, exist_ok=True)
     write_json_atomic(d / "report.json", rep.to_dict())
@@ -102,13 +109,9 @@ def _raise_on_term(signum, frame):  # SIGTERM (a scheduler, `kill`) cleans up li
     raise KeyboardInterrupt
 
 
-def _backend(name: str, o: dict):
+def _backend(name: str, o: dict) -> Backend:
     if name == "local":
-        from .backends.local import LocalBackend
-
         return LocalBackend(pause_s=o["pause"])
-    from .backends.slurm import SlurmBackend
-
     cluster = None if o["slurm_cluster"] == "auto" else o["slurm_cluster"]
     return SlurmBackend(
         folder=str(Path(o["out"]) / "submitit"),
@@ -123,16 +126,29 @@ def _backend(name: str, o: dict):
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
-@click.option("--seeds", "seeds_text", help="Seed count (3: the logs' seeds, else 42, 314, 1234) or a list (42,314,1234).")
+@click.option(
+    "--seeds", "seeds_text", help="Seed count (3: the logs' seeds, else 42, 314, 1234) or a list (42,314,1234)."
+)
 @click.option("--out", help="Working folder: ledger.json, per-seed logs and artifacts, report. Re-use it to resume.")
 @click.option("--backend", type=click.Choice(["local", "slurm"]), default="local", show_default=True)
 @click.option("--nproc", type=click.IntRange(1), default=8, show_default=True, help="torchrun --nproc_per_node.")
-@click.option("--timeout-min", type=click.FloatRange(min=0, min_open=True), default=40.0, show_default=True,
-              help="Per-seed limit; the whole process tree is killed past it.")
+@click.option(
+    "--timeout-min",
+    type=click.FloatRange(min=0, min_open=True),
+    default=40.0,
+    show_default=True,
+    help="Per-seed limit; the whole process tree is killed past it.",
+)
 @click.option("--data-path", help="DATA_PATH for the runs (the FineWeb shards on this machine).")
 @click.option("--tokenizer-path", help="TOKENIZER_PATH for the runs.")
-@click.option("--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Extra env var for every seed (repeatable).")
-@click.option("--tolerance", type=click.FloatRange(min=0), help="Allowed |re-run − claimed| BPB per seed (default: from the claimed seeds' spread).")
+@click.option(
+    "--env", "env_items", multiple=True, metavar="NAME=VALUE", help="Extra env var for every seed (repeatable)."
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    help="Allowed |re-run − claimed| BPB per seed (default: from the claimed seeds' spread).",
+)
 @click.option("--min-seeds", type=click.IntRange(1), default=3, show_default=True)
 @click.option("--sota", type=float, help="SOTA BPB for the one-sample test.")
 @click.option("--baseline", "baseline_text", help="Per-seed BPB of the record to beat, comma-separated (Welch test).")
@@ -143,18 +159,33 @@ def _backend(name: str, o: dict):
 @click.option("--force", is_flag=True, help="Re-run even when the audit flags the submission.")
 @click.option("--no-audit", is_flag=True, help="Skip the static audit before the re-run.")
 @click.option("--retry-failed", is_flag=True, help="On resume, run crashed or timed-out seeds again.")
-@click.option("--pause", type=click.FloatRange(min=0), default=10.0, show_default=True, help="Local backend: seconds between seeds.")
-@click.option("--slurm-cluster", type=click.Choice(["auto", "slurm", "local"]), default="auto", show_default=True,
-              help="submitit cluster; `local` runs the Slurm code path on this machine.")
+@click.option(
+    "--pause",
+    type=click.FloatRange(min=0),
+    default=10.0,
+    show_default=True,
+    help="Local backend: seconds between seeds.",
+)
+@click.option(
+    "--slurm-cluster",
+    type=click.Choice(["auto", "slurm", "local"]),
+    default="auto",
+    show_default=True,
+    help="submitit cluster; `local` runs the Slurm code path on this machine.",
+)
 @click.option("--partition")
 @click.option("--gpus-per-node", type=click.IntRange(0), help="Slurm GPUs per node (default: --nproc).")
 @click.option("--slurm-parallelism", type=click.IntRange(0), default=0, help="Most seeds at once (0: all).")
 @click.option("--slurm-param", multiple=True, metavar="KEY=VALUE", help="Extra sbatch parameter (account=…, qos=…).")
-@click.option("--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Slurm polling interval, seconds.")
+@click.option(
+    "--poll", type=click.FloatRange(min=0.1), default=5.0, show_default=True, help="Slurm polling interval, seconds."
+)
 @click.option("--smoke-timeout", type=click.FloatRange(min=1), default=180.0, show_default=True)
 @click.option("--smoke-memory-mb", type=click.IntRange(256), default=4096, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
-@click.option("--output", type=click.Path(dir_okay=False), help="Write the json/markdown report here instead of stdout.")
+@click.option(
+    "--output", type=click.Path(dir_okay=False), help="Write the json/markdown report here instead of stdout."
+)
 @click.option("--quiet", "-q", is_flag=True, help="No console report on stderr.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 whatever the verdict (usage errors still exit 2).")
 def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o) -> None:
@@ -168,30 +199,45 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
     out = out or str(Path("pgolf-verify-out") / (Path(path).resolve().name or "submission"))
     o["out"] = out
     baseline = _parse_floats(o["baseline_text"], "--baseline")
-    try:
-        env_overrides = _kv(o["env_items"], "--env")
-    except click.BadParameter:
-        raise
+    env_overrides = _kv(o["env_items"], "--env")
 
     if o["smoke"]:
         rep = _smoke(path, o)
         _emit(rep, fmt, output, quiet)
         sys.exit(0 if exit_zero else rep.exit_code)
 
-    from .plan import make_plan
-
     plan = make_plan(
-        path, out, seed_count=count, seeds=explicit, nproc=o["nproc"], timeout_s=o["timeout_min"] * 60,
-        data_path=o["data_path"], tokenizer_path=o["tokenizer_path"], env_overrides=env_overrides,
+        path,
+        out,
+        seed_count=count,
+        seeds=explicit,
+        nproc=o["nproc"],
+        timeout_s=o["timeout_min"] * 60,
+        data_path=o["data_path"],
+        tokenizer_path=o["tokenizer_path"],
+        env_overrides=env_overrides,
     )
     audit = {} if o["no_audit"] else _audit_summary(path)
-    report_kw = dict(audit=audit, tolerance=o["tolerance"], min_seeds=o["min_seeds"], sota=o["sota"],
-                     baseline=baseline, margin_nats=o["margin_nats"])
+    report_kw = dict(
+        audit=audit,
+        tolerance=o["tolerance"],
+        min_seeds=o["min_seeds"],
+        sota=o["sota"],
+        baseline=baseline,
+        margin_nats=o["margin_nats"],
+    )
 
     if o["dry_run"]:
         be = _backend(backend, o)
-        rep = VerifyReport(mode="dry-run", folder=plan.folder, verdict="planned", reason=f"{len(plan.jobs)} seed(s) planned",
-                           plan=plan.to_dict(), backend=getattr(be, "description", backend), audit=audit)
+        rep = VerifyReport(
+            mode="dry-run",
+            folder=plan.folder,
+            verdict="planned",
+            reason=f"{len(plan.jobs)} seed(s) planned",
+            plan=plan.to_dict(),
+            backend=be.description,
+            audit=audit,
+        )
         if not quiet:
             _print_plan(plan, rep)
         if fmt != "text" or output:
@@ -204,8 +250,14 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
         sys.exit(0 if exit_zero else rep.exit_code)
 
     if audit.get("verdict") == "flag" and not o["force"]:
-        rep = VerifyReport(mode="rerun", folder=plan.folder, verdict="not-run", plan=plan.to_dict(), audit=audit,
-                           reason="the audit flags this submission; not worth GPU time (use --force to re-run anyway)")
+        rep = VerifyReport(
+            mode="rerun",
+            folder=plan.folder,
+            verdict="not-run",
+            plan=plan.to_dict(),
+            audit=audit,
+            reason="the audit flags this submission; not worth GPU time (use --force to re-run anyway)",
+        )
         _emit(rep, fmt, output, quiet)
         sys.exit(0 if exit_zero else 1)
 
@@ -218,8 +270,6 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
 
 
 def _rerun(plan, backend_name: str, o: dict, report_kw: dict) -> VerifyReport | None:
-    from .ledger import Ledger
-
     be = _backend(backend_name, o)
     ledger = Ledger.open(plan)
     previous = signal.signal(signal.SIGTERM, _raise_on_term)
@@ -240,26 +290,26 @@ def _rerun(plan, backend_name: str, o: dict, report_kw: dict) -> VerifyReport | 
         ledger.close()
     results = ledger.results(plan.jobs)
     missing = [j.seed for j in plan.jobs if j.seed not in results]
-    rep = build_report("rerun", plan, rerun_evidence(plan, results), backend=getattr(be, "description", backend_name),
-                       missing=missing, **report_kw)
+    rep = build_report(
+        "rerun", plan, rerun_evidence(plan, results), backend=be.description, missing=missing, **report_kw
+    )
     return rep
 
 
 def _smoke(path: str, o: dict) -> VerifyReport:
-    from audit.load.folder import load_folder
-    from audit.load.resolve import resolve
-
-    from .smoke import smoke_test
-
     sub = load_folder(path)
-    resolve(sub)
-    if not sub.entry:
+    src = resolve(sub)
+    if not src.entry:
         raise InputError(f"{path}: no Python entry script found")
-    res = smoke_test(path, sub.entry, code_files=list(sub.code_files), timeout_s=o["smoke_timeout"],
-                     memory_mb=o["smoke_memory_mb"])
+    res = smoke_test(
+        path, src.entry, code_files=list(src.code_files), timeout_s=o["smoke_timeout"], memory_mb=o["smoke_memory_mb"]
+    )
     detail = "\n".join(res.notes + ([res.detail] if res.detail else []))
     return VerifyReport(
-        mode="smoke", folder=sub.name, verdict="verified" if res.ok else "failed", reason=res.summary,
+        mode="smoke",
+        folder=sub.name,
+        verdict="verified" if res.ok else "failed",
+        reason=res.summary,
         smoke={**res.to_dict(), "summary": res.summary, "detail": detail},
     )
 
@@ -268,14 +318,20 @@ def _print_plan(plan, rep: VerifyReport) -> None:
     from rich.console import Console
 
     c = Console(stderr=True, highlight=False)
-    c.print(f"plan for {plan.folder}: entry {plan.entry}, {len(plan.jobs)} seed(s) ({plan.seeds_source}), "
-            f"{plan.nproc} processes each, timeout {plan.timeout_s:.0f} s, backend {rep.backend}", markup=False)
+    c.print(
+        f"plan for {plan.folder}: entry {plan.entry}, {len(plan.jobs)} seed(s) ({plan.seeds_source}), "
+        f"{plan.nproc} processes each, timeout {plan.timeout_s:.0f} s, backend {rep.backend}",
+        markup=False,
+    )
     c.print(f"env from: {plan.env_source or 'no README run command'}", markup=False)
     if rep.audit:
         c.print(f"audit: {rep.audit.get('verdict')} — {rep.audit.get('reason', '')}", markup=False)
     claims = plan.claims
     if claims.per_seed:
-        c.print(f"claimed ({claims.source}): " + ", ".join(f"{s}: {v:.8f}" for s, v in claims.per_seed.items()), markup=False)
+        c.print(
+            f"claimed ({claims.source}): " + ", ".join(f"{s}: {v:.8f}" for s, v in claims.per_seed.items()),
+            markup=False,
+        )
     for p, h in plan.code_sha256.items():
         c.print(f"code {p} sha256 {h}", markup=False)
     for job in plan.jobs:

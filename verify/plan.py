@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from audit.checks.claims import check_claims
 from audit.errors import InputError
-from audit.load.folder import Submission, load_folder
+from audit.load.folder import Folder, load_folder
+from audit.load.resolve import Sources, resolve
+from audit.load.runcmd import effective_env
+
+from .checks import log_facts
 
 DEFAULT_SEEDS = (42, 314, 1234)  # the official re-run's seeds
 DEFAULT_NPROC = 8
@@ -48,7 +52,9 @@ class SeedJob:
     def shell(self) -> str:
         """The command as one shell line (for --dry-run and the report)."""
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env)
-        return f"cd {shlex.quote(self.work_dir)} && {env} timeout -s TERM {int(self.timeout_s)} " + shlex.join(self.argv)
+        return f"cd {shlex.quote(self.work_dir)} && {env} timeout -s TERM {int(self.timeout_s)} " + shlex.join(
+            self.argv
+        )
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -60,15 +66,20 @@ class SeedJob:
 
 
 @dataclass
-class Claims:
-    """What the submission says it scored: per seed and overall."""
+class ClaimedScores:
+    """What the submission says it scored, per seed and overall: the numbers the re-runs are checked
+    against (the auditor's `audit.checks.claims.Claims` keeps every claimed value with where it was written)."""
 
     per_seed: dict[int, float] = field(default_factory=dict)  # seed -> val_bpb
     mean_bpb: float | None = None
     source: str = ""  # where the per-seed values came from
 
     def to_dict(self) -> dict:
-        return {"per_seed": {str(k): v for k, v in self.per_seed.items()}, "mean_bpb": self.mean_bpb, "source": self.source}
+        return {
+            "per_seed": {str(k): v for k, v in self.per_seed.items()},
+            "mean_bpb": self.mean_bpb,
+            "source": self.source,
+        }
 
 
 @dataclass
@@ -85,7 +96,7 @@ class Plan:
     code_files: list[str]
     code_sha256: dict[str, str]
     code_bytes: int
-    claims: Claims
+    claims: ClaimedScores
     jobs: list[SeedJob]
     shipped_logs: dict[str, str] = field(default_factory=dict)  # path -> text (for --logs-only)
     logged_scores: dict[int, float] = field(default_factory=dict)  # seed -> val_bpb the shipped logs print
@@ -115,22 +126,18 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def readme_env(sub: Submission) -> tuple[dict[str, str], str]:
+def readme_env(sub: Folder) -> tuple[dict[str, str], str]:
     """Env vars of the README's record run command (audit.runcmd decides which command that is)."""
-    from audit.load.runcmd import effective_env
-
     env, cmd = effective_env(sub.readme_text)
     return dict(env), (f"README.md:{cmd.lineno}: {cmd.text}" if cmd else "")
 
 
-def shipped_logs(sub: Submission) -> dict[str, str]:
+def shipped_logs(sub: Folder) -> dict[str, str]:
     return {p: sub.text(p) for p in sub.log_files}
 
 
 def logged_scores(logs: dict[str, str]) -> dict[int, float | None]:
     """Seed -> scored val_bpb of the last run of each shipped log (None when it printed no score)."""
-    from .checks import log_facts
-
     out: dict[int, float | None] = {}
     for text in logs.values():
         facts = log_facts(text)
@@ -161,31 +168,26 @@ def choose_seeds(count: int | None, explicit: list[int] | None, from_logs: list[
     return seeds, source
 
 
-def claimed_scores(sub: Submission, logs: dict[str, str]) -> Claims:
+def claimed_scores(sub: Folder, sources: Sources, logs: dict[str, str]) -> ClaimedScores:
     """Per-seed claims as written (README tables, submission.json), else the values the shipped logs print.
 
-    `audit.claims` reads the written claims when it is installed; submission.json's `seed_results` and
-    our own log reading are the fallbacks. `source` says which, because a claim read from a log cannot
-    be checked against that same log."""
-    claims = Claims()
+    The auditor's claim checker reads the written claims and the per-seed scores of the logs;
+    submission.json's `seed_results` and our own log reading are the fallbacks when it finds none.
+    `source` says which, because a claim read from a log cannot be checked against that same log."""
+    claims = ClaimedScores()
+    rep = check_claims(sub, sources)
+    written = rep.claims.per_seed_bpb if rep.claims is not None else {}
+    for seed, vals in written.items():
+        if vals and _is_num(vals[0].value):
+            claims.per_seed[int(seed)] = float(vals[0].value)
+    if claims.per_seed:
+        claims.source = "written claims (README / submission.json)"
     from_logs: dict[int, float] = {}
-    try:
-        from audit.checks.claims import check_claims
-    except ImportError:
-        check_claims = None
-    if check_claims is not None:
-        rep = check_claims(sub)
-        written = getattr(getattr(rep, "claims", None), "per_seed_bpb", None) or {}
-        for seed, vals in written.items():
-            if vals and _is_num(vals[0].value):
-                claims.per_seed[int(seed)] = float(vals[0].value)
-        if claims.per_seed:
-            claims.source = "written claims (README / submission.json)"
-        summary = rep.summary
-        if summary is not None:
-            if _is_num(summary.claimed_bpb):
-                claims.mean_bpb = float(summary.claimed_bpb)
-            from_logs = {int(k): float(v) for k, v in (summary.per_seed or {}).items() if _is_num(v)}
+    summary = rep.summary
+    if summary is not None:
+        if _is_num(summary.claimed_bpb):
+            claims.mean_bpb = float(summary.claimed_bpb)
+        from_logs = {int(k): float(v) for k, v in (summary.per_seed or {}).items() if _is_num(v)}
     meta = sub.submission_json or {}
     if claims.mean_bpb is None and _is_num(meta.get("val_bpb")):
         claims.mean_bpb = float(meta["val_bpb"])
@@ -198,8 +200,6 @@ def claimed_scores(sub: Submission, logs: dict[str, str]) -> Claims:
             claims.source = "submission.json seed_results"
     if not claims.per_seed:
         if not from_logs:
-            from .checks import log_facts
-
             for text in logs.values():
                 f = log_facts(text)
                 if f.seed is not None and f.val_bpb is not None:
@@ -214,17 +214,9 @@ def _is_num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def parse_env_overrides(items: list[str]) -> dict[str, str]:
-    env: dict[str, str] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            raise InputError(f"--env {item!r}: expected NAME=VALUE")
-        env[key] = value
-    return env
-
-
-def job_fingerprint(seed: int, entry: str, argv: tuple[str, ...], env: dict[str, str], code_sha256: dict[str, str]) -> str:
+def job_fingerprint(
+    seed: int, entry: str, argv: tuple[str, ...], env: dict[str, str], code_sha256: dict[str, str]
+) -> str:
     """Changes when anything that decides a seed's outcome changes (timeout excluded: it only bounds it)."""
     stable_argv = [a for a in argv if a != sys.executable]  # a different venv path is the same command
     blob = json.dumps([seed, entry, stable_argv, sorted(env.items()), sorted(code_sha256.items())])
@@ -243,11 +235,9 @@ def make_plan(
     tokenizer_path: str | None = None,
     env_overrides: dict[str, str] | None = None,
 ) -> Plan:
-    from audit.load.resolve import resolve
-
     sub = load_folder(folder)
-    resolve(sub)
-    if not sub.entry:
+    src = resolve(sub)
+    if not src.entry:
         raise InputError(f"{folder}: no Python entry script found")
     env, env_source = readme_env(sub)
     for k in OWNED_ENV:
@@ -260,8 +250,8 @@ def make_plan(
     logs = shipped_logs(sub)
     logged = logged_scores(logs)
     chosen, seeds_source = choose_seeds(seed_count, seeds, list(logged))
-    code_sha = {p: sha256(sub.files[p]) for p in sub.code_files if p in sub.files}
-    argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", sub.entry)
+    code_sha = {p: sha256(sub.files[p]) for p in src.code_files if p in sub.files}
+    argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", src.entry)
     out_abs = str(Path(out).resolve())
     jobs = []
     for s in chosen:
@@ -273,28 +263,28 @@ def make_plan(
                 run_id=run_id,
                 source_dir=str(Path(folder).resolve()),
                 seed_dir=str(Path(out_abs) / "seeds" / f"seed_{s}"),
-                entry=sub.entry,
+                entry=src.entry,
                 argv=argv,
                 env=tuple(sorted(job_env.items())),
                 timeout_s=float(timeout_s),
-                code_files=tuple(sub.code_files),
-                fingerprint=job_fingerprint(s, sub.entry, argv, job_env, code_sha),
+                code_files=tuple(src.code_files),
+                fingerprint=job_fingerprint(s, src.entry, argv, job_env, code_sha),
             )
         )
     return Plan(
         folder=sub.name,
         out=out_abs,
-        entry=sub.entry,
+        entry=src.entry,
         nproc=nproc,
         seeds=chosen,
         seeds_source=seeds_source,
         env=env,
         env_source=env_source,
         timeout_s=float(timeout_s),
-        code_files=list(sub.code_files),
+        code_files=list(src.code_files),
         code_sha256=code_sha,
-        code_bytes=sub.code_bytes,
-        claims=claimed_scores(sub, logs),
+        code_bytes=src.code_bytes,
+        claims=claimed_scores(sub, src, logs),
         jobs=jobs,
         shipped_logs=logs,
         logged_scores={k: v for k, v in logged.items() if v is not None},

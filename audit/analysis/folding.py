@@ -15,6 +15,7 @@ from .astutil import ENV_FUNCS, UNKNOWN, dotted
 from .config import Config, literal_from_text
 
 MAX_FOLD_DEPTH = 30  # nested expressions / names followed before giving up
+LOCAL_HOP = 6  # a function-local name costs this much depth: at most ~5 locals followed in a chain
 
 
 class Folding:
@@ -40,7 +41,8 @@ class Folding:
             if node.id in ("True", "False", "None"):
                 return {"True": True, "False": False, "None": None}[node.id]
             if local and node.id in local and local[node.id] is not node:
-                return f(local[node.id])  # locals bound once fold through each other
+                # locals bound once fold through each other, a few hops deep (`a = b + b` must not blow up)
+                return self.fold(local[node.id], cfg, _depth + LOCAL_HOP, local)
             key = node.id.lower()
             if key in cfg.logged:
                 return literal_from_text(cfg.logged[key])

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from ..load.folder import ResolvedSource
+from ..load.resolve import ResolvedSource
 from .astutil import ENV_FUNCS, call_name, dotted, walk_scope
 from .config import Config
 from .folding import Folding

@@ -14,7 +14,7 @@ from functools import cached_property
 from typing import TYPE_CHECKING
 
 from ..findings import Reachability
-from ..load.scripts import LogCall, LogText, log_calls
+from ..load.messages import LogCall, LogText, log_calls
 from .astutil import ENV_FUNCS, FUNCS, UNKNOWN, blocks, dotted, ends_with, inside, short, short_text, single_bindings
 from .config import Config
 

@@ -6,7 +6,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load import parse as pyparse
-from ..load.folder import ResolvedSource
+from ..load.resolve import ResolvedSource
 
 
 @dataclass

@@ -6,7 +6,8 @@ from .. import codes
 from ..challenge import ARTIFACT_CAP_BYTES
 from ..codes import Code
 from ..findings import Finding, Location, Severity
-from ..load.folder import Submission
+from ..load.folder import Folder
+from ..load.resolve import Sources
 from .claims import SCORE_KEYS
 
 REQUIRED = ("README.md", "submission.json")
@@ -17,12 +18,12 @@ def _f(code: Code, message: str, path: str, severity: Severity | None = None) ->
     return code.finding(message, Location(path=path), severity=severity)
 
 
-def package_findings(sub: Submission) -> list[Finding]:
+def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
     out: list[Finding] = []
     for name in REQUIRED:
         if not sub.find(name):
             out.append(_f(codes.MISSING_FILE, f"required file {name} is missing", name))
-    if sub.entry is None:
+    if sources.entry is None:
         out.append(_f(codes.MISSING_FILE, "no Python entry script (train_gpt.py or another train*.py)", "train_gpt.py"))
     if not sub.log_files:
         out.append(_f(codes.MISSING_FILE, "no training log in the folder (*.log / *.txt)", "."))
@@ -39,12 +40,12 @@ def package_findings(sub: Submission) -> list[Finding]:
                 )
     for path, why in sub.skipped:
         out.append(_f(codes.FILE_SKIPPED, f"{path}: {why}", path, Severity.INFO))
-    if sub.code_bytes > ARTIFACT_CAP_BYTES:
+    if sources.code_bytes > ARTIFACT_CAP_BYTES:
         out.append(
             _f(
                 codes.CODE_OVER_CAP,
-                f"code files alone are {sub.code_bytes:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
-                sub.entry or ".",
+                f"code files alone are {sources.code_bytes:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
+                sources.entry or ".",
             )
         )
     return out

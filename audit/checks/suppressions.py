@@ -12,7 +12,7 @@ import tokenize
 
 from .. import codes
 from ..findings import Finding, Location
-from ..load.folder import ResolvedSource
+from ..load.resolve import ResolvedSource
 
 MARKERS = re.compile(r"#\s*(noqa|nosec|lint-ignore|lint-fixme|nosemgrep|pgolf:\s*ignore)\b[^\n]*", re.I)
 

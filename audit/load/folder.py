@@ -1,4 +1,4 @@
-"""Load a record folder — from disk or straight from git objects — into a `Submission`.
+"""Load a record folder from disk into a `Folder` (git objects: git.py): the first stage of the audit.
 
 Nothing here executes submission code. Files are read with a size bound, symlinks that leave the
 folder are not followed, binary files are kept as bytes but never decoded as source.
@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
-from ..findings import Finding
 
 MAX_FILE_BYTES = 8_000_000  # bigger files are measured but not read (a 50 MB log must not hang us)
 MAX_FOLDER_FILES = 2_000
@@ -20,30 +20,20 @@ LOG_SUFFIXES = (".log", ".txt", ".out")
 NOT_LOGS = {"requirements.txt", "readme.txt", "cmakelists.txt", "license.txt"}
 
 
-@dataclass
-class ResolvedSource:
-    """One Python source as the auditor analyses it (wrappers decoded)."""
+@dataclass(frozen=True)
+class Folder:
+    """What was read from a record folder: every later stage reads it, none changes it."""
 
-    path: str  # path of the shipped file, relative to the folder
-    text: str  # the decoded source that rules analyse
-    chain: tuple[str, ...] = ()  # how it was decoded: ("lzma", "base85", "exec") …
-    role: str = "entry"  # entry | module | launcher
-    parse_error: str | None = None
-    virtual: bool = False  # True when `text` is a decoded payload, not the file as shipped
-
-
-@dataclass
-class Submission:
     name: str  # folder path as given (relative to the repo root when known)
-    files: dict[str, bytes] = field(default_factory=dict)  # readable files, relative path -> bytes
-    sizes: dict[str, int] = field(default_factory=dict)  # every regular file -> bytes on disk
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, why not read)
+    files: Mapping[str, bytes] = field(default_factory=dict)  # readable files, relative path -> bytes
+    sizes: Mapping[str, int] = field(default_factory=dict)  # every regular file -> bytes on disk
+    skipped: tuple[tuple[str, str], ...] = ()  # (path, why not read)
     head_sha: str | None = None
     repo_url: str | None = None
-    sources: list[ResolvedSource] = field(default_factory=list)
-    entry: str | None = None  # the script that actually runs
-    code_files: list[str] = field(default_factory=list)  # files whose bytes count as code
-    load_findings: list[Finding] = field(default_factory=list)
+
+    def at(self, head_sha: str | None, repo_url: str | None) -> Folder:
+        """The same folder, placed at a commit of a repository (for permalinks)."""
+        return replace(self, head_sha=head_sha, repo_url=repo_url)
 
     # --- text access -------------------------------------------------------------------------
     def text(self, path: str) -> str:
@@ -85,9 +75,6 @@ class Submission:
                 out.append(p)
         return out
 
-    @property
-    def code_bytes(self) -> int:
-        return sum(self.sizes.get(p, 0) for p in self.code_files)
 
 
 def decode_text(data: bytes) -> str:
@@ -108,14 +95,16 @@ def is_binary(data: bytes) -> bool:
 
 
 # --- loading from disk ---------------------------------------------------------------------------
-def load_folder(path: str | os.PathLike, name: str | None = None) -> Submission:
+def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
     root = Path(path)
     if not root.exists():
         raise InputError(f"{path}: no such file or directory")
     if not root.is_dir():
         raise InputError(f"{path}: not a directory (give a record folder or a repository checkout)")
     real_root = root.resolve()
-    sub = Submission(name=name or str(path).rstrip("/"))
+    files: dict[str, bytes] = {}
+    sizes: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
     count = 0
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames[:] = sorted(d for d in dirnames if d not in {".git", "__pycache__"})
@@ -124,27 +113,27 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Submission:
             rel = full.relative_to(root).as_posix()
             count += 1
             if count > MAX_FOLDER_FILES:
-                sub.skipped.append((rel, "too many files in folder"))
+                skipped.append((rel, "too many files in folder"))
                 continue
             if full.is_symlink():
                 target = full.resolve()
                 if not target.is_relative_to(real_root):
-                    sub.skipped.append((rel, "symlink leaves the folder; not followed"))
+                    skipped.append((rel, "symlink leaves the folder; not followed"))
                     continue
             try:
                 st = full.stat()
             except OSError as e:
-                sub.skipped.append((rel, f"cannot stat: {e.strerror}"))
+                skipped.append((rel, f"cannot stat: {e.strerror}"))
                 continue
             if not full.is_file():
-                sub.skipped.append((rel, "not a regular file"))
+                skipped.append((rel, "not a regular file"))
                 continue
-            sub.sizes[rel] = st.st_size
+            sizes[rel] = st.st_size
             if st.st_size > MAX_FILE_BYTES:
-                sub.skipped.append((rel, f"{st.st_size} bytes; too large to read"))
+                skipped.append((rel, f"{st.st_size} bytes; too large to read"))
                 continue
             try:
-                sub.files[rel] = full.read_bytes()
+                files[rel] = full.read_bytes()
             except OSError as e:
-                sub.skipped.append((rel, f"cannot read: {e.strerror}"))
-    return sub
+                skipped.append((rel, f"cannot read: {e.strerror}"))
+    return Folder(name or str(path).rstrip("/"), files, sizes, tuple(skipped))

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from ..errors import InputError
-from .folder import MAX_FILE_BYTES, MAX_FOLDER_FILES, Submission
+from .folder import MAX_FILE_BYTES, MAX_FOLDER_FILES, Folder
 
 _RECORD = re.compile(r"^(records/track_[^/]+/[^/]+|records/(?!track_)[^/]+)/")
 
@@ -109,12 +109,13 @@ def git(git_dir: str, *args: str, input: bytes | None = None, check: bool = True
     return proc.stdout
 
 
-def load_git_folder(git_dir: str, ref: str, folder: str) -> Submission:
+def load_git_folder(git_dir: str, ref: str, folder: str) -> Folder:
     """Read `folder` at `ref` from a (bare) repository without a checkout."""
     folder = folder.strip("/")
     sha = git(git_dir, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
     listing = git(git_dir, "ls-tree", "-r", "-l", "-z", sha, "--", folder + "/")
-    sub = Submission(name=folder, head_sha=sha)
+    sizes: dict[str, int] = {}
+    skipped: list[tuple[str, str]] = []
     blobs: list[tuple[str, str]] = []
     for entry in listing.split(b"\0"):
         if not entry:
@@ -125,23 +126,23 @@ def load_git_folder(git_dir: str, ref: str, folder: str) -> Submission:
         if kind != "blob":
             continue
         if mode == "120000":
-            sub.skipped.append((rel, "symlink; not followed"))
+            skipped.append((rel, "symlink; not followed"))
             continue
         n = int(size) if size.strip().isdigit() else 0
-        sub.sizes[rel] = n
-        if len(sub.sizes) > MAX_FOLDER_FILES:
-            sub.skipped.append((rel, "too many files in folder"))
+        sizes[rel] = n
+        if len(sizes) > MAX_FOLDER_FILES:
+            skipped.append((rel, "too many files in folder"))
             continue
         if n > MAX_FILE_BYTES:
-            sub.skipped.append((rel, f"{n} bytes; too large to read"))
+            skipped.append((rel, f"{n} bytes; too large to read"))
             continue
         blobs.append((rel, obj))
-    if not sub.sizes:
+    if not sizes:
         raise InputError(f"{folder}: no files at {ref}")
     missing: list[str] = []
-    sub.files = read_blobs(git_dir, blobs, missing)
-    sub.skipped.extend((rel, "object absent from this git mirror") for rel in missing)
-    return sub
+    files = read_blobs(git_dir, blobs, missing)
+    skipped.extend((rel, "object absent from this git mirror") for rel in missing)
+    return Folder(folder, files, sizes, tuple(skipped), head_sha=sha)
 
 
 def read_blobs(git_dir: str, blobs: list[tuple[str, str]], missing: list[str] | None = None) -> dict[str, bytes]:

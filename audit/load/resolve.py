@@ -16,13 +16,14 @@ import codecs
 import lzma
 import re
 import zlib
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
 from .. import codes
-from ..findings import Location
+from ..findings import Finding, Location
 from . import parse as pyparse
-from .folder import ResolvedSource, Submission, decode_text, is_binary
+from .folder import Folder, decode_text, is_binary
 from .runcmd import run_commands
 
 MAX_DECODED_BYTES = 32_000_000  # a payload that inflates beyond this is a decompression bomb
@@ -309,7 +310,7 @@ def _is_effectively_empty(text: str) -> bool:
 _DISTRIBUTED = re.compile(r"\b(torchrun|torch\.distributed\.(run|launch)|accelerate\s+launch|srun|deepspeed)\b")
 
 
-def _readme_scripts(sub: Submission) -> list[str]:
+def _readme_scripts(sub: Folder) -> list[str]:
     """Scripts the README runs, most likely entry first: a distributed launch (`torchrun … x.py`), then a
     `train*.py`, then anything else (data download / preparation scripts come last)."""
     ranked: list[tuple[int, int, str]] = []
@@ -326,7 +327,7 @@ def _readme_scripts(sub: Submission) -> list[str]:
     return out
 
 
-def _launched_distributed(sub: Submission, name: str) -> bool:
+def _launched_distributed(sub: Folder, name: str) -> bool:
     return any(_DISTRIBUTED.search(c.text) and name in c.text for c in run_commands(sub.readme_text))
 
 
@@ -334,7 +335,7 @@ def _is_helper_script(name: str) -> bool:
     return not (name.startswith("train") or "gpt" in name)
 
 
-def _top_py(sub: Submission, name: str) -> str | None:
+def _top_py(sub: Folder, name: str) -> str | None:
     """`name` at the folder's top level, else one level down."""
     if name in sub.files:
         return name
@@ -344,7 +345,7 @@ def _top_py(sub: Submission, name: str) -> str | None:
     return None
 
 
-def choose_entry(sub: Submission) -> str | None:
+def choose_entry(sub: Folder) -> str | None:
     """The script that runs: README run command, else non-empty train_gpt.py, else another train*.py."""
     pys = [p for p in sub.files if p.endswith(".py") and not is_binary(sub.files[p])]
     if not pys:
@@ -373,7 +374,7 @@ def choose_entry(sub: Submission) -> str | None:
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\.?[\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
 
 
-def _local_imports(text: str, sub: Submission) -> list[str]:
+def _local_imports(text: str, sub: Folder) -> list[str]:
     """Sibling modules imported by a source (`import utils`, `from model import GPT`), found from the import
     lines (cheaper than walking the tree, and lazy imports inside functions count too)."""
     found = []
@@ -386,7 +387,7 @@ def _local_imports(text: str, sub: Submission) -> list[str]:
     return found
 
 
-def _launched_siblings(text: str, sub: Submission) -> list[str]:
+def _launched_siblings(text: str, sub: Folder) -> list[str]:
     out = []
     for m in _LAUNCH_SIBLING.finditer(text):
         p = _top_py(sub, PurePosixPath(m.group(1)).name)
@@ -395,12 +396,41 @@ def _launched_siblings(text: str, sub: Submission) -> list[str]:
     return out
 
 
-def resolve(sub: Submission) -> Submission:
-    """Fill `sub.entry`, `sub.sources`, `sub.code_files` and loader findings. Never executes anything."""
-    entry = choose_entry(sub)
-    sub.entry = entry
+@dataclass(frozen=True)
+class ResolvedSource:
+    """One Python source as the auditor analyses it (wrappers decoded)."""
+
+    path: str  # path of the shipped file, relative to the folder
+    text: str  # the decoded source that rules analyse
+    chain: tuple[str, ...] = ()  # how it was decoded: ("lzma", "base85", "exec") …
+    role: str = "entry"  # entry | module | ran
+    parse_error: str | None = None
+    virtual: bool = False  # True when `text` is a decoded payload, not the file as shipped
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The second stage: the script that runs, every source it reaches (decoded), the files whose bytes
+    count as code, and what the loader could not analyse."""
+
+    entry: str | None = None
+    sources: tuple[ResolvedSource, ...] = ()
+    code_files: tuple[str, ...] = ()
+    code_bytes: int = 0  # the code files' bytes as shipped (a compressed wrapper counts as its own bytes)
+    findings: tuple[Finding, ...] = ()
+
+    def adding(self, sources: Iterable[ResolvedSource], findings: Iterable[Finding]) -> Sources:
+        return replace(self, sources=self.sources + tuple(sources), findings=self.findings + tuple(findings))
+
+
+def resolve(folder: Folder) -> Sources:
+    """Pick the entry script and follow its local imports and launched siblings. Never executes anything."""
+    entry = choose_entry(folder)
     if entry is None:
-        return sub
+        return Sources()
+    code_files: list[str] = []
+    sources: list[ResolvedSource] = []
+    findings: list[Finding] = []
     queue: list[tuple[str, str]] = [(entry, "entry")]
     seen: set[str] = set()
     while queue:
@@ -408,49 +438,53 @@ def resolve(sub: Submission) -> Submission:
         if path in seen:
             continue
         seen.add(path)
-        sub.code_files.append(path)
-        src = resolve_file(sub, path, role)
-        sub.sources.append(src)
+        code_files.append(path)
+        src, siblings, found = resolve_file(folder, path, role)
+        code_files.extend(s for s in siblings if s not in code_files)
+        sources.append(src)
+        findings.extend(found)
         if src.parse_error:
             continue
-        for p in _local_imports(src.text, sub) + _launched_siblings(src.text, sub):
+        for p in _local_imports(src.text, folder) + _launched_siblings(src.text, folder):
             if p not in seen:
                 queue.append((p, "module"))
-    return sub
+    code_bytes = sum(folder.sizes.get(p, 0) for p in code_files)
+    return Sources(entry, tuple(sources), tuple(code_files), code_bytes, tuple(findings))
 
 
-def resolve_file(sub: Submission, path: str, role: str) -> ResolvedSource:
-    text = sub.text(path)
+def resolve_file(folder: Folder, path: str, role: str) -> tuple[ResolvedSource, list[str], list[Finding]]:
+    """One file decoded: the source, the siblings its wrapper reads (`exec(open(sibling).read())`: their
+    bytes count as code too), and what could not be analysed."""
+    text = folder.text(path)
     chain: list[str] = []
+    siblings: list[str] = []
+    findings: list[Finding] = []
     for _ in range(MAX_DEPTH):
         try:
-            step = decode_once(text, sub.files)
+            step = decode_once(text, folder.files)
         except BombError as e:
-            sub.load_findings.append(
-                codes.DECOMPRESSION_BOMB.finding(f"{path}: {e}; payload not analysed", Location(path=path))
-            )
+            findings.append(codes.DECOMPRESSION_BOMB.finding(f"{path}: {e}; payload not analysed", Location(path=path)))
             break
         if step is None:
             break
         text, how = step
         chain.extend(how)
-        # `exec(open(sibling).read())`: the sibling's bytes count as code too.
         for h in how:
-            sib = _top_py(sub, PurePosixPath(h[5:]).name) if h.startswith("read:") else None
-            if sib and sib not in sub.code_files:
-                sub.code_files.append(sib)
-    src = ResolvedSource(path=path, text=text, chain=tuple(chain), role=role, virtual=bool(chain))
-    _, src.parse_error = pyparse.parse(text)
-    if src.parse_error:
+            sib = _top_py(folder, PurePosixPath(h[5:]).name) if h.startswith("read:") else None
+            if sib and sib not in siblings:
+                siblings.append(sib)
+    _, parse_error = pyparse.parse(text)
+    src = ResolvedSource(path, text, tuple(chain), role, parse_error, virtual=bool(chain))
+    if parse_error:
         py2 = " (Python 2 syntax?)" if re.search(r"^\s*print\s+[\"'\w]", text, re.M) else ""
-        sub.load_findings.append(
+        findings.append(
             codes.CANNOT_PARSE.finding(
                 f"{path}{' (decoded)' if chain else ''} cannot be parsed as Python 3: "
-                f"{src.parse_error}{py2}; its code rules were not run",
-                Location(path=path, start_line=_err_line(src.parse_error)),
+                f"{parse_error}{py2}; its code rules were not run",
+                Location(path=path, start_line=_err_line(parse_error)),
             )
         )
-    return src
+    return src, siblings, findings
 
 
 def _err_line(msg: str) -> int:

@@ -7,12 +7,13 @@ import textwrap
 
 from audit.checks.claims import (
     ClaimedValue,
-    check_claims,
     extract_claims,
     value_matches,
 )
+from audit.checks.claims import check_claims as _check_claims
 from audit.findings import Severity
-from audit.load.folder import Submission
+from audit.load.folder import Folder
+from audit.load.resolve import resolve
 from tests.support import make_submission
 
 
@@ -42,15 +43,18 @@ def ratio_loss(bpb: float, tokens: int = 62_021_632, split_bytes: float = 151_08
 
 
 def make_sub(logs: dict[str, str], sub_json: dict | None = None, readme: str = "", name: str = "records/track_10min_16mb/x",
-             code: bytes = b"print('hi')\n") -> Submission:
+             code: bytes = b"print('hi')\n") -> Folder:
     files: dict[str, str | bytes] = {**logs, "train_gpt.py": code}
     if sub_json is not None:
         files["submission.json"] = json.dumps(sub_json, indent=2)
     if readme:
         files["README.md"] = readme
-    sub = make_submission(files, name=name)
-    sub.code_files = ["train_gpt.py"]
-    return sub
+    return make_submission(files, name=name)
+
+
+def check_claims(sub: Folder):
+    """The claims check as the engine runs it: after source resolution (train_gpt.py is the code)."""
+    return _check_claims(sub, resolve(sub))
 
 
 def three_seeds(**kw) -> dict[str, str]:

@@ -14,14 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from audit.engine import audit_submission
-from audit.load.folder import Submission, load_folder
+from audit.load.folder import Folder, load_folder
 from audit.load.resolve import MAX_DECODED_BYTES, choose_entry, decode_once, resolve
 from tests.support import make_submission
 
 PROGRAM = "import os\nVALUE = int(os.environ.get('X', '3'))\ndef main():\n    return VALUE\nmain()\n"
 
 
-def sub_of(files: dict[str, bytes], readme: str = "") -> Submission:
+def sub_of(files: dict[str, bytes], readme: str = "") -> Folder:
     if readme:
         files = {**files, "README.md": readme.encode()}
     return make_submission(files, name="t")

@@ -6,8 +6,9 @@ import textwrap
 
 import pytest
 
-from audit.load.folder import Submission
-from audit.logs import parse_log, parsed_logs
+from audit.engine import read_logs
+from audit.load.folder import Folder
+from audit.logs import parse_log
 
 SOURCE_ECHO = '''\
 """A training script, echoed into its own log."""
@@ -294,11 +295,12 @@ def test_events_carry_line_numbers_and_kinds():
     assert FAMILY_B.splitlines()[stop.lineno - 1] == stop.text
 
 
-def test_parsed_logs_caches_on_submission():
-    sub = Submission(name="x", files={"train.log": FAMILY_A.encode(), "README.md": b"# r"}, sizes={})
-    first = parsed_logs(sub)
-    assert list(first) == ["train.log"]
-    assert parsed_logs(sub) is first
+def test_the_logs_stage_reads_every_log_file_once():
+    sub = Folder(name="x", files={"train.log": FAMILY_A.encode(), "README.md": b"# r"}, sizes={})
+    logs = read_logs(sub)
+    assert list(logs.results) == ["train.log"]
+    assert logs.results["train.log"].runs
+    assert all(path == "train.log" for path, *_ in logs.lines)
 
 
 def test_long_log_keeps_every_step():

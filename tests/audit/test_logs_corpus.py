@@ -61,8 +61,7 @@ def merged_reports(request):
     reports = {}
     for row in merged_rows():
         sub = load_git_folder(mirror, "refs/heads/main", row["folder"])
-        resolve(sub)
-        reports[row["folder"].rsplit("/", 1)[-1]] = check_claims(sub)
+        reports[row["folder"].rsplit("/", 1)[-1]] = check_claims(sub, resolve(sub))
     return reports
 
 

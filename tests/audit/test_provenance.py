@@ -6,8 +6,8 @@ import ast
 
 from audit.engine import audit_submission
 from audit.findings import Reachability, Severity
-from audit.load.folder import Submission
-from audit.load.scripts import LogText, message_chunks
+from audit.load.folder import Folder
+from audit.load.messages import LogText, message_chunks
 from tests.support import make_submission
 
 
@@ -33,7 +33,7 @@ def test_log_text_finds_the_line():
     assert logs.find("not there at all") is None
 
 
-def _sub(files: dict[str, str]) -> Submission:
+def _sub(files: dict[str, str]) -> Folder:
     return make_submission(files, dedent=True)
 
 

@@ -17,7 +17,7 @@ from audit.analysis.program import Program
 from audit.api import audit_git
 from audit.engine import audit_submission
 from audit.findings import Severity
-from audit.load.folder import Submission
+from audit.load.folder import Folder
 from audit.load.resolve import resolve
 from audit.load.runcmd import effective_env
 from audit.rules.base import RuleContext
@@ -29,20 +29,19 @@ SPACE = "\u2581"
 
 
 # --- helpers ---------------------------------------------------------------------------------------
-def _submission(code: str, **extra: bytes | str) -> Submission:
+def _submission(code: str, **extra: bytes | str) -> Folder:
     files: dict[str, str | bytes] = {"train_gpt.py": code}
     for name, body in extra.items():
         files[name.replace("__", ".")] = body
     return make_submission(files, dedent=True)
 
 
-def _program(sub: Submission) -> Program:
-    resolve(sub)
+def _program(sub: Folder) -> Program:
     env, _ = effective_env(sub.readme_text)
-    return Program.build(sub.sources, Config(env=env))
+    return Program.build(list(resolve(sub).sources), Config(env=env))
 
 
-def _run_rule(rule_cls, sub: Submission, with_files: bool = False):
+def _run_rule(rule_cls, sub: Folder, with_files: bool = False):
     ctx = RuleContext(analyses=Analyses(_program(sub)), readme=sub.readme_text)
     if with_files:
         ctx.files = sub.files  # what the engine would pass once RuleContext carries the folder's files

@@ -9,7 +9,8 @@ from ...challenge import (
 )
 from ...codes import Code
 from ...findings import Confidence, Finding, Location, Severity
-from ...load.folder import Submission
+from ...load.folder import Folder
+from ...load.resolve import Sources
 from ...logs import LogResult, RunLog
 from .extract import SEED_IN_NAME
 from .model import ClaimedValue, Claims, value_matches
@@ -29,7 +30,7 @@ def loc_line(path: str, lineno: int, line: str, note: str = "") -> Location:
     return Location(path=path, start_line=lineno, end_line=lineno, snippet=line, note=note)
 
 
-def is_non_record(sub: Submission) -> bool:
+def is_non_record(sub: Folder) -> bool:
     return "non_record" in sub.name.replace("-", "_").lower()
 
 
@@ -47,8 +48,9 @@ def fmt_claim(c: ClaimedValue) -> str:
 
 
 class CheckerBase:
-    def __init__(self, sub: Submission, logs: dict[str, LogResult], claims: Claims) -> None:
+    def __init__(self, sub: Folder, sources: Sources, logs: dict[str, LogResult], claims: Claims) -> None:
         self.sub = sub
+        self.sources = sources
         self.logs = logs
         self.claims = claims
         self.findings: list[Finding] = []

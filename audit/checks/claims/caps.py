@@ -15,7 +15,7 @@ from .base import CheckerBase, line_at, loc_claim, loc_line
 
 class CapChecks(CheckerBase):
     def check_size(self) -> None:
-        shipped = self.sub.code_bytes
+        shipped = self.sources.code_bytes
         over = [(p, r) for p, r in self.relevant if r.artifact_bytes is not None and r.artifact_bytes > ARTIFACT_CAP_BYTES]
         for p, r in over:
             line = next((s for s in r.sizes if s.lineno == r.artifact_line), None)
@@ -56,7 +56,7 @@ class CapChecks(CheckerBase):
                 counted = f"; the log counted {r.code_bytes:,} code bytes" if r.code_bytes else ""
                 self.add(
                     codes.SHIPPED_SIZE_OVER_CAP,
-                    f"shipped code ({shipped:,} bytes: {', '.join(self.sub.code_files)}) + logged model "
+                    f"shipped code ({shipped:,} bytes: {', '.join(self.sources.code_files)}) + logged model "
                     f"({r.model_bytes:,} bytes) = {total:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap{counted}"
                     " — check which code bytes the record counts (the log's own total fits)",
                     loc_line(p, mline.lineno if mline else 0, mline.line if mline else ""),

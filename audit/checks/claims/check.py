@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from ...load.folder import Submission
-from ...logs import parsed_logs
+from ...load.folder import Folder
+from ...load.resolve import Sources
+from ...logs import LogResult, parse_log
 from .caps import CapChecks
 from .extract import extract_claims
 from .integrity import IntegrityChecks
@@ -15,11 +16,13 @@ class ClaimsChecker(SeedChecks, CapChecks, IntegrityChecks):
     """All claims checks over one submission's logs and claims."""
 
 
-def check_claims(sub: Submission) -> ClaimsReport:
-    """Claims of `sub` against its logs: findings (PG2xx) and the summary for the review comment."""
-    logs = parsed_logs(sub)
+def check_claims(sub: Folder, sources: Sources, logs: dict[str, LogResult] | None = None) -> ClaimsReport:
+    """Claims of `sub` against its logs (parsed here unless given): findings (PG2xx) and the summary for the
+    review comment."""
+    if logs is None:
+        logs = {path: parse_log(sub.text(path), path) for path in sub.log_files}
     claims = extract_claims(sub)
-    ch = ClaimsChecker(sub, logs, claims)
+    ch = ClaimsChecker(sub, sources, logs, claims)
     tag, claimed = ch.check_headline()
     per_seed = ch.check_per_seed()
     ch.check_seed_labels()

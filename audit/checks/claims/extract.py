@@ -6,7 +6,7 @@ import json
 import math
 import re
 
-from ...load.folder import Submission
+from ...load.folder import Folder
 from .model import ClaimedValue, Claims
 
 SCORE_KEYS = ("val_bpb", "mean_val_bpb", "val_bpb_mean", "mean_bpb", "score")
@@ -168,7 +168,7 @@ def claims_from_readme(path: str, text: str, c: Claims) -> None:
                         )
 
 
-def extract_claims(sub: Submission) -> Claims:
+def extract_claims(sub: Folder) -> Claims:
     jp = sub.submission_json_path
     data = sub.submission_json
     c = claims_from_json(jp, sub.text(jp), data) if jp and data is not None else Claims()

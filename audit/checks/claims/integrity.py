@@ -94,7 +94,7 @@ class IntegrityChecks(CheckerBase):
         """A script of the folder that writes validation shards (`fineweb_val_000000.bin`) itself, from a number of
         documents other than the challenge's 50,000 (`--val-docs 10000`)."""
         for path in sorted(self.sub.files):
-            if not path.endswith(".py") or path in self.sub.code_files:
+            if not path.endswith(".py") or path in self.sources.code_files:
                 continue
             text = self.sub.text(path)
             if not WRITES_VAL_SHARDS.search(text):
