@@ -25,6 +25,8 @@ import sys
 import time
 import uuid
 import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.nn.parallel import DistributedDataParallel as DDP  # noqa: N817 - DDP is the ecosystem's idiom
 
 try:  # zstd-22 is the preferred codec; lzma (stdlib) stands in when zstandard is missing
     import zstandard
@@ -203,10 +205,27 @@ def newton_schulz5(g: Tensor, steps: int, eps: float = 1e-7) -> Tensor:
 class Muon(torch.optim.Optimizer):
     """Rank i orthogonalises every W-th matrix; one all-reduce shares the updates. Decoupled WD."""
 
-    def __init__(self, params, lr: float, momentum: float, backend_steps: int, weight_decay: float = 0.0,
-                 row_normalize: bool = False):
-        super().__init__(params, dict(lr=lr, momentum=momentum, backend_steps=backend_steps,
-                                      weight_decay=weight_decay, row_normalize=row_normalize))
+    def __init__(
+        self,
+        params,
+        lr: float,
+        momentum: float,
+        backend_steps: int,
+        weight_decay: float = 0.0,
+        row_normalize: bool = False,
+        orthogonalize: Callable[[Tensor, int], Tensor] = newton_schulz5,
+    ):
+        super().__init__(
+            params,
+            dict(
+                lr=lr,
+                momentum=momentum,
+                backend_steps=backend_steps,
+                weight_decay=weight_decay,
+                row_normalize=row_normalize,
+            ),
+        )
+        self.orthogonalize = orthogonalize  # newton_schulz5, or its torch.compile'd version when the run compiles
 
     @torch.no_grad()
     def step(self, closure=None):
@@ -217,8 +236,11 @@ class Muon(torch.optim.Optimizer):
             if not params:
                 continue
             dev = params[0].device
-            flat = torch.zeros(sum(p.numel() for p in params), device=dev,
-                               dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32)
+            flat = torch.zeros(
+                sum(p.numel() for p in params),
+                device=dev,
+                dtype=torch.bfloat16 if dev.type == "cuda" else torch.float32,
+            )
             offset = 0
             for i, p in enumerate(params):
                 if i % world == rank and p.grad is not None:
@@ -230,9 +252,9 @@ class Muon(torch.optim.Optimizer):
                     g = p.grad.add(buf, alpha=group["momentum"])
                     if group["row_normalize"]:
                         g = g / (g.norm(dim=1, keepdim=True) + 1e-7)
-                    g = newton_schulz5(g, group["backend_steps"])
+                    g = self.orthogonalize(g, group["backend_steps"])
                     g = g * max(1.0, g.size(0) / g.size(1)) ** 0.5
-                    flat[offset:offset + p.numel()] = g.reshape(-1).to(flat.dtype)
+                    flat[offset : offset + p.numel()] = g.reshape(-1).to(flat.dtype)
                 offset += p.numel()
             if distributed:
                 dist.all_reduce(flat, op=dist.ReduceOp.SUM)
@@ -240,7 +262,7 @@ class Muon(torch.optim.Optimizer):
             for p in params:
                 if group["weight_decay"] > 0:
                     p.mul_(1.0 - group["lr"] * group["weight_decay"])
-                p.add_(flat[offset:offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
+                p.add_(flat[offset : offset + p.numel()].view_as(p).to(p.dtype), alpha=-group["lr"])
                 offset += p.numel()
 
 
@@ -297,8 +319,9 @@ class SWA:
 # previous token is a boundary (no space at a document start: add_dummy_prefix=False).
 
 
-def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int,
-                             device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+def build_sentencepiece_luts(
+    sp: spm.SentencePieceProcessor, vocab_size: int, device: torch.device
+) -> tuple[Tensor, Tensor, Tensor]:
     if sp.piece_to_id("\u2581") == sp.unk_id():
         raise ValueError("tokenizer has no standalone '▁' piece: spaces would be counted as 3 fallback bytes")
     n = int(sp.vocab_size())
@@ -318,9 +341,11 @@ def build_sentencepiece_luts(sp: spm.SentencePieceProcessor, vocab_size: int,
             leading_space[t] = True
             piece = piece[1:]
         base_bytes[t] = len(piece.encode("utf-8"))
-    return (torch.tensor(base_bytes, dtype=torch.int16, device=device),
-            torch.tensor(leading_space, dtype=torch.bool, device=device),
-            torch.tensor(boundary, dtype=torch.bool, device=device))
+    return (
+        torch.tensor(base_bytes, dtype=torch.int16, device=device),
+        torch.tensor(leading_space, dtype=torch.bool, device=device),
+        torch.tensor(boundary, dtype=torch.bool, device=device),
+    )
 
 
 def target_bytes(prev_ids: Tensor, tgt_ids: Tensor, luts: tuple[Tensor, Tensor, Tensor]) -> Tensor:
@@ -395,7 +420,7 @@ class TokenStream:
                 self.tokens, self.pos = load_data_shard(self.files[self.file_idx]), 0
                 continue
             k = min(n, self.tokens.numel() - self.pos)
-            parts.append(self.tokens[self.pos:self.pos + k])
+            parts.append(self.tokens[self.pos : self.pos + k])
             self.pos, n = self.pos + k, n - k
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
@@ -411,7 +436,7 @@ class DistributedTokenLoader:
         local = global_tokens // (self.world_size * grad_accum_steps)
         span = local + 1
         chunk = self.stream.take(span * self.world_size)
-        mine = chunk[self.rank * span:(self.rank + 1) * span].to(torch.int64)
+        mine = chunk[self.rank * span : (self.rank + 1) * span].to(torch.int64)
         x, y = mine[:-1].reshape(-1, seq_len), mine[1:].reshape(-1, seq_len)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -421,7 +446,7 @@ def load_validation_tokens(pattern: str, seq_len: int) -> Tensor:
     usable = ((tokens.numel() - 1) // seq_len) * seq_len
     if usable <= 0:
         raise ValueError(f"Validation split is too short for seq_len={seq_len}")
-    return tokens[:usable + 1]
+    return tokens[: usable + 1]
 
 
 # -----------------------------
@@ -467,8 +492,9 @@ def set_qat(model: nn.Module, on: bool) -> int:
 class Rotary(nn.Module):
     def __init__(self, rot_dims: int, base: float):
         super().__init__()
-        self.register_buffer("inv_freq", 1.0 / (base ** (torch.arange(0, rot_dims, 2).float() / rot_dims)),
-                             persistent=False)
+        self.register_buffer(
+            "inv_freq", 1.0 / (base ** (torch.arange(0, rot_dims, 2).float() / rot_dims)), persistent=False
+        )
 
     def forward(self, seq_len: int, device: torch.device, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
         freqs = torch.outer(torch.arange(seq_len, device=device, dtype=torch.float32), self.inv_freq.to(device))
@@ -611,8 +637,9 @@ class BigramHash(nn.Module):
     def forward(self, ids: Tensor) -> Tensor:
         prev = torch.cat((torch.full_like(ids[:, :1], -1), ids[:, :-1]), dim=1)
         # Position 0 (no previous token) gets the reserved last bucket.
-        key = torch.where(prev < 0, torch.full_like(ids, self.buckets - 1),
-                          ((prev * 1000003) ^ (ids * 8191)) % (self.buckets - 1))
+        key = torch.where(
+            prev < 0, torch.full_like(ids, self.buckets - 1), ((prev * 1000003) ^ (ids * 8191)) % (self.buckets - 1)
+        )
         return self.proj(self.embed(key)) * self.scale.to(self.embed.weight.dtype)
 
 
@@ -666,8 +693,11 @@ class GPT(nn.Module):
             j = i - self.num_encoder_layers
             if j >= 0 and skips:
                 s = self.skip_weights[j].to(x.dtype) * skips.pop()
-                x = torch.lerp(x, s, torch.sigmoid(self.skip_gates[j]).to(x.dtype)) if self.skip_gates is not None \
+                x = (
+                    torch.lerp(x, s, torch.sigmoid(self.skip_gates[j]).to(x.dtype))
+                    if self.skip_gates is not None
                     else x + s
+                )
             x = block(x, x0)
             if j < 0:
                 skips.append(x)
@@ -685,8 +715,9 @@ class GPT(nn.Module):
         if target_ids is None:
             return logits
         smoothing = self.label_smoothing if self.training else 0.0
-        return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), target_ids.reshape(-1),
-                               label_smoothing=smoothing)
+        return F.cross_entropy(
+            logits.float().reshape(-1, logits.size(-1)), target_ids.reshape(-1), label_smoothing=smoothing
+        )
 
 
 def restore_fp32_params(model: nn.Module) -> None:
@@ -703,8 +734,9 @@ def token_nll(model: nn.Module, x: Tensor, y: Tensor, autocast) -> Tensor:
     """Per-target NLL in fp32 from the soft-capped logits (no label smoothing)."""
     with autocast():
         logits = model(x)
-    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1),
-                           reduction="none").reshape(y.shape)
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none").reshape(
+        y.shape
+    )
 
 
 # -----------------------------
@@ -712,8 +744,17 @@ def token_nll(model: nn.Module, x: Tensor, y: Tensor, autocast) -> Tensor:
 # -----------------------------
 
 
-def eval_val(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, device: torch.device,
-             grad_accum_steps: int, val_tokens: Tensor, luts, autocast) -> tuple[float, float]:
+def eval_val(
+    h: Hyperparameters,
+    model: nn.Module,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    grad_accum_steps: int,
+    val_tokens: Tensor,
+    luts,
+    autocast,
+) -> tuple[float, float]:
     """Non-overlapping windows of EVAL_SEQ_LEN; every sequence scored exactly once across ranks."""
     seq_len = h.eval_seq_len
     local_tokens = h.val_batch_size // (world_size * grad_accum_steps)
@@ -728,7 +769,7 @@ def eval_val(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
     with torch.inference_mode():
         for s in range(lo, hi, batch_seqs):
             e = min(s + batch_seqs, hi)
-            chunk = val_tokens[s * seq_len:e * seq_len + 1].to(device=device, dtype=torch.int64)
+            chunk = val_tokens[s * seq_len : e * seq_len + 1].to(device=device, dtype=torch.int64)
             x, y = chunk[:-1].reshape(-1, seq_len), chunk[1:].reshape(-1, seq_len)
             sums.add(token_nll(model, x, y, autocast), x, y, luts)
     model.train(was_training)
@@ -749,26 +790,44 @@ def sliding_windows(total: int, seq_len: int, stride: int) -> list[tuple[int, in
     return out
 
 
-def _score_windows(model: nn.Module, windows, val_tokens: Tensor, seq_len: int, batch_seqs: int,
-                   device: torch.device, luts, autocast, sums: BpbSums) -> None:
+def _score_windows(
+    model: nn.Module,
+    windows,
+    val_tokens: Tensor,
+    seq_len: int,
+    batch_seqs: int,
+    device: torch.device,
+    luts,
+    autocast,
+    sums: BpbSums,
+) -> None:
     for i in range(0, len(windows), batch_seqs):
-        batch = windows[i:i + batch_seqs]
+        batch = windows[i : i + batch_seqs]
         x = torch.zeros(len(batch), seq_len, dtype=torch.int64)
         y = torch.zeros(len(batch), seq_len, dtype=torch.int64)
         scored = torch.zeros(len(batch), seq_len, dtype=torch.bool)
         for r, (ws, wlen, first) in enumerate(batch):
-            x[r, :wlen] = val_tokens[ws:ws + wlen]
-            y[r, :wlen] = val_tokens[ws + 1:ws + wlen + 1]
+            x[r, :wlen] = val_tokens[ws : ws + wlen]
+            y[r, :wlen] = val_tokens[ws + 1 : ws + wlen + 1]
             scored[r, first:wlen] = True
         x, y, scored = x.to(device), y.to(device), scored.to(device)
         nll = token_nll(model, x, y, autocast)  # right padding never reaches earlier positions (causal)
         sums.add(nll[scored], x[scored], y[scored], luts)
 
 
-def eval_sliding(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, device: torch.device,
-                 val_tokens: Tensor, luts, autocast, stride: int) -> tuple[float, float]:
+def eval_sliding(
+    h: Hyperparameters,
+    model: nn.Module,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    val_tokens: Tensor,
+    luts,
+    autocast,
+    stride: int,
+) -> tuple[float, float]:
     windows = sliding_windows(val_tokens.numel() - 1, h.eval_seq_len, stride)
-    mine = windows[len(windows) * rank // world_size:len(windows) * (rank + 1) // world_size]
+    mine = windows[len(windows) * rank // world_size : len(windows) * (rank + 1) // world_size]
     sums = BpbSums(device)
     model.eval()
     with torch.inference_mode():
@@ -776,8 +835,17 @@ def eval_sliding(h: Hyperparameters, model: nn.Module, rank: int, world_size: in
     return sums.all_reduce().result()
 
 
-def eval_ttt(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, device: torch.device,
-             val_tokens: Tensor, luts, autocast, log0=print) -> tuple[float, float, list[list[float]]]:
+def eval_ttt(
+    h: Hyperparameters,
+    model: nn.Module,
+    rank: int,
+    world_size: int,
+    device: torch.device,
+    val_tokens: Tensor,
+    luts,
+    autocast,
+    log0=print,
+) -> tuple[float, float, list[list[float]]]:
     """Legal score-first chunked TTT (issue #1017): for each chunk, in order, its windows are scored under
     torch.no_grad() with the weights adapted on earlier chunks only; then the model trains on that chunk's
     tokens, which have all been scored. The last chunk is never trained on. Returns the result and the
@@ -794,15 +862,17 @@ def eval_ttt(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
         block.requires_grad_(i >= h.ttt_freeze_blocks)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.SGD(params, lr=h.ttt_lr, momentum=h.ttt_momentum)
-    log0(f"ttt_sliding:start chunks={n_chunks} chunk_tokens={chunk_tokens} total_windows={len(windows)} "
-         f"stride={stride} ttt_lr={h.ttt_lr} ttt_epochs={h.ttt_epochs} freeze_blocks={h.ttt_freeze_blocks}")
+    log0(
+        f"ttt_sliding:start chunks={n_chunks} chunk_tokens={chunk_tokens} total_windows={len(windows)} "
+        f"stride={stride} ttt_lr={h.ttt_lr} ttt_epochs={h.ttt_epochs} freeze_blocks={h.ttt_freeze_blocks}"
+    )
     t0 = time.perf_counter()
     total_sums = BpbSums(device)
     chunk_sums: list[list[float]] = []
     for c in range(n_chunks):
         # 1) Score chunk c first, without gradients.
         chunk_score = BpbSums(device)
-        mine = by_chunk[c][len(by_chunk[c]) * rank // world_size:len(by_chunk[c]) * (rank + 1) // world_size]
+        mine = by_chunk[c][len(by_chunk[c]) * rank // world_size : len(by_chunk[c]) * (rank + 1) // world_size]
         model.eval()
         with torch.no_grad():
             _score_windows(model, mine, val_tokens, seq_len, h.eval_batch_seqs, device, luts, autocast, chunk_score)
@@ -814,7 +884,7 @@ def eval_ttt(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
         # 2) Then adapt on chunk c's (already scored) targets: inputs [cC, (c+1)C), targets shifted by one.
         lo, hi = c * chunk_tokens, min((c + 1) * chunk_tokens, total)
         all_starts = list(range(lo, hi - seq_len + 1, seq_len))
-        starts = all_starts[len(all_starts) * rank // world_size:len(all_starts) * (rank + 1) // world_size]
+        starts = all_starts[len(all_starts) * rank // world_size : len(all_starts) * (rank + 1) // world_size]
         # Same number of optimizer steps on every rank (the grad all-reduce needs all of them).
         n_batches = math.ceil(math.ceil(len(all_starts) / world_size) / h.ttt_batch_seqs)
         lr = h.ttt_lr * 0.5 * (1.0 + math.cos(math.pi * c / max(n_chunks - 1, 1)))
@@ -823,11 +893,11 @@ def eval_ttt(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
         model.train()
         for _epoch in range(h.ttt_epochs):
             for b in range(n_batches):
-                batch = starts[b * h.ttt_batch_seqs:(b + 1) * h.ttt_batch_seqs]
+                batch = starts[b * h.ttt_batch_seqs : (b + 1) * h.ttt_batch_seqs]
                 opt.zero_grad(set_to_none=True)
                 if batch:
-                    x = torch.stack([val_tokens[s:s + seq_len] for s in batch]).to(device, torch.int64)
-                    y = torch.stack([val_tokens[s + 1:s + seq_len + 1] for s in batch]).to(device, torch.int64)
+                    x = torch.stack([val_tokens[s : s + seq_len] for s in batch]).to(device, torch.int64)
+                    y = torch.stack([val_tokens[s + 1 : s + seq_len + 1] for s in batch]).to(device, torch.int64)
                     with autocast():
                         loss = model(x, y)
                     loss.backward()
@@ -841,8 +911,10 @@ def eval_ttt(h: Hyperparameters, model: nn.Module, rank: int, world_size: int, d
                     torch.nn.utils.clip_grad_norm_(params, h.ttt_grad_clip)
                 opt.step()
         if (c + 1) % 10 == 0:
-            log0(f"  ttt_chunk [{c + 1}/{n_chunks}] bpb={total_sums.result()[1]:.6f} "
-                 f"time={time.perf_counter() - t0:.1f}s")
+            log0(
+                f"  ttt_chunk [{c + 1}/{n_chunks}] bpb={total_sums.result()[1]:.6f} "
+                f"time={time.perf_counter() - t0:.1f}s"
+            )
     val_loss, val_bpb = total_sums.result()
     log0(f"ttt_sliding:done val_loss={val_loss:.6f} val_bpb={val_bpb:.6f} elapsed={time.perf_counter() - t0:.1f}s")
     model.eval()
@@ -884,8 +956,9 @@ def _per_row_quantize(t32: Tensor, qmax: int, quantiles: tuple[float, ...]) -> t
     return best_q.to(torch.int8).contiguous(), best_s.contiguous()
 
 
-def quantize_state_dict(state_dict: dict[str, Tensor], bits: int, gptq_lite: bool = True,
-                        fp16_names: tuple[str, ...] = ()) -> tuple[dict, dict]:
+def quantize_state_dict(
+    state_dict: dict[str, Tensor], bits: int, gptq_lite: bool = True, fp16_names: tuple[str, ...] = ()
+) -> tuple[dict, dict]:
     quantized, scales, dtypes, passthrough, orig_dtypes, qmeta = {}, {}, {}, {}, {}, {}
     stats = {"param_count": 0, "baseline_tensor_bytes": 0, "payload_bytes": 0}
     for name, tensor in state_dict.items():
@@ -907,8 +980,11 @@ def quantize_state_dict(state_dict: dict[str, Tensor], bits: int, gptq_lite: boo
             row_bits = 8 if (bits == 8 or is_embedding) else bits
             qmax = 2 ** (row_bits - 1) - 1
             if t32.ndim == 2:
-                quantiles = GPTQ_LITE_QUANTILES if (row_bits < 8 and gptq_lite) else \
-                    ((1.0,) if row_bits < 8 else (INT8_CLIP_Q,))
+                quantiles = (
+                    GPTQ_LITE_QUANTILES
+                    if (row_bits < 8 and gptq_lite)
+                    else ((1.0,) if row_bits < 8 else (INT8_CLIP_Q,))
+                )
                 q, s = _per_row_quantize(t32, qmax, quantiles)
                 qmeta[name] = {"scheme": "per_row", "axis": 0, "bits": row_bits}
             else:
@@ -920,8 +996,13 @@ def quantize_state_dict(state_dict: dict[str, Tensor], bits: int, gptq_lite: boo
             stats["payload_bytes"] += q.numel() + s.numel() * s.element_size()
             continue
         stats["payload_bytes"] += passthrough[name].numel() * passthrough[name].element_size()
-    obj = {"__quant_format__": "int8_clean_per_row_v1" if bits == 8 else f"int{bits}_per_row_v1",
-           "quantized": quantized, "scales": scales, "dtypes": dtypes, "passthrough": passthrough}
+    obj = {
+        "__quant_format__": "int8_clean_per_row_v1" if bits == 8 else f"int{bits}_per_row_v1",
+        "quantized": quantized,
+        "scales": scales,
+        "dtypes": dtypes,
+        "passthrough": passthrough,
+    }
     if qmeta:
         obj["qmeta"] = qmeta
     if orig_dtypes:
@@ -1027,7 +1108,9 @@ def pick_device(h: Hyperparameters, local_rank: int) -> torch.device:
 def pick_attn_backend(h: Hyperparameters, device: torch.device) -> str:
     name = h.attn_backend
     if name == "auto":
-        fa3_ok = flash_attn_3_func is not None and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+        fa3_ok = (
+            flash_attn_3_func is not None and device.type == "cuda" and torch.cuda.get_device_capability(device)[0] >= 9
+        )
         name = "fa3" if fa3_ok else "sdpa"
     if name == "fa3" and (flash_attn_3_func is None or device.type != "cuda"):
         raise RuntimeError("ATTN_BACKEND=fa3 needs flash_attn_interface and a CUDA (Hopper) device")
@@ -1050,23 +1133,51 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-# -----------------------------
-# TRAINING
-# -----------------------------
+@dataclass
+class Run:
+    """What every phase shares: the config, this process's place in the group, its device, the log."""
+
+    h: Hyperparameters
+    code: str  # this script's source: logged first, and counted in the submission size
+    distributed: bool
+    rank: int
+    world_size: int
+    local_rank: int
+    grad_accum_steps: int
+    device: torch.device
+    use_compile: bool
+    backend: str  # attention backend: fa3 | sdpa | math
+    logfile: str | None
+
+    @property
+    def master(self) -> bool:
+        return self.rank == 0
+
+    def autocast(self):
+        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda")
+
+    def log0(self, msg: str, console: bool = True) -> None:
+        if not self.master:
+            return
+        if console:
+            print(msg, flush=True)
+        if self.logfile is not None:
+            with open(self.logfile, "a", encoding="utf-8") as f:
+                print(msg, file=f)
+
+    def event(self, key: str, value) -> None:  # one structured line per key fact (MLPerf-style)
+        record = {"key": key, "value": value, "time_ms": round(1000 * time.time()), "rank": self.rank}
+        self.log0(":::PGOLF " + json.dumps(record))
 
 
-def main() -> int:
-    code_path = Path(__file__)
-    code = code_path.read_text(encoding="utf-8")
-    h = Hyperparameters()
+def check_hyperparameters(h: Hyperparameters) -> None:
     if h.ema_enabled and h.swa_enabled:
         raise ValueError("EMA_ENABLED and SWA_ENABLED are exclusive: pick one averaging scheme")
     if h.quant_bits not in (5, 6, 8):
         raise ValueError(f"QUANT_BITS must be 5, 6 or 8, got {h.quant_bits}")
 
-    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
-    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+def resolve_grad_accum_steps(h: Hyperparameters, world_size: int) -> int:
     if h.grad_accum_steps > 0:
         grad_accum_steps = h.grad_accum_steps
     else:
@@ -1075,6 +1186,26 @@ def main() -> int:
         grad_accum_steps = 8 // world_size
     if h.train_batch_tokens % (world_size * grad_accum_steps * h.train_seq_len):
         raise ValueError("TRAIN_BATCH_TOKENS must divide by WORLD_SIZE * GRAD_ACCUM_STEPS * TRAIN_SEQ_LEN")
+    return grad_accum_steps
+
+
+def seed_everything(seed: int, device: torch.device) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if device.type == "cuda":
+        torch.cuda.manual_seed_all(seed)
+
+
+def setup_run(h: Hyperparameters) -> Run:
+    """Check the config, join the process group (under torchrun), pick device and attention backend, open
+    the log (this script's source first, then versions), and seed every RNG."""
+    code = Path(__file__).read_text(encoding="utf-8")
+    check_hyperparameters(h)
+    distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    grad_accum_steps = resolve_grad_accum_steps(h, world_size)
     device = pick_device(h, local_rank)
     if distributed:
         if device.type == "cuda":
@@ -1082,50 +1213,43 @@ def main() -> int:
         else:
             dist.init_process_group(backend="gloo")
         dist.barrier()
-    master = rank == 0
     use_compile = (h.compile == "1") or (h.compile == "auto" and device.type == "cuda")
     backend = pick_attn_backend(h, device)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
 
-    def autocast():
-        return torch.autocast(device_type="cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")
-
     logfile = None
-    if master:
+    if rank == 0:
         os.makedirs("logs", exist_ok=True)
         logfile = f"logs/{h.run_id}.txt"
         print(logfile)
-
-    def log0(msg: str, console: bool = True) -> None:
-        if not master:
-            return
-        if console:
-            print(msg, flush=True)
-        if logfile is not None:
-            with open(logfile, "a", encoding="utf-8") as f:
-                print(msg, file=f)
-
-    def event(key: str, value) -> None:  # one structured line per key fact (MLPerf-style)
-        log0(":::PGOLF " + json.dumps({"key": key, "value": value, "time_ms": round(1000 * time.time()), "rank": rank}))
-
-    log0(code, console=False)
-    log0("=" * 100, console=False)
-    log0(f"Running Python {sys.version}", console=False)
-    log0(f"Running PyTorch {torch.__version__}", console=False)
+    run = Run(
+        h, code, distributed, rank, world_size, local_rank, grad_accum_steps, device, use_compile, backend, logfile
+    )
+    run.log0(code, console=False)
+    run.log0("=" * 100, console=False)
+    run.log0(f"Running Python {sys.version}", console=False)
+    run.log0(f"Running PyTorch {torch.__version__}", console=False)
     if device.type == "cuda":
         smi = subprocess.run(["nvidia-smi"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, check=False)
-        log0(smi.stdout, console=False)
-    log0("=" * 100, console=False)
+        run.log0(smi.stdout, console=False)
+    run.log0("=" * 100, console=False)
 
-    random.seed(h.seed)
-    np.random.seed(h.seed)
-    torch.manual_seed(h.seed)
-    if device.type == "cuda":
-        torch.cuda.manual_seed_all(h.seed)
+    seed_everything(h.seed, device)
+    return run
 
-    # Tokenizer and validation metric.
+
+@dataclass
+class ValData:
+    """The validation tokens and the tokenizer's byte LUTs: everything the BPB metric needs."""
+
+    tokens: Tensor
+    luts: tuple[Tensor, Tensor, Tensor]
+
+
+def load_val_data(run: Run) -> ValData:
+    h = run.h
     if not h.tokenizer_path.endswith(".model"):
         raise ValueError(f"Script only setup for SentencePiece .model file: {h.tokenizer_path}")
     sp = spm.SentencePieceProcessor(model_file=h.tokenizer_path)
@@ -1134,20 +1258,36 @@ def main() -> int:
     dataset_dir = Path(h.data_path).resolve()
     train_shards = len(_shard_files(h.train_files))
     val_tokens = load_validation_tokens(h.val_files, h.eval_seq_len)
-    luts = build_sentencepiece_luts(sp, h.vocab_size, device)
-    log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={h.tokenizer_path}")
-    log0(f"train_loader:dataset:{dataset_dir.name} train_shards:{train_shards}")
-    log0(f"val_loader:shards pattern={h.val_files} tokens:{val_tokens.numel() - 1}")
+    luts = build_sentencepiece_luts(sp, h.vocab_size, run.device)
+    run.log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={h.tokenizer_path}")
+    run.log0(f"train_loader:dataset:{dataset_dir.name} train_shards:{train_shards}")
+    run.log0(f"val_loader:shards pattern={h.val_files} tokens:{val_tokens.numel() - 1}")
+    return ValData(val_tokens, luts)
 
-    # Model and optimizers.
-    base_model = build_model(h, device, backend)
-    model: nn.Module = torch.compile(base_model, dynamic=False, fullgraph=True) if use_compile else base_model
-    if distributed:
-        model = DDP(model, device_ids=[local_rank] if device.type == "cuda" else None, broadcast_buffers=False)
-    if use_compile:
-        global newton_schulz5
-        newton_schulz5 = torch.compile(newton_schulz5)
 
+def validate(run: Run, model: nn.Module, val: ValData) -> tuple[float, float]:
+    return eval_val(
+        run.h, model, run.rank, run.world_size, run.device, run.grad_accum_steps, val.tokens, val.luts, run.autocast
+    )
+
+
+# -----------------------------
+# TRAINING
+# -----------------------------
+
+
+def token_lr(h: Hyperparameters) -> float:
+    return h.tied_embed_lr if h.tie_embeddings else h.embed_lr
+
+
+def build_optimizers(
+    h: Hyperparameters,
+    base_model: GPT,
+    device: torch.device,
+    orthogonalize: Callable[[Tensor, int], Tensor] = newton_schulz5,
+) -> tuple[list[torch.optim.Optimizer], Muon]:
+    """Adam for the embeddings (and the untied head), Muon for the block matrices, Adam for the scalars and
+    control tensors. Every group carries its `base_lr`, which the LR schedule scales."""
     matrix_params, scalar_params = [], []
     for name, p in base_model.named_parameters():
         if name == "tok_emb.weight" or name.startswith("lm_head") or name == "bigram.embed.weight":
@@ -1157,104 +1297,215 @@ def main() -> int:
             matrix_params.append(p)
         else:
             scalar_params.append(p)
-    token_lr = h.tied_embed_lr if h.tie_embeddings else h.embed_lr
     fused = {"fused": True} if device.type == "cuda" else {}
     adam_kw = dict(betas=(h.beta1, h.beta2), eps=h.adam_eps, **fused)
     tok_params = [base_model.tok_emb.weight] + ([base_model.bigram.embed.weight] if base_model.bigram else [])
-    optimizer_tok = torch.optim.AdamW([{"params": tok_params, "lr": token_lr, "base_lr": token_lr}],
-                                      weight_decay=h.embed_wd, **adam_kw)
-    optimizer_muon = Muon(matrix_params, lr=h.matrix_lr, momentum=h.muon_momentum,
-                          backend_steps=h.muon_backend_steps, weight_decay=h.muon_wd,
-                          row_normalize=h.muon_row_normalize)
+    optimizer_tok = torch.optim.AdamW(
+        [{"params": tok_params, "lr": token_lr(h), "base_lr": token_lr(h)}], weight_decay=h.embed_wd, **adam_kw
+    )
+    optimizer_muon = Muon(
+        matrix_params,
+        lr=h.matrix_lr,
+        momentum=h.muon_momentum,
+        backend_steps=h.muon_backend_steps,
+        weight_decay=h.muon_wd,
+        row_normalize=h.muon_row_normalize,
+        orthogonalize=orthogonalize,
+    )
     for group in optimizer_muon.param_groups:
         group["base_lr"] = h.matrix_lr
-    optimizer_scalar = torch.optim.AdamW([{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}],
-                                         weight_decay=h.adam_wd, **adam_kw)
+    optimizer_scalar = torch.optim.AdamW(
+        [{"params": scalar_params, "lr": h.scalar_lr, "base_lr": h.scalar_lr}], weight_decay=h.adam_wd, **adam_kw
+    )
     optimizers: list[torch.optim.Optimizer] = [optimizer_tok, optimizer_muon, optimizer_scalar]
     if base_model.lm_head is not None:
-        optimizers.insert(1, torch.optim.AdamW(
-            [{"params": [base_model.lm_head.weight], "lr": h.head_lr, "base_lr": h.head_lr}],
-            weight_decay=0.0, **adam_kw))
+        optimizers.insert(
+            1,
+            torch.optim.AdamW(
+                [{"params": [base_model.lm_head.weight], "lr": h.head_lr, "base_lr": h.head_lr}],
+                weight_decay=0.0,
+                **adam_kw,
+            ),
+        )
+    return optimizers, optimizer_muon
 
+
+@dataclass
+class Trainee:
+    """The model being trained, its training view (compiled and/or DDP-wrapped) and its optimizers."""
+
+    base_model: GPT
+    model: nn.Module
+    optimizers: list[torch.optim.Optimizer]
+    muon: Muon
+
+
+def build_trainee(run: Run) -> Trainee:
+    h = run.h
+    base_model = build_model(h, run.device, run.backend)
+    model: nn.Module = torch.compile(base_model, dynamic=False, fullgraph=True) if run.use_compile else base_model
+    if run.distributed:
+        model = DDP(model, device_ids=[run.local_rank] if run.device.type == "cuda" else None, broadcast_buffers=False)
+    orthogonalize = torch.compile(newton_schulz5) if run.use_compile else newton_schulz5
+    optimizers, muon = build_optimizers(h, base_model, run.device, orthogonalize)
+    return Trainee(base_model, model, optimizers, muon)
+
+
+def log_run_config(run: Run, base_model: GPT) -> None:
+    h, log0 = run.h, run.log0
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())}")
-    log0(f"world_size:{world_size} grad_accum_steps:{grad_accum_steps}")
-    if backend == "sdpa":
+    log0(f"world_size:{run.world_size} grad_accum_steps:{run.grad_accum_steps}")
+    if run.backend == "sdpa":
         log0("sdp_backends:cudnn=False flash=True mem_efficient=False math=False")
-    log0(f"attention_backend:{backend} compile:{int(use_compile)} device:{device.type}")
+    log0(f"attention_backend:{run.backend} compile:{int(run.use_compile)} device:{run.device.type}")
     log0(f"attention_mode:gqa num_heads:{h.num_heads} num_kv_heads:{h.num_kv_heads}")
-    log0(f"tie_embeddings:{h.tie_embeddings} embed_lr:{token_lr} "
-         f"head_lr:{h.head_lr if base_model.lm_head is not None else 0.0} "
-         f"matrix_lr:{h.matrix_lr} scalar_lr:{h.scalar_lr}")
-    log0(f"train_batch_tokens:{h.train_batch_tokens} train_seq_len:{h.train_seq_len} "
-         f"iterations:{h.iterations} warmup_steps:{h.warmup_steps} "
-         f"max_wallclock_seconds:{h.max_wallclock_seconds:.3f}")
+    log0(
+        f"tie_embeddings:{h.tie_embeddings} embed_lr:{token_lr(h)} "
+        f"head_lr:{h.head_lr if base_model.lm_head is not None else 0.0} "
+        f"matrix_lr:{h.matrix_lr} scalar_lr:{h.scalar_lr}"
+    )
+    log0(
+        f"train_batch_tokens:{h.train_batch_tokens} train_seq_len:{h.train_seq_len} "
+        f"iterations:{h.iterations} warmup_steps:{h.warmup_steps} "
+        f"max_wallclock_seconds:{h.max_wallclock_seconds:.3f}"
+    )
     if h.xsa_last_n > 0:
         log0(f"XSA:last_{h.xsa_last_n} active_layers:{[i for i, b in enumerate(base_model.blocks) if b.attn.use_xsa]}")
     log0(f"seed:{h.seed}")
-    event("seed", h.seed)
-    event("nondefault_env", nondefault_env(h))
+    run.event("seed", h.seed)
+    run.event("nondefault_env", nondefault_env(h))
 
-    train_loader = DistributedTokenLoader(h.train_files, rank, world_size, device)
 
-    def zero_grad_all() -> None:
-        for opt in optimizers:
-            opt.zero_grad(set_to_none=True)
+def wallclock_cap_ms(h: Hyperparameters) -> float | None:
+    return 1000.0 * h.max_wallclock_seconds if h.max_wallclock_seconds > 0 else None
 
-    max_wallclock_ms = 1000.0 * h.max_wallclock_seconds if h.max_wallclock_seconds > 0 else None
 
-    def lr_mul(step: int, elapsed_ms: float) -> float:
-        if h.warmdown_frac > 0:  # warmdown over the last WARMDOWN_FRAC of the budget (time, else steps)
-            frac = elapsed_ms / max_wallclock_ms if max_wallclock_ms else step / max(h.iterations, 1)
-            return max((1.0 - frac) / h.warmdown_frac, h.min_lr) if frac >= 1.0 - h.warmdown_frac else 1.0
-        if h.warmdown_iters <= 0:
-            return 1.0
-        if max_wallclock_ms is None:
-            start = max(h.iterations - h.warmdown_iters, 0)
-            return max((h.iterations - step) / max(h.warmdown_iters, 1), 0.0) if start <= step < h.iterations else 1.0
-        warmdown_ms = h.warmdown_iters * elapsed_ms / max(step, 1)
-        remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
-        return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
+def lr_mul(h: Hyperparameters, step: int, elapsed_ms: float) -> float:
+    """LR multiplier: 1, then a linear warmdown to 0 (or MIN_LR with WARMDOWN_FRAC) at the end of the run.
+    With a wallclock cap the end is the cap, and WARMDOWN_ITERS steps are timed at the average step so far."""
+    max_wallclock_ms = wallclock_cap_ms(h)
+    if h.warmdown_frac > 0:  # warmdown over the last WARMDOWN_FRAC of the budget (time, else steps)
+        frac = elapsed_ms / max_wallclock_ms if max_wallclock_ms else step / max(h.iterations, 1)
+        return max((1.0 - frac) / h.warmdown_frac, h.min_lr) if frac >= 1.0 - h.warmdown_frac else 1.0
+    if h.warmdown_iters <= 0:
+        return 1.0
+    if max_wallclock_ms is None:
+        start = max(h.iterations - h.warmdown_iters, 0)
+        return max((h.iterations - step) / max(h.warmdown_iters, 1), 0.0) if start <= step < h.iterations else 1.0
+    warmdown_ms = h.warmdown_iters * elapsed_ms / max(step, 1)
+    remaining_ms = max(max_wallclock_ms - elapsed_ms, 0.0)
+    return remaining_ms / max(warmdown_ms, 1e-9) if remaining_ms <= warmdown_ms else 1.0
 
-    def train_step(step_loader) -> Tensor:
-        total = torch.zeros((), device=device)
-        for micro in range(grad_accum_steps):
-            if distributed:
-                model.require_backward_grad_sync = micro == grad_accum_steps - 1
-            x, y = step_loader.next_batch(h.train_batch_tokens, h.train_seq_len, grad_accum_steps)
-            with autocast():
-                loss = model(x, y)
-            total += loss.detach()
-            (loss / grad_accum_steps).backward()
-        return total / grad_accum_steps
 
-    # Compile warm-up: real steps prime compilation/autotuning, then the initial weights, optimizer states
-    # and data stream are restored so the timed run starts from the true initialisation.
-    if h.warmup_steps > 0:
-        init_model = {k: v.detach().cpu().clone() for k, v in base_model.state_dict().items()}
-        init_opts = [copy.deepcopy(opt.state_dict()) for opt in optimizers]
-        model.train()
-        for i in range(h.warmup_steps):
-            zero_grad_all()
-            train_step(train_loader)
-            for opt in optimizers:
-                opt.step()
-            zero_grad_all()
-            if h.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == h.warmup_steps:
-                log0(f"warmup_step:{i + 1}/{h.warmup_steps}")
-        base_model.load_state_dict(init_model, strict=True)
-        for opt, state in zip(optimizers, init_opts, strict=True):
-            opt.load_state_dict(state)
-        zero_grad_all()
-        train_loader = DistributedTokenLoader(h.train_files, rank, world_size, device)
+def muon_momentum(h: Hyperparameters, step: int) -> float:
+    """Muon momentum, warmed up linearly from MUON_MOMENTUM_WARMUP_START over MUON_MOMENTUM_WARMUP_STEPS."""
+    frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
+    return (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
 
+
+def zero_grad_all(optimizers: list[torch.optim.Optimizer]) -> None:
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
+
+
+def forward_backward(run: Run, model: nn.Module, loader: DistributedTokenLoader) -> Tensor:
+    """GRAD_ACCUM_STEPS micro-batches (DDP syncs grads on the last only); returns the mean train loss."""
+    h, accum = run.h, run.grad_accum_steps
+    total = torch.zeros((), device=run.device)
+    for micro in range(accum):
+        if run.distributed:
+            model.require_backward_grad_sync = micro == accum - 1
+        x, y = loader.next_batch(h.train_batch_tokens, h.train_seq_len, accum)
+        with run.autocast():
+            loss = model(x, y)
+        total += loss.detach()
+        (loss / accum).backward()
+    return total / accum
+
+
+def optimizer_step(h: Hyperparameters, trainee: Trainee, step: int, scale: float) -> None:
+    for group in trainee.muon.param_groups:
+        group["momentum"] = muon_momentum(h, step)
+    for opt in trainee.optimizers:
+        for group in opt.param_groups:
+            group["lr"] = group["base_lr"] * scale
+    if h.grad_clip_norm > 0:
+        torch.nn.utils.clip_grad_norm_(trainee.base_model.parameters(), h.grad_clip_norm)
+    for opt in trainee.optimizers:
+        opt.step()
+    zero_grad_all(trainee.optimizers)
+
+
+def warmup_and_restore(run: Run, trainee: Trainee) -> None:
+    """Compile warm-up: real steps prime compilation/autotuning, then the initial weights and optimizer states
+    are restored (and the training loop opens a fresh data stream) so the timed run starts from the true
+    initialisation."""
+    h = run.h
+    if h.warmup_steps <= 0:
+        return
+    loader = DistributedTokenLoader(h.train_files, run.rank, run.world_size, run.device)
+    init_model = {k: v.detach().cpu().clone() for k, v in trainee.base_model.state_dict().items()}
+    init_opts = [copy.deepcopy(opt.state_dict()) for opt in trainee.optimizers]
+    trainee.model.train()
+    for i in range(h.warmup_steps):
+        zero_grad_all(trainee.optimizers)
+        forward_backward(run, trainee.model, loader)
+        for opt in trainee.optimizers:
+            opt.step()
+        zero_grad_all(trainee.optimizers)
+        if h.warmup_steps <= 20 or (i + 1) % 10 == 0 or i + 1 == h.warmup_steps:
+            run.log0(f"warmup_step:{i + 1}/{h.warmup_steps}")
+    trainee.base_model.load_state_dict(init_model, strict=True)
+    for opt, state in zip(trainee.optimizers, init_opts, strict=True):
+        opt.load_state_dict(state)
+    zero_grad_all(trainee.optimizers)
+
+
+def log_stop_reason(run: Run, step: int, stop_after_step: int | None, training_time_ms: float) -> None:
+    h = run.h
+    if stop_after_step is not None and step < h.iterations:
+        run.log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
+        run.event("stop_reason", "wallclock_cap")
+    else:
+        run.event("stop_reason", "iterations")
+    run.event("train_time_ms", round(training_time_ms))
+
+
+def reached_wallclock_cap(run: Run, approx_ms: float, max_wallclock_ms: float | None) -> bool:
+    """Every rank stops at the same step: the ranks agree on the cap (MAX over the group)."""
+    reached_cap = max_wallclock_ms is not None and approx_ms >= max_wallclock_ms
+    if run.distributed and max_wallclock_ms is not None:
+        flag = torch.tensor(int(reached_cap), device=run.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        reached_cap = bool(flag.item())
+    return reached_cap
+
+
+def update_weight_averages(
+    run: Run, base_model: GPT, ema: EMA | None, swa: SWA | None, step: int, scale: float
+) -> None:
+    if ema is not None:
+        ema.update(base_model)
+    if swa is not None and scale < run.h.swa_start_scale and step % run.h.swa_every == 0:
+        if swa.count == 0:
+            run.log0(f"swa:start step:{step}")
+        swa.add(base_model)
+
+
+def train_loop(run: Run, trainee: Trainee, val: ValData) -> tuple[EMA | None, SWA | None]:
+    """The timed run: validation every VAL_LOSS_EVERY steps and at the end, the LR schedule, (late) QAT,
+    weight averaging, and the wallclock cap. Returns the EMA / SWA averager (None when off)."""
+    h, device, base_model = run.h, run.device, trainee.base_model
+    train_loader = DistributedTokenLoader(h.train_files, run.rank, run.world_size, device)
     ema = EMA(base_model, h.ema_decay) if h.ema_enabled else None
     swa = SWA() if h.swa_enabled else None
     qat_active = False
     if h.qat_enabled:
         set_qat(base_model, True)
         qat_active = True
-        log0(f"qat:enabled bits:{h.quant_bits} from_step:0")
+        run.log0(f"qat:enabled bits:{h.quant_bits} from_step:0")
 
+    max_wallclock_ms = wallclock_cap_ms(h)
     training_time_ms = 0.0
     stop_after_step: int | None = None
     _sync(device)
@@ -1265,122 +1516,144 @@ def main() -> int:
         if last_step or (h.val_loss_every > 0 and step % h.val_loss_every == 0):
             _sync(device)
             training_time_ms += 1000.0 * (_now() - t0)
-            val_loss, val_bpb = eval_val(h, model, rank, world_size, device, grad_accum_steps, val_tokens, luts,
-                                         autocast)
-            log0(f"step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
-                 f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms")
+            val_loss, val_bpb = validate(run, trainee.model, val)
+            run.log0(
+                f"step:{step}/{h.iterations} val_loss:{val_loss:.4f} val_bpb:{val_bpb:.4f} "
+                f"train_time:{training_time_ms:.0f}ms step_avg:{training_time_ms / max(step, 1):.2f}ms"
+            )
             _sync(device)
             t0 = _now()
         if last_step:
-            if stop_after_step is not None and step < h.iterations:
-                log0(f"stopping_early: wallclock_cap train_time:{training_time_ms:.0f}ms step:{step}/{h.iterations}")
-                event("stop_reason", "wallclock_cap")
-            else:
-                event("stop_reason", "iterations")
-            event("train_time_ms", round(training_time_ms))
+            log_stop_reason(run, step, stop_after_step, training_time_ms)
             break
 
         elapsed_ms = training_time_ms + 1000.0 * (_now() - t0)
-        scale = lr_mul(step, elapsed_ms)
+        scale = lr_mul(h, step, elapsed_ms)
         if h.late_qat_threshold > 0 and not qat_active and scale < h.late_qat_threshold:
             set_qat(base_model, True)
             qat_active = True
-            log0(f"late_qat:enabled step:{step} scale:{scale:.4f}")
-        zero_grad_all()
-        train_loss = train_step(train_loader)
-        frac = min(step / h.muon_momentum_warmup_steps, 1.0) if h.muon_momentum_warmup_steps > 0 else 1.0
-        for group in optimizer_muon.param_groups:
-            group["momentum"] = (1 - frac) * h.muon_momentum_warmup_start + frac * h.muon_momentum
-        for opt in optimizers:
-            for group in opt.param_groups:
-                group["lr"] = group["base_lr"] * scale
-        if h.grad_clip_norm > 0:
-            torch.nn.utils.clip_grad_norm_(base_model.parameters(), h.grad_clip_norm)
-        for opt in optimizers:
-            opt.step()
-        zero_grad_all()
+            run.log0(f"late_qat:enabled step:{step} scale:{scale:.4f}")
+        zero_grad_all(trainee.optimizers)
+        train_loss = forward_backward(run, trainee.model, train_loader)
+        optimizer_step(h, trainee, step, scale)
         step += 1
-        if ema is not None:
-            ema.update(base_model)
-        if swa is not None and scale < h.swa_start_scale and step % h.swa_every == 0:
-            if swa.count == 0:
-                log0(f"swa:start step:{step}")
-            swa.add(base_model)
+        update_weight_averages(run, base_model, ema, swa, step, scale)
 
         approx_ms = training_time_ms + 1000.0 * (_now() - t0)
         if h.train_log_every > 0 and (step <= 10 or step % h.train_log_every == 0 or stop_after_step is not None):
-            log0(f"step:{step}/{h.iterations} train_loss:{train_loss.item():.4f} "
-                 f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms")
-        reached_cap = max_wallclock_ms is not None and approx_ms >= max_wallclock_ms
-        if distributed and max_wallclock_ms is not None:
-            flag = torch.tensor(int(reached_cap), device=device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            reached_cap = bool(flag.item())
+            run.log0(
+                f"step:{step}/{h.iterations} train_loss:{train_loss.item():.4f} "
+                f"train_time:{approx_ms:.0f}ms step_avg:{approx_ms / step:.2f}ms"
+            )
+        reached_cap = reached_wallclock_cap(run, approx_ms, max_wallclock_ms)
         if stop_after_step is None and reached_cap:
             stop_after_step = step
 
     if device.type == "cuda":
-        log0(f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
-             f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB")
+        run.log0(
+            f"peak memory allocated: {torch.cuda.max_memory_allocated() // 1024 // 1024} MiB "
+            f"reserved: {torch.cuda.max_memory_reserved() // 1024 // 1024} MiB"
+        )
+    return ema, swa
 
-    # Weight averaging is applied to the model that gets exported (not just collected).
+
+def finalize_weights(run: Run, trainee: Trainee, val: ValData, ema: EMA | None, swa: SWA | None) -> None:
+    """Weight averaging is applied to the model that gets exported (not just collected); then pruning, and
+    QAT's fake quantisation is switched off."""
+    h, base_model = run.h, trainee.base_model
     if ema is not None:
-        log0("ema:applying EMA weights")
+        run.log0("ema:applying EMA weights")
         ema.apply_to(base_model)
     elif swa is not None and swa.count > 0:
-        log0(f"swa:applying averaged weights snapshots:{swa.count}")
+        run.log0(f"swa:applying averaged weights snapshots:{swa.count}")
         swa.apply_to(base_model)
     if ema is not None or (swa is not None and swa.count > 0):
         t = _now()
-        dl, db = eval_val(h, model, rank, world_size, device, grad_accum_steps, val_tokens, luts, autocast)
-        log0(f"DIAGNOSTIC post_average val_loss:{dl:.4f} val_bpb:{db:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
+        dl, db = validate(run, trainee.model, val)
+        run.log0(f"DIAGNOSTIC post_average val_loss:{dl:.4f} val_bpb:{db:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
     if h.prune_frac > 0:
-        log0(f"prune:magnitude frac:{h.prune_frac} zeroed:{magnitude_prune_(base_model, h.prune_frac)}")
+        run.log0(f"prune:magnitude frac:{h.prune_frac} zeroed:{magnitude_prune_(base_model, h.prune_frac)}")
     set_qat(base_model, False)
 
-    # -----------------------------
-    # SERIALIZATION + ROUNDTRIP VALIDATION
-    # -----------------------------
-    os.makedirs(h.artifact_dir, exist_ok=True)
-    codec = resolve_codec(h.compressor, h.quant_bits)
-    qfmt = f"int{h.quant_bits}+{codec}"
-    artifact_path = os.path.join(h.artifact_dir, f"final_model.int{h.quant_bits}.ptz")
-    code_bytes = len(code.encode("utf-8"))
+
+# -----------------------------
+# SERIALIZATION + ROUNDTRIP VALIDATION
+# -----------------------------
+
+
+@dataclass
+class Artifact:
+    """Where the quantised + compressed model went, and whether the submission fits the cap."""
+
+    path: str
+    codec: str
+    total_bytes: int = 0  # code + compressed model; known on the master rank only
+    fits: bool = True
+
+
+def write_artifact(run: Run, base_model: GPT, artifact: Artifact) -> None:
+    """Master rank: the raw checkpoint (for reference), then the quantised + compressed artifact, with the
+    baseline's size lines and the cap check."""
+    h, log0 = run.h, run.log0
+    qfmt = f"int{h.quant_bits}+{artifact.codec}"
+    code_bytes = len(run.code.encode("utf-8"))
     state = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
-    if master:
-        raw_path = os.path.join(h.artifact_dir, "final_model.pt")
-        torch.save(base_model.state_dict(), raw_path)
-        log0(f"Serialized model: {os.path.getsize(raw_path)} bytes")
-        log0(f"Code size: {code_bytes} bytes")
-        log0(f"Total submission size: {os.path.getsize(raw_path) + code_bytes} bytes")
-        model_bytes, stats, raw_len = serialize_artifact(state, h, artifact_path)
-        ratio = stats["baseline_tensor_bytes"] / max(stats["payload_bytes"], 1)
-        log0(f"Serialized model {qfmt}: {model_bytes} bytes "
-             f"(payload:{stats['payload_bytes']} raw_torch:{raw_len} payload_ratio:{ratio:.2f}x)")
-        total_bytes = model_bytes + code_bytes
-        log0(f"Total submission size {qfmt}: {total_bytes} bytes")
-        fits = total_bytes <= ARTIFACT_CAP_BYTES
-        log0(f"submission_bytes code:{code_bytes} + model:{model_bytes} = total:{total_bytes} "
-             f"cap:{ARTIFACT_CAP_BYTES} fits:{fits}")
-        for key, value in (("bytes_code", code_bytes), ("bytes_model", model_bytes), ("bytes_total", total_bytes)):
-            event(key, value)
-    if distributed:
+    raw_path = os.path.join(h.artifact_dir, "final_model.pt")
+    torch.save(base_model.state_dict(), raw_path)
+    log0(f"Serialized model: {os.path.getsize(raw_path)} bytes")
+    log0(f"Code size: {code_bytes} bytes")
+    log0(f"Total submission size: {os.path.getsize(raw_path) + code_bytes} bytes")
+    model_bytes, stats, raw_len = serialize_artifact(state, h, artifact.path)
+    ratio = stats["baseline_tensor_bytes"] / max(stats["payload_bytes"], 1)
+    log0(
+        f"Serialized model {qfmt}: {model_bytes} bytes "
+        f"(payload:{stats['payload_bytes']} raw_torch:{raw_len} payload_ratio:{ratio:.2f}x)"
+    )
+    total_bytes = model_bytes + code_bytes
+    log0(f"Total submission size {qfmt}: {total_bytes} bytes")
+    fits = total_bytes <= ARTIFACT_CAP_BYTES
+    log0(
+        f"submission_bytes code:{code_bytes} + model:{model_bytes} = total:{total_bytes} "
+        f"cap:{ARTIFACT_CAP_BYTES} fits:{fits}"
+    )
+    for key, value in (("bytes_code", code_bytes), ("bytes_model", model_bytes), ("bytes_total", total_bytes)):
+        run.event(key, value)
+    artifact.total_bytes, artifact.fits = total_bytes, fits
+
+
+def export_artifact(run: Run, base_model: GPT) -> Artifact:
+    h = run.h
+    os.makedirs(h.artifact_dir, exist_ok=True)
+    artifact = Artifact(
+        path=os.path.join(h.artifact_dir, f"final_model.int{h.quant_bits}.ptz"),
+        codec=resolve_codec(h.compressor, h.quant_bits),
+    )
+    if run.master:
+        write_artifact(run, base_model, artifact)
+    if run.distributed:
         dist.barrier()
+    return artifact
 
-    def fresh_roundtrip_model() -> nn.Module:
-        # Read the artifact back from disk, dequantise, and load into a NEW model: that model is scored.
-        fresh = build_model(h, device, backend)
-        fresh.load_state_dict(load_artifact(artifact_path), strict=True)
-        return fresh
 
+def load_roundtrip_model(run: Run, artifact_path: str) -> GPT:
+    """Read the artifact back from disk, dequantise, and load into a NEW model: that model is scored."""
+    fresh = build_model(run.h, run.device, run.backend)
+    fresh.load_state_dict(load_artifact(artifact_path), strict=True)
+    return fresh
+
+
+def evaluate_artifact(run: Run, val: ValData, artifact: Artifact) -> tuple[str, float, float]:
+    """Score the round-tripped artifact: plain, then sliding window and legal TTT when enabled. The last one
+    run is the score; returns (exact tag, val_loss, val_bpb)."""
+    h, device, log0 = run.h, run.device, run.log0
     _sync(device)
     t_eval_start = _now()  # the evaluation clock starts at artifact load (conservative, §5.4)
-    eval_model = fresh_roundtrip_model()
-    scorer = torch.compile(eval_model, dynamic=False) if use_compile else eval_model
-    tag = f"final_int{h.quant_bits}_{codec}"
+    eval_model = load_roundtrip_model(run, artifact.path)
+    scorer = torch.compile(eval_model, dynamic=False) if run.use_compile else eval_model
+    tag = f"final_int{h.quant_bits}_{artifact.codec}"
     _sync(device)
     t = _now()
-    q_loss, q_bpb = eval_val(h, scorer, rank, world_size, device, grad_accum_steps, val_tokens, luts, autocast)
+    q_loss, q_bpb = validate(run, scorer, val)
     _sync(device)
     log0(f"{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
     log0(f"{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
@@ -1388,16 +1661,22 @@ def main() -> int:
     if h.eval_stride > 0:
         log0(f"final_eval_mode:sliding_window stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}")
         t = _now()
-        s_loss, s_bpb = eval_sliding(h, scorer, rank, world_size, device, val_tokens, luts, autocast, h.eval_stride)
+        s_loss, s_bpb = eval_sliding(
+            h, scorer, run.rank, run.world_size, device, val.tokens, val.luts, run.autocast, h.eval_stride
+        )
         _sync(device)
-        log0(f"{tag}_sliding_window val_loss:{s_loss:.4f} val_bpb:{s_bpb:.4f} stride:{h.eval_stride} "
-             f"eval_time:{1000 * (_now() - t):.0f}ms")
+        log0(
+            f"{tag}_sliding_window val_loss:{s_loss:.4f} val_bpb:{s_bpb:.4f} stride:{h.eval_stride} "
+            f"eval_time:{1000 * (_now() - t):.0f}ms"
+        )
         log0(f"{tag}_sliding_window_exact val_loss:{s_loss:.8f} val_bpb:{s_bpb:.8f}")
         score = (f"{tag}_sliding_window_exact", s_loss, s_bpb)
     if h.ttt_enabled:
         t = _now()
-        ttt_model = fresh_roundtrip_model()  # TTT adapts its own copy of the round-tripped weights
-        t_loss, t_bpb, _ = eval_ttt(h, ttt_model, rank, world_size, device, val_tokens, luts, autocast, log0)
+        ttt_model = load_roundtrip_model(run, artifact.path)  # TTT adapts its own copy of the round-tripped weights
+        t_loss, t_bpb, _ = eval_ttt(
+            h, ttt_model, run.rank, run.world_size, device, val.tokens, val.luts, run.autocast, log0
+        )
         _sync(device)
         log0(f"legal_ttt val_loss:{t_loss:.4f} val_bpb:{t_bpb:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
         log0(f"legal_ttt_exact val_loss:{t_loss:.8f} val_bpb:{t_bpb:.8f}")
@@ -1405,20 +1684,54 @@ def main() -> int:
     _sync(device)
     total_eval_s = _now() - t_eval_start
     log0(f"total_eval_time:{total_eval_s:.1f}s")
-    event("eval_time_ms", round(1000 * total_eval_s))
-    if score[0] != "final_int8_zlib_roundtrip_exact":
+    run.event("eval_time_ms", round(1000 * total_eval_s))
+    return score
+
+
+def report_score(run: Run, score: tuple[str, float, float]) -> None:
+    tag, val_loss, val_bpb = score
+    if tag != "final_int8_zlib_roundtrip_exact":
         # Compatibility copy of the scored number under the baseline's tag, for tools that read only it.
-        log0(f"final_score source:{score[0]}")
-        log0(f"final_int8_zlib_roundtrip_exact val_loss:{score[1]:.8f} val_bpb:{score[2]:.8f}")
-    event("val_loss", score[1])
-    event("val_bpb", score[2])
-    if distributed:
+        run.log0(f"final_score source:{tag}")
+        run.log0(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    run.event("val_loss", val_loss)
+    run.event("val_bpb", val_bpb)
+
+
+def shutdown(run: Run, artifact: Artifact) -> int:
+    """Leave the process group; exit status 1 when the submission is over the size cap."""
+    if run.distributed:
         dist.barrier()  # every rank finishes its last collective before the group is torn down (gloo aborts otherwise)
         dist.destroy_process_group()
-    if master and not fits:
-        log0(f"size_check:FAIL total {total_bytes} bytes exceeds the {ARTIFACT_CAP_BYTES}-byte cap")
+    if run.master and not artifact.fits:
+        run.log0(f"size_check:FAIL total {artifact.total_bytes} bytes exceeds the {ARTIFACT_CAP_BYTES}-byte cap")
         return 1
     return 0
+
+
+# -----------------------------
+# MAIN
+# -----------------------------
+
+
+def main() -> int:
+    # Setup: process group, device, log, seeds; validation data; model and optimizers.
+    run = setup_run(Hyperparameters())
+    val = load_val_data(run)
+    trainee = build_trainee(run)
+    log_run_config(run, trainee.base_model)
+
+    # Training: compile warm-up (state restored after), the timed loop, then the weights to export.
+    warmup_and_restore(run, trainee)
+    ema, swa = train_loop(run, trainee, val)
+    finalize_weights(run, trainee, val, ema, swa)
+
+    # Export: quantise + compress the artifact and check the submission size.
+    artifact = export_artifact(run, trainee.base_model)
+
+    # Evaluation: the artifact read back from disk is what gets scored.
+    report_score(run, evaluate_artifact(run, val, artifact))
+    return shutdown(run, artifact)
 
 
 if __name__ == "__main__":

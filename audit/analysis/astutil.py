@@ -3,7 +3,6 @@
 - `UNKNOWN`: the value of an expression that cannot be folded statically.
 - `dotted`, `call_name`: names of attribute chains and called functions.
 - `walk_scope`: the nodes of one function body (not nested definitions), cached.
-- `single_bindings`: the function-local names bound exactly once, with their value.
 - `is_val_name`, `VAL_PATH_LIT`: names and path literals that hold validation data.
 """
 
@@ -108,44 +107,4 @@ def walk_scope(scope: ast.AST) -> list[ast.AST]:
     if len(_SCOPE_CACHE) > 20_000:
         _SCOPE_CACHE.clear()
     _SCOPE_CACHE[id(scope)] = (scope, out)
-    return out
-
-
-_BINDINGS_CACHE: dict[int, tuple[ast.AST, dict[str, ast.expr]]] = {}
-
-
-def bound_names(target: ast.AST | None) -> list[str]:
-    """Every name an assignment target binds: `a`, `a, (b, c)`, `*rest`."""
-    return [x.id for x in ast.walk(target) if isinstance(x, ast.Name)] if target is not None else []
-
-
-def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:
-    """Names assigned exactly once in `fn` by a plain `name = value` (not loop, `with`, comprehension targets
-    or parameters), with that value: `use_slot = getattr(args, "slot_enabled", False)`. Cached per function."""
-    if fn is None or not isinstance(fn, (*FUNCS, ast.Lambda)):
-        return {}
-    hit = _BINDINGS_CACHE.get(id(fn))
-    if hit is not None and hit[0] is fn:
-        return hit[1]
-    counts: dict[str, int] = {}
-    values: dict[str, ast.expr] = {}
-    for n in walk_scope(fn):
-        targets: list[ast.AST | None] = []
-        if isinstance(n, ast.Assign):
-            targets = list(n.targets)
-        elif isinstance(n, (ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor, ast.NamedExpr, ast.comprehension)):
-            targets = [n.target]
-        elif isinstance(n, ast.withitem):
-            targets = [n.optional_vars]
-        for t in targets:
-            for name in bound_names(t):
-                counts[name] = counts.get(name, 0) + 1
-                if isinstance(n, ast.Assign) and isinstance(t, ast.Name):
-                    values[name] = n.value
-    a = fn.args
-    params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-    out = {k: v for k, v in values.items() if counts.get(k) == 1 and k not in params}
-    if len(_BINDINGS_CACHE) > 20_000:
-        _BINDINGS_CACHE.clear()
-    _BINDINGS_CACHE[id(fn)] = (fn, out)
     return out

@@ -22,7 +22,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
-from .astutil import UNKNOWN, call_name, dotted, is_val_name, walk_scope
+from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
 
 SPACE_MARK = "\u2581"
@@ -145,8 +145,8 @@ def _byte_parse(node: ast.AST) -> bool:
     return False
 
 
-def _exits(body: list[ast.stmt]) -> bool:
-    return bool(body) and isinstance(body[-1], (ast.Continue, ast.Return, ast.Raise))
+# a branch that skips the rest of the loop body (a `break` ends the table build instead)
+_SKIPS = (ast.Continue, ast.Return, ast.Raise)
 
 
 def _loop_var(loop: ast.For | ast.comprehension) -> str | None:
@@ -246,7 +246,7 @@ def _boundary_guards(loop: ast.For, first_store: ast.AST) -> bool:
         if isinstance(stmt, ast.If) and any(
             isinstance(c, ast.Call) and call_name(c) in BOUNDARY_CALLS for c in ast.walk(stmt.test)
         ):
-            if _exits(stmt.body) or stmt.orelse and any(
+            if ends_with(stmt.body, _SKIPS) or stmt.orelse and any(
                 first_store is x for s in stmt.orelse for x in ast.walk(s)
             ):
                 return True

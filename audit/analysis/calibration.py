@@ -20,8 +20,9 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .astutil import UNKNOWN, call_name, dotted, is_val_name, walk_scope
+from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, is_val_name
 from .program import Program, SourceIndex
+from .scopes import definitions, param_names
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -30,12 +31,13 @@ _TRAIN_DATA = re.compile(
     re.I,
 )
 _TRAIN_PATH_LIT = re.compile(r"fineweb_train|_train_\d|train_\*")
-VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*")
+# Validation shard paths only: unlike astutil.VAL_PATH_LIT, the word "validation" (log messages, docstrings
+# next to a calibration call) is not a path here.
+_VAL_SHARD_PATH = re.compile(r"fineweb_val|_val_\d|val_\*")
 # Producers of self-generated calibration text (the model samples its own tokens).
 _SELFGEN_FUNC = re.compile(r"(generat|self_?gen|synth|sample|rollout|autoregressive)", re.I)
 _SAMPLING_CALLS = {"multinomial"}
 _CALIB_NAME = re.compile(r"hessian|calib", re.I)
-_NO_GRAD = {"no_grad", "inference_mode"}
 _HOOKS = {"register_forward_hook", "register_forward_pre_hook"}
 _OUTER_PRODUCT = {"addmm_", "addmm", "matmul", "mm", "outer", "einsum", "baddbmm_"}
 _CLOCK = re.compile(r"wallclock|time_budget|train_budget|time_limit", re.I)
@@ -43,9 +45,7 @@ _RESERVE = re.compile(r"reserve", re.I)
 _BUDGET_TARGET = re.compile(r"wallclock|budget|deadline|time_limit|train_ms|train_seconds", re.I)
 _FILE_CALLS = {"glob", "open", "load", "load_data_shard", "fromfile", "memmap", "Path", "iglob"}
 
-FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
-LOOPS = (ast.For, ast.While, ast.AsyncFor)
-MAX_DEPTH = 6
+TRACE_DEPTH = 6  # assignments and call sites followed back from a calibration call
 
 Evidence = tuple[SourceIndex, ast.AST, str]
 
@@ -98,15 +98,9 @@ def _load_names(node: ast.AST):
             yield n.attr, n
 
 
-def _param_names(fn: ast.AST) -> list[str]:
-    a = fn.args
-    return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-
-
 class CalibrationAnalysis:
     def __init__(self, program: Program):
         self.p = program
-        self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST]]]] = {}
         self._classes: dict[str, list[tuple[SourceIndex, ast.ClassDef]]] = {}
         self._owner: dict[ast.AST, SourceIndex] = {}
         # One pass over the prebuilt node index: which names each function (nested bodies included) and each
@@ -163,7 +157,7 @@ class CalibrationAnalysis:
                     stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
                     if stats or _CALIB_NAME.search(fn.name):
                         out.setdefault(fn.name, []).append((idx, fn))
-                elif _CALIB_NAME.search(fn.name) and calls & _NO_GRAD and "backward" not in calls and not self._is_selfgen(fn) and any(
+                elif _CALIB_NAME.search(fn.name) and calls & NO_GRAD and "backward" not in calls and not self._is_selfgen(fn) and any(
                     isinstance(n, LOOPS) for n in ast.walk(fn)
                 ):
                     # hookless collector: a no-grad loop of forwards whose layers save their inputs
@@ -209,7 +203,7 @@ class CalibrationAnalysis:
         """Data passed to the collector at this call, plus data the collector reads by itself."""
         origin = DataOrigin()
         scope = idx.enclosing(call, *FUNCS) or idx.tree
-        params = _param_names(fn)
+        params = param_names(fn)
         offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
         data = _data_params(fn)
         for i, arg in enumerate(call.args):
@@ -219,37 +213,15 @@ class CalibrationAnalysis:
             if kw.arg in data:
                 self._trace(idx, scope, kw.value, call.lineno, origin, 0, False)
         # data the collector reads by itself (attributes such as `args.val_files`, shard globs)
-        self._scan_body(self._owner.get(fn, idx), fn, origin, skip=set(_param_names(fn)))
+        self._scan_body(self._owner.get(fn, idx), fn, origin, skip=set(param_names(fn)))
         return origin
 
     # --- data origins ----------------------------------------------------------------------------
     def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
-        if scope in self._defs:
-            return self._defs[scope]
-        defs: dict[str, list[tuple[int, ast.AST]]] = {}
-        for n in walk_scope(scope):
-            pairs: list[tuple[ast.AST, ast.AST]] = []
-            if isinstance(n, ast.Assign):
-                pairs = [(t, n.value) for t in n.targets]
-            elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
-                pairs = [(n.target, n.value)]
-            elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
-                pairs = [(n.target, n.iter)]
-            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
-                pairs = [(n.optional_vars, n.context_expr)]
-            elif isinstance(n, ast.NamedExpr):
-                pairs = [(n.target, n.value)]
-            for target, value in pairs:
-                for t in ast.walk(target):
-                    if isinstance(t, ast.Name):
-                        defs.setdefault(t.id, []).append((getattr(n, "lineno", 0), value))
-        for lst in defs.values():
-            lst.sort(key=lambda d: d[0])
-        self._defs[scope] = defs
-        return defs
+        return definitions(scope)
 
     def _trace(self, idx, scope, expr, line, origin: DataOrigin, depth: int, cond: bool) -> None:
-        if depth > MAX_DEPTH or expr is None:
+        if depth > TRACE_DEPTH or expr is None:
             return
         t = lambda e, c=cond: self._trace(idx, scope, e, line, origin, depth + 1, c)  # noqa: E731
         if isinstance(expr, ast.IfExp):
@@ -277,7 +249,7 @@ class CalibrationAnalysis:
                 origin.add("train", (idx, expr, f"`{ast.unparse(expr)}` is training data"), cond)
             return  # other attributes are settings or model parts, not data
         if isinstance(expr, ast.Constant) and isinstance(expr.value, str):
-            if VAL_PATH_LIT.search(expr.value):
+            if _VAL_SHARD_PATH.search(expr.value):
                 origin.add("val", (idx, expr, "validation shard path"), cond)
             elif _TRAIN_PATH_LIT.search(expr.value):
                 origin.add("train", (idx, expr, "training shard path"), cond)
@@ -300,7 +272,7 @@ class CalibrationAnalysis:
             def_line, value = defs[-1]
             self._trace(idx, scope, value, def_line if def_line < line else line - 1, origin, depth + 1, cond)
             return
-        if isinstance(scope, FUNCS) and name.id in _param_names(scope):
+        if isinstance(scope, FUNCS) and name.id in param_names(scope):
             self._trace_param(scope, name.id, origin, depth, cond)
             return
         if name.id in self.p.consts:
@@ -309,7 +281,7 @@ class CalibrationAnalysis:
 
     def _trace_param(self, fn: ast.AST, pname: str, origin, depth, cond) -> None:
         """A parameter carries what its live call sites pass in that position."""
-        params = _param_names(fn)
+        params = param_names(fn)
         pos = params.index(pname)
         for idx, call in self._calls_by_name.get(fn.name, []):
             if idx.enclosing(call, *FUNCS) is fn:
@@ -336,7 +308,7 @@ class CalibrationAnalysis:
         for arg in list(call.args) + [kw.value for kw in call.keywords]:
             self._trace(idx, scope, arg, line, origin, depth + 1, cond)
         for uidx, fn in user:  # loaders that open the shards themselves (`ShuffledSequenceLoader(h, device)`)
-            self._scan_body(uidx, fn, origin, skip=set(_param_names(fn)) if isinstance(fn, FUNCS) else set(), cond=cond)
+            self._scan_body(uidx, fn, origin, skip=set(param_names(fn)) if isinstance(fn, FUNCS) else set(), cond=cond)
 
     def _user_callables(self, name: str) -> list[tuple[SourceIndex, ast.AST]]:
         out = list(self.p.functions.get(name, []))
@@ -375,7 +347,7 @@ class CalibrationAnalysis:
                 elif isinstance(n, ast.Call) and call_name(n) in _FILE_CALLS:
                     for a in n.args:
                         if isinstance(a, ast.Constant) and isinstance(a.value, str):
-                            if VAL_PATH_LIT.search(a.value):
+                            if _VAL_SHARD_PATH.search(a.value):
                                 origin.add("val", (idx, a, f"validation shards opened in `{fn.name}`"), cond)
                             elif _TRAIN_PATH_LIT.search(a.value):
                                 origin.add("train", (idx, a, f"training shards opened in `{fn.name}`"), cond)
@@ -383,7 +355,7 @@ class CalibrationAnalysis:
     def _local_to(self, idx: SourceIndex, node: ast.AST, name: str) -> bool:
         """Is `name` a parameter or local of a function enclosing `node` (not a global)?"""
         for anc in idx.ancestors(node):
-            if isinstance(anc, FUNCS) and (name in _param_names(anc) or name in self._scope_defs(anc)):
+            if isinstance(anc, FUNCS) and (name in param_names(anc) or name in self._scope_defs(anc)):
                 return True
         return False
 
@@ -507,7 +479,7 @@ _MODEL_METHODS = re.compile(r"^(named_modules|modules|named_parameters|parameter
 def _data_params(fn: ast.AST) -> set[str]:
     """Parameters that carry calibration data: not the model (called, `.named_modules()`), not a settings
     object read only through attributes (`args.num_batches`), not scalars."""
-    params = set(_param_names(fn)) - {"self", "cls"}
+    params = set(param_names(fn)) - {"self", "cls"}
     model, used_as_data = set(), set()
     parents: dict[ast.AST, ast.AST] = {}
     for p in ast.walk(fn):

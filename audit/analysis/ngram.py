@@ -26,12 +26,11 @@ from dataclasses import dataclass, field
 
 from ..findings import Confidence, Finding, Reachability, Severity
 from ..load.runcmd import run_commands
-from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
 from .config import Config
 from .program import Program, SourceIndex
 
-FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
-MAX_DEPTH = 6
+CALL_DEPTH = 6  # helper calls followed into when reading a hash key or a table update
 OFFICIAL_WORLD_SIZE = 8
 
 # Names that hold the token being predicted (or a batch of them).
@@ -199,7 +198,7 @@ class NgramAnalysis:
         if key in self._memo:
             return self._memo[key]
         self._memo[key] = KeyFacts()  # cycle guard
-        facts = self._key_facts(idx, scope, expr, line, depth, slot) if depth <= MAX_DEPTH else KeyFacts()
+        facts = self._key_facts(idx, scope, expr, line, depth, slot) if depth <= CALL_DEPTH else KeyFacts()
         self._memo[key] = facts
         return facts
 
@@ -253,7 +252,7 @@ class NgramAnalysis:
     def _callee_facts(self, call: ast.Call, depth: int, slot: int | None) -> KeyFacts:
         facts = KeyFacts()
         name = call_name(call)
-        if depth >= MAX_DEPTH or name not in self.p.functions:
+        if depth >= CALL_DEPTH or name not in self.p.functions:
             return facts
         for cidx, fn in self.p.functions[name]:
             for ret in walk_scope(fn):

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING
 
 from ..findings import Reachability
 from ..load.messages import LogCall, LogText, log_calls
-from .astutil import ENV_FUNCS, FUNCS, UNKNOWN, blocks, dotted, ends_with, inside, short, short_text, single_bindings
+from .astutil import ENV_FUNCS, FUNCS, UNKNOWN, blocks, dotted, ends_with, inside, short, short_text
 from .config import Config
+from .scopes import single_bindings
 
 if TYPE_CHECKING:
     from .source import SourceIndex

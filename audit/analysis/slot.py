@@ -20,17 +20,16 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
-FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 _OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
 _FACTORIES = {"zeros", "ones", "zeros_like", "ones_like", "empty", "empty_like", "full", "randn", "rand", "tensor", "clone"}
 # Methods that keep a tensor's identity for our purposes: `mask.float()`, `nll.reshape(...)`.
 _PASS_THROUGH = {"float", "double", "bool", "to", "reshape", "view", "unsqueeze", "squeeze", "contiguous", "detach",
                  "clone", "flatten", "type_as", "half", "bfloat16", "cuda"}
-_MAX_DEPTH = 8
+CLOSURE_DEPTH = 8  # names followed back through their definitions
 
 
 @dataclass
@@ -146,7 +145,7 @@ class _Chain:
                 return sc.slice_writes[name]
         return []
 
-    def closure(self, expr: ast.AST, max_depth: int = _MAX_DEPTH) -> list[tuple[int, ast.AST]]:
+    def closure(self, expr: ast.AST, max_depth: int = CLOSURE_DEPTH) -> list[tuple[int, ast.AST]]:
         """Every node `expr` is computed from, following names to all their definitions, with the depth."""
         out: list[tuple[int, ast.AST]] = []
         seen: set[str] = set()
@@ -255,7 +254,7 @@ class SlotAnalysis:
                 qn = dotted(value.func) or ""
                 if qn.split(".")[-1] not in _OPTIMISERS and ".optim." not in f".{qn}.":
                     continue
-                held = _param_names(value.args[:1] + [k.value for k in value.keywords if k.arg == "params"])
+                held = _optimised_names(value.args[:1] + [k.value for k in value.keywords if k.arg == "params"])
                 if held:
                     out.append((stmt, held))
         sc.opts = out
@@ -316,7 +315,7 @@ class SlotAnalysis:
 
     def _on_val(self, idx: SourceIndex, chain: _Chain, target: ast.AST) -> bool:
         for depth, n in chain.closure(target):
-            if isinstance(n, ast.Name) and depth <= _MAX_DEPTH:
+            if isinstance(n, ast.Name) and depth <= CLOSURE_DEPTH:
                 scope = idx.enclosing(n, *FUNCS) or idx.tree
                 if self.flow.is_val(scope, n, getattr(n, "lineno", 0)):
                     return True
@@ -442,7 +441,7 @@ def _mentions_params(value: ast.AST) -> bool:
                for n in ast.walk(value))
 
 
-def _param_names(params: list[ast.AST]) -> list[str]:
+def _optimised_names(params: list[ast.AST]) -> list[str]:
     """Names in an optimiser's params: `[delta, bias]`, `[{"params": [delta]}]`; [] when not a plain list."""
     out: list[str] = []
     for p in params:
@@ -453,7 +452,7 @@ def _param_names(params: list[ast.AST]) -> list[str]:
                 elif isinstance(e, ast.Dict):
                     for k, v in zip(e.keys, e.values):
                         if isinstance(k, ast.Constant) and k.value == "params":
-                            sub = _param_names([v])
+                            sub = _optimised_names([v])
                             if not sub:
                                 return []
                             out.extend(sub)

@@ -19,18 +19,15 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .astutil import UNKNOWN, call_name, dotted, walk_scope
+from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
-_NO_GRAD = {"no_grad", "inference_mode"}
 _SCORE_NAME = re.compile(r"(loss|nll|bpb|bits|score|bytes|tokens?_count|count|sum|total)", re.I)
 _METRIC_TEXT = re.compile(r"val_bpb|val_loss|bpb|_exact|nll")
 _SCORE_FUNC = re.compile(r"(eval|score|evaluate|measure|bpb)", re.I)
 _TRAIN_FUNC = re.compile(r"(train|adapt|ttt|finetune|fine_tune|update|step)", re.I)
 
-LOOPS = (ast.For, ast.While, ast.AsyncFor)
-FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
 
 
 @dataclass
@@ -60,9 +57,9 @@ def _is_no_grad_with(node: ast.AST) -> bool:
         return False
     for item in node.items:
         e = item.context_expr
-        if isinstance(e, ast.Call) and call_name(e) in _NO_GRAD:
+        if isinstance(e, ast.Call) and call_name(e) in NO_GRAD:
             return True
-        if isinstance(e, ast.Attribute) and e.attr in _NO_GRAD:
+        if isinstance(e, ast.Attribute) and e.attr in NO_GRAD:
             return True
     return False
 
@@ -70,7 +67,7 @@ def _is_no_grad_with(node: ast.AST) -> bool:
 def _decorated_no_grad(fn: ast.AST) -> bool:
     for d in getattr(fn, "decorator_list", []):
         target = d.func if isinstance(d, ast.Call) else d
-        if (dotted(target) or "").split(".")[-1] in _NO_GRAD:
+        if (dotted(target) or "").split(".")[-1] in NO_GRAD:
             return True
     return False
 

@@ -11,20 +11,17 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .astutil import VAL_PATH_LIT, is_val_name, walk_scope
+from .astutil import FUNCS, VAL_PATH_LIT, is_val_name
 from .program import Program
+from .scopes import definitions, param_names
 
-MAX_DEPTH = 10
+DEF_USE_DEPTH = 10  # definitions followed back from a use
 
 
 @dataclass
 class _ScopeDefs:
     defs: dict[str, list[tuple[int, ast.AST | None]]] = field(default_factory=dict)
     params: list[str] = field(default_factory=list)
-
-
-def _names(target: ast.AST) -> list[str]:
-    return [n.id for n in ast.walk(target) if isinstance(n, ast.Name)]
 
 
 class ValFlow:
@@ -38,35 +35,12 @@ class ValFlow:
     def _scope_defs(self, scope: ast.AST) -> _ScopeDefs:
         if scope in self._defs:
             return self._defs[scope]
-        sd = _ScopeDefs()
-        if isinstance(scope, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            a = scope.args
-            sd.params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-        for n in walk_scope(scope):
-            pairs: list[tuple[ast.AST, ast.AST | None]] = []
-            if isinstance(n, ast.Assign):
-                pairs = [(t, n.value) for t in n.targets]
-            elif isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
-                pairs = [(n.target, n.value)]
-            elif isinstance(n, (ast.For, ast.AsyncFor)):
-                pairs = [(n.target, n.iter)]
-            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
-                pairs = [(n.optional_vars, n.context_expr)]
-            elif isinstance(n, ast.NamedExpr):
-                pairs = [(n.target, n.value)]
-            elif isinstance(n, ast.comprehension):
-                pairs = [(n.target, n.iter)]
-            line = getattr(n, "lineno", 0)
-            for target, value in pairs:
-                for name in _names(target):
-                    sd.defs.setdefault(name, []).append((line, value))
-        for lst in sd.defs.values():
-            lst.sort(key=lambda d: d[0])
+        sd = _ScopeDefs(definitions(scope), param_names(scope) if isinstance(scope, FUNCS) else [])
         self._defs[scope] = sd
         return sd
 
     def is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int = 0) -> bool:
-        if depth > MAX_DEPTH:
+        if depth > DEF_USE_DEPTH:
             return False
         key = (id(scope), id(expr), line)
         if key not in self._memo:

@@ -4,19 +4,16 @@ import ast
 import functools
 import re
 
-from ..analysis.astutil import VAL_PATH_LIT, call_name, is_val_name, walk_scope
+from ..analysis.astutil import FUNCS, LOOPS, NO_GRAD, VAL_PATH_LIT, call_name, is_val_name, walk_scope
 from ..analysis.program import Program, SourceIndex
 from ..analysis.ttt import TTTAnalysis
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
-FUNCS = (ast.FunctionDef, ast.AsyncFunctionDef)
-LOOPS = (ast.For, ast.AsyncFor, ast.While)
 _SCORING_KINDS = {"score_first", "multi_epoch", "train_then_score"}  # the TTT pass scored the tokens itself
 _METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
 _DIAGNOSTIC = re.compile(r"diag|debug|sanity", re.I)
 _SCORE_NAME = re.compile(r"(loss|nll|bpb|bits|score)", re.I)
-_NO_GRAD = {"no_grad", "inference_mode"}
 # How a function uses a parameter that holds a model (vs. tokens, a device or a rank).
 _MODEL_USE = {"eval", "train", "parameters", "named_parameters", "state_dict", "load_state_dict", "forward",
               "forward_logits", "forward_hidden", "compute_logits", "zero_grad", "requires_grad_", "modules"}
@@ -495,14 +492,14 @@ def _base(t: ast.AST) -> str | None:
 def _under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
     for w in walk_scope(scope):
         if isinstance(w, (ast.With, ast.AsyncWith)) and any(
-            isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in _NO_GRAD for i in w.items
+            isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in NO_GRAD for i in w.items
         ):
             if any(x is node for x in ast.walk(w)):
                 return True
     if isinstance(scope, FUNCS):
         for d in scope.decorator_list:
             target = d.func if isinstance(d, ast.Call) else d
-            if isinstance(target, ast.Attribute) and target.attr in _NO_GRAD:
+            if isinstance(target, ast.Attribute) and target.attr in NO_GRAD:
                 return True
     return False
 

@@ -71,7 +71,7 @@ def test_ema_and_swa_change_the_weights_they_are_applied_to():
     ema, swa = T.EMA(model, 0.5), T.SWA()
     w0 = model.blocks[0].attn.c_q.weight.detach().clone()
     snapshots = []
-    for k in range(3):
+    for _ in range(3):
         with torch.no_grad():
             model.blocks[0].attn.c_q.weight.add_(1.0)
         ema.update(model)
