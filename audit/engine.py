@@ -13,7 +13,7 @@ from .analysis.astutil import UNKNOWN
 from .analysis.config import Config
 from .analysis.context import Analyses
 from .analysis.program import Program
-from .checks.claims import check_claims
+from .checks.claims import ClaimsSummary, check_claims
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
 from .findings import Confidence, Finding, Location
@@ -53,7 +53,7 @@ class AuditReport:
     code_files: list[str] = field(default_factory=list)
     decode_chain: dict[str, list[str]] = field(default_factory=dict)
     model_shape: dict[str, object] = field(default_factory=dict)
-    claims: dict = field(default_factory=dict)
+    claims: ClaimsSummary | None = None  # what the logs show against the claims (typed until the JSON writer)
     head_sha: str | None = None
     repo_url: str | None = None
     pr: int | None = None
@@ -158,7 +158,6 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     report = st.run("claims check", check_claims, folder, sources, logs.results)
     if report is not None:
         st.findings.extend(report.findings)
-    claims = report.summary.to_dict() if report is not None and report.summary is not None else {}
     findings = [f for f in _dedupe(st.findings) if _wanted(f, select, ignore)]
     v = decide(findings)
     return AuditReport(
@@ -172,7 +171,7 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
         code_files=list(sources.code_files),
         decode_chain={s.path: list(s.chain) for s in sources.sources if s.chain},
         model_shape=st.run("model shape", model_shape, program, default={}),
-        claims=claims,
+        claims=report.summary if report is not None else None,
         head_sha=folder.head_sha,
         repo_url=folder.repo_url,
         rules_run=rules_run,

@@ -22,7 +22,7 @@ def report_dict(rep) -> dict:
         "code_files": rep.code_files,
         "decode_chain": rep.decode_chain,
         "model_shape": rep.model_shape,
-        "claims": rep.claims,
+        "claims": rep.claims.to_dict() if rep.claims is not None else {},
         "rules_run": rep.rules_run,
         "seconds": round(rep.seconds, 4),
         "findings": [f.to_dict() for f in rep.findings],

@@ -31,19 +31,19 @@ def _where(rep, loc) -> str:
 
 
 def _summary_line(rep) -> str:
-    c = rep.claims or {}
+    c = rep.claims
     parts = []
-    bpb = c.get("claimed_bpb")
-    seeds = c.get("seeds") or []
+    bpb = c.claimed_bpb if c else None
+    seeds = c.seeds if c else []
     parts.append(f"**BPB:** {bpb:.4f}" if isinstance(bpb, (int, float)) else "**BPB:** not claimed")
     parts.append(f"**Seeds:** {len(seeds)}" + (f" ({', '.join(map(str, seeds))})" if seeds else ""))
-    art = c.get("artifact_bytes")
+    art = c.artifact_bytes if c else None
     if isinstance(art, int):
         mark = "over" if art > ARTIFACT_CAP_BYTES else "under"
         parts.append(f"**Artifact:** {art:,} / {ARTIFACT_CAP_BYTES:,} bytes ({mark} the cap)")
     else:
         parts.append(f"**Artifact:** not in the logs (code {rep.code_bytes:,} bytes)")
-    t, e = c.get("train_seconds"), c.get("eval_seconds")
+    t, e = (c.train_seconds, c.eval_seconds) if c else (None, None)
     if isinstance(t, (int, float)) or isinstance(e, (int, float)):
         parts.append(
             "**Time:** train "
