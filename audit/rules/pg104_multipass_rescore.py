@@ -1,22 +1,30 @@
 from __future__ import annotations
 
 import ast
-import functools
 import re
 
-from ..analysis.astutil import FUNCS, LOOPS, NO_GRAD, VAL_PATH_LIT, call_name, is_val_name, walk_scope
-from ..analysis.program import Program, SourceIndex
+from ..analysis.astutil import FUNCS, LOOPS, VAL_PATH_LIT, call_name, is_val_name, walk_scope
+from ..analysis.program import SourceIndex
+from ..analysis.rescoring import (
+    base,
+    exclusive,
+    loop_head,
+    model_params,
+    rebound_between,
+    repeats,
+    reported,
+    scores_inside,
+    under_no_grad,
+    used_outside,
+    val_training_functions,
+)
 from ..analysis.ttt import TTTAnalysis
 from ..findings import Confidence, Severity
 from .base import Invalid, Rule, Valid
 
 _SCORING_KINDS = {"score_first", "multi_epoch", "train_then_score"}  # the TTT pass scored the tokens itself
-_METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
 _DIAGNOSTIC = re.compile(r"diag|debug|sanity", re.I)
 _SCORE_NAME = re.compile(r"(loss|nll|bpb|bits|score)", re.I)
-# How a function uses a parameter that holds a model (vs. tokens, a device or a rank).
-_MODEL_USE = {"eval", "train", "parameters", "named_parameters", "state_dict", "load_state_dict", "forward",
-              "forward_logits", "forward_hidden", "compute_logits", "zero_grad", "requires_grad_", "modules"}
 
 
 class MultipassRescore(Rule):
@@ -225,7 +233,7 @@ class MultipassRescore(Rule):
         p = self.program
         ttt = self.analyses.ttt
         sites = self.analyses.ttt_sites
-        trainers = _val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
+        trainers = val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
         val_backwards = {id(s.backward) for s in sites}
         slot = self.analyses.slot
         for idx in p.indexes:
@@ -248,12 +256,12 @@ class MultipassRescore(Rule):
                 if s.lineno <= (t.end_lineno or t.lineno) or name in trainers or not ttt.is_scoring_function(name):
                     continue
                 shared = models & self._arg_names(s)
-                if not shared or not self._has_val_arg(scope, s) or _exclusive(idx, t, s):
+                if not shared or not self._has_val_arg(scope, s) or exclusive(idx, t, s):
                     continue
                 model = sorted(shared)[0]
-                if _rebound_between(scope, model, t, s):
+                if rebound_between(scope, model, t, s):
                     continue
-                report = _reported(scope, idx, s)
+                report = reported(scope, idx, s)
                 if report is None:
                     continue
                 log_node, text = report
@@ -327,7 +335,7 @@ class MultipassRescore(Rule):
             for k in call.keywords:
                 if k.arg:
                     bound[k.arg] = k.value
-            used = _model_params(fn)
+            used = model_params(fn)
             out |= {a.id for pname, a in bound.items() if pname in used and isinstance(a, ast.Name)}
         return out
 
@@ -347,7 +355,7 @@ class MultipassRescore(Rule):
         chain = slot.chain(idx, scope.body[0]) if isinstance(scope, FUNCS) and scope.body else slot.chain(idx, idx.tree)
         for node in ifs:
             left, right = node.test.left, node.test.comparators[0]
-            assigned = {_base(t) for st in node.body if isinstance(st, ast.Assign) for t in st.targets} - {None}
+            assigned = {base(t) for st in node.body if isinstance(st, ast.Assign) for t in st.targets} - {None}
             for cand, best in ((left, right), (right, left)):
                 best_names = {n.id for n in ast.walk(best) if isinstance(n, ast.Name)} & assigned
                 if not best_names or not (chain.names(cand) & sources):
@@ -355,13 +363,13 @@ class MultipassRescore(Rule):
                 loop = self._repeat_loop(idx, node, scope, sources, val_backwards)
                 if loop is None:
                     continue
-                if not _used_outside(scope, node, assigned):
+                if not used_outside(scope, node, assigned):
                     continue
                 yield self.finding(
                     idx,
                     node,
                     f"Keep-best over repeated scoring: `{ast.unparse(node.test)[:70]}` keeps the better of several "
-                    f"passes over the same validation tokens (loop `{_loop_head(loop)}`)",
+                    f"passes over the same validation tokens (loop `{loop_head(loop)}`)",
                     evidence=[
                         self.location(idx, loop, "each iteration scores the same tokens again"),
                         self.location(idx, node, "the better pass is kept"),
@@ -378,8 +386,8 @@ class MultipassRescore(Rule):
                 if self._has_val_arg(scope, n.value):
                     out |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
             elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
-                name = _base(n.target)
-                if name and _SCORE_NAME.search(name) and _under_no_grad(scope, n) and self._val_data(scope, n.value, n.lineno):
+                name = base(n.target)
+                if name and _SCORE_NAME.search(name) and under_no_grad(scope, n) and self._val_data(scope, n.value, n.lineno):
                     out.add(name)
         return out
 
@@ -391,7 +399,7 @@ class MultipassRescore(Rule):
                 return None
             if not isinstance(anc, (ast.For, ast.AsyncFor)):
                 continue
-            if not _scores_inside(anc, sources) or not _repeats(anc):
+            if not scores_inside(anc, sources) or not repeats(anc):
                 continue
             backs = [c for c in ast.walk(anc) if isinstance(c, ast.Call) and call_name(c) == "backward"]
             if any(id(b) not in val_backwards for b in backs):
@@ -401,147 +409,3 @@ class MultipassRescore(Rule):
 
 
 # --- helpers -------------------------------------------------------------------------------------
-def _val_training_functions(program: Program, names: list[str]) -> set[str]:
-    """Functions that run a scoring TTT pass, and (up to two levels) the helpers that call them."""
-    out = set(names)
-    frontier = set(names)
-    for _ in range(2):
-        nxt = set()
-        for name in frontier:
-            for ridx, ref in program.refs.get(name, []):
-                fn = ridx.enclosing(ref, *FUNCS)
-                if fn is not None and fn.name not in out:
-                    nxt.add(fn.name)
-        out |= nxt
-        frontier = nxt
-    return out
-
-
-@functools.lru_cache(maxsize=4096)
-def _model_params(fn: ast.AST) -> set[str]:
-    used: set[str] = set()
-    for n in ast.walk(fn):
-        if isinstance(n, ast.Call):
-            if isinstance(n.func, ast.Name):
-                used.add(n.func.id)
-            elif isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.attr in _MODEL_USE:
-                used.add(n.func.value.id)
-        elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in _MODEL_USE:
-            used.add(n.value.id)
-    return used
-
-
-def _exclusive(idx: SourceIndex, a: ast.AST, b: ast.AST) -> bool:
-    """`a` and `b` sit in different branches of the same `if`."""
-    a_anc = {id(x): x for x in idx.ancestors(a)}
-    child = b
-    for anc in idx.ancestors(b):
-        if id(anc) in a_anc and isinstance(anc, ast.If):
-            in_body_b = child in anc.body
-            a_child = a
-            for x in idx.ancestors(a):
-                if x is anc:
-                    break
-                a_child = x
-            return in_body_b != (a_child in anc.body)
-        child = anc
-    return False
-
-
-def _rebound_between(scope: ast.AST, name: str, a: ast.AST, b: ast.AST) -> bool:
-    lo, hi = a.end_lineno or a.lineno, b.lineno
-    for n in walk_scope(scope):
-        line = getattr(n, "lineno", 0)
-        if not lo < line < hi:
-            continue
-        if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
-            return True
-        if (isinstance(n, ast.Call) and call_name(n) == "load_state_dict" and isinstance(n.func, ast.Attribute)
-                and isinstance(n.func.value, ast.Name) and n.func.value.id == name):
-            return True
-    return False
-
-
-def _reported(scope: ast.AST, idx: SourceIndex, call: ast.Call):
-    """(log call, text) when the result of `call` is logged as a metric or returned."""
-    stmt = idx.parents.get(call)
-    names: set[str] = set()
-    if isinstance(stmt, ast.Assign):
-        names = {x.id for t in stmt.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
-    for n in walk_scope(scope):
-        if getattr(n, "lineno", 0) < call.lineno:
-            continue
-        if isinstance(n, ast.Return) and n.value is not None:
-            if n.value is call or names & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
-                return n, "return"
-        if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn", "print0"):
-            used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
-            text = " ".join(c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str))
-            inline = any(x is call for a in n.args for x in ast.walk(a))
-            if (names & used or inline) and _METRIC.search(text):
-                return n, text
-    return None
-
-
-def _base(t: ast.AST) -> str | None:
-    while isinstance(t, (ast.Subscript, ast.Attribute)):
-        t = t.value
-    return t.id if isinstance(t, ast.Name) else None
-
-
-def _under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
-    for w in walk_scope(scope):
-        if isinstance(w, (ast.With, ast.AsyncWith)) and any(
-            isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in NO_GRAD for i in w.items
-        ):
-            if any(x is node for x in ast.walk(w)):
-                return True
-    if isinstance(scope, FUNCS):
-        for d in scope.decorator_list:
-            target = d.func if isinstance(d, ast.Call) else d
-            if isinstance(target, ast.Attribute) and target.attr in NO_GRAD:
-                return True
-    return False
-
-
-def _scores_inside(loop: ast.AST, sources: set[str]) -> bool:
-    for n in ast.walk(loop):
-        if isinstance(n, ast.AugAssign) and _base(n.target) in sources:
-            return True
-        if isinstance(n, ast.Assign) and any(
-            isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in ast.walk(t)
-        ) and isinstance(n.value, ast.Call):
-            return True
-    return False
-
-
-def _repeats(loop: ast.For) -> bool:
-    """The loop variable never selects data: `for epoch in range(E)`, `for t in (0.9, 1.0)`."""
-    it = loop.iter
-    if not ((isinstance(it, ast.Call) and call_name(it) == "range") or isinstance(it, (ast.Tuple, ast.List))):
-        return False
-    if isinstance(it, (ast.Tuple, ast.List)) and not all(isinstance(e, ast.Constant) for e in it.elts):
-        return False
-    var = loop.target.id if isinstance(loop.target, ast.Name) else None
-    if var is None:
-        return False
-    derived = {var}
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Assign) and derived & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
-            derived |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Subscript) and derived & {x.id for x in ast.walk(n.slice) if isinstance(x, ast.Name)}:
-            return False
-    return True
-
-
-def _used_outside(scope: ast.AST, if_node: ast.If, names: set[str]) -> bool:
-    inside = {id(x) for x in ast.walk(if_node)}
-    return any(
-        isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names and id(n) not in inside
-        for n in walk_scope(scope)
-    )
-
-
-def _loop_head(loop: ast.For) -> str:
-    return f"for {ast.unparse(loop.target)} in {ast.unparse(loop.iter)}"[:60]
