@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ..findings import Severity
 
@@ -13,8 +14,9 @@ SEV_STYLE = {Severity.ERROR: "red", Severity.WARNING: "yellow", Severity.INFO: "
 
 def print_report(rep, console: Console | None = None, verbose: bool = False) -> None:
     con = console or Console(stderr=True)
+    # submission text (folder names, messages quoting code) is never read as rich markup
     cats = f" [{', '.join(rep.categories)}]" if rep.categories else ""
-    con.print(f"[{STYLE[rep.verdict]}]{rep.verdict.upper()}[/]{cats}  {rep.folder}")
+    con.print(Text.assemble((rep.verdict.upper(), STYLE[rep.verdict]), cats, "  ", rep.folder), highlight=False)
     con.print(f"  {rep.reason}", style="dim", markup=False, highlight=False)
     shown = [f for f in rep.findings if verbose or f.severity is not Severity.INFO or f.legal_mechanism]
     if not shown:
@@ -24,7 +26,7 @@ def print_report(rep, console: Console | None = None, verbose: bool = False) -> 
         table.add_column(col, overflow="fold")
     for f in shown:
         where = f"{f.location.path}:{f.location.start_line}" if f.location.start_line else f.location.path
-        table.add_row(f.rule, f"[{SEV_STYLE[f.severity]}]{f.severity.value}[/]", where, f.message)
+        table.add_row(Text(f.rule), Text(f.severity.value, style=SEV_STYLE[f.severity]), Text(where), Text(f.message))
     con.print(table)
 
 
@@ -42,12 +44,12 @@ def print_summary(rows: list[dict], console: Console | None = None) -> None:
     t.add_column("verdict")
     t.add_column("folders", justify="right")
     for k, v in sorted(counts.items(), key=lambda kv: -kv[1]):
-        t.add_row(k, str(v))
+        t.add_row(Text(k), str(v))
     con.print(t)
     if cats:
         t2 = Table(box=None)
         t2.add_column("category")
         t2.add_column("flagged", justify="right")
         for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
-            t2.add_row(k, str(v))
+            t2.add_row(Text(k), str(v))
         con.print(t2)

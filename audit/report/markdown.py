@@ -1,11 +1,16 @@
-"""The review comment, ready to post on the PR (community-review layout + MLPerf objection fields)."""
+"""The review comment, ready to post on the PR (community-review layout + MLPerf objection fields).
+
+Everything that comes from the submission goes through `escape` (paths, snippets, messages quoting code)."""
 
 from __future__ import annotations
+
+from urllib.parse import quote
 
 from .. import __version__
 from ..challenge import ARTIFACT_CAP_BYTES, CATEGORIES
 from ..findings import Reachability, Severity
 from ..rules import RULES
+from .escape import block, code, lang_of, text
 
 COMPLIANCE = {
     "flag": "FLAG",
@@ -21,13 +26,13 @@ def _permalink(rep, path: str, start: int, end: int) -> str | None:
         return None
     folder = rep.folder.strip("/")
     anchor = f"#L{start}" + (f"-L{end}" if end > start else "")
-    return f"{rep.repo_url.rstrip('/')}/blob/{rep.head_sha}/{folder}/{path}{anchor}"
+    return f"{rep.repo_url.rstrip('/')}/blob/{quote(rep.head_sha)}/{quote(folder)}/{quote(path)}{anchor}"
 
 
 def _where(rep, loc) -> str:
-    text = f"`{loc.path}:{loc.start_line}`" if loc.start_line else f"`{loc.path}`"
+    shown = code(f"{loc.path}:{loc.start_line}" if loc.start_line else loc.path)
     link = _permalink(rep, loc.path, loc.start_line, loc.end_line)
-    return f"[{text}]({link})" if link else text
+    return f"[{shown}]({link})" if link else shown
 
 
 def _summary_line(rep) -> str:
@@ -51,13 +56,13 @@ def _summary_line(rep) -> str:
             + " / eval "
             + (f"{e:.0f} s" if isinstance(e, (int, float)) else "?")
         )
-    parts.append(f"**Compliance:** {COMPLIANCE[rep.verdict]} — {rep.reason}")
+    parts.append(f"**Compliance:** {COMPLIANCE[rep.verdict]} — {text(rep.reason)}")
     return " | ".join(parts)
 
 
 def review_markdown(rep) -> str:
     lines = [f"<!-- pgolf-audit v1 head={rep.head_sha or 'unknown'} verdict={rep.verdict} -->"]
-    lines.append(f"## pgolf review — `{rep.folder}`")
+    lines.append(f"## pgolf review — {code(rep.folder)}")
     lines.append("")
     lines.append(_summary_line(rep))
     lines.append("")
@@ -65,11 +70,12 @@ def review_markdown(rep) -> str:
     if shape:
         lines.append(
             "**Model (from code defaults):** "
-            + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in shape.items())
+            + ", ".join(f"{k.replace('_', ' ')} {text(str(v))}" for k, v in shape.items())
         )
-    chain = "; ".join(f"`{p}` decoded via {' → '.join(c)}" for p, c in rep.decode_chain.items())
+    chain = "; ".join(f"{code(p)} decoded via {text(' → '.join(c))}" for p, c in rep.decode_chain.items())
+    entry = code(rep.entry) if rep.entry else "none found"
     lines.append(
-        f"**Entry script:** `{rep.entry or 'none found'}` · code files {', '.join(f'`{p}`' for p in rep.code_files) or '—'}"
+        f"**Entry script:** {entry} · code files {', '.join(code(p) for p in rep.code_files) or '—'}"
         f" ({rep.code_bytes:,} bytes)" + (f" · {chain}" if chain else "")
     )
     if rep.categories:
@@ -79,23 +85,25 @@ def review_markdown(rep) -> str:
     if shown:
         lines += ["### Findings", "", "| rule | severity | confidence | where | finding |", "|---|---|---|---|---|"]
         for f in shown:
-            msg = f.message.replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| `{f.rule}` | {f.severity.value} | {f.confidence.value} | {_where(rep, f.location)} | {msg} |")
+            lines.append(
+                f"| `{f.rule}` | {f.severity.value} | {f.confidence.value} | {_where(rep, f.location)} | {text(f.message)} |"
+            )
         lines.append("")
     for f in rep.findings:
         if f.severity is Severity.INFO:
             continue
         lines.append(f"#### `{f.rule}` — {f.severity.value}" + (f" (`{f.category}`)" if f.category else ""))
         lines.append("")
-        lines.append(f.message)
+        lines.append(text(f.message))
         lines.append("")
         if f.location.snippet:
-            lines += [f"{_where(rep, f.location)}:", "```python", f.location.snippet, "```"]
+            lines += [f"{_where(rep, f.location)}:", block(f.location.snippet, lang_of(f.location.path))]
         if f.evidence:
             lines.append("Evidence chain:")
             for i, e in enumerate(f.evidence, 1):
-                lines.append(f"{i}. {_where(rep, e)} — {e.note or 'see'}" + (f": `{e.snippet.strip().splitlines()[0]}`" if e.snippet.strip() else ""))
-        reach = f.reachability.value + (f" — {f.reachability_reason}" if f.reachability_reason else "")
+                first = e.snippet.strip().splitlines()[0] if e.snippet.strip() else ""
+                lines.append(f"{i}. {_where(rep, e)} — {text(e.note or 'see')}" + (f": {code(first)}" if first else ""))
+        reach = f.reachability.value + (f" — {text(f.reachability_reason)}" if f.reachability_reason else "")
         lines.append(f"- Reachability: {reach}")
         if f.ruling:
             lines.append(f"- Ruling: {f.ruling}")
@@ -110,7 +118,7 @@ def review_markdown(rep) -> str:
             continue
         info = [f for f in rep.findings if f.category == cat]
         if info:
-            why = f"present but not live — {info[0].reachability_reason or info[0].message}"
+            why = f"present but not live — {text(info[0].reachability_reason or info[0].message)}"
         elif cat in RULE_FOR_CATEGORY or cat in {"size_over_cap", "time_over_cap"}:
             why = "NOT TRIGGERED"
         else:
@@ -119,7 +127,7 @@ def review_markdown(rep) -> str:
     dead = [f for f in rep.findings if f.reachability is Reachability.DISABLED_BY_DEFAULT]
     if dead:
         lines += ["", "<details><summary>Present but disabled by default</summary>", ""]
-        lines += [f"- `{f.rule}` {_where(rep, f.location)}: {f.message}" for f in dead]
+        lines += [f"- `{f.rule}` {_where(rep, f.location)}: {text(f.message)}" for f in dead]
         lines += ["", "</details>"]
     lines += [
         "",
