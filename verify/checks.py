@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import Enum
 
 from audit.challenge import ARTIFACT_CAP_BYTES, EVAL_CAP_SECONDS, TRAIN_CAP_SECONDS
+from audit.logs import parse_log
 
 TOLERANCE_FLOOR_BPB = 0.0005  # bf16 non-determinism between two runs of one seed on one machine
 TOLERANCE_SPREAD_K = 2.0  # tolerance = K × the claimed seeds' sample std, at least the floor
@@ -44,7 +45,7 @@ class Check:
         return d
 
 
-# --- what a log says (adapter over audit.logs, with a baseline-format fallback) ------------------
+# --- what a log says (adapter over audit.logs) ----------------------------------------------------
 @dataclass
 class LogFacts:
     seed: int | None = None
@@ -67,61 +68,8 @@ class LogFacts:
         return asdict(self)
 
 
-_SEED = re.compile(r"^\s*seed[:=]\s*(\d+)\s*$", re.M)
-_STOP = re.compile(r"stopping_early:\s*(\w+)\s+train_time:\s*(\d+(?:\.\d+)?)ms")
-_STEP = re.compile(r"^step:(\d+)/\d+ .*?train_time:(\d+(?:\.\d+)?)ms step_avg:(\d+(?:\.\d+)?)ms", re.M)
-_TOTAL = re.compile(r"^Total submission size ([\w+\-]+): (\d+) bytes", re.M)
-_MODEL = re.compile(r"^Serialized model ([\w+\-]+): (\d+) bytes", re.M)
-_CODE = re.compile(r"^Code size: (\d+) bytes", re.M)
-_WORLD = re.compile(r"^world_size:\s*(\d+)", re.M)
-_METRIC = re.compile(
-    r"^(?P<tag>[A-Za-z][\w\- ]*?)(?P<exact>_exact)? val_loss:\s*(?P<loss>\d+\.\d+) val_bpb:\s*(?P<bpb>\d+\.\d+)"
-    r"(?: eval_time:\s*(?P<ms>\d+)ms)?",
-    re.M,
-)
-_GPU_NAME = re.compile(r"NVIDIA\s+(H100|H200|A100|B200|GH200|L40S?|RTX[\w ]*?|A10G?)[^|\n]*", re.I)
-
-
-def _fallback_facts(text: str) -> LogFacts:
-    """Baseline log lines (trainer.md §6.1) only: used until/unless `audit.logs` is importable."""
-    f = LogFacts()
-    f.runs = max(1, len(re.findall(r"^step:1/\d+ ", text, re.M)))
-    if m := _SEED.findall(text):
-        f.seed = int(m[-1])
-    if m := _STOP.findall(text):
-        f.stop_reason, f.train_time_ms = m[-1][0], float(m[-1][1])
-    steps = _STEP.findall(text)
-    if steps:
-        f.step_avg_ms = float(steps[-1][2])
-        if f.train_time_ms is None:
-            f.train_time_ms = float(steps[-1][1])
-    if m := _TOTAL.findall(text):
-        f.total_bytes = int(m[-1][1])
-    if m := _MODEL.findall(text):
-        f.model_bytes = int(m[-1][1])
-    if m := _CODE.findall(text):
-        f.code_bytes = int(m[-1])
-    if m := _WORLD.findall(text):
-        f.world_size = int(m[-1])
-    eval_ms: dict[str, float] = {}
-    for m in _METRIC.finditer(text):
-        if m["ms"]:
-            eval_ms[m["tag"]] = float(m["ms"])
-            f.eval_times_ms.append(float(m["ms"]))
-        if m["exact"]:
-            f.scored_tag, f.val_loss, f.val_bpb = m["tag"], float(m["loss"]), float(m["bpb"])
-    if f.scored_tag is not None:
-        f.eval_time_ms = eval_ms.get(f.scored_tag)
-    f.gpus = gpu_names(text)
-    return f
-
-
 def log_facts(text: str) -> LogFacts:
-    """The facts of the last run in a log."""
-    try:
-        from audit.logs import parse_log
-    except ImportError:
-        return _fallback_facts(text)
+    """The facts of the last run in a log, as the auditor's log parser reads it."""
     result = parse_log(text)
     run = result.last
     f = LogFacts(runs=len(result.runs), gpus=gpu_names(text))
@@ -132,7 +80,7 @@ def log_facts(text: str) -> LogFacts:
     f.stop_reason = run.stop_reason
     f.total_bytes = run.artifact_bytes
     f.code_bytes = run.code_bytes
-    f.model_bytes = getattr(run, "model_bytes", None)
+    f.model_bytes = run.model_bytes
     f.world_size = run.world_size
     f.eval_times_ms = [t.seconds * 1000 for t in run.eval_times]
     train_steps = [s for s in run.steps if s.kind == "train" and s.train_time_ms and s.step > 0]
@@ -150,6 +98,9 @@ def log_facts(text: str) -> LogFacts:
 
 def _num(v) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+_GPU_NAME = re.compile(r"NVIDIA\s+(H100|H200|A100|B200|GH200|L40S?|RTX[\w ]*?|A10G?)[^|\n]*", re.I)
 
 
 def gpu_names(text: str) -> list[str]:
@@ -184,7 +135,10 @@ def default_tolerance(observed: list[float]) -> tuple[float, str]:
         return TOLERANCE_FALLBACK_BPB, f"fallback {TOLERANCE_FALLBACK_BPB} BPB (fewer than two observed seeds)"
     sd = statistics.stdev(observed)
     tol = min(TOLERANCE_CAP_BPB, max(TOLERANCE_FLOOR_BPB, TOLERANCE_SPREAD_K * sd))
-    return tol, f"{TOLERANCE_SPREAD_K:g} × observed seed std {sd:.6f}, within [{TOLERANCE_FLOOR_BPB}, {TOLERANCE_CAP_BPB}] BPB"
+    return (
+        tol,
+        f"{TOLERANCE_SPREAD_K:g} × observed seed std {sd:.6f}, within [{TOLERANCE_FLOOR_BPB}, {TOLERANCE_CAP_BPB}] BPB",
+    )
 
 
 # --- per-seed checks ------------------------------------------------------------------------------
@@ -241,7 +195,9 @@ def seed_check(ev: SeedEvidence) -> Check:
     if got is None:
         return Check("seed", Status.INCONCLUSIVE, "the log prints no seed", limit=ev.seed)
     if got != ev.seed:
-        return Check("seed", Status.FAIL, f"log printed seed {got}, seed {ev.seed} was asked for", measured=got, limit=ev.seed)
+        return Check(
+            "seed", Status.FAIL, f"log printed seed {got}, seed {ev.seed} was asked for", measured=got, limit=ev.seed
+        )
     return Check("seed", Status.PASS, f"log printed seed {got}", measured=got, limit=ev.seed)
 
 
@@ -280,7 +236,11 @@ def train_wall_check(ev: SeedEvidence) -> Check:
             wall,
         )
     return Check(
-        "train_time_vs_wall_clock", Status.PASS, f"script timer {t / 1000:.1f} s within outside wall clock {wall:.1f} s", t / 1000, wall
+        "train_time_vs_wall_clock",
+        Status.PASS,
+        f"script timer {t / 1000:.1f} s within outside wall clock {wall:.1f} s",
+        t / 1000,
+        wall,
     )
 
 
@@ -292,7 +252,13 @@ def eval_time_check(ev: SeedEvidence) -> Check:
         if run.get("wall_s") is not None and ev.facts.train_time_ms is not None:
             rest = run["wall_s"] - ev.facts.train_time_ms / 1000
             if rest <= EVAL_CAP_SECONDS:
-                return Check("eval_time", Status.WARN, f"no eval time logged; everything after training took ≤ {rest:.1f} s", rest * 1000, cap)
+                return Check(
+                    "eval_time",
+                    Status.WARN,
+                    f"no eval time logged; everything after training took ≤ {rest:.1f} s",
+                    rest * 1000,
+                    cap,
+                )
         return Check("eval_time", Status.INCONCLUSIVE, "no eval time for the scored metric in the log", limit=cap)
     if e > cap:
         return Check("eval_time", Status.FAIL, f"scored eval took {e / 1000:.1f} s (cap 600 s)", e, cap)
@@ -400,7 +366,13 @@ def package_checks(
         diff = mean - claimed_mean
         st = Status.PASS if abs(diff) <= tolerance else Status.FAIL
         out.append(
-            Check("mean_score", st, f"mean val_bpb {mean:.8f} vs claimed {claimed_mean:.8f} (Δ {diff:+.6f})", mean, tolerance)
+            Check(
+                "mean_score",
+                st,
+                f"mean val_bpb {mean:.8f} vs claimed {claimed_mean:.8f} (Δ {diff:+.6f})",
+                mean,
+                tolerance,
+            )
         )
     return out
 

@@ -9,6 +9,7 @@ orphan them). Then record the exit code, log, outputs, outside wall clock and th
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import os
 import platform
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from .checks import gpu_names
 from .plan import LAUNCHER_ENV, SeedJob, sha256
 
 KILL_GRACE_S = 10.0  # SIGTERM first so torchrun can stop its workers, then SIGKILL what is left
@@ -158,8 +160,6 @@ def _versions(python: str, host: str) -> tuple[tuple[str, object], ...]:
 
 def environment_info(python: str = sys.executable) -> dict:
     """nvidia-smi, torch/CUDA/flash-attn versions and the GPU list of the machine the seed ran on."""
-    from .checks import gpu_names
-
     info: dict = {"python": platform.python_version(), "platform": platform.platform()}
     info.update(dict(_versions(python, platform.node())))
     smi = shutil.which("nvidia-smi")
@@ -167,7 +167,9 @@ def environment_info(python: str = sys.executable) -> dict:
         try:
             q = subprocess.run(
                 [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                capture_output=True, text=True, timeout=60,
+                capture_output=True,
+                text=True,
+                timeout=60,
             )
             full = subprocess.run([smi], capture_output=True, text=True, timeout=60)
             info["nvidia_smi"] = full.stdout
@@ -192,8 +194,6 @@ def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
 
 
 def _file_sha(path: Path) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -285,8 +285,13 @@ def run_seed(job: SeedJob) -> RunResult:
         t0 = time.monotonic()
         try:
             proc = subprocess.Popen(
-                list(job.argv), cwd=work, env=child_env(job), stdout=log, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                list(job.argv),
+                cwd=work,
+                env=child_env(job),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         except OSError as e:
             res.error = f"cannot start {job.argv[0]}: {e}"

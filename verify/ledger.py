@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -78,7 +77,12 @@ class Ledger:
                     "use another --out to keep both"
                 )
             if not e or e.get("fingerprint") != job.fingerprint:
-                seeds[str(job.seed)] = {"state": "planned", "fingerprint": job.fingerprint, "attempts": 0, "updated_at": _now()}
+                seeds[str(job.seed)] = {
+                    "state": "planned",
+                    "fingerprint": job.fingerprint,
+                    "attempts": 0,
+                    "updated_at": _now(),
+                }
         self.data["plan"] = {k: v for k, v in plan.to_dict().items() if k != "jobs"}
         self.data["updated_at"] = _now()
 
@@ -112,7 +116,9 @@ class Ledger:
         e["result"] = result.to_dict()
         e["state"] = "done" if result.status in FINAL else result.status
         e["updated_at"] = _now()
-        self.event(result.seed, f"{result.status}" + (f" (exit {result.exit_code})" if result.exit_code is not None else ""))
+        self.event(
+            result.seed, f"{result.status}" + (f" (exit {result.exit_code})" if result.exit_code is not None else "")
+        )
         self.save()
 
     def mark_interrupted(self, seed: int) -> None:
@@ -142,8 +148,8 @@ class Ledger:
         return todo
 
     def results(self, jobs: list[SeedJob]) -> dict[int, RunResult]:
-        return {j.seed: r for j in jobs if (r := self.result(j.seed)) is not None and self.entry(j.seed).get("state") == "done"}
-
-
-def ledger_exists(out: str | os.PathLike) -> bool:
-    return (Path(out) / LEDGER_FILE).exists()
+        return {
+            j.seed: r
+            for j in jobs
+            if (r := self.result(j.seed)) is not None and self.entry(j.seed).get("state") == "done"
+        }

@@ -8,6 +8,8 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from audit import __version__
+
 from .checks import (
     Check,
     LogFacts,
@@ -71,7 +73,13 @@ class StatsSection:
     written_reason: str = ""
 
     def to_dict(self) -> dict:
-        return {"n": self.n, "mean_bpb": self.mean_bpb, "std_bpb": self.std_bpb, "tests": self.detail, "note": self.note}
+        return {
+            "n": self.n,
+            "mean_bpb": self.mean_bpb,
+            "std_bpb": self.std_bpb,
+            "tests": self.detail,
+            "note": self.note,
+        }
 
 
 @dataclass
@@ -96,8 +104,6 @@ class VerifyReport:
         return EXIT[self.verdict]
 
     def to_dict(self) -> dict:
-        from audit import __version__
-
         return {
             "schema_version": SCHEMA_VERSION,
             "tool": {"name": "pgolf-verify", "version": __version__},
@@ -170,8 +176,14 @@ def logs_evidence(plan: Plan) -> list[SeedEvidence]:
     return out
 
 
-def stats_section(scores: list[float], *, sota: float | None, baseline: list[float] | None, margin_nats: float | None,
-                  ratio: float | None) -> StatsSection:
+def stats_section(
+    scores: list[float],
+    *,
+    sota: float | None,
+    baseline: list[float] | None,
+    margin_nats: float | None,
+    ratio: float | None,
+) -> StatsSection:
     sec = StatsSection(
         n=len(scores),
         mean_bpb=statistics.fmean(scores) if scores else None,
@@ -180,16 +192,13 @@ def stats_section(scores: list[float], *, sota: float | None, baseline: list[flo
     if sota is None and not baseline:
         sec.note = "no --sota or --baseline given: mean only, no significance test"
         return sec
-    try:
-        from .stats import core as stats
-    except ImportError:
-        sec.note = "verify.stats is not available in this install"
-        return sec
+    from .stats import compare  # here, not at the top: scipy takes a second to import, most modes never test
+
     kwargs = {"sota": sota, "baseline": baseline, "ratio": ratio}
     if margin_nats is not None:
         kwargs["margin_nats"] = margin_nats
     try:
-        rep = stats.compare(scores, **kwargs)
+        rep = compare(scores, **kwargs)
     except (ValueError, TypeError) as e:
         sec.note = f"stats not computed: {e}"
         return sec
@@ -239,10 +248,7 @@ def build_report(
         why = f"{why}, from the {source}"
     else:
         tol, why = tolerance, "given with --tolerance"
-    seeds = [
-        SeedReport(e.seed, e.source, e.facts, seed_checks(e, tol), e.claimed_bpb, e.run)
-        for e in evidence
-    ]
+    seeds = [SeedReport(e.seed, e.source, e.facts, seed_checks(e, tol), e.claimed_bpb, e.run) for e in evidence]
     pkg = package_checks(evidence, min_seeds=min_seeds, claimed_mean=plan.claims.mean_bpb, tolerance=tol)
     for s in missing or []:
         pkg.append(Check(f"seed_{s}_result", Status.INCONCLUSIVE, f"seed {s} has no result (not run or interrupted)"))
@@ -291,8 +297,12 @@ def _size(s: SeedReport) -> str:
 
 
 def render_markdown(rep: VerifyReport) -> str:
-    title = {"rerun": "Re-run verification", "logs-only": "Shipped-log verification", "smoke": "Smoke test",
-             "dry-run": "Re-run plan"}[rep.mode]
+    title = {
+        "rerun": "Re-run verification",
+        "logs-only": "Shipped-log verification",
+        "smoke": "Smoke test",
+        "dry-run": "Re-run plan",
+    }[rep.mode]
     lines = [f"<!-- pgolf-verify v1 mode={rep.mode} verdict={rep.verdict} -->", f"### {title} — `{rep.folder}`", ""]
     lines.append(f"**Verdict: {rep.verdict.upper()}** — {rep.reason}")
     lines.append("")
@@ -315,7 +325,9 @@ def render_markdown(rep: VerifyReport) -> str:
                 f"| {'' if bpb is None else f'{bpb:.8f}'} | {'' if s.claimed_bpb is None else f'{s.claimed_bpb:.8f}'} | {d} |"
             )
         lines.append("")
-    problems = [(s.seed, c) for s in rep.seeds for c in s.checks if c.status in (Status.FAIL, Status.INCONCLUSIVE, Status.WARN)]
+    problems = [
+        (s.seed, c) for s in rep.seeds for c in s.checks if c.status in (Status.FAIL, Status.INCONCLUSIVE, Status.WARN)
+    ]
     problems += [(None, c) for c in rep.package if c.status != Status.PASS]
     if problems:
         lines.append("<details open><summary>Checks that did not pass</summary>\n")
@@ -338,7 +350,9 @@ def render_markdown(rep: VerifyReport) -> str:
     if rep.mode == "rerun" or rep.mode == "dry-run":
         plan = rep.plan
         lines.append("<details><summary>Conditions</summary>\n")
-        lines.append(f"- backend: {rep.backend}; {plan.get('nproc')} processes per seed; timeout {plan.get('timeout_s'):.0f} s")
+        lines.append(
+            f"- backend: {rep.backend}; {plan.get('nproc')} processes per seed; timeout {plan.get('timeout_s'):.0f} s"
+        )
         lines.append(f"- env from {plan.get('env_source') or 'no README run command'}")
         for note in rep.notes:
             lines.append(f"- {note}")
@@ -354,6 +368,7 @@ def render_markdown(rep: VerifyReport) -> str:
 
 def print_console(rep: VerifyReport, console=None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = console or Console(stderr=True, highlight=False)
@@ -371,7 +386,11 @@ def print_console(rep: VerifyReport, console=None) -> None:
             t.add_column(col, justify="right")
         for s in rep.seeds:
             t.add_row(
-                str(s.seed), s.status, _fmt_s(s.facts.train_time_ms), _fmt_s(s.facts.eval_time_ms), _size(s),
+                str(s.seed),
+                s.status,
+                _fmt_s(s.facts.train_time_ms),
+                _fmt_s(s.facts.eval_time_ms),
+                _size(s),
                 "" if s.facts.val_bpb is None else f"{s.facts.val_bpb:.6f}",
                 "" if s.claimed_bpb is None else f"{s.claimed_bpb:.6f}",
             )
@@ -387,6 +406,4 @@ def print_console(rep: VerifyReport, console=None) -> None:
         console.print(f"mean val_bpb {rep.stats.mean_bpb:.8f} over {rep.stats.n} seed(s)")
     for n in rep.notes:
         console.print(n, markup=False)
-    from rich.markup import escape
-
     console.print(f"[{style}]{rep.verdict.upper()}[/] — {escape(rep.reason)}", highlight=False)

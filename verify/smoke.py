@@ -42,7 +42,7 @@ TINY_ENV = {
 }
 
 # Runs inside the child. It must stand alone: it cannot import pgolf (isolated mode, scratch cwd).
-_BOOTSTRAP = r'''
+_BOOTSTRAP = r"""
 import json, math, os, runpy, socket, sys, time, traceback
 MARK = "PGOLF_SMOKE "
 ENTRY = sys.argv[1]
@@ -134,7 +134,7 @@ except SystemExit:
     raise  # our own early exits after a "skipped" line are not failures
 except BaseException as e:
     fail("forward", t1, e)
-'''
+"""
 
 
 @dataclass
@@ -227,8 +227,14 @@ def smoke_test(
         }
         t0 = time.monotonic()
         proc = subprocess.Popen(
-            argv, cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_limits(memory_mb, int(timeout_s)),
+            argv,
+            cwd=work,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_limits(memory_mb, int(timeout_s)),
         )
         try:
             out, err = proc.communicate(timeout=timeout_s)
@@ -241,14 +247,16 @@ def smoke_test(
     for line in out.decode(errors="replace").splitlines():
         if line.startswith(MARKER):
             try:
-                events.append(json.loads(line[len(MARKER):]))
+                events.append(json.loads(line[len(MARKER) :]))
             except ValueError:
                 pass
     stderr_tail = "\n".join(err.decode(errors="replace").splitlines()[-15:])
     return _interpret(res, events, proc.returncode, wall, timeout_s, stderr_tail)
 
 
-def _interpret(res: SmokeResult, events: list[dict], rc: int | None, wall: float, timeout_s: float, stderr_tail: str) -> SmokeResult:
+def _interpret(
+    res: SmokeResult, events: list[dict], rc: int | None, wall: float, timeout_s: float, stderr_tail: str
+) -> SmokeResult:
     by_stage = {e["stage"]: e for e in events}
     imp, fwd = by_stage.get("import"), by_stage.get("forward")
     if imp is None:
@@ -263,13 +271,19 @@ def _interpret(res: SmokeResult, events: list[dict], rc: int | None, wall: float
     res.import_s = imp["seconds"]
     if not imp["ok"]:
         res.stage, res.error, res.where = "import", imp["error"], imp.get("where", "")
-        res.summary = f"import FAILED after {imp['seconds']:.1f} s: {imp['error']}" + (f" at {res.where}" if res.where else "")
+        res.summary = f"import FAILED after {imp['seconds']:.1f} s: {imp['error']}" + (
+            f" at {res.where}" if res.where else ""
+        )
         res.detail = imp.get("trace", "")
         return res
     head = f"import OK in {imp['seconds']:.1f} s"
     if fwd is None:
         res.stage = res.stage or "forward"
-        res.summary = head + (f"; forward did not finish within {timeout_s:.0f} s" if res.stage == "timeout" else "; forward died before reporting")
+        res.summary = head + (
+            f"; forward did not finish within {timeout_s:.0f} s"
+            if res.stage == "timeout"
+            else "; forward died before reporting"
+        )
         res.detail = stderr_tail
         return res
     res.forward_s = fwd.get("seconds")

@@ -8,7 +8,6 @@ from tests.verify.test_verify_fixtures import fake_log
 from verify.checks import (
     SeedEvidence,
     Status,
-    _fallback_facts,
     crash_reason,
     default_tolerance,
     hardware_class,
@@ -20,14 +19,23 @@ from verify.checks import (
 
 
 def _ev(seed=42, *, run=None, claimed=1.2002, code=2_000, **log_kw) -> SeedEvidence:
-    return SeedEvidence(seed=seed, facts=log_facts(fake_log(seed, **log_kw)), run=run, claimed_bpb=claimed,
-                        code_bytes_on_disk=code)
+    return SeedEvidence(
+        seed=seed, facts=log_facts(fake_log(seed, **log_kw)), run=run, claimed_bpb=claimed, code_bytes_on_disk=code
+    )
 
 
 def _run(status="ok", wall=700.0, outputs=None, gpus=None, **kw) -> dict:
-    return {"status": status, "exit_code": 0 if status == "ok" else 1, "wall_s": wall, "timeout_s": 2400.0,
-            "outputs": outputs if outputs is not None else [{"path": "final_model.int8.ptz", "bytes": 1_000_000, "sha256": "x"}],
-            "env_info": {"gpus": gpus or ["NVIDIA H100 80GB HBM3"] * 8}, **kw}
+    return {
+        "status": status,
+        "exit_code": 0 if status == "ok" else 1,
+        "wall_s": wall,
+        "timeout_s": 2400.0,
+        "outputs": outputs
+        if outputs is not None
+        else [{"path": "final_model.int8.ptz", "bytes": 1_000_000, "sha256": "x"}],
+        "env_info": {"gpus": gpus or ["NVIDIA H100 80GB HBM3"] * 8},
+        **kw,
+    }
 
 
 def by_name(checks):
@@ -82,7 +90,9 @@ def test_wrong_seed_in_log_fails():
 
 
 def test_crashed_run_is_inconclusive_and_unreached_checks_are_skipped():
-    ev = SeedEvidence(seed=42, facts=log_facts("seed:42\n"), run=_run(status="crashed", outputs=[], log_tail="RuntimeError: boom"))
+    ev = SeedEvidence(
+        seed=42, facts=log_facts("seed:42\n"), run=_run(status="crashed", outputs=[], log_tail="RuntimeError: boom")
+    )
     checks = by_name(seed_checks(ev, 0.001))
     assert checks["run"].status == Status.INCONCLUSIVE and "RuntimeError: boom" in checks["run"].message
     assert checks["seed"].status == Status.PASS
@@ -91,7 +101,9 @@ def test_crashed_run_is_inconclusive_and_unreached_checks_are_skipped():
 
 
 def test_timed_out_run_still_fails_a_logged_train_time_over_the_cap():
-    ev = SeedEvidence(seed=42, facts=log_facts(fake_log(42, train_ms=700_000)), run=_run(status="timed_out", wall=2400.0))
+    ev = SeedEvidence(
+        seed=42, facts=log_facts(fake_log(42, train_ms=700_000)), run=_run(status="timed_out", wall=2400.0)
+    )
     checks = by_name(seed_checks(ev, 0.001))
     assert checks["run"].status == Status.INCONCLUSIVE
     assert checks["train_time"].status == Status.FAIL
@@ -123,12 +135,24 @@ def test_package_checks_catch_reused_seeds_and_too_few_runs():
 
 
 def test_crash_reason_skips_torchrun_banner():
-    tail = "Traceback (most recent call last):\nValueError: bad shape\n" + "=" * 40 + "\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n" + "=" * 40
+    tail = (
+        "Traceback (most recent call last):\nValueError: bad shape\n"
+        + "=" * 40
+        + "\ntorch.distributed.elastic.multiprocessing.errors.ChildFailedError:\n"
+        + "=" * 40
+    )
     assert crash_reason(tail) == "ValueError: bad shape"
 
 
-def test_fallback_parser_agrees_with_the_log_parser_on_baseline_lines():
-    text = fake_log(1234, train_ms=600_038, model_bytes=15_000_000)
-    a, b = _fallback_facts(text), log_facts(text)
-    for field in ("seed", "train_time_ms", "val_bpb", "val_loss", "eval_time_ms", "total_bytes", "model_bytes", "code_bytes"):
-        assert getattr(a, field) == getattr(b, field), field
+def test_log_facts_reads_the_baseline_lines_through_the_log_parser():
+    f = log_facts(fake_log(1234, train_ms=600_038, model_bytes=15_000_000))
+    assert (f.seed, f.train_time_ms, f.stop_reason, f.world_size, f.runs) == (1234, 600_038.0, "wallclock_cap", 8, 1)
+    assert f.step_avg_ms == pytest.approx(600_038 / 13780)  # the last train step's time per step
+    assert (f.val_bpb, f.val_loss) == (1.2004, 2.02699544)  # the `_exact` line, not the 4-decimal one
+    assert (f.eval_time_ms, f.eval_times_ms) == (12_345.0, [12_345.0])
+    assert (f.total_bytes, f.model_bytes, f.code_bytes) == (15_002_000, 15_000_000, 2_000)
+
+
+def test_log_facts_takes_the_last_run_of_a_log():
+    f = log_facts(fake_log(1234) + fake_log(42, bpb=1.3))
+    assert (f.runs, f.seed, f.val_bpb) == (2, 42, 1.3)

@@ -34,8 +34,9 @@ def test_three_clean_seeds_verify(tmp_path, capsys, monkeypatch):
     fast_env(monkeypatch)
     folder = make_record(tmp_path)
     out = tmp_path / "out"
-    code, stdout, err = run(capsys, folder, "--seeds", "3", "--nproc", "2", "--out", out, "--pause", "0",
-                            "--format", "json")
+    code, stdout, err = run(
+        capsys, folder, "--seeds", "3", "--nproc", "2", "--out", out, "--pause", "0", "--format", "json"
+    )
     rep = json.loads(stdout)
     assert code == 0, err
     assert rep["verdict"] == "verified" and rep["mode"] == "rerun"
@@ -97,7 +98,19 @@ def _states(out: Path) -> dict[str, str]:
 def test_killed_verifier_resumes_from_its_ledger(tmp_path, sig):
     folder = make_record(tmp_path, env="FAKE_SLEEP=4")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "verify.cli", str(folder), "--nproc", "2", "--out", str(out), "--pause", "0", "--no-audit"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "verify.cli",
+        str(folder),
+        "--nproc",
+        "2",
+        "--out",
+        str(out),
+        "--pause",
+        "0",
+        "--no-audit",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
@@ -128,8 +141,9 @@ def test_killed_verifier_resumes_from_its_ledger(tmp_path, sig):
 def test_dry_run_prints_exact_commands_and_runs_nothing(tmp_path, capsys):
     folder = make_record(tmp_path, env="NUM_LAYERS=11")
     out = tmp_path / "out"
-    code, stdout, err = run(capsys, folder, "--seeds", "7,8", "--nproc", "8", "--out", out, "--dry-run",
-                            "--data-path", tmp_path / "data")
+    code, stdout, err = run(
+        capsys, folder, "--seeds", "7,8", "--nproc", "8", "--out", out, "--dry-run", "--data-path", tmp_path / "data"
+    )
     assert code == 0
     assert err.count("torch.distributed.run --standalone --nproc_per_node=8 train_gpt.py") == 2
     assert "SEED=7" in err and "SEED=8" in err and "NUM_LAYERS=11" in err and "DATA_PATH=" in err
@@ -158,7 +172,11 @@ def test_logs_only_catches_a_claim_the_log_does_not_support(tmp_path, capsys):
 
 def test_flagged_submission_is_not_rerun_unless_forced(tmp_path, capsys, monkeypatch):
     folder = make_record(tmp_path)
-    monkeypatch.setattr(verify_cli, "_audit_summary", lambda p: {"verdict": "flag", "reason": "prequant TTT", "categories": ["prequant_ttt"]})
+    monkeypatch.setattr(
+        verify_cli,
+        "_audit_summary",
+        lambda p: {"verdict": "flag", "reason": "prequant TTT", "categories": ["prequant_ttt"]},
+    )
     code, stdout, _ = run(capsys, folder, "--out", tmp_path / "o", "--format", "json", "-q")
     rep = json.loads(stdout)
     assert code == 1 and rep["verdict"] == "not-run" and "--force" in rep["reason"]
@@ -189,7 +207,9 @@ def test_resume_with_a_changed_plan_is_a_usage_error(tmp_path, capsys, monkeypat
     fast_env(monkeypatch)
     folder = make_record(tmp_path)
     out = tmp_path / "out"
-    code, _, _ = run(capsys, folder, "--seeds", "42,", "--min-seeds", "1", "--nproc", "2", "--out", out, "--no-audit", "-q")
+    code, _, _ = run(
+        capsys, folder, "--seeds", "42,", "--min-seeds", "1", "--nproc", "2", "--out", out, "--no-audit", "-q"
+    )
     assert code == 0
     code, _, err = run(capsys, folder, "--seeds", "42,", "--nproc", "2", "--out", out, "--env", "X=1", "-q")
     assert code == 2 and "different plan" in err

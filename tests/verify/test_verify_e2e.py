@@ -42,8 +42,20 @@ def test_reference_trainer_three_seeds_local_then_submitit(tmp_path, capsys, mon
     folder.mkdir(parents=True)
     shutil.copy(TRAINER, folder / "train_gpt.py")
     env = " ".join(f"{k}={v}" for k, v in {**TINY_TRAIN_ENV, "VOCAB_SIZE": ds.vocab_size}.items())
-    (folder / "README.md").write_text(f"# Tiny\n\n```bash\n{env} torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n")
-    common = [folder, "--seeds", "3", "--nproc", "2", "--data-path", ds.data_path, "--tokenizer-path", ds.tokenizer_path]
+    (folder / "README.md").write_text(
+        f"# Tiny\n\n```bash\n{env} torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
+    )
+    common = [
+        folder,
+        "--seeds",
+        "3",
+        "--nproc",
+        "2",
+        "--data-path",
+        ds.data_path,
+        "--tokenizer-path",
+        ds.tokenizer_path,
+    ]
 
     code, rep = _verify(capsys, *common, "--out", tmp_path / "local", "--pause", "0")
     assert code == 0, rep["reason"]
@@ -57,14 +69,25 @@ def test_reference_trainer_three_seeds_local_then_submitit(tmp_path, capsys, mon
         assert s["log"]["world_size"] == 2
 
     # the record now claims what the first pass measured; the submitit pass must reproduce it
-    (folder / "submission.json").write_text(json.dumps({
-        "author": "t", "github_id": "t", "name": "Tiny", "date": "2026-01-01T00:00:00Z",
-        "val_bpb": sum(scores.values()) / 3, "seed_results": {str(k): {"val_bpb": v} for k, v in scores.items()},
-    }))
-    code, rep = _verify(capsys, *common, "--out", tmp_path / "slurm", "--backend", "slurm", "--slurm-cluster", "local",
-                        "--poll", "0.5")
+    (folder / "submission.json").write_text(
+        json.dumps(
+            {
+                "author": "t",
+                "github_id": "t",
+                "name": "Tiny",
+                "date": "2026-01-01T00:00:00Z",
+                "val_bpb": sum(scores.values()) / 3,
+                "seed_results": {str(k): {"val_bpb": v} for k, v in scores.items()},
+            }
+        )
+    )
+    code, rep = _verify(
+        capsys, *common, "--out", tmp_path / "slurm", "--backend", "slurm", "--slurm-cluster", "local", "--poll", "0.5"
+    )
     assert code == 0, rep["reason"]
     assert rep["verdict"] == "verified" and rep["backend"].startswith("slurm via submitit (cluster=local")
     assert {s["seed"]: next(c["status"] for c in s["checks"] if c["name"] == "score") for s in rep["seeds"]} == {
-        42: "pass", 314: "pass", 1234: "pass"
+        42: "pass",
+        314: "pass",
+        1234: "pass",
     }

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from verify.checks import log_facts
 
-FAKE_TRAIN = r'''
+FAKE_TRAIN = r"""
 import os, sys, time
 
 rank = int(os.environ.get("RANK", "0"))
@@ -58,7 +58,7 @@ bpb = 1.2 + (seed % 10) * 0.0001 + float(os.environ.get("FAKE_BPB_SHIFT", "0"))
 loss = bpb * 1.6886
 log(f"final_int8_zlib_roundtrip val_loss:{loss:.4f} val_bpb:{bpb:.4f} eval_time:12345ms")
 log(f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
-'''
+"""
 
 SEEDS = (42, 314, 1234)
 
@@ -67,27 +67,36 @@ def fake_bpb(seed: int) -> float:
     return 1.2 + (seed % 10) * 0.0001
 
 
-def fake_log(seed: int, *, train_ms: int = 599876, model_bytes: int = 1_000_000, code_bytes: int = 2_000,
-             bpb: float | None = None) -> str:
+def fake_log(
+    seed: int,
+    *,
+    train_ms: int = 599876,
+    model_bytes: int = 1_000_000,
+    code_bytes: int = 2_000,
+    bpb: float | None = None,
+) -> str:
     bpb = fake_bpb(seed) if bpb is None else bpb
     loss = bpb * 1.6886
-    return "\n".join([
-        "world_size:8 grad_accum_steps:1",
-        f"seed:{seed}",
-        "step:1/20000 train_loss:6.9000 train_time:100ms step_avg:100.00ms",
-        f"step:13780/20000 train_loss:3.1000 train_time:{train_ms}ms step_avg:{train_ms / 13780:.2f}ms",
-        f"stopping_early: wallclock_cap train_time:{train_ms}ms step:13780/20000",
-        f"Serialized model int8+zlib: {model_bytes} bytes (payload:1 raw_torch:1 payload_ratio:1.00x)",
-        f"Code size: {code_bytes} bytes",
-        f"Total submission size int8+zlib: {model_bytes + code_bytes} bytes",
-        f"final_int8_zlib_roundtrip val_loss:{loss:.4f} val_bpb:{bpb:.4f} eval_time:12345ms",
-        f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}",
-        "",
-    ])
+    return "\n".join(
+        [
+            "world_size:8 grad_accum_steps:1",
+            f"seed:{seed}",
+            "step:1/20000 train_loss:6.9000 train_time:100ms step_avg:100.00ms",
+            f"step:13780/20000 train_loss:3.1000 train_time:{train_ms}ms step_avg:{train_ms / 13780:.2f}ms",
+            f"stopping_early: wallclock_cap train_time:{train_ms}ms step:13780/20000",
+            f"Serialized model int8+zlib: {model_bytes} bytes (payload:1 raw_torch:1 payload_ratio:1.00x)",
+            f"Code size: {code_bytes} bytes",
+            f"Total submission size int8+zlib: {model_bytes + code_bytes} bytes",
+            f"final_int8_zlib_roundtrip val_loss:{loss:.4f} val_bpb:{bpb:.4f} eval_time:12345ms",
+            f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}",
+            "",
+        ]
+    )
 
 
-def make_record(root: Path, *, env: str = "", claimed: dict[int, float] | None = None, logs: bool = True,
-                script: str = FAKE_TRAIN) -> Path:
+def make_record(
+    root: Path, *, env: str = "", claimed: dict[int, float] | None = None, logs: bool = True, script: str = FAKE_TRAIN
+) -> Path:
     """A record folder: train_gpt.py, README with a run command, submission.json, one log per seed."""
     folder = root / "2026-01-01_Synthetic"
     folder.mkdir(parents=True)
@@ -128,4 +137,11 @@ def test_fake_log_reads_back():
 def test_make_record_layout(tmp_path):
     folder = make_record(tmp_path, env="FAKE_SLEEP=0")
     names = sorted(os.listdir(folder))
-    assert names == ["README.md", "submission.json", "train_gpt.py", "train_seed1234.log", "train_seed314.log", "train_seed42.log"]
+    assert names == [
+        "README.md",
+        "submission.json",
+        "train_gpt.py",
+        "train_seed1234.log",
+        "train_seed314.log",
+        "train_seed42.log",
+    ]

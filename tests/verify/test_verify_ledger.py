@@ -71,7 +71,9 @@ def test_finished_seed_of_another_plan_is_never_overwritten(plan, tmp_path):
     other = make_plan(plan.folder, plan.out, nproc=2, env_overrides={"CHANGED": "1"})
     with pytest.raises(InputError, match="different plan"):
         Ledger.open(other)
-    assert json.loads((tmp_path / "out" / "ledger.json").read_text())["seeds"][str(plan.jobs[0].seed)]["state"] == "done"
+    assert (
+        json.loads((tmp_path / "out" / "ledger.json").read_text())["seeds"][str(plan.jobs[0].seed)]["state"] == "done"
+    )
 
 
 def test_two_verifiers_cannot_share_an_out_folder(plan):

@@ -21,8 +21,9 @@ def test_seeds_from_logs_then_defaults_then_counting():
 
 def test_plan_takes_env_from_readme_and_owns_seed_and_run_id(tmp_path):
     folder = make_record(tmp_path, env="NUM_LAYERS=11 SEED=999 RUN_ID=theirs")
-    plan = make_plan(str(folder), str(tmp_path / "out"), nproc=2, data_path=str(tmp_path / "data"),
-                     env_overrides={"EXTRA": "1"})
+    plan = make_plan(
+        str(folder), str(tmp_path / "out"), nproc=2, data_path=str(tmp_path / "data"), env_overrides={"EXTRA": "1"}
+    )
     assert plan.seeds == sorted(SEEDS) and plan.seeds_source == "logs"
     assert plan.env["NUM_LAYERS"] == "11" and plan.env["EXTRA"] == "1"
     assert plan.env["DATA_PATH"] == str((tmp_path / "data").resolve())

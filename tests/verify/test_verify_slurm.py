@@ -23,8 +23,25 @@ def test_three_seeds_through_submitit_local_executor(tmp_path, capsys, monkeypat
     folder = make_record(tmp_path, env="FAKE_CRASH_SEEDS=314")
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:
-        verify_cli.main([str(folder), "--backend", "slurm", "--slurm-cluster", "local", "--nproc", "2",
-                         "--out", str(out), "--poll", "0.5", "--format", "json", "-q", "--no-audit"])
+        verify_cli.main(
+            [
+                str(folder),
+                "--backend",
+                "slurm",
+                "--slurm-cluster",
+                "local",
+                "--nproc",
+                "2",
+                "--out",
+                str(out),
+                "--poll",
+                "0.5",
+                "--format",
+                "json",
+                "-q",
+                "--no-audit",
+            ]
+        )
     rep = json.loads(capsys.readouterr().out)
     assert exc.value.code == 1 and rep["verdict"] == "inconclusive"  # the crash is reported, not raised
     status = {s["seed"]: s["run"]["status"] for s in rep["seeds"]}
@@ -49,7 +66,9 @@ def test_job_failing_outside_run_seed_is_a_launch_error(tmp_path):
             return True
 
         def result(self):
-            raise RuntimeError("Job 123 (task: 0) failed\nslurmstepd: error: *** JOB 123 CANCELLED DUE TO TIME LIMIT ***")
+            raise RuntimeError(
+                "Job 123 (task: 0) failed\nslurmstepd: error: *** JOB 123 CANCELLED DUE TO TIME LIMIT ***"
+            )
 
     res = SlurmBackend._collect(plan.jobs[0], DeadJob())
     led.record(res)

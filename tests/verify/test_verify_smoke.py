@@ -13,7 +13,7 @@ from verify.smoke import smoke_test
 pytest.importorskip("torch")
 pytestmark = pytest.mark.slow  # each case starts a sandboxed python that imports torch
 
-TINY_GPT = '''
+TINY_GPT = """
 import os
 import torch
 import torch.nn as nn
@@ -48,7 +48,7 @@ def main():
 
 if __name__ == "__main__":
     main()
-'''
+"""
 
 
 def _folder(tmp_path, extra=""):
@@ -93,7 +93,9 @@ def test_path_bug_and_bom_are_named(tmp_path):
 
 
 def test_memory_limit_stops_a_runaway_import(tmp_path):
-    res = smoke_test(_folder(tmp_path, "\nhog = bytearray(3 * 1024**3)\n"), "train_gpt.py", timeout_s=120, memory_mb=1024)
+    res = smoke_test(
+        _folder(tmp_path, "\nhog = bytearray(3 * 1024**3)\n"), "train_gpt.py", timeout_s=120, memory_mb=1024
+    )
     assert not res.ok and res.stage == "import" and "MemoryError" in res.error
 
 

@@ -11,9 +11,9 @@ from ..plan import SeedJob
 class Backend(Protocol):
     name: str
 
+    @property
+    def description(self) -> str:
+        """One line for the report: where and how the seeds run."""
+
     def run(self, jobs: list[SeedJob], ledger: Ledger) -> None:
         """Run every job, recording each state change in the ledger as it happens."""
-
-
-def describe(backend: Backend) -> str:
-    return getattr(backend, "description", backend.name)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from ..launch import run_seed
+from ..launch import read_result, run_seed
 from ..ledger import Ledger
 from ..plan import SeedJob
 
@@ -30,8 +30,6 @@ class LocalBackend:
             try:
                 result = run_seed(job)
             except KeyboardInterrupt:
-                from ..launch import read_result
-
                 written = read_result(job.seed_dir)
                 if written is not None:
                     ledger.record(written)  # a run that finished as the signal came stays a result

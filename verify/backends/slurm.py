@@ -126,4 +126,6 @@ class SlurmBackend:
                 error=f"job {handle.job_id} failed: {str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}",
             )
         written = read_result(job.seed_dir)
-        return written or RunResult(seed=job.seed, fingerprint=job.fingerprint, status="launch_error", error="no result")
+        return written or RunResult(
+            seed=job.seed, fingerprint=job.fingerprint, status="launch_error", error="no result"
+        )

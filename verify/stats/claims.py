@@ -46,9 +46,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     # t(2)=16.04 : the df in parentheses
     "t_df": re.compile(_EDGE + r"t\s*\(\s*(" + _NUM + r")\s*\)\s*" + _OP + r"\s*(" + _NUM + ")"),
     "t": re.compile(_EDGE + r"(?:t|T|t-stat(?:istic)?|t_stat)\s*" + _OP + r"\s*(" + _NUM + ")"),
-    "df": re.compile(
-        _EDGE + r"(?:df|dof|d\.f\.|degrees of freedom)\s*" + _OP + r"?\s*(" + _NUM + ")", re.I
-    ),
+    "df": re.compile(_EDGE + r"(?:df|dof|d\.f\.|degrees of freedom)\s*" + _OP + r"?\s*(" + _NUM + ")", re.I),
     "p": re.compile(_EDGE + r"(?:p|p-value|p-val|pvalue|p_value)\s*" + _OP + r"\s*(" + _NUM + ")", re.I),
     "delta": re.compile(
         r"(?:Δ|\bdelta\b|\bimprovement\b)\s*(?:of\s*)?" + _OP + r"?\s*(" + _NUM + r")\s*(nats?|bpb)?",
@@ -56,9 +54,7 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     ),
 }
 # "-0.0223 BPB = -0.0155 nats", "0.00224 BPB (~0.00488 nats)", "-0.0127 BPB / -0.0088 nats"
-_CONVERSION = re.compile(
-    r"(" + _NUM + r")\s*bpb\s*(?:=|≈|~|/|\(\s*[~≈=]?)\s*(" + _NUM + r")\s*nats?", re.I
-)
+_CONVERSION = re.compile(r"(" + _NUM + r")\s*bpb\s*(?:=|≈|~|/|\(\s*[~≈=]?)\s*(" + _NUM + r")\s*nats?", re.I)
 _WORDS = {
     "welch": re.compile(r"welch", re.I),
     "student": re.compile(r"student|pooled|equal[ -]var", re.I),
@@ -187,8 +183,13 @@ class ConversionCheck:
     diagnosis: str
 
     def to_dict(self) -> dict[str, Any]:
-        return {"bpb": self.bpb, "nats": self.nats, "ratio": self.ratio, "correct": self.correct,
-                "diagnosis": self.diagnosis}
+        return {
+            "bpb": self.bpb,
+            "nats": self.nats,
+            "ratio": self.ratio,
+            "correct": self.correct,
+            "diagnosis": self.diagnosis,
+        }
 
 
 def check_conversion(bpb_text: str, nats_text: str, ratio: float | None) -> ConversionCheck:
@@ -209,8 +210,7 @@ def check_conversion(bpb_text: str, nats_text: str, ratio: float | None) -> Conv
         other = [k for k, r in TOKENIZER_RATIOS.items() if near(bpb * r)]
         if ratio is None and other:
             return ConversionCheck(bpb, nats, None, None, f"consistent with r of {', '.join(other)}")
-        why = (f"uses the r of {other[0]} ({TOKENIZER_RATIOS[other[0]]:.6g})" if other
-               else "matches no known r")
+        why = f"uses the r of {other[0]} ({TOKENIZER_RATIOS[other[0]]:.6g})" if other else "matches no known r"
     if ratio is None and not why.startswith(("multiplied", "a bpb")):
         return ConversionCheck(bpb, nats, None, None, f"cannot verify without r ({why})")
     expected = f"; bpb x r = {bpb * ratio:.5f} nats" if ratio else ""
@@ -246,19 +246,18 @@ def _candidates(claim: ParsedClaim, ref: Reference, n_new: int, margins: Sequenc
 class _Model:
     """The statistics of one candidate as a function of the (perturbed) inputs."""
 
-    def __init__(self, cand: _Candidate, new: np.ndarray, ref: Reference, margin: float,
-                 unit: str, ratio: float | None):
+    def __init__(
+        self, cand: _Candidate, new: np.ndarray, ref: Reference, margin: float, unit: str, ratio: float | None
+    ):
         self.cand, self.ref, self.margin, self.unit, self.ratio = cand, ref, margin, unit, ratio
         self.n_new = len(new)
         self.x0 = np.concatenate([new, np.asarray(ref.values, dtype=float)])
 
     def quantities(self, x: np.ndarray) -> dict[str, float]:
-        new, refv = x[: self.n_new], x[self.n_new:]
+        new, refv = x[: self.n_new], x[self.n_new :]
         if self.ref.kind == "summary":
             refv = np.array([refv[0], max(refv[1], 0.0)])
-        t, df, _, improvement = core_statistic(
-            self.cand.kind, new, self.ref.kind, refv, self.ref.n, self.margin
-        )
+        t, df, _, improvement = core_statistic(self.cand.kind, new, self.ref.kind, refv, self.ref.n, self.margin)
         return {"t": t, "df": df, "p": p_value(t, df, self.cand.alternative), "delta": -improvement}
 
     def delta_in(self, delta: float, unit: str | None) -> float | None:
@@ -295,8 +294,7 @@ def _min_violation(model: _Model, numbers: Sequence[StatedNumber], h: np.ndarray
     starts = [np.zeros(k)] + [rng.uniform(-1, 1, k) for _ in range(3)]
     best = math.inf
     for u0 in starts:
-        res = optimize.minimize(objective, u0, method="L-BFGS-B", bounds=[(-1, 1)] * k,
-                                options={"maxiter": 100})
+        res = optimize.minimize(objective, u0, method="L-BFGS-B", bounds=[(-1, 1)] * k, options={"maxiter": 100})
         best = min(best, float(res.fun))
         if best <= 1e-10:
             break
@@ -393,8 +391,11 @@ def check_claim(
         center = _judge(model, numbers, model.x0)
         checked = [(s, v) for s, v in zip(numbers, center) if v is not None]
         at_center = sum(1 for _, v in checked if v == 0)
-        words = (parsed.test_hint == cand.kind) + (parsed.sided == cand.alternative) + (
-            parsed.sided is None and cand.alternative == "less")
+        words = (
+            (parsed.test_hint == cand.kind)
+            + (parsed.sided == cand.alternative)
+            + (parsed.sided is None and cand.alternative == "less")
+        )
         distance = sum(min(v, 100.0) for _, v in checked)
         ranked.append(((at_center, words, -distance, -cand.order), cand, model, center, checked))
     if not ranked:
@@ -408,8 +409,9 @@ def check_claim(
         if all(v == 0 for _, v in checked) or _min_violation(mdl, [s for s, _ in checked], h) <= 1e-10:
             joint, cand, model, center = True, c, mdl, ctr
             break
-    result = run_test(cand.kind, new_vals, ref, unit=unit, margin=cand.margin, ratio=ratio,
-                      alternative=cand.alternative)
+    result = run_test(
+        cand.kind, new_vals, ref, unit=unit, margin=cand.margin, ratio=ratio, alternative=cand.alternative
+    )
     q = model.quantities(model.x0)
     checks = []
     for s, v in zip(numbers, center):
@@ -436,8 +438,7 @@ def check_claim(
     else:
         label = "not reproduced; closest: " + result.describe()
     agrees = joint and all(c.correct is not False for c in conversions)
-    return ClaimCheck(parsed.text, result, tuple(checks), joint, agrees, label, tuple(findings),
-                      conversions)
+    return ClaimCheck(parsed.text, result, tuple(checks), joint, agrees, label, tuple(findings), conversions)
 
 
 def _convertible(margin: Margin, unit: str, ratio: float | None) -> bool:
@@ -448,8 +449,13 @@ def _convertible(margin: Margin, unit: str, ratio: float | None) -> bool:
     return True
 
 
-def _findings(claim: ParsedClaim, checks: Sequence[NumberCheck], result: TestResult, joint: bool,
-              conversions: Sequence[ConversionCheck]) -> list[str]:
+def _findings(
+    claim: ParsedClaim,
+    checks: Sequence[NumberCheck],
+    result: TestResult,
+    joint: bool,
+    conversions: Sequence[ConversionCheck],
+) -> list[str]:
     out = []
     for c in checks:
         s = c.stated
@@ -462,10 +468,10 @@ def _findings(claim: ParsedClaim, checks: Sequence[NumberCheck], result: TestRes
     if not joint and all(c.status != "not reproduced" for c in checks if c.status != "unchecked"):
         out.append("each number is within input rounding alone, but no single input explains all")
     if claim.test_hint and claim.test_hint != result.test and joint:
-        out.append(f"the claim names a {claim.test_hint.replace('_', '-')} test; its numbers are "
-                   f"those of {result.label}")
-    out += [f"conversion {c.bpb:g} bpb -> {c.nats:g} nats: {c.diagnosis}"
-            for c in conversions if c.correct is not True]
+        out.append(
+            f"the claim names a {claim.test_hint.replace('_', '-')} test; its numbers are those of {result.label}"
+        )
+    out += [f"conversion {c.bpb:g} bpb -> {c.nats:g} nats: {c.diagnosis}" for c in conversions if c.correct is not True]
     return out
 
 
@@ -483,8 +489,15 @@ class StatsCase:
     expected: dict[str, str]  # reproduced_by / our_value / agrees when the row has them
 
     def check(self) -> ClaimCheck:
-        return check_claim(self.claim, self.new, self.reference, unit=self.unit, ratio=self.ratio,
-                           margins=[self.margin], new_decimals=self.new_decimals)
+        return check_claim(
+            self.claim,
+            self.new,
+            self.reference,
+            unit=self.unit,
+            ratio=self.ratio,
+            margins=[self.margin],
+            new_decimals=self.new_decimals,
+        )
 
 
 def parse_values(text: str) -> tuple[tuple[float, ...], tuple[int, ...]]:
@@ -550,5 +563,14 @@ def parse_case(row: dict[str, str]) -> StatsCase:
     unit = row.get("unit", "bpb").strip() or "bpb"
     margin, ratio = parse_margin(row.get("margin", "0") or "0")
     expected = {k: row[k] for k in ("reproduced_by", "our_value", "agrees") if row.get(k)}
-    return StatsCase(row.get("case", ""), new, decs, unit, parse_reference(row["baseline"]),
-                     margin, ratio, row["claimed_stat"], expected)
+    return StatsCase(
+        row.get("case", ""),
+        new,
+        decs,
+        unit,
+        parse_reference(row["baseline"]),
+        margin,
+        ratio,
+        row["claimed_stat"],
+        expected,
+    )

@@ -21,13 +21,16 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from audit.errors import InputError
+from audit.load.folder import load_folder
+from audit.logs import parse_log
+
 from .claims import check_claim, default_margins, parse_case, parse_values
 from .core import (
     TOKENIZER_RATIOS,
     Margin,
     Reference,
     StatsError,
-    compare,
     decimals_of,
     ratio_of,
     require_comparable,
@@ -35,6 +38,7 @@ from .core import (
 )
 from .report import (
     case_rows,
+    compare,
     render_cases,
     render_console,
     render_json,
@@ -77,14 +81,8 @@ class FolderScores:
 
 
 def scores_from_folder(path: str) -> FolderScores:
-    """Each log's last run: its scored val_bpb, its seed, and r from the same line."""
-    try:
-        from audit.logs import parse_log  # the log parser is an auditor module
-    except ImportError:
-        raise StatsError("log parser not available (audit.logs)") from None
-    from audit.errors import InputError
-    from audit.load.folder import load_folder
-
+    """Each log's last run (as the auditor's log parser reads it): its scored val_bpb, its seed, and r
+    from the same line."""
     try:
         sub = load_folder(path)
     except InputError as e:
@@ -97,7 +95,7 @@ def scores_from_folder(path: str) -> FolderScores:
             continue
         m = run.scored
         values.append(m.val_bpb)
-        decs.append(getattr(m, "decimals", None) or decimals_of(m.val_bpb))
+        decs.append(m.decimals or decimals_of(m.val_bpb))
         seeds.append(run.seed)
         files.append(p)
         if m.val_loss:
@@ -161,20 +159,43 @@ def _emit(text: str, output: str | None) -> None:
 @click.option("--ratio", type=float, help="r = val_loss/val_bpb of the new record (converts nats <-> bpb).")
 @click.option("--tokenizer", help=f"Take r from a known tokenizer: {', '.join(TOKENIZER_RATIOS)}.")
 @click.option("--baseline-tokenizer", help="The baseline's tokenizer (refuses cross-tokenizer nats).")
-@click.option("--unit", type=click.Choice(["bpb", "nats"]), default="bpb", show_default=True,
-              help="Unit of the given scores.")
-@click.option("--margin", "margin_nats", type=float, default=0.005, show_default=True,
-              help="Written-rule margin in nats.")
+@click.option(
+    "--unit", type=click.Choice(["bpb", "nats"]), default="bpb", show_default=True, help="Unit of the given scores."
+)
+@click.option(
+    "--margin", "margin_nats", type=float, default=0.005, show_default=True, help="Written-rule margin in nats."
+)
 @click.option("--check-claim", "claims", multiple=True, help='A stated claim, e.g. "t=16.04 df=2 p<0.001".')
 @click.option("--cases", "cases_file", type=click.Path(), help="TSV of claims to check (corpus format).")
-@click.option("--rule", type=click.Choice(["progression", "written", "both", "none"]), default="progression",
-              show_default=True, help="Which verdict decides the exit code.")
-@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
-              show_default=True)
+@click.option(
+    "--rule",
+    type=click.Choice(["progression", "written", "both", "none"]),
+    default="progression",
+    show_default=True,
+    help="Which verdict decides the exit code.",
+)
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text", show_default=True)
 @click.option("--output", type=click.Path(), help="Write json/markdown here instead of stdout.")
 @click.option("--exit-zero", is_flag=True, help="Exit 0 even when a rule fails or a claim is false.")
-def _cli(path, new_text, sota, baseline_text, baseline_summary, baseline_folder, ratio, tokenizer,
-         baseline_tokenizer, unit, margin_nats, claims, cases_file, rule, fmt, output, exit_zero):
+def _cli(
+    path,
+    new_text,
+    sota,
+    baseline_text,
+    baseline_summary,
+    baseline_folder,
+    ratio,
+    tokenizer,
+    baseline_tokenizer,
+    unit,
+    margin_nats,
+    claims,
+    cases_file,
+    rule,
+    fmt,
+    output,
+    exit_zero,
+):
     """Per-seed statistics, the written and progression verdicts, and claim checks."""
     # Piped output keeps whole table rows on one line (rich would wrap at 80 columns).
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
@@ -207,19 +228,22 @@ def _cli(path, new_text, sota, baseline_text, baseline_summary, baseline_folder,
         base, base_decs = bf.values, bf.decimals
         notes += [f"baseline {w}" for w in bf.warnings]
         if unit == "nats" and ratio and bf.ratio and not math.isclose(ratio, bf.ratio, rel_tol=1e-3):
-            raise StatsError("nats are not comparable across tokenizers (r differs between the folders); "
-                             "use --unit bpb")
+            raise StatsError(
+                "nats are not comparable across tokenizers (r differs between the folders); use --unit bpb"
+            )
     summary = _summary(baseline_summary) if baseline_summary else None
-    report = compare(new, sota=sota, baseline=base or None, margin_nats=margin_nats, ratio=ratio,
-                     baseline_summary=summary, unit=unit)
+    report = compare(
+        new, sota=sota, baseline=base or None, margin_nats=margin_nats, ratio=ratio, baseline_summary=summary, unit=unit
+    )
     report = replace(report, warnings=tuple(notes) + report.warnings)
     if claims:
         ref = _claim_reference(base, base_decs, summary, baseline_summary, sota)
         margins = default_margins(unit, ratio)
         if margin_nats not in (0.0, 0.005):
             margins.append(Margin(margin_nats, "nats"))
-        checks = tuple(check_claim(c, new, ref, unit=unit, ratio=ratio, margins=margins,
-                                   new_decimals=new_decs) for c in claims)
+        checks = tuple(
+            check_claim(c, new, ref, unit=unit, ratio=ratio, margins=margins, new_decimals=new_decs) for c in claims
+        )
         report = replace(report, claims=checks)
     if fmt == "json":
         _emit(render_json(report) + "\n", output)
@@ -227,8 +251,12 @@ def _cli(path, new_text, sota, baseline_text, baseline_summary, baseline_folder,
         _emit(render_markdown(report), output)
     else:
         render_console(report, console)
-    verdicts = {"progression": [report.progression], "written": [report.written],
-                "both": [report.progression, report.written], "none": []}[rule]
+    verdicts = {
+        "progression": [report.progression],
+        "written": [report.written],
+        "both": [report.progression, report.written],
+        "none": [],
+    }[rule]
     failed = any(v.passed is not True for v in verdicts) or any(not c.agrees for c in report.claims)
     sys.exit(1 if failed and not exit_zero else 0)
 

@@ -179,9 +179,7 @@ class Reference:
         return cls("seeds", vals, len(vals), _decs(vals, decimals))
 
     @classmethod
-    def summary(
-        cls, mean: float, sd: float, n: int, decimals: Sequence[int] | None = None
-    ) -> Reference:
+    def summary(cls, mean: float, sd: float, n: int, decimals: Sequence[int] | None = None) -> Reference:
         if n < 2:
             raise StatsError(f"baseline summary n={n}: need n >= 2")
         if not (sd >= 0) or not math.isfinite(mean) or not math.isfinite(sd):
@@ -446,9 +444,7 @@ def written_rule(
         return RuleVerdict("written", title, None, str(e), alpha, required_improvement=required)
     gain = test.improvement
     gain_in_margin_unit = gain if margin.unit == unit else Margin(gain, unit).in_unit(margin.unit, ratio)
-    text = f"{gain:.5f} {unit}" + (
-        f" = {gain_in_margin_unit:.5f} {margin.unit}" if margin.unit != unit else ""
-    )
+    text = f"{gain:.5f} {unit}" + (f" = {gain_in_margin_unit:.5f} {margin.unit}" if margin.unit != unit else "")
     big_enough = gain_in_margin_unit >= margin.value - 1e-12
     significant = test.p < alpha
     if big_enough and significant:

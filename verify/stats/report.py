@@ -108,8 +108,10 @@ def compare(
         # The early-README convention: one-sample against SOTA - margin; shown, never deciding.
         try:
             rows.append(
-                ("vs SOTA value", run_test("one_sample", vals, Reference.constant(sota), unit=unit,
-                                           margin=margin, ratio=ratio))
+                (
+                    "vs SOTA value",
+                    run_test("one_sample", vals, Reference.constant(sota), unit=unit, margin=margin, ratio=ratio),
+                )
             )
         except StatsError as e:
             warnings.append(f"one-sample vs SOTA skipped: {e}")
@@ -161,27 +163,31 @@ def _ci(res: TestResult) -> str:
 def table_rows(report: StatsReport) -> list[tuple[str, ...]]:
     rows = []
     for role, res in report.tests:
-        rows.append((
-            role,
-            res.label,
-            res.alternative,
-            res.unit,
-            res.margin_text,
-            f"{res.t:.4g}",
-            f"{res.df:.2f}",
-            f"{res.p:#.3g}",
-            _ci(res),
-            f"{res.cohen_d:.3g}",
-            f"{res.n_new} vs {res.n_ref}",
-        ))
+        rows.append(
+            (
+                role,
+                res.label,
+                res.alternative,
+                res.unit,
+                res.margin_text,
+                f"{res.t:.4g}",
+                f"{res.df:.2f}",
+                f"{res.p:#.3g}",
+                _ci(res),
+                f"{res.cohen_d:.3g}",
+                f"{res.n_new} vs {res.n_ref}",
+            )
+        )
     return rows
 
 
 def _summary(label: str, s: Summary | None, fallback: str = "") -> str:
     if s is None:
         return f"{label}: {fallback}"
-    return (f"{label}: n={s.n} mean={s.mean:.8f} sd={s.sd:.8f} se={s.se:.8f} "
-            f"CI{round(s.confidence * 100)}%=[{s.ci_low:.8f}, {s.ci_high:.8f}]")
+    return (
+        f"{label}: n={s.n} mean={s.mean:.8f} sd={s.sd:.8f} se={s.se:.8f} "
+        f"CI{round(s.confidence * 100)}%=[{s.ci_low:.8f}, {s.ci_high:.8f}]"
+    )
 
 
 def _verdict_word(v: RuleVerdict) -> str:
@@ -245,8 +251,13 @@ def render_markdown(report: StatsReport) -> str:
 
 def claim_markdown(check: ClaimCheck) -> str:
     word = "agrees" if check.agrees else "**does not agree**"
-    lines = [f"Claim `{check.claim}` {word} — reproduced by: {_md_cell(check.reproduced_by)}; "
-             f"ours: `{check.result.brief()}`", "", "| stated | ours | status |", "|---|---|---|"]
+    lines = [
+        f"Claim `{check.claim}` {word} — reproduced by: {_md_cell(check.reproduced_by)}; "
+        f"ours: `{check.result.brief()}`",
+        "",
+        "| stated | ours | status |",
+        "|---|---|---|",
+    ]
     for n in check.numbers:
         ours = "" if not math.isfinite(n.ours) else f"{n.ours:.4g}"
         lines.append(f"| `{n.stated.show()}` | {ours} | {n.status} |")
@@ -267,18 +278,19 @@ def case_rows(cases: Sequence[StatsCase], checks: Sequence[ClaimCheck]) -> list[
     """Per case: what pgolf concludes and, where the file says what to expect, whether it matches."""
     out = []
     for case, check in zip(cases, checks):
-        ours = {"reproduced_by": check.reproduced_by, "our_value": check.result.brief(),
-                "agrees": "yes" if check.agrees else "no"}
-        match = "" if "agrees" not in case.expected else (
-            "yes" if case.expected["agrees"] == ours["agrees"] else "no")
+        ours = {
+            "reproduced_by": check.reproduced_by,
+            "our_value": check.result.brief(),
+            "agrees": "yes" if check.agrees else "no",
+        }
+        match = "" if "agrees" not in case.expected else ("yes" if case.expected["agrees"] == ours["agrees"] else "no")
         out.append({"case": case.name, "claim": case.claim, **ours, "matches_expected": match})
     return out
 
 
 def render_cases(rows: Sequence[dict[str, str]], fmt: str, console: Console) -> str | None:
     if fmt == "json":
-        return json.dumps({"schema_version": SCHEMA_VERSION, "tool": "pgolf-stats", "cases": list(rows)},
-                          indent=2)
+        return json.dumps({"schema_version": SCHEMA_VERSION, "tool": "pgolf-stats", "cases": list(rows)}, indent=2)
     cols = ("case", "agrees", "matches_expected", "our_value", "reproduced_by")
     if fmt == "markdown":
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
