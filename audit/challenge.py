@@ -1,4 +1,4 @@
-"""The challenge contract in one place (RULES.md), shared by every part of pgolf."""
+"""The challenge contract in one place (docs/rulings.md §5), shared by every part of pgolf."""
 
 import math
 from dataclasses import dataclass
@@ -7,7 +7,7 @@ ARTIFACT_CAP_BYTES = 16_000_000  # decimal bytes: code + compressed model
 TRAIN_CAP_SECONDS = 600.0
 EVAL_CAP_SECONDS = 600.0
 
-# The `categories` vocabulary of RULES.md, in its order.
+# The `categories` vocabulary (docs/rulings.md §1), in its order.
 CATEGORIES = (
     "prequant_ttt",
     "ngram_target_key",
@@ -33,7 +33,7 @@ VAL_SPLIT_BYTES = 151_080_000
 
 @dataclass(frozen=True)
 class TokenizerFamily:
-    """The fixed numbers of one tokenizer family on the full validation split (spec/trainer.md §0)."""
+    """The fixed numbers of one tokenizer family on the full validation split (docs/rulings.md §5)."""
 
     name: str
     val_tokens: int

@@ -6,7 +6,7 @@ place it is raised. Rule classes (`audit/rules/`) register their own `Code` when
 loader, folder, suppression and claims codes are declared here. `--list-rules`, `docs/rules/`, SARIF and
 `--select`/`--ignore` all read this registry.
 
-Categories: the RULES.md violation vocabulary (`audit.challenge.CATEGORIES`), or `UNANALYSED` for "the
+Categories: the violation vocabulary of docs/rulings.md §1 (`audit.challenge.CATEGORIES`), or `UNANALYSED` for "the
 auditor could not look at this" (a verdict can then never be `clean`), or None for notes.
 """
 
@@ -162,11 +162,11 @@ CODE_OVER_CAP = _code(
 AUTHOR_SUPPRESSION = _code(
     "PG020", "author-suppression", None, Severity.INFO,
     "An inline suppression comment (`# noqa`, `# nosec`, `# pgolf: ignore`) in submitted code",
-    "Suppression comments in submitted code are reported, never obeyed (RULES.md lesson 10).",
+    "Suppression comments in submitted code are reported, never obeyed (docs/rulings.md §4, lesson 10).",
 )
 
 # --- claims vs logs (PG201–PG299) ---------------------------------------------------------------------------
-_CLAIMS_DOC = "Claims come from README.md and submission.json; the logs decide (RULES.md lesson 2)."
+_CLAIMS_DOC = "Claims come from README.md and submission.json; the logs decide (docs/rulings.md §4, lesson 2)."
 CLAIM_NOT_IN_LOGS = _code("PG201", "claim-not-in-logs", None, Severity.WARNING,
                           "The claimed val_bpb is not printed by any log line, nor the mean of the logged seeds",
                           _CLAIMS_DOC, RULES_URL)

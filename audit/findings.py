@@ -1,6 +1,6 @@
 """The finding model shared by the auditor, the claims checks and the verifier.
 
-A finding is a hypothesis for a human reviewer: it names the rule, the category from RULES.md, how
+A finding is a hypothesis for a human reviewer: it names the rule, the category from docs/rulings.md §1, how
 sure we are, where it is, the chain of lines that makes the case, and whether the code is reachable.
 """
 
@@ -54,7 +54,7 @@ class Location:
 @dataclass(frozen=True)
 class Finding:
     rule: str  # "PG101/prequant-ttt"
-    category: str | None  # RULES.md vocabulary, or None for package/info findings
+    category: str | None  # docs/rulings.md §1 vocabulary, or None for package/info findings
     severity: Severity
     confidence: Confidence
     message: str

@@ -1,11 +1,11 @@
-"""Coverage of the log parser over the real repository (spec/logs.md §3).
+"""Coverage of the log parser over the real repository (docs/logs.md §3).
 
 Reads every log file straight from a bare mirror of openai/parameter-golf: all `records/` logs on
 `refs/heads/main`, and the record folders of the labelled PRs in the corpus (`dev_labels.tsv`), plus any PR
 given with `--pr` (logs it adds relative to its merge-base with main). Prints the coverage table, the parse
 time, and every unmatched data line.
 
-    python benchmarks/log_coverage.py --mirror $PGOLF_MIRROR [--corpus /work/shared/corpus] [--pr 1105 ...]
+    python benchmarks/log_coverage.py --mirror $PGOLF_MIRROR [--corpus ../shared/corpus] [--pr 1105 ...]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from audit.load.git import git, read_blobs
 from audit.logs import LogResult, parse_log
 
 LOG_SUFFIXES = (".log", ".txt")
+DEFAULT_CORPUS = Path(os.environ.get("PGOLF_CORPUS") or Path(__file__).resolve().parents[2] / "shared" / "corpus")
 
 
 def is_log_path(path: str) -> bool:
@@ -125,7 +126,7 @@ def print_table(corpora: list[Corpus]) -> None:
 
 @click.command()
 @click.option("--mirror", default=lambda: os.environ.get("PGOLF_MIRROR", ""), help="bare git dir of openai/parameter-golf")
-@click.option("--corpus", "corpus_dir", default="/work/shared/corpus", type=click.Path(), help="folder with dev_labels.tsv")
+@click.option("--corpus", "corpus_dir", default=str(DEFAULT_CORPUS), type=click.Path(), help="folder with dev_labels.tsv (default: ../shared/corpus next to the repository, or PGOLF_CORPUS)")
 @click.option("--pr", "prs", multiple=True, type=int, help="also measure the logs this PR adds (repeatable)")
 @click.option("--max-unmatched", default=200, show_default=True, help="unmatched lines to print per corpus")
 def main(mirror: str, corpus_dir: str, prs: tuple[int, ...], max_unmatched: int) -> None:

@@ -1,4 +1,4 @@
-"""Inline suppression comments in submitted code are reported, never obeyed (RULES.md lesson 10).
+"""Inline suppression comments in submitted code are reported, never obeyed (docs/rulings.md §4, lesson 10).
 
 Comments are read with `tokenize`, so a marker inside a string literal is not mistaken for one, and each
 finding names the statement the author tried to exempt.

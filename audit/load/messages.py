@@ -1,6 +1,6 @@
 """Which code printed the logs: the literal text of log calls, matched against the submission's log lines.
 
-Logs are evidence (RULES.md, lesson 2). A message counts only through a distinctive piece of its literal text
+Logs are evidence (docs/rulings.md §4, lesson 2). A message counts only through a distinctive piece of its literal text
 (`"lora_ttt_batch ["`, not `"val_loss:"`) that no log call outside the region in question prints: text printed
 on a live path proves nothing. Used for scripts that ran (scripts.py) and for code that the logs show ran
 although it is off under the effective config (analysis/reachability.py).

@@ -1,4 +1,4 @@
-"""Log parser on short synthetic snippets, one per family of spec/logs.md (written here, not copied)."""
+"""Log parser on short synthetic snippets, one per family of docs/logs.md §2 (written here)."""
 
 from __future__ import annotations
 

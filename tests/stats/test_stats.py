@@ -357,7 +357,7 @@ def test_decimals_of(text, places):
     ],
 )
 def test_written_margin_in_bpb_per_tokenizer(tok, margin_bpb):
-    # spec/stats.md §3 table: 0.005 nats / r
+    # docs/stats.md (nats ↔ bpb): 0.005 nats / r
     assert Margin(0.005, "nats").in_unit("bpb", TOKENIZER_RATIOS[tok]) == pytest.approx(margin_bpb, abs=5e-7)
 
 

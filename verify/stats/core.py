@@ -1,4 +1,4 @@
-"""Significance tests behind Parameter Golf record acceptance (spec/stats.md).
+"""Significance tests behind Parameter Golf record acceptance (docs/stats.md).
 
 Pure functions over frozen dataclasses; scipy/numpy only, no pgolf imports (the bottom of the
 package: `claims` and `report` build on it). Conventions used throughout:
@@ -31,7 +31,7 @@ PROGRESSION_ALPHA = 0.25  # PR #1902 / #2146: one-sided Welch vs the previous fr
 CONFIDENCE = 0.95
 LN2 = math.log(2.0)
 
-# r = val_loss / val_bpb = ln 2 x bytes/token, per (tokenizer, val set); spec/stats.md §3.
+# r = val_loss / val_bpb = ln 2 x bytes/token, per (tokenizer, val set); docs/stats.md, nats ↔ bpb.
 TOKENIZER_RATIOS: dict[str, float] = {
     "sp1024": 1.688458,
     "sp1024-naive-valset": 1.692876,  # the Naive Baseline log only (a different val set)

@@ -2,7 +2,7 @@
 
 Claims come from every submission.json layout seen on `main` (flat keys, `seed_results` dicts, `seeds` +
 `seed_scores` lists, nested re-run blocks) and from the README headline and per-seed tables (extract.py).
-Each claimed number is matched against *all* metric lines of the logs (spec/logs.md: tags lie, the scored
+Each claimed number is matched against *all* metric lines of the logs (docs/logs.md §4: tags lie, the scored
 line is not always the last one) and the matching tag is reported (seeds.py). Cap checks (16,000,000 bytes,
 600 s train, 600 s eval; caps.py) and the validation-integrity check (val tokens x val_loss/val_bpb = bytes
 of the split; integrity.py) use the logs only.
