@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
+from .scopes import binding_pairs
 from .valueflow import ValFlow
 
 _OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
@@ -66,17 +67,11 @@ class _Scope:
         self.opts: list[tuple[ast.Assign, list[str]]] | None = None
         self._acc: list[ast.AST] | None = None
         for n in walk_scope(node):
-            if isinstance(n, ast.Assign):
-                for t in n.targets:
-                    self._bind(n, t, n.value)
-            elif isinstance(n, (ast.AnnAssign, ast.NamedExpr)) and n.value is not None:
-                self._bind(n, n.target, n.value)
-            elif isinstance(n, (ast.For, ast.AsyncFor, ast.comprehension)):
-                self._bind(n, n.target, n.iter)
-            elif isinstance(n, ast.withitem) and n.optional_vars is not None:
-                self._bind(n, n.optional_vars, n.context_expr)
-            elif isinstance(n, ast.Call):
+            if isinstance(n, ast.Call):
                 self.calls.append(n)
+            elif not isinstance(n, ast.AugAssign):  # `x += …` is an accumulation (below), not a definition
+                for target, value in binding_pairs(n):
+                    self._bind(n, target, value)
 
     def accumulations(self) -> list[ast.AST]:
         """`x += …` and `xs.append(…)` in source order (the candidates for a score accumulation)."""
