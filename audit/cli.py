@@ -10,12 +10,21 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .batch import run_batch
+from .batch import PR_TIMEOUT_S, run_batch
+from .codes import select_codes
 from .engine import AuditReport, audit_submission
 from .errors import InputError
 from .findings import Severity
 from .load.folder import load_folder
-from .load.git import checkout_folders, git, list_prs, load_git_folder, pr_folders
+from .load.git import (
+    check_rev,
+    checkout_folders,
+    list_prs,
+    load_git_folder,
+    looks_like_repo_root,
+    pr_folders,
+    resolve_commit,
+)
 from .report.console import print_report
 from .report.markdown import review_markdown
 from .report.sarif import sarif_document
@@ -35,15 +44,21 @@ def _codes(text: str | None) -> set[str] | None:
     return {c.strip() for c in text.split(",") if c.strip()} if text else None
 
 
-def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters) -> list[AuditReport]:
+def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout=False) -> list[AuditReport]:
+    if base is not None:
+        check_rev(base, "--base")
+        if not (git_dir or checkout):
+            raise InputError("--base only applies with --checkout or --git-dir")
     if git_dir:
+        if checkout:
+            raise InputError("--checkout and --git-dir are exclusive: give one source")
         if not Path(git_dir).exists():
             raise InputError(f"--git-dir {git_dir}: no such directory")
         if pr is not None:
             ref = f"refs/pull/{pr}/head"
         if not ref:
             raise InputError("--git-dir needs --ref REF, --pr N, --prs LIST or --all-prs")
-        sha = git(git_dir, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
+        sha = resolve_commit(git_dir, ref, "--ref" if pr is None else "--pr")
         folders = [folder.strip("/")] if folder else pr_folders(git_dir, sha, base)
         if not folders:
             raise InputError(f"{ref}: adds or changes no record folder under records/")
@@ -60,7 +75,9 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filte
     p = Path(path)
     if not p.exists():
         raise InputError(f"{path}: no such file or directory")
-    if (p / ".git").exists():
+    if not checkout and looks_like_repo_root(p):
+        raise InputError(f"{path} is a checkout of the challenge repository, not a record folder: pass --checkout")
+    if checkout:  # only when asked: a record folder may ship its own .git/ and must not steer git
         head, folders = checkout_folders(p, base)
         if not folders:
             raise InputError(f"{path}: the checked-out branch adds or changes no record folder (base {base or 'merge-base with main'})")
@@ -117,23 +134,25 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
 @click.option("--prs", help="Comma-separated PR numbers to audit in batch.")
 @click.option("--all-prs", is_flag=True, help="Audit every refs/pull/*/head in --git-dir (batch).")
 @click.option("--folder", help="Record folder inside the ref (default: the folder(s) the ref adds).")
-@click.option("--base", help="Base to diff against (default: merge-base with main / origin/main).")
+@click.option("--checkout", is_flag=True, help="PATH is a checkout of the challenge repo: audit the record folders its branch adds (runs git there, its config defused).")
+@click.option("--base", help="With --checkout or --git-dir: base to diff against (default: merge-base with main / origin/main).")
 @click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "sarif"]), default="text", show_default=True)
 @click.option("--output", "-o", help="Write the machine output here instead of stdout.")
 @click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="error", show_default=True)
 @click.option("--exit-zero", is_flag=True, help="Always exit 0 unless the input is unusable.")
 @click.option("--repo-url", help="Repository URL for permalinks (e.g. https://github.com/openai/parameter-golf).")
 @click.option("--head-sha", help="Head commit SHA for permalinks and the review marker.")
-@click.option("--select", help="Only these codes / rule ids (comma-separated), e.g. PG101,PG110.")
-@click.option("--ignore", help="Drop these codes / rule ids (comma-separated), e.g. PG230 for synthetic data.")
+@click.option("--select", help="Only these codes (comma-separated; codes, prefixes, names or categories, any case), e.g. PG1,PG230.")
+@click.option("--ignore", help="Drop these codes (same selectors), e.g. PG230 for synthetic data, or tokenizer_bpb_bug.")
 @click.option("--jobs", "-j", type=int, default=0, help="Batch worker processes (default: all cores).")
+@click.option("--pr-timeout", type=click.FloatRange(min=0, min_open=True), default=PR_TIMEOUT_S, show_default=True, help="Batch: seconds one PR may take; past it the PR is recorded as needs-human and the queue goes on.")
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
-def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules):
+def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules, checkout, pr_timeout):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
-    PATH is a record folder or a checkout of the challenge repository.
+    PATH is a record folder (a .git/ inside it is ignored); with --checkout, a checkout of the challenge repository.
     """
     if list_rules:
         for c in CODES:
@@ -143,11 +162,14 @@ def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on
         if not git_dir:
             raise InputError("--all-prs / --prs need --git-dir")
         numbers = list_prs(git_dir) if all_prs else _parse_prs(prs)
-        rows = run_batch(git_dir, numbers, output=output, jobs=jobs or os.cpu_count() or 1, repo_url=repo_url)
+        rows = run_batch(
+            git_dir, numbers, output=output, jobs=jobs or os.cpu_count() or 1, repo_url=repo_url, pr_timeout=pr_timeout
+        )
         flagged = sum(1 for r in rows if r.get("verdict") == "flag")
         return 1 if flagged and not exit_zero and FAIL_ON[fail_on] is not None else 0
-    filters = {"select": _codes(select), "ignore": _codes(ignore)}
-    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters)
+    # validated here so a typo is a usage error before any work (an unknown selector never selects nothing)
+    filters = {"select": select_codes(_codes(select), CODES), "ignore": select_codes(_codes(ignore), CODES)}
+    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
     _emit(reports, fmt, output, verbose)
     return _exit_code(reports, fail_on, exit_zero)
 

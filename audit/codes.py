@@ -12,10 +12,12 @@ auditor could not look at this" (a verdict can then never be `clean`), or None f
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, field
 from typing import Iterable
 
 from .challenge import RULES_URL
+from .errors import InputError
 from .findings import Confidence, Finding, Location, Reachability, Severity
 
 # A part of the submission the auditor could not analyse: keeps the verdict off `clean`.
@@ -101,6 +103,32 @@ class Registry:
 
 
 REGISTRY = Registry()
+
+
+def select_codes(selectors: Iterable[str] | None, codes: Iterable[Code]) -> set[str] | None:
+    """The codes a reviewer's `--select` / `--ignore` names, in any case: a code (`PG230`), a prefix (`PG1`,
+    `pg2`), a rule id (`PG101/prequant-ttt`), a name (`prequant-ttt`) or a category (`prequant_ttt`).
+    An unknown selector is a usage error with a suggestion, never a silent empty selection."""
+    if selectors is None:
+        return None
+    codes = list(codes)
+    out: set[str] = set()
+    for raw in selectors:
+        key = raw.strip().lower()
+        if not key:
+            continue
+        hits = {
+            c.code
+            for c in codes
+            if c.code.lower().startswith(key) or key in (c.rule_id.lower(), c.name, (c.category or "").lower())
+        }
+        if not hits:
+            vocab = sorted({c.code for c in codes} | {c.name for c in codes} | {c.category for c in codes if c.category})
+            near = difflib.get_close_matches(raw.strip(), vocab, n=1) or difflib.get_close_matches(key, vocab, n=1)
+            hint = f"; did you mean {near[0]}?" if near else "; see pgolf-audit --list-rules"
+            raise InputError(f"unknown rule selector {raw.strip()!r}{hint}")
+        out |= hits
+    return out
 
 
 def _code(code: str, name: str, category: str | None, severity: Severity, summary: str, doc: str = "",

@@ -16,6 +16,7 @@ from .analysis.program import Program
 from .checks.claims import ClaimsSummary, check_claims
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
+from .codes import select_codes
 from .findings import Confidence, Finding, Location
 from .load.folder import Folder
 from .load.messages import message_lines
@@ -24,7 +25,7 @@ from .load.runcmd import effective_env
 from .load.scripts import scripts_that_ran
 from .logs import LogResult, parse_log
 from .logs.model import LoggedLine
-from .rules import RULES
+from .rules import CODES, RULES
 from .rules.base import RuleContext
 from .verdict import decide
 
@@ -128,9 +129,7 @@ def _rules(analyses: Analyses, folder: Folder, select, ignore, stages: _Stages) 
     rules_run = []
     for rule_cls in RULES:
         rid = f"{rule_cls.CODE}/{rule_cls.NAME}"
-        if select and not ({rule_cls.CODE, rid, rule_cls.NAME} & select):
-            continue
-        if ignore and ({rule_cls.CODE, rid, rule_cls.NAME} & ignore):
+        if (select and rule_cls.CODE not in select) or (ignore and rule_cls.CODE in ignore):
             continue
         rules_run.append(rid)
         stages.findings.extend(stages.run(f"rule {rid}", lambda c=rule_cls: list(c(ctx).check()), default=[]))
@@ -140,6 +139,7 @@ def _rules(analyses: Analyses, folder: Folder, select, ignore, stages: _Stages) 
 def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
     """Folder → Sources → Logs → Program → findings → verdict. Each stage reads frozen values and returns one."""
     t0 = time.perf_counter()
+    select, ignore = select_codes(select, CODES), select_codes(ignore, CODES)
     st = _Stages()
     sources = st.run("source resolution", resolve, folder, default=Sources())
     launchers = {p.rsplit("/", 1)[-1]: folder.text(p) for p in folder.files if p.endswith(".sh") and "/" not in p}
@@ -180,11 +180,10 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
 
 
 def _wanted(f: Finding, select: set[str] | None, ignore: set[str] | None) -> bool:
-    """Reviewer-side selection (`--select` / `--ignore`) by code (`PG230`), rule id or kebab name."""
-    keys = {f.code, f.rule, f.rule.split("/", 1)[-1]}
-    if select and not (keys & select):
+    """Reviewer-side selection (`--select` / `--ignore`), already expanded to codes by `select_codes`."""
+    if select and f.code not in select:
         return False
-    return not (ignore and keys & ignore)
+    return not (ignore and f.code in ignore)
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -8,7 +8,8 @@ import re
 import pytest
 
 from audit.api import audit_folder
-from audit.codes import REGISTRY, UNANALYSED, Code
+from audit.codes import REGISTRY, UNANALYSED, Code, select_codes
+from audit.errors import InputError
 from audit.findings import Location, Severity
 from audit.rules import CODES, RULES
 from audit.verdict import decide
@@ -72,3 +73,31 @@ def test_a_part_not_analysed_keeps_the_verdict_off_clean():
 def test_the_verdict_reads_categories_not_code_prefixes():
     note = Code("PG999", "test-note", None, Severity.WARNING, "a warning without a category")
     assert decide([note.finding("only a note", Location(path="."))]).verdict == "clean"
+
+
+@pytest.mark.parametrize(
+    "selector,expected",
+    [
+        ("PG101", {"PG101"}),
+        ("pg101", {"PG101"}),
+        ("PG101/prequant-ttt", {"PG101"}),
+        ("prequant-ttt", {"PG101"}),
+        ("prequant_ttt", {"PG101"}),
+        ("PG11", {"PG110", "PG111"}),
+    ],
+)
+def test_selectors_accept_codes_prefixes_names_and_categories_in_any_case(selector, expected):
+    assert select_codes([selector], CODES) == expected
+
+
+def test_a_prefix_selects_a_whole_family():
+    assert select_codes(["PG1"], CODES) == {r.CODE for r in RULES}
+    assert {"PG230", "PG231"} <= select_codes(["pg23"], CODES)
+
+
+def test_an_unknown_selector_is_an_error_with_a_suggestion():
+    with pytest.raises(InputError, match="did you mean prequant-ttt"):
+        select_codes(["prequant-tt"], CODES)
+    with pytest.raises(InputError, match="unknown rule selector 'PG999'"):
+        select_codes(["PG999"], CODES)
+    assert select_codes(None, CODES) is None
