@@ -1,11 +1,13 @@
 """pgolf-verify: re-run a submission's seeds, check the caps, confirm the claimed scores.
 
 Exit codes: 0 verified (or a dry run), 1 a check failed or the result is inconclusive (a seed crashed, timed
-out, or the verifier was interrupted), 2 usage or unreadable input.
+out, or the verifier was interrupted), 2 usage or unreadable input, a sandbox that cannot run, or an internal
+error (always one line on stderr, never a traceback), 130 interrupted before a result.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import sys
@@ -30,7 +32,7 @@ from .report import (
     print_console,
     rerun_evidence,
 )
-from .smoke import smoke_test
+from .smoke import SandboxUnavailableError, smoke_test
 
 
 def _parse_seeds(text: str | None) -> tuple[int | None, list[int] | None]:
@@ -83,9 +85,18 @@ def _audit_summary(path: str) -> dict:
     return {"verdict": rep.verdict, "reason": rep.reason, "categories": list(rep.categories)}
 
 
+def _for_console(rep: VerifyReport) -> VerifyReport:
+    """print_console reads the folder name and the smoke summary as rich markup; both can hold text the
+    submission chose (an exception message like "[/x]" would crash it): escape them, for the console only."""
+    from rich.markup import escape
+
+    smoke = {**rep.smoke, "summary": escape(str(rep.smoke.get("summary", "")))} if rep.smoke else rep.smoke
+    return dataclasses.replace(rep, folder=escape(str(rep.folder)), smoke=smoke)
+
+
 def _emit(rep: VerifyReport, fmt: str, output: str | None, quiet: bool) -> None:
     if not quiet:
-        print_console(rep)
+        print_console(_for_console(rep))
     if fmt == "text" and not output:
         return
     text = rep.to_markdown() if fmt == "markdown" else json.dumps(rep.to_dict(), indent=2) + "\n"
@@ -155,7 +166,14 @@ def _backend(name: str, o: dict) -> Backend:
 @click.option("--margin-nats", type=float, help="Improvement margin in nats (stats default when omitted).")
 @click.option("--dry-run", is_flag=True, help="Print the plan and the exact commands; run nothing.")
 @click.option("--logs-only", is_flag=True, help="No GPU: re-check the shipped logs and claims.")
-@click.option("--smoke", is_flag=True, help="No GPU: import the entry script and run a tiny CPU forward, sandboxed.")
+@click.option(
+    "--smoke", is_flag=True, help="No GPU: import the entry script and run a tiny CPU forward in a bubblewrap sandbox."
+)
+@click.option(
+    "--unsafe-smoke",
+    is_flag=True,
+    help="--smoke, falling back to the weaker guard (rlimits + socket guard) where bubblewrap cannot run.",
+)
 @click.option("--force", is_flag=True, help="Re-run even when the audit flags the submission.")
 @click.option("--no-audit", is_flag=True, help="Skip the static audit before the re-run.")
 @click.option("--retry-failed", is_flag=True, help="On resume, run crashed or timed-out seeds again.")
@@ -191,11 +209,13 @@ def _backend(name: str, o: dict) -> Backend:
 def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o) -> None:
     """Re-run the seeds of the record folder PATH and check caps and claimed scores."""
     count, explicit = _parse_seeds(seeds_text)
+    o["smoke"] = o["smoke"] or o["unsafe_smoke"]
     modes = [m for m in ("dry_run", "logs_only", "smoke") if o[m]]
     if len(modes) > 1:
         raise click.UsageError("--dry-run, --logs-only and --smoke exclude each other")
     if not Path(path).is_dir():
         raise InputError(f"{path}: not a directory (give a record folder)")
+    o["smoke_log"] = str(Path(out) / "smoke.log") if out else None  # the smoke writes files only where asked
     out = out or str(Path("pgolf-verify-out") / (Path(path).resolve().name or "submission"))
     o["out"] = out
     baseline = _parse_floats(o["baseline_text"], "--baseline")
@@ -301,16 +321,36 @@ def _smoke(path: str, o: dict) -> VerifyReport:
     src = resolve(sub)
     if not src.entry:
         raise InputError(f"{path}: no Python entry script found")
-    res = smoke_test(
-        path, src.entry, code_files=list(src.code_files), timeout_s=o["smoke_timeout"], memory_mb=o["smoke_memory_mb"]
-    )
-    detail = "\n".join(res.notes + ([res.detail] if res.detail else []))
+    if o["smoke_log"]:
+        try:
+            Path(o["smoke_log"]).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError(f"{Path(o['smoke_log']).parent}: cannot use it as --out ({e.strerror or e})") from None
+    try:
+        res = smoke_test(
+            path,
+            src.entry,
+            code_files=list(src.code_files),
+            timeout_s=o["smoke_timeout"],
+            memory_mb=o["smoke_memory_mb"],
+            unsafe=o["unsafe_smoke"],
+            log_path=o["smoke_log"],
+        )
+    except SandboxUnavailableError as e:
+        raise InputError(
+            f"--smoke runs the submission only inside a bubblewrap sandbox, and there is none here: "
+            f"{str(e).rstrip('.')}. Install it (apt-get install bubblewrap; it needs user namespaces), or pass "
+            "--unsafe-smoke to run the submission under the weaker guard (rlimits + socket guard: no filesystem, "
+            "process or environment isolation)"
+        ) from None
+    notes = res.notes + ([f"output: {res.log_path}"] if res.log_path else [])
+    detail = "\n".join(notes + ([res.detail] if res.detail else []))
     return VerifyReport(
         mode="smoke",
         folder=sub.name,
         verdict="verified" if res.ok else "failed",
         reason=res.summary,
-        smoke={**res.to_dict(), "summary": res.summary, "detail": detail},
+        smoke={**res.to_dict(), "summary": f"{res.summary} (sandbox: {res.sandbox})", "detail": detail},
     )
 
 
@@ -338,12 +378,27 @@ def _print_plan(plan, rep: VerifyReport) -> None:
         c.print(job.shell(), markup=False, soft_wrap=True)
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split()) or "(no message)"
+
+
 def main(argv: list[str] | None = None) -> None:
+    """Whatever happens, one line on stderr and an exit code: never a traceback."""
     try:
-        cli.main(args=argv, prog_name="pgolf-verify", standalone_mode=True)
+        rv = cli.main(args=argv, prog_name="pgolf-verify", standalone_mode=False)
     except InputError as e:
-        click.echo(f"pgolf-verify: {e}", err=True)
+        click.echo(f"pgolf-verify: {_one_line(e)}", err=True)
         sys.exit(2)
+    except click.ClickException as e:  # usage errors: bad option, bad value, PATH a file
+        click.echo(f"pgolf-verify: {_one_line(e.format_message())} (pgolf-verify --help for usage)", err=True)
+        sys.exit(e.exit_code)
+    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
+        click.echo("pgolf-verify: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:  # noqa: BLE001 - a bug or an input nobody foresaw: say what, in one line
+        click.echo(f"pgolf-verify: internal error: {type(e).__name__}: {_one_line(e)}", err=True)
+        sys.exit(2)
+    sys.exit(rv if isinstance(rv, int) else 0)  # --help and friends
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import fcntl
 import json
+import types
+import typing
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +29,63 @@ def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def _fits(value, hint) -> bool:
+    """`value` against a type hint of RunResult: plain types, `X | None`, list[...] and dict[...]."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (item,) = typing.get_args(hint) or (typing.Any,)
+        return isinstance(value, list) and all(_fits(v, item) for v in value)
+    if origin is dict:
+        k, v = typing.get_args(hint) or (typing.Any, typing.Any)
+        return isinstance(value, dict) and all(_fits(a, k) and _fits(b, v) for a, b in value.items())
+    if hint is typing.Any:
+        return True
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def _shape_problem(data) -> str:
+    """ "" when `data` has the shape this code writes, else what is wrong (for a one-line message)."""
+    if not isinstance(data, dict):
+        return f"the top level is a JSON {type(data).__name__}, not an object"
+    if "schema_version" not in data:
+        return "no schema_version"
+    if data["schema_version"] != SCHEMA_VERSION:
+        return f"schema_version {data['schema_version']!r}; this pgolf-verify reads {SCHEMA_VERSION}"
+    if not isinstance(data.get("seeds"), dict):
+        return "'seeds' is missing or not an object"
+    if not isinstance(data.get("events", []), list):
+        return "'events' is not a list"
+    hints = typing.get_type_hints(RunResult)
+    for seed, e in data["seeds"].items():
+        if not isinstance(e, dict):
+            return f"seed {seed}: not an object"
+        for key, want in (("state", str), ("fingerprint", str), ("attempts", int), ("updated_at", str)):
+            if key in e and not _fits(e[key], want):
+                return f"seed {seed}: {key!r} is not a {want.__name__}"
+        if "job_id" in e and not isinstance(e["job_id"], (str, int, type(None))):
+            return f"seed {seed}: 'job_id' is not a string"
+        r = e.get("result")
+        if r is None:
+            continue
+        if not isinstance(r, dict):
+            return f"seed {seed}: 'result' is not an object"
+        for key in ("seed", "fingerprint", "status"):
+            if key not in r:
+                return f"seed {seed}: the result has no {key!r}"
+        for key, value in r.items():
+            if key in hints and not _fits(value, hints[key]):
+                return f"seed {seed}: the result's {key!r} has the wrong type"
+    return ""
+
+
 @dataclass
 class Ledger:
     path: Path
@@ -37,8 +96,11 @@ class Ledger:
     @classmethod
     def open(cls, plan: Plan) -> "Ledger":
         out = Path(plan.out)
-        out.mkdir(parents=True, exist_ok=True)
-        lock = open(out / ".ledger.lock", "w")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            lock = open(out / ".ledger.lock", "w")
+        except OSError as e:
+            raise InputError(f"{out}: cannot use it as --out ({e.strerror or e})") from None
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -48,9 +110,13 @@ class Ledger:
         if path.exists():
             try:
                 data = json.loads(path.read_text())
-            except ValueError as e:
+            except (OSError, ValueError) as e:
                 lock.close()
                 raise InputError(f"{path}: unreadable ledger ({e}); move it away or pick another --out") from None
+            why = _shape_problem(data)
+            if why:
+                lock.close()
+                raise InputError(f"{path}: not a pgolf-verify ledger ({why}); move it away or pick another --out")
         else:
             data = {"schema_version": SCHEMA_VERSION, "created_at": _now(), "seeds": {}, "events": []}
         led = cls(path=path, data=data, _lock_fh=lock)
