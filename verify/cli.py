@@ -7,7 +7,6 @@ error (always one line on stderr, never a traceback), 130 interrupted before a r
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import sys
@@ -85,18 +84,9 @@ def _audit_summary(path: str) -> dict:
     return {"verdict": rep.verdict, "reason": rep.reason, "categories": list(rep.categories)}
 
 
-def _for_console(rep: VerifyReport) -> VerifyReport:
-    """print_console reads the folder name and the smoke summary as rich markup; both can hold text the
-    submission chose (an exception message like "[/x]" would crash it): escape them, for the console only."""
-    from rich.markup import escape
-
-    smoke = {**rep.smoke, "summary": escape(str(rep.smoke.get("summary", "")))} if rep.smoke else rep.smoke
-    return dataclasses.replace(rep, folder=escape(str(rep.folder)), smoke=smoke)
-
-
 def _emit(rep: VerifyReport, fmt: str, output: str | None, quiet: bool) -> None:
     if not quiet:
-        print_console(_for_console(rep))
+        print_console(rep)
     if fmt == "text" and not output:
         return
     text = rep.to_markdown() if fmt == "markdown" else json.dumps(rep.to_dict(), indent=2) + "\n"

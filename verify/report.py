@@ -373,11 +373,11 @@ def print_console(rep: VerifyReport, console=None) -> None:
 
     console = console or Console(stderr=True, highlight=False)
     style = {"verified": "bold green", "failed": "bold red"}.get(rep.verdict, "bold yellow")
-    console.print(f"pgolf-verify [{rep.mode}] {rep.folder}")
+    console.print(f"pgolf-verify [{rep.mode}] {rep.folder}", markup=False, highlight=False)
     if rep.audit:
-        console.print(f"audit: {rep.audit.get('verdict')} — {rep.audit.get('reason', '')}")
+        console.print(f"audit: {rep.audit.get('verdict')} — {rep.audit.get('reason', '')}", markup=False)
     if rep.smoke:
-        console.print(rep.smoke.get("summary", ""))
+        console.print(rep.smoke.get("summary", ""), markup=False)
         if rep.smoke.get("detail"):
             console.print(rep.smoke["detail"], markup=False)
     if rep.seeds:
