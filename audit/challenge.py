@@ -22,6 +22,11 @@ CATEGORIES = (
     "other",
 )
 
+# Finding categories outside the violation vocabulary: a part the auditor could not analyse keeps any verdict
+# off `clean` and `legal_ttt`; evidence it could not check (no logs) keeps the verdict off `clean`.
+UNANALYSED = "unanalysed"
+UNCHECKED = "unchecked"
+
 RULES_URL = "https://github.com/openai/parameter-golf#rules"
 
 LN2 = math.log(2.0)

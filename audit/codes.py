@@ -6,8 +6,9 @@ place it is raised. Rule classes (`audit/rules/`) register their own `Code` when
 loader, folder, suppression and claims codes are declared here. `--list-rules`, `docs/rules/`, SARIF and
 `--select`/`--ignore` all read this registry.
 
-Categories: the violation vocabulary of docs/rulings.md §1 (`audit.challenge.CATEGORIES`), or `UNANALYSED` for "the
-auditor could not look at this" (a verdict can then never be `clean`), or None for notes.
+Categories: the violation vocabulary of docs/rulings.md §1 (`audit.challenge.CATEGORIES`), `UNANALYSED` for "the
+auditor could not look at this" (the verdict is then at least `needs-human`), `UNCHECKED` for evidence it could not
+check (no logs: never `clean`), or None for notes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from .challenge import RULES_URL
+from .challenge import RULES_URL, UNANALYSED, UNCHECKED
 from .errors import InputError
 from .findings import Confidence, Finding, Location, Reachability, Severity
-
-# A part of the submission the auditor could not analyse: keeps the verdict off `clean`.
-UNANALYSED = "unanalysed"
 
 SUBMISSION_PROCESS = "https://github.com/openai/parameter-golf#submission-process"
 
@@ -165,11 +163,39 @@ SCRIPT_THAT_RAN = _code(
     "two messages that only it prints: it produced (some of) the results.",
     origin="load",
 )
+NOTHING_TO_AUDIT = _code(
+    "PG004", "nothing-to-audit", UNANALYSED, Severity.WARNING,
+    "No Python entry script: there is no code to check",
+    "A folder whose code the auditor cannot find is not clean: a human must look at what it ships.",
+    origin="load",
+)
+SOURCE_NOT_READ = _code(
+    "PG005", "source-not-read", UNANALYSED, Severity.WARNING,
+    "A source was not analysed: too large, unreadable, not text, a notebook, or a payload that could not be decoded",
+    "Whatever code the auditor could not read — a Python file over the size bound, bytes that are not text, a "
+    "Jupyter notebook, an `exec` of something it cannot evaluate statically — may hold a mechanism; the "
+    "verdict is at least `needs-human`.",
+    origin="load",
+)
+NO_LOGS = _code(
+    "PG006", "no-logs", UNCHECKED, Severity.WARNING,
+    "No training log in the folder: the claimed score and the caps cannot be checked",
+    "The logs are the evidence of what ran (docs/rulings.md §4, lesson 2); without them nothing claimed can be "
+    "checked.",
+    origin="load",
+)
+COLLAPSED = _code(
+    "PG007", "more-of-the-same", None, Severity.INFO,
+    "Many findings of one code: the first are listed, the rest are counted here",
+    "Keeps reports readable and machine outputs bounded (a folder of 100,000 skipped files is one finding, "
+    "not 100,000).",
+    origin="engine",
+)
 
 # --- the folder (PG010–PG019) ---------------------------------------------------------------------------------
 MISSING_FILE = _code(
     "PG010", "missing-file", None, Severity.WARNING,
-    "A file every record folder ships is missing (README.md, submission.json, the entry script, a log)",
+    "A file every record folder ships is missing (README.md, submission.json)",
     ruling=SUBMISSION_PROCESS,
 )
 SUBMISSION_JSON = _code(

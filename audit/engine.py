@@ -158,7 +158,7 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     report = st.run("claims check", check_claims, folder, sources, logs.results)
     if report is not None:
         st.findings.extend(report.findings)
-    findings = [f for f in _dedupe(st.findings) if _wanted(f, select, ignore)]
+    findings = _collapse([f for f in _dedupe(st.findings) if _wanted(f, select, ignore)])
     v = decide(findings)
     return AuditReport(
         folder=folder.name,
@@ -184,6 +184,36 @@ def _wanted(f: Finding, select: set[str] | None, ignore: set[str] | None) -> boo
     if select and f.code not in select:
         return False
     return not (ignore and f.code in ignore)
+
+
+COLLAPSE_ABOVE = 20  # more findings of one code than this …
+COLLAPSE_KEEP = 10  # … keep this many and count the rest in one finding
+
+
+def _collapse(findings: list[Finding]) -> list[Finding]:
+    """Repeated findings of one code collapse into the first few and one `PG007` that counts the rest, so a
+    folder of 100,000 skipped files gives a readable report and a bounded JSON / SARIF file."""
+    by_code: dict[str, list[Finding]] = {}
+    for f in findings:
+        by_code.setdefault(f.code, []).append(f)
+    out: list[Finding] = []
+    for group in by_code.values():
+        if len(group) <= COLLAPSE_ABOVE:
+            out.extend(group)
+            continue
+        ranked = sorted(group, key=lambda f: -f.severity.rank)
+        kept, rest = ranked[:COLLAPSE_KEEP], ranked[COLLAPSE_KEEP:]
+        out.extend(kept)
+        examples = ", ".join(sorted({f.location.path for f in rest})[:3])
+        out.append(
+            codes.COLLAPSED.finding(
+                f"{len(rest):,} more {rest[0].rule} findings (e.g. {examples})",
+                Location(path="."),
+                severity=max((f.severity for f in rest), key=lambda s: s.rank),
+                category=rest[0].category,
+            )
+        )
+    return out
 
 
 def _dedupe(findings: list[Finding]) -> list[Finding]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .challenge import CATEGORIES
+from .challenge import CATEGORIES, UNCHECKED
 from .findings import Finding, Reachability, Severity
 
 
@@ -20,14 +20,18 @@ def decide(findings: list[Finding]) -> Verdict:
     if errors:
         cats = tuple(c for c in CATEGORIES if any(f.category == c for f in errors))
         return Verdict("flag", cats, errors[0].message)
-    # a warning with any category (a suspected violation, or a part the auditor could not analyse) needs a human
-    warnings = [f for f in findings if f.severity is Severity.WARNING and f.category]
+    # a warning with a category (a suspected violation, or a part the auditor could not analyse) needs a human
+    warnings = [f for f in findings if f.severity is Severity.WARNING and f.category and f.category != UNCHECKED]
     if warnings:
         cats = tuple(c for c in CATEGORIES if any(f.category == c for f in warnings))
         return Verdict("needs-human", cats, warnings[0].message)
     legal = live_legal_mechanisms(findings)
     if legal:
         return Verdict("legal_ttt", (), legal[0].message)
+    # nothing to check is not clean: with no evidence of what ran (no logs), a human must look
+    unchecked = [f for f in findings if f.severity is Severity.WARNING and f.category == UNCHECKED]
+    if unchecked:
+        return Verdict("needs-human", (), unchecked[0].message)
     return Verdict("clean", (), "no compliance rule triggered")
 
 

@@ -11,6 +11,12 @@ from ..load.resolve import Sources
 from .claims import SCORE_KEYS
 
 REQUIRED = ("README.md", "submission.json")
+SOURCE_SUFFIXES = (".py", ".pyw", ".sh")  # what the auditor reads as code (native code: not yet)
+NOTEBOOK_SUFFIXES = (".ipynb",)
+
+
+def is_source_path(path: str) -> bool:
+    return path.lower().endswith(SOURCE_SUFFIXES + NOTEBOOK_SUFFIXES)
 USUAL_KEYS = ("name", "val_bpb")  # every layout seen carries at least these (author/github_id/date vary)
 
 
@@ -24,9 +30,9 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
         if not sub.find(name):
             out.append(_f(codes.MISSING_FILE, f"required file {name} is missing", name))
     if sources.entry is None:
-        out.append(_f(codes.MISSING_FILE, "no Python entry script (train_gpt.py or another train*.py)", "train_gpt.py"))
+        out.append(_f(codes.NOTHING_TO_AUDIT, "no Python entry script (train_gpt.py or another *.py): no code was checked", "."))
     if not sub.log_files:
-        out.append(_f(codes.MISSING_FILE, "no training log in the folder (*.log / *.txt)", "."))
+        out.append(_f(codes.NO_LOGS, "no training log in the folder (*.log / *.txt / *.out)", "."))
     p = sub.submission_json_path
     if p:
         data = sub.submission_json
@@ -39,7 +45,13 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
                     _f(codes.SUBMISSION_JSON, f"submission.json lacks the usual key(s): {', '.join(missing)}", p, Severity.INFO)
                 )
     for path, why in sub.skipped:
-        out.append(_f(codes.FILE_SKIPPED, f"{path}: {why}", path, Severity.INFO))
+        if is_source_path(path):  # code the auditor did not read may hold a mechanism
+            out.append(_f(codes.SOURCE_NOT_READ, f"{path}: {why}; its code was not analysed", path))
+        else:
+            out.append(_f(codes.FILE_SKIPPED, f"{path}: {why}", path, Severity.INFO))
+    for path in sorted(sub.files):
+        if path.lower().endswith(NOTEBOOK_SUFFIXES):
+            out.append(_f(codes.SOURCE_NOT_READ, f"{path}: a notebook's cells are not analysed", path))
     if sources.code_bytes > ARTIFACT_CAP_BYTES:
         out.append(
             _f(

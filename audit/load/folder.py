@@ -16,6 +16,8 @@ from ..errors import InputError
 
 MAX_FILE_BYTES = 8_000_000  # bigger files are measured but not read (a 50 MB log must not hang us)
 MAX_FOLDER_FILES = 2_000
+MAX_FOLDER_BYTES = 64_000_000  # read in total per folder (a 16 MB record is far below)
+MAX_DEPTH = 24  # nested folders below the record folder
 LOG_SUFFIXES = (".log", ".txt", ".out")
 NOT_LOGS = {"requirements.txt", "readme.txt", "cmakelists.txt", "license.txt"}
 
@@ -96,6 +98,8 @@ def is_binary(data: bytes) -> bool:
 
 # --- loading from disk ---------------------------------------------------------------------------
 def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
+    """Read a record folder: an iterative walk (no recursion, whatever the depth), symlinks never followed
+    (one that leaves the folder is noted), bounded per file, per folder (files and bytes) and in depth."""
     root = Path(path)
     if not root.exists():
         raise InputError(f"{path}: no such file or directory")
@@ -105,23 +109,43 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
     files: dict[str, bytes] = {}
     sizes: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
-    count = 0
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        dirnames[:] = sorted(d for d in dirnames if d not in {".git", "__pycache__"})
-        for fn in sorted(filenames):
-            full = Path(dirpath) / fn
+    read_bytes = 0
+    stack: list[tuple[Path, int]] = [(root, 0)]
+    while stack:
+        folder, depth = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
+        except OSError as e:
+            skipped.append((folder.relative_to(root).as_posix() or ".", f"cannot list: {e.strerror}"))
+            continue
+        for entry in entries:
+            full = Path(entry.path)
             rel = full.relative_to(root).as_posix()
-            count += 1
-            if count > MAX_FOLDER_FILES:
+            if entry.is_dir(follow_symlinks=False):
+                if entry.name in {".git", "__pycache__"}:
+                    continue
+                if depth + 1 > MAX_DEPTH:
+                    skipped.append((rel, f"nested deeper than {MAX_DEPTH} folders; not read"))
+                else:
+                    stack.append((full, depth + 1))
+                continue
+            if len(sizes) + len(skipped) >= MAX_FOLDER_FILES:
                 skipped.append((rel, "too many files in folder"))
                 continue
-            if full.is_symlink():
-                target = full.resolve()
-                if not target.is_relative_to(real_root):
+            if entry.is_symlink():
+                try:
+                    inside = full.resolve(strict=True).is_relative_to(real_root)
+                except RuntimeError:
+                    skipped.append((rel, "symlink loop; not followed"))
+                    continue
+                except OSError:
+                    skipped.append((rel, "dangling symlink"))
+                    continue
+                if not inside:
                     skipped.append((rel, "symlink leaves the folder; not followed"))
                     continue
             try:
-                st = full.stat()
+                st = full.stat()  # a symlink inside the folder reads its target
             except OSError as e:
                 skipped.append((rel, f"cannot stat: {e.strerror}"))
                 continue
@@ -132,8 +156,26 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
             if st.st_size > MAX_FILE_BYTES:
                 skipped.append((rel, f"{st.st_size} bytes; too large to read"))
                 continue
+            if read_bytes + st.st_size > MAX_FOLDER_BYTES:
+                skipped.append((rel, f"the folder's first {MAX_FOLDER_BYTES:,} bytes were read; not this file"))
+                continue
             try:
                 files[rel] = full.read_bytes()
+                read_bytes += len(files[rel])
             except OSError as e:
                 skipped.append((rel, f"cannot read: {e.strerror}"))
-    return Folder(name or str(path).rstrip("/"), files, sizes, tuple(skipped))
+    return Folder(name or str(path).rstrip("/"), files, sizes, tuple(sorted(skipped)))
+
+
+def not_a_record_folder(folder: Folder) -> str | None:
+    """Why `folder` is not one submission at all (nothing in it; several record folders and nothing of its
+    own), else None. A record folder that merely lacks its code is audited: that is a finding, not a usage error."""
+    if not folder.sizes and not folder.skipped:
+        return "empty folder: nothing to audit"
+    if any("/" not in p for p in folder.sizes):
+        return None  # it has files of its own
+    subs = sorted({p.split("/", 1)[0] for p in folder.sizes if p.endswith((".py", ".ipynb", "README.md"))})
+    if len(subs) >= 2:
+        shown = ", ".join(subs[:3]) + (f" and {len(subs) - 3} more" if len(subs) > 3 else "")
+        return f"holds {len(subs)} record folders ({shown}), not one: audit each, e.g. pgolf-audit {folder.name}/{subs[0]}"
+    return None

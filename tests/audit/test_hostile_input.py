@@ -1,0 +1,137 @@
+"""Fail closed: what the auditor could not look at keeps the verdict off `clean`; input that is not a
+submission at all is a one-line usage error; nothing a folder holds makes the audit crash or blow up."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from audit import codes
+from audit.api import audit_folder
+from audit.load import folder as folder_mod
+from tests.support import ROOT
+
+CLEAN_CODE = "import torch\n\ndef main():\n    print('val_bpb:1.2')\n\nmain()\n"
+LOG = "step:1/1 train_loss:2.0 train_time:1000ms\nfinal_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.20000000\n"
+
+
+def _record(tmp_path, code: str | bytes = CLEAN_CODE, log: bool = True, name: str = "train_gpt.py"):
+    d = tmp_path / "rec"
+    d.mkdir()
+    (d / name).write_bytes(code if isinstance(code, bytes) else code.encode())
+    (d / "README.md").write_text("# a record\n")
+    (d / "submission.json").write_text(json.dumps({"name": "x", "val_bpb": 1.2}))
+    if log:
+        (d / "train.log").write_text(LOG)
+    return d
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def _codes(rep) -> set[str]:
+    return {f.code for f in rep.findings}
+
+
+def test_the_baseline_of_these_cases_is_clean(tmp_path):
+    assert audit_folder(str(_record(tmp_path))).verdict == "clean"
+
+
+def test_no_entry_script_needs_a_human(tmp_path):
+    d = _record(tmp_path)
+    (d / "train_gpt.py").unlink()
+    rep = audit_folder(str(d))
+    assert rep.verdict == "needs-human" and codes.NOTHING_TO_AUDIT.code in _codes(rep)
+
+
+def test_no_logs_needs_a_human(tmp_path):
+    rep = audit_folder(str(_record(tmp_path, log=False)))
+    assert rep.verdict == "needs-human" and codes.NO_LOGS.code in _codes(rep)
+
+
+def test_a_source_over_the_read_bound_needs_a_human(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_mod, "MAX_FILE_BYTES", 1_000)
+    d = _record(tmp_path)
+    (d / "helper.py").write_text("x = 1\n" * 500)
+    rep = audit_folder(str(d))
+    assert rep.verdict == "needs-human" and codes.SOURCE_NOT_READ.code in _codes(rep)
+
+
+def test_a_notebook_needs_a_human(tmp_path):
+    d = _record(tmp_path)
+    (d / "eval.ipynb").write_text(json.dumps({"cells": [{"cell_type": "code", "source": ["exec('x')"]}]}))
+    rep = audit_folder(str(d))
+    assert rep.verdict == "needs-human" and codes.SOURCE_NOT_READ.code in _codes(rep)
+
+
+def test_valid_python_that_looks_binary_is_never_clean(tmp_path):
+    noise = "# " + "".join(chr(c) for c in range(1, 9)) * 600 + "\n"
+    rep = audit_folder(str(_record(tmp_path, code=noise + CLEAN_CODE)))
+    assert rep.verdict != "clean"
+
+
+def test_many_files_collapse_into_one_finding(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_mod, "MAX_FOLDER_FILES", 30)
+    d = _record(tmp_path)
+    for i in range(200):
+        (d / f"data_{i:03}.bin").write_bytes(b"\0")
+    rep = audit_folder(str(d))
+    skipped = [f for f in rep.findings if f.code == codes.FILE_SKIPPED.code]
+    more = [f for f in rep.findings if f.code == codes.COLLAPSED.code]
+    assert len(skipped) <= 10 and len(more) == 1 and "more PG012" in more[0].message
+
+
+def test_the_folder_byte_budget_bounds_what_is_read(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_mod, "MAX_FOLDER_BYTES", 10_000)
+    d = _record(tmp_path)
+    for i in range(5):
+        (d / f"blob_{i}.txt").write_text("y" * 4_000)
+    f = folder_mod.load_folder(d)
+    assert sum(len(b) for b in f.files.values()) <= 10_000
+    assert any("were read; not this file" in why for _, why in f.skipped)
+
+
+def test_symlink_loops_and_deep_nesting_are_findings_not_crashes(tmp_path):
+    d = _record(tmp_path)
+    os.symlink(d / "loop", d / "loop")
+    os.symlink("/etc/hostname", d / "outside.txt")
+    cwd = os.getcwd()
+    os.chdir(d)
+    try:
+        for _ in range(400):
+            os.mkdir("n")
+            os.chdir("n")
+    finally:
+        os.chdir(cwd)
+    rep = audit_folder(str(d))
+    messages = " ".join(f.message for f in rep.findings)
+    assert "symlink loop" in messages and "leaves the folder" in messages and "nested deeper" in messages
+
+
+def test_an_empty_folder_is_a_usage_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    proc = _cli(str(tmp_path / "empty"))
+    assert proc.returncode == 2 and "empty folder" in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_folder_of_record_folders_is_a_usage_error_that_says_what_to_do(tmp_path):
+    for name in ("2026-01-01_A", "2026-01-02_B"):
+        (tmp_path / "records" / name).mkdir(parents=True)
+        (tmp_path / "records" / name / "train_gpt.py").write_text(CLEAN_CODE)
+    proc = _cli(str(tmp_path / "records"))
+    assert proc.returncode == 2 and "holds 2 record folders" in proc.stderr and "pgolf-audit" in proc.stderr
+
+
+@pytest.mark.parametrize("what", ["no-entry", "no-logs"])
+def test_the_cli_exits_1_not_0_when_something_could_not_be_checked(tmp_path, what):
+    d = _record(tmp_path, log=what != "no-logs")
+    if what == "no-entry":
+        (d / "train_gpt.py").unlink()
+    proc = _cli(str(d))
+    assert proc.returncode == 1, proc.stderr
