@@ -15,7 +15,7 @@ from .codes import select_codes
 from .engine import AuditReport, audit_submission
 from .errors import InputError
 from .findings import Severity
-from .load.folder import load_folder
+from .load.folder import load_folder, not_a_record_folder
 from .load.git import (
     check_rev,
     checkout_folders,
@@ -87,6 +87,9 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filte
             reports.append(audit_submission(sub, **filters))
         return reports
     sub = load_folder(p).at(head_sha, repo_url)
+    not_one = not_a_record_folder(sub)
+    if not_one:
+        raise InputError(f"{path}: {not_one}")
     return [audit_submission(sub, **filters)]
 
 
@@ -119,7 +122,7 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
     if exit_zero or level is None:
         return 0
     for rep in reports:
-        if rep.verdict == "flag" and level.rank <= Severity.ERROR.rank:
+        if rep.verdict in ("flag", "needs-human"):  # a part that could not be judged is never a pass
             return 1
         if any(f.severity.rank >= level.rank and (f.category or level is not Severity.ERROR) for f in rep.findings):
             return 1
