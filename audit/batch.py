@@ -1,11 +1,22 @@
-"""Batch mode: audit a queue of PRs in parallel over the cores, one JSON line per PR, a summary table."""
+"""Batch mode: audit a queue of PRs in parallel over the cores, one JSON line per PR, a summary table.
+
+Each PR runs in a worker process under a wall-clock limit (`--pr-timeout`): a PR that takes longer gets a
+`needs-human` row, its worker is killed (with the git processes it started) and replaced, and the queue goes
+on. Workers never outlive the batch: they are killed on the way out, and one whose parent disappears exits.
+"""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 import sys
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Iterator
+from multiprocessing.connection import Connection, wait
 
 from rich.console import Console
 from rich.progress import (
@@ -18,19 +29,43 @@ from rich.progress import (
 
 from .engine import audit_submission
 from .errors import InputError
-from .load.git import git, load_git_folder, pr_folders
+from .load.git import load_git_folder, pr_folders, resolve_commit
 from .report.console import print_summary
+
+PR_TIMEOUT_S = 120.0  # wall-clock seconds one PR may take in a batch
+_TICK_S = 0.5  # how often the parent wakes up to refresh progress and check deadlines
+_ORPHAN_POLL_S = 0.5  # how often a worker checks that its parent is still there
+_JOIN_S = 2.0
+
+
+def _row(pr: int, verdict: str, reason: str, **extra) -> dict:
+    return {
+        "schema_version": 1,
+        "pr": pr,
+        "verdict": verdict,
+        "categories": [],
+        "findings": [],
+        "reason": reason,
+        **extra,
+    }
 
 
 def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:
     """All record folders a PR adds, as JSON-ready dicts; errors become a row, never an exception."""
     t0 = time.perf_counter()
     try:
-        sha = git(git_dir, "rev-parse", "--verify", f"refs/pull/{pr}/head^{{commit}}").decode().strip()
+        sha = resolve_commit(git_dir, f"refs/pull/{int(pr)}/head", "--pr")
         folders = pr_folders(git_dir, sha)
         if not folders:
-            return [{"schema_version": 1, "pr": pr, "head_sha": sha, "verdict": "no-record", "categories": [], "findings": [],
-                     "reason": "the PR adds no record folder", "seconds": round(time.perf_counter() - t0, 4)}]
+            return [
+                _row(
+                    pr,
+                    "no-record",
+                    "the PR adds no record folder",
+                    head_sha=sha,
+                    seconds=round(time.perf_counter() - t0, 4),
+                )
+            ]
         rows = []
         for folder in folders:
             sub = load_git_folder(git_dir, sha, folder)
@@ -40,28 +75,178 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:
             rows.append(rep.to_dict())
         return rows
     except InputError as e:
-        return [{"schema_version": 1, "pr": pr, "verdict": "error", "categories": [], "findings": [], "reason": str(e)}]
+        return [_row(pr, "error", str(e))]
     except Exception as e:  # noqa: BLE001 - one bad PR must not stop a queue of 2,000
-        return [{"schema_version": 1, "pr": pr, "verdict": "error", "categories": [], "findings": [],
-                 "reason": f"internal error: {type(e).__name__}: {e}"}]
+        return [_row(pr, "error", f"internal error: {type(e).__name__}: {e}")]
 
 
-def run_batch(git_dir: str, prs: list[int], *, output: str | None, jobs: int, repo_url: str | None = None) -> list[dict]:
+def timeout_row(pr: int, seconds: float) -> dict:
+    return _row(pr, "needs-human", f"audit timed out after {seconds:g} s", seconds=round(seconds, 4))
+
+
+def _lost_row(pr: int, exitcode: int | None) -> dict:
+    how = f"killed by signal {-exitcode}" if exitcode is not None and exitcode < 0 else f"exit code {exitcode}"
+    return _row(pr, "needs-human", f"audit worker died ({how}); not audited")
+
+
+# --- worker processes ---------------------------------------------------------------------------------------
+def _die_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive the batch: ask the kernel (Linux) and also watch the parent id."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):  # not Linux: the watch below still applies
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(_ORPHAN_POLL_S)
+
+    threading.Thread(target=watch, name="pgolf-orphan-watch", daemon=True).start()
+    if os.getppid() != parent_pid:  # the parent went before the watch started
+        os._exit(1)
+
+
+def _worker(conn: Connection, git_dir: str, repo_url: str | None, parent_pid: int) -> None:
+    if hasattr(os, "setpgid"):
+        os.setpgid(0, 0)  # its own group, so a kill also takes the git processes it started
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _die_with_parent(parent_pid)
+    while True:
+        try:
+            pr = conn.recv()
+        except (EOFError, OSError):
+            return
+        if pr is None:
+            return
+        rows = audit_pr(git_dir, pr, repo_url)  # looked up at call time (tests replace it)
+        try:
+            conn.send(rows)
+        except OSError:
+            return
+
+
+class _Worker:
+    def __init__(self, ctx, git_dir: str, repo_url: str | None) -> None:
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.proc = ctx.Process(target=_worker, args=(child, git_dir, repo_url, os.getpid()), daemon=True)
+        self.proc.start()
+        child.close()
+
+    def kill(self) -> None:
+        pid = self.proc.pid
+        if pid is not None and self.proc.is_alive():
+            try:
+                if hasattr(os, "killpg"):
+                    os.killpg(pid, signal.SIGKILL)
+                else:
+                    self.proc.kill()
+            except (ProcessLookupError, PermissionError):
+                self.proc.kill()
+        self.proc.join(_JOIN_S)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except OSError:
+            pass
+        self.proc.join(_JOIN_S)
+        self.kill()
+
+
+def _mp_context():
+    # fork: workers start in milliseconds and see the parent's modules as they are; spawn where fork is absent.
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
+def iter_audits(
+    git_dir: str, prs: list[int], *, jobs: int, repo_url: str | None = None, pr_timeout: float = PR_TIMEOUT_S
+) -> Iterator[list[dict] | None]:
+    """Each PR's rows as it finishes (completion order), a timeout row for a PR past `pr_timeout`, and None
+    now and then while waiting (so the caller can refresh a display)."""
+    ctx = _mp_context()
+    queue = deque(prs)
+    idle: list[_Worker] = []
+    busy: dict[Connection, tuple[_Worker, int, float]] = {}
+    try:
+        while queue or busy:
+            while queue and (idle or len(busy) < jobs):
+                w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url)
+                pr = queue.popleft()
+                try:
+                    w.conn.send(pr)
+                except OSError:  # it died while idle: drop it, hand the PR to another
+                    w.kill()
+                    queue.appendleft(pr)
+                    continue
+                busy[w.conn] = (w, pr, time.monotonic() + pr_timeout)
+            while idle and not queue:  # nothing left to hand out
+                idle.pop().stop()
+            next_deadline = min(d for _, _, d in busy.values())
+            ready = wait(list(busy), timeout=max(0.0, min(_TICK_S, next_deadline - time.monotonic())))
+            for conn in ready:
+                w, pr, _ = busy.pop(conn)
+                try:
+                    rows = conn.recv()
+                except (EOFError, OSError):  # the worker died mid-audit (killed, out of memory …)
+                    w.proc.join(_JOIN_S)
+                    yield [_lost_row(pr, w.proc.exitcode)]
+                    w.kill()
+                    continue
+                idle.append(w)
+                yield rows
+            now = time.monotonic()
+            for conn, (w, pr, deadline) in list(busy.items()):
+                if now >= deadline:
+                    del busy[conn]
+                    w.kill()
+                    yield [timeout_row(pr, pr_timeout)]
+            if not ready:
+                yield None
+    finally:
+        for w, _, _ in busy.values():
+            w.kill()
+        for w in idle:
+            w.stop()
+
+
+def run_batch(
+    git_dir: str,
+    prs: list[int],
+    *,
+    output: str | None,
+    jobs: int,
+    repo_url: str | None = None,
+    pr_timeout: float = PR_TIMEOUT_S,
+) -> list[dict]:
     out = open(output, "w", encoding="utf-8") if output else sys.stdout
     rows: list[dict] = []
     console = Console(stderr=True)
     try:
+        # auto_refresh off: no display thread in this process, so forking a replacement worker is safe
         with Progress(
-            TextColumn("auditing PRs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
-        ) as progress, ProcessPoolExecutor(max_workers=max(1, jobs)) as pool:
+            TextColumn("auditing PRs"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            auto_refresh=False,
+        ) as progress:
             task = progress.add_task("audit", total=len(prs))
-            futures = {pool.submit(audit_pr, git_dir, pr, repo_url): pr for pr in prs}
-            for fut in as_completed(futures):
-                for row in fut.result():
+            for pr_rows in iter_audits(git_dir, prs, jobs=max(1, jobs), repo_url=repo_url, pr_timeout=pr_timeout):
+                for row in pr_rows or ():
                     out.write(json.dumps(row) + "\n")
                     out.flush()  # a killed batch keeps every finished line
                     rows.append(row)
-                progress.advance(task)
+                if pr_rows is not None:
+                    progress.advance(task)
+                progress.refresh()
     finally:
         if output:
             out.close()

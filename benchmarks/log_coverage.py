@@ -169,9 +169,11 @@ def main(mirror: str, corpus_dir: str, prs: tuple[int, ...], max_unmatched: int)
 
 
 def _has(mirror: str, sha: str) -> bool:
-    import subprocess
-
-    return subprocess.run(["git", f"--git-dir={mirror}", "cat-file", "-e", sha], capture_output=True).returncode == 0
+    try:
+        git(mirror, "cat-file", "-e", revs=(sha,))  # through the one git() that neutralises repository config
+    except InputError:
+        return False
+    return True
 
 
 if __name__ == "__main__":

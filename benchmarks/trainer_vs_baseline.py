@@ -25,6 +25,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from audit.errors import InputError  # noqa: E402
+from audit.load.git import git  # noqa: E402
+
 OURS = ROOT / "reference_trainer" / "train_gpt.py"
 NUM = r"[-+]?\d+(?:\.\d+)?"
 TRAIN_LINE = re.compile(rf"^step:(\d+)/(\d+) train_loss:({NUM}) train_time:({NUM})ms step_avg:({NUM})ms", re.M)
@@ -87,11 +92,12 @@ def baseline_script(args: argparse.Namespace) -> Path | None:
     dest = args.out / "baseline" / "train_gpt.py"
     if args.dry_run:
         return dest
-    r = subprocess.run(["git", f"--git-dir={args.mirror}", "show", "main:train_gpt.py"], capture_output=True)
-    if r.returncode != 0:
-        raise BenchError(f"--mirror: cannot read main:train_gpt.py from {args.mirror}")
+    try:  # through the auditor's git(), which neutralises the repository's own config
+        blob = git(str(args.mirror), "show", revs=("main:train_gpt.py",))
+    except InputError:
+        raise BenchError(f"--mirror: cannot read main:train_gpt.py from {args.mirror}") from None
     dest.parent.mkdir(parents=True, exist_ok=True)
-    dest.write_bytes(r.stdout)
+    dest.write_bytes(blob)
     return dest
 
 
@@ -101,7 +107,6 @@ def dataset_env(args: argparse.Namespace) -> dict[str, str]:
                 "VOCAB_SIZE": str(args.vocab_size)}
     if args.dry_run:
         return {"DATA_PATH": str(args.out / "data" / "datasets" / "<synthetic>")}
-    sys.path.insert(0, str(ROOT))
     from reference_trainer.synthetic import export_synthetic_dataset
 
     ds = export_synthetic_dataset(args.out / "data", n_docs=3000 if not args.cpu else 400, val_docs=200

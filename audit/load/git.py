@@ -1,9 +1,17 @@
-"""Which record folders a branch or PR adds — from a checkout or straight from git objects."""
+"""Which record folders a branch or PR adds — from a checkout or straight from git objects.
+
+Every git process goes through `git()`, which runs it with the repository's own configuration defused: a
+submission can ship a `.git/` whose config names commands (`core.fsmonitor`, hooks, filter and diff drivers,
+lazy-fetch transports), and a ref or path given on the command line must never be read as a git option.
+"""
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import InputError
@@ -11,22 +19,169 @@ from .folder import MAX_FILE_BYTES, MAX_FOLDER_FILES, Folder
 
 _RECORD = re.compile(r"^(records/track_[^/]+/[^/]+|records/(?!track_)[^/]+)/")
 
+# --- the one way to run git --------------------------------------------------------------------------------
+# Config that names a command is neutralised on every call. `-c` beats the repository's own config for
+# single-valued keys; multi-valued ones (remote URLs) are made harmless by refusing every transport.
+SAFE_CONFIG: tuple[str, ...] = (
+    "core.fsmonitor=false",  # a hook path here runs on every status/diff of a work tree
+    "core.hooksPath=/dev/null",  # no hook can be found under a non-directory
+    "core.pager=cat",
+    "core.useReplaceRefs=false",  # refs/replace/ could swap the objects we read
+    "core.quotePath=false",
+    "log.showSignature=false",  # signature checks run gpg.program
+    "protocol.allow=never",  # a partial clone's lazy fetch could reach an ext:: "transport"
+    "submodule.recurse=false",
+)
+# Per-driver keys that run commands; their names are chosen by the config itself, so they are found first
+# (`git config --list`) and overridden by name.
+_DRIVER_KEYS = {
+    re.compile(r"^filter\..+\.(?:clean|smudge|process)$", re.I): "",
+    re.compile(r"^filter\..+\.required$", re.I): "false",
+    re.compile(r"^diff\..+\.(?:textconv|command)$", re.I): "",
+    re.compile(r"^merge\..+\.driver$", re.I): "",
+    re.compile(r"^protocol\..+\.allow$", re.I): "never",
+}
+_DIFF_OPTS = ("--no-renames", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "-z")
+GIT_TIMEOUT_S = 300  # one git process; a hung one becomes an input error, not a hung audit
+MAX_REV_CHARS = 256
+_OPTION_LIKE = re.compile(r"^-|[\x00\n\r]")  # what must never reach git's argv as a revision
+_BAD_REV = re.compile(r"[\x00-\x20\x7f]|\.\.|^$")
 
+
+def check_rev(rev: str, what: str = "ref") -> str:
+    """A ref or commit given by the user: never an option (`--output=…`), a range or whitespace."""
+    if not isinstance(rev, str):
+        raise InputError(f"invalid {what}: {rev!r}")
+    if rev.startswith("-"):
+        raise InputError(f"invalid {what} {rev!r}: a ref cannot start with '-'")
+    if len(rev) > MAX_REV_CHARS or _BAD_REV.search(rev):
+        raise InputError(f"invalid {what} {rev!r}: expected a branch, tag, ref or commit SHA")
+    return rev
+
+
+def _git_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(
+        GIT_CONFIG_NOSYSTEM="1",
+        GIT_CONFIG_GLOBAL=os.devnull,
+        GIT_TERMINAL_PROMPT="0",
+        GIT_ASKPASS="",
+        SSH_ASKPASS="",
+        GIT_PAGER="cat",
+        PAGER="cat",
+        GIT_OPTIONAL_LOCKS="0",  # never rewrite the checkout's index
+        GIT_NO_REPLACE_OBJECTS="1",
+        GIT_LITERAL_PATHSPECS="1",  # a folder name is a path, never `:(magic)`
+        GIT_PROTOCOL_FROM_USER="0",
+        GIT_ALLOW_PROTOCOL="",  # empty list: no transport at all, whatever protocol.<name>.allow says
+        LC_ALL="C",
+    )
+    return env
+
+
+def _run(argv: list[str], what: str, input: bytes | None, cwd: str | None, env: dict[str, str]):
+    try:
+        return subprocess.run(
+            argv,
+            input=input,
+            stdin=None if input is not None else subprocess.DEVNULL,
+            capture_output=True,
+            cwd=cwd,
+            env=env,
+            timeout=GIT_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise InputError(f"git {what}: timed out after {GIT_TIMEOUT_S} s") from None
+    except OSError as e:
+        raise InputError(f"cannot run git: {e.strerror or e}") from None
+
+
+@functools.lru_cache(maxsize=64)
+def _driver_overrides(git_dir: str) -> tuple[tuple[str, str], ...]:
+    """The repository config's command-running driver keys, each mapped to its neutral value."""
+    argv = ["git", "--no-pager", *_c_args(), f"--git-dir={git_dir}", "config", "--list", "--name-only", "-z"]
+    proc = _run(argv, "config", None, None, _git_env())
+    out: list[tuple[str, str]] = []
+    for key in proc.stdout.decode(errors="replace").split("\0"):
+        key = key.strip()
+        for rx, neutral in _DRIVER_KEYS.items():
+            if rx.match(key) and (key, neutral) not in out:
+                out.append((key, neutral))
+    return tuple(out)
+
+
+def _c_args() -> list[str]:
+    return [a for kv in SAFE_CONFIG for a in ("-c", kv)]
+
+
+def git(
+    git_dir: str,
+    *args: str,
+    revs: Sequence[str] = (),
+    paths: Sequence[str] | None = None,
+    work_tree: str | os.PathLike | None = None,
+    input: bytes | None = None,
+    check: bool = True,
+) -> bytes:
+    """Run `git <args> [--end-of-options <revs>] [-- <paths>]` on `git_dir`, config defused (see SAFE_CONFIG).
+
+    `args` are options the caller wrote; anything that came from the user, a PR or a folder goes in `revs`
+    (validated, after `--end-of-options`) or `paths` (after `--`). `work_tree` runs git in that checkout.
+    """
+    env = _git_env()
+    overrides = _driver_overrides(str(git_dir))
+    if overrides:  # GIT_CONFIG_KEY_n: names are taken whole, never parsed as `key=value`
+        env["GIT_CONFIG_COUNT"] = str(len(overrides))
+        for i, (key, value) in enumerate(overrides):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    argv = ["git", "--no-pager", *_c_args(), f"--git-dir={git_dir}"]
+    if work_tree is not None:
+        argv.append(f"--work-tree={work_tree}")
+    argv.extend(args)
+    if revs:
+        bad = [r for r in revs if _OPTION_LIKE.search(r)]
+        if bad:
+            raise InputError(f"invalid ref {bad[0]!r}: a ref cannot start with '-'")
+        argv.append("--end-of-options")
+        argv.extend(revs)
+    if paths is not None:
+        argv.append("--")
+        argv.extend(str(p) for p in paths)
+    proc = _run(argv, " ".join(args[:1]), input, str(work_tree) if work_tree is not None else None, env)
+    if check and proc.returncode != 0:
+        msg = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise InputError(f"git {' '.join(args[:2])}: {msg[-1] if msg else 'failed'}")
+    return proc.stdout
+
+
+def resolve_commit(git_dir: str, rev: str, what: str = "ref", *, work_tree: str | os.PathLike | None = None) -> str:
+    """The commit SHA `rev` names; `rev` is user input (validated, never an option)."""
+    check_rev(rev, what)
+    out = git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{rev}^{{commit}}"], work_tree=work_tree, check=False)
+    sha = out.decode(errors="replace").strip()
+    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+        raise InputError(f"{what} {rev!r}: no such commit")
+    return sha
+
+
+# --- which folders a ref adds -------------------------------------------------------------------------------
 def record_folder_of(path: str) -> str | None:
     m = _RECORD.match(path)
-    return m.group(1) if m else None
+    if not m or any(part in (".", "..") for part in m.group(1).split("/")):
+        return None
+    return m.group(1)
 
 
 def _default_base(git_dir: str, head: str) -> str:
     cands = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
     for cand in cands:
-        out = git(git_dir, "merge-base", cand, head, check=False).decode().strip()
+        out = git(git_dir, "merge-base", revs=[cand, head], check=False).decode().strip()
         if out:
             return out
     for cand in cands:  # unrelated histories (a PR from a re-created fork): diff against main itself
-        out = git(git_dir, "rev-parse", "--verify", "--quiet", f"{cand}^{{commit}}", check=False).decode().strip()
-        if out:
-            return out
+        out = git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{cand}^{{commit}}"], check=False)
+        if out.strip():
+            return out.decode().strip()
     raise InputError("cannot find main or origin/main to diff against; pass --base")
 
 
@@ -39,55 +194,82 @@ def _folders(names: list[str]) -> list[str]:
     return out
 
 
+def _z(out: bytes) -> list[str]:
+    return [t for t in out.decode(errors="replace").split("\0") if t]
+
+
 def pr_folders(git_dir: str, head: str, base: str | None = None) -> list[str]:
     """Record folders the PR itself adds. A fork may carry folders merged in from other people's branches;
     keep the ones whose commits share the head commit's author (the submitter), else all added ones."""
-    base = base or _default_base(git_dir, head)
-    status = git(git_dir, "diff", "--name-status", "--no-renames", f"{base}..{head}", "--", "records/").decode()
+    head = resolve_commit(git_dir, head, "head")
+    base = resolve_commit(git_dir, base, "--base") if base else _default_base(git_dir, head)
+    status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"], paths=["records/"]))
     added, changed = [], []
-    for line in status.splitlines():
-        parts = line.split("\t")
-        if len(parts) < 2:
-            continue
-        if parts[0] == "D":
+    for kind, name in zip(status[0::2], status[1::2]):
+        if kind == "D":
             continue  # a folder the PR deletes is not a submission
-        (added if parts[0] == "A" else changed).append(parts[1])
+        (added if kind == "A" else changed).append(name)
     folders = _folders(added) or _folders(changed)
     if len(folders) <= 1:
         return folders
-    author = git(git_dir, "log", "-1", "--format=%ae", head).decode().strip()
-    log = git(git_dir, "log", "--format=@@%ae", "--name-only", f"{base}..{head}", "--", "records/").decode()
+    author = git(git_dir, "log", "-1", "--format=%ae", revs=[head], paths=[]).decode(errors="replace").strip()
+    log = git(git_dir, "log", "--format=@@%ae", "--name-only", "-z", revs=[f"{base}..{head}"], paths=["records/"])
     mine: list[str] = []
     current = ""
-    for line in log.splitlines():
-        if line.startswith("@@"):
-            current = line[2:]
-        elif line and current == author:
-            f = record_folder_of(line)
+    for token in _z(log):
+        token = token.lstrip("\n")
+        if token.startswith("@@"):
+            current = token[2:]
+        elif token and current == author:
+            f = record_folder_of(token)
             if f in folders and f not in mine:
                 mine.append(f)
     return mine or folders
 
 
+def _checkout_git_dir(repo: Path) -> Path:
+    """`repo/.git` (a directory, or a `gitdir:` file as in a linked worktree); never found by searching upward."""
+    dot = repo / ".git"
+    if dot.is_dir():
+        return dot
+    if dot.is_file():
+        try:
+            line = dot.read_text(encoding="utf-8", errors="replace").strip()
+        except OSError as e:
+            raise InputError(f"{repo}: cannot read .git: {e.strerror}") from None
+        if line.startswith("gitdir:"):
+            target = Path(line[len("gitdir:") :].strip())
+            target = target if target.is_absolute() else repo / target
+            if target.is_dir():
+                return target
+    raise InputError(f"{repo}: not a git checkout (no .git directory)")
+
+
 def checkout_folders(repo: Path, base: str | None = None) -> tuple[str, list[str]]:
-    """Folders a checked-out branch adds or changes (committed, staged, modified or untracked)."""
-    git_dir = subprocess.run(
-        ["git", "-C", str(repo), "rev-parse", "--absolute-git-dir"], capture_output=True, text=True
-    ).stdout.strip()
-    if not git_dir:
-        raise InputError(f"{repo}: not a git checkout")
-    head = git(git_dir, "rev-parse", "HEAD").decode().strip()
-    base = base or _default_base(git_dir, head)
-    diff = subprocess.run(
-        ["git", "-C", str(repo), "diff", "--name-only", base, "--", "records/"], capture_output=True, text=True
-    ).stdout.splitlines()
-    untracked = subprocess.run(
-        ["git", "-C", str(repo), "ls-files", "--others", "--exclude-standard", "--", "records/"],
-        capture_output=True,
-        text=True,
-    ).stdout.splitlines()
-    folders = [f for f in _folders(diff + untracked) if (repo / f).is_dir()]
+    """Folders a checked-out branch adds or changes (committed, staged, modified or untracked).
+
+    git runs with `--work-tree` pinned to `repo` (a `core.worktree` in the checkout's config cannot move it)
+    and its config defused, so a checkout that ships a hostile `.git/config` runs nothing."""
+    repo = Path(repo).resolve()
+    git_dir = str(_checkout_git_dir(repo))
+    head = resolve_commit(git_dir, "HEAD", "HEAD", work_tree=repo)
+    base_sha = resolve_commit(git_dir, base, "--base", work_tree=repo) if base else _default_base(git_dir, head)
+    diff = git(git_dir, "diff", "--name-only", *_DIFF_OPTS, revs=[base_sha], paths=["records/"], work_tree=repo)
+    untracked = git(git_dir, "ls-files", "--others", "--exclude-standard", "-z", paths=["records/"], work_tree=repo)
+    folders = [f for f in _folders(_z(diff) + _z(untracked)) if (repo / f).is_dir()]
     return head, folders
+
+
+def looks_like_repo_root(path: Path) -> bool:
+    """A checkout of the challenge repository rather than one record folder: it has `.git` and `records/`
+    and no `submission.json` of its own."""
+    p = Path(path)
+    if not ((p / ".git").exists() and (p / "records").is_dir()):
+        return False
+    try:
+        return not any(c.name.lower() == "submission.json" and c.is_file() for c in p.iterdir())
+    except OSError:
+        return False
 
 
 def list_prs(git_dir: str) -> list[int]:
@@ -97,23 +279,11 @@ def list_prs(git_dir: str) -> list[int]:
 
 
 # --- reading folders from git objects --------------------------------------------------------------------
-def git(git_dir: str, *args: str, input: bytes | None = None, check: bool = True) -> bytes:
-    proc = subprocess.run(
-        ["git", f"--git-dir={git_dir}", *args],
-        input=input,
-        capture_output=True,
-    )
-    if check and proc.returncode != 0:
-        msg = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise InputError(f"git {' '.join(args[:2])}: {msg[-1] if msg else 'failed'}")
-    return proc.stdout
-
-
 def load_git_folder(git_dir: str, ref: str, folder: str) -> Folder:
     """Read `folder` at `ref` from a (bare) repository without a checkout."""
     folder = folder.strip("/")
-    sha = git(git_dir, "rev-parse", "--verify", f"{ref}^{{commit}}").decode().strip()
-    listing = git(git_dir, "ls-tree", "-r", "-l", "-z", sha, "--", folder + "/")
+    sha = resolve_commit(git_dir, ref)
+    listing = git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[sha], paths=[folder + "/"])
     sizes: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
     blobs: list[tuple[str, str]] = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import bisect
 import bz2
 import codecs
 import lzma
@@ -295,8 +296,55 @@ def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | N
 
 
 # --- finding the entry script --------------------------------------------------------------------
-_PY_IN_CMD = re.compile(r"(?:^|[\s/=])([\w.\-/]+\.py)\b")
-_LAUNCH_SIBLING = re.compile(r"""(?:run_path|run_module|subprocess\.\w+|os\.system|execv\w*)\s*\(.*?["']([\w.\-/]+\.py)["']""", re.S)
+# `x.py` in a run command: what `(?:^|[\s/=])([\w.\-/]+\.py)\b` finds, in one pass. That regex rescans the rest
+# of a long path-like run from every `/` (quadratic); each run holds at most one match, so it is read once.
+_PY_IN_CMD = re.compile(r"[\w.\-/]+")
+_PY_IN_CMD_LEAD = re.compile(r"[\s=]")
+# A launch of a sibling script: `run_path(…"x.py"…)`, `subprocess.run([… 'x.py'])`, `os.system("… x.py")`.
+# Was one regex, `(?:run_path|…|execv\w*)\s*\(.*?["']([\w.\-/]+\.py)["']` with re.S, which rescans the rest
+# of the file from every call that has no such literal after it. Now: the call, then the first literal that
+# starts after its `(` (bisected from a list made in one pass). `(?!execv)` keeps `execvexecv…` linear;
+# every call in one word ends at the same `(`, so the same literal is found.
+_LAUNCH_SIBLING = re.compile(r"(?:run_path|run_module|subprocess\.\w+|os\.system|execv(?:(?!execv)\w)*)\s*\(")
+_PY_LITERAL = re.compile(r"""(?<=["'])[\w.\-/]+(?=["'])""")
+
+
+def _py_in_cmd(text: str) -> list[str]:
+    """Every `x.py` path in a command, in order (see _PY_IN_CMD)."""
+    out: list[str] = []
+    for m in _PY_IN_CMD.finditer(text):
+        start, run = m.start(), m.group()
+        if start == 0 or _PY_IN_CMD_LEAD.match(text, start - 1):
+            lead = 0
+        else:  # only a `/` inside the run can start the path
+            lead = run.find("/") + 1
+            if lead == 0:
+                continue
+        k = run.rfind(".py")  # the longest path ends at the last `.py` followed by a non-word character
+        while k >= 0 and not (k + 3 == len(run) or run[k + 3] in ".-/"):
+            k = run.rfind(".py", 0, k)
+        if k > lead:
+            out.append(run[lead : k + 3])
+    return out
+
+
+def _launch_targets(text: str) -> list[str]:
+    """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
+    lits = [
+        (m.start(), m.end() + 1, m.group())
+        for m in _PY_LITERAL.finditer(text)
+        if len(m.group()) > 3 and m.group().endswith(".py")
+    ]
+    starts = [s - 1 for s, _, _ in lits]  # the opening quote
+    out: list[str] = []
+    pos = 0
+    while (call := _LAUNCH_SIBLING.search(text, pos)) is not None:
+        i = bisect.bisect_left(starts, call.end())
+        if i == len(lits):
+            break  # no literal after this call, so none after any later one either
+        _, pos, name = lits[i]
+        out.append(name)
+    return out
 
 
 def _is_effectively_empty(text: str) -> bool:
@@ -316,8 +364,8 @@ def _readme_scripts(sub: Folder) -> list[str]:
     ranked: list[tuple[int, int, str]] = []
     for cmd in run_commands(sub.readme_text):
         launched = bool(_DISTRIBUTED.search(cmd.text))
-        for m in _PY_IN_CMD.finditer(cmd.text):
-            name = PurePosixPath(m.group(1)).name
+        for path in _py_in_cmd(cmd.text):
+            name = PurePosixPath(path).name
             rank = 0 if launched else 1 if name.startswith("train") else 2
             ranked.append((rank, len(ranked), name))
     out: list[str] = []
@@ -389,8 +437,8 @@ def _local_imports(text: str, sub: Folder) -> list[str]:
 
 def _launched_siblings(text: str, sub: Folder) -> list[str]:
     out = []
-    for m in _LAUNCH_SIBLING.finditer(text):
-        p = _top_py(sub, PurePosixPath(m.group(1)).name)
+    for path in _launch_targets(text):
+        p = _top_py(sub, PurePosixPath(path).name)
         if p and p not in out:
             out.append(p)
     return out

@@ -11,6 +11,7 @@ from .patterns import (
     COMPILED_ORDER,
     DATA_RE,
     DIGIT_RE,
+    MAX_LINE_CHARS,
     NUM,
     NVSMI_RE,
     PREFIX_RE,
@@ -19,12 +20,22 @@ from .patterns import (
     RULE_RE,
 )
 
-_EVAL_TIME_RE = re.compile(rf"(?:\b|_)eval(?:_time)?[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b")
+_EVAL_TIME_RE = re.compile(
+    rf"(?:\b|_)eval(?:_time)?[:=]\s*(?P<v>{NUM})\s*(?P<u>ms|s)\b|\belapsed[:=]\s*(?P<e>{NUM})s\b"
+)
 _TRAIN_TIME_RE = re.compile(rf"\btrain_time:\s*(?P<v>{NUM})\s*(?P<u>ms|m|s)\b|\bt:(?P<t>{NUM})ms\b")
 _STRIDE_RE = re.compile(r"\bstride[:=]\s*(\d+)")
-_KV_COLON_LINE = re.compile(r"^(?:[A-Za-z_][A-Za-z0-9_]*:[^\s:]+\s*){2,}$")
-_KV_COLON_TOKEN = re.compile(r"([A-Za-z_][A-Za-z0-9_]*):([^\s:]+)")
-_KV_EQ_TOKEN = re.compile(r"([a-z_0-9]+)=(\S+)")
+# A line of `key:value` tokens (spaces between them optional). The regex for it,
+# `^(?:[A-Za-z_][A-Za-z0-9_]*:[^\s:]+\s*){2,}$`, backtracks exponentially when the tokens can be split many ways
+# (`a:bbbb:bbbb:…`), so `is_kv_colon_line` decides the same language by splitting.
+_KEY_HEAD = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_")
+_KEY_CHARS = _KEY_HEAD | frozenset("0123456789")
+# findall tokens. A match can only start where a word run starts (a failed start inside a run fails for the
+# whole run, and a match never ends inside one): `(?<!…)` skips the rest of the run instead of rescanning it,
+# with the leading digits the old regex stepped over consumed instead. Same tokens as
+# `([A-Za-z_][A-Za-z0-9_]*):([^\s:]+)` and `([a-z_0-9]+)=(\S+)`.
+_KV_COLON_TOKEN = re.compile(r"(?<![A-Za-z0-9_])[0-9]*+([A-Za-z_][A-Za-z0-9_]*+):([^\s:]++)")
+_KV_EQ_TOKEN = re.compile(r"(?<![a-z_0-9])([a-z_0-9]++)=(\S++)")
 _HEADER_RE = re.compile(r"^(?:Hyperparameters:|-+ Hyperparameters -+|Running Python\b)")
 # Tags that are never the score (spec/logs.md §2): diagnostics, pre-quantization, post-EMA, the TTT sliding
 # progress total, and summaries/JSON fragments that repeat a number printed elsewhere.
@@ -48,6 +59,35 @@ def _f(s: str | None) -> float | None:
 
 def _decimals(s: str) -> int:
     return len(s.split(".", 1)[1]) if "." in s and "e" not in s.lower() else 0
+
+
+def _kv_colon_tokens(word: str) -> int:
+    """How many `key:value` tokens `word` (no whitespace) splits into, 0 if it does not split: between two
+    colons sits a value followed by the next key (both non-empty), so it must end in a key."""
+    parts = word.split(":")
+    head, last = parts[0], parts[-1]
+    if len(parts) < 2 or not last or not head or head[0] not in _KEY_HEAD or not _KEY_CHARS.issuperset(head):
+        return 0
+    for mid in parts[1:-1]:
+        j = len(mid) - 1
+        while j >= 1 and mid[j] in _KEY_CHARS and mid[j] not in _KEY_HEAD:
+            j -= 1  # digits may end a key but not start one
+        if j < 1 or mid[j] not in _KEY_HEAD:
+            return 0
+    return len(parts) - 1
+
+
+def is_kv_colon_line(text: str) -> bool:
+    """Whether the line is two or more `key:value` tokens: the regex in the comment above, in linear time."""
+    if not text or text[0] not in _KEY_HEAD:
+        return False
+    total = 0
+    for word in text.split():
+        n = _kv_colon_tokens(word)
+        if not n:
+            return False
+        total += n
+    return total >= 2
 
 
 def is_diagnostic_tag(tag: str) -> bool:
@@ -81,7 +121,7 @@ class _Parser:
                 if handler is not None:
                     handler(m, lineno, text)
                 return name
-        if _KV_COLON_LINE.match(text):
+        if is_kv_colon_line(text):
             self.h_kv_colon(text)
             return "kv_line"
         if _HEADER_RE.match(text):
@@ -324,7 +364,9 @@ class _Parser:
 
     def h_total_submission_short(self, m, lineno, text):
         n = int(m["bytes"])
-        self._size("total" if n <= RAW_TOTAL_LIMIT else "total_raw", n, "", 1 if n <= RAW_TOTAL_LIMIT else 9, lineno, text)
+        self._size(
+            "total" if n <= RAW_TOTAL_LIMIT else "total_raw", n, "", 1 if n <= RAW_TOTAL_LIMIT else 9, lineno, text
+        )
 
     def h_model_bytes_misc(self, m, lineno, text):
         self._size("model", int(m["bytes"]), m["fmt"] or "", 1, lineno, text)
@@ -398,7 +440,9 @@ class _Parser:
 
     def h_train_cfg(self, m, lineno, text):
         hp = self.run.hyperparams
-        hp.update(train_batch_tokens=m["batch"], train_seq_len=m["seq"], iterations=m["iters"], warmup_steps=m["warmup"])
+        hp.update(
+            train_batch_tokens=m["batch"], train_seq_len=m["seq"], iterations=m["iters"], warmup_steps=m["warmup"]
+        )
         hp["max_wallclock_seconds"] = m["wall"]
         self.run.max_wallclock_seconds = _f(m["wall"])
 
@@ -461,7 +505,9 @@ def _finish(run: RunLog, last_line: int) -> None:
     if vals and vals[-1].step > 0:
         st = vals[-1]
         fixed.append(
-            Metric(f"pre-quant val@step{st.step}", st.loss, st.val_bpb, None, False, True, st.lineno, run.last_val_text, 4)
+            Metric(
+                f"pre-quant val@step{st.step}", st.loss, st.val_bpb, None, False, True, st.lineno, run.last_val_text, 4
+            )
         )
         fixed.sort(key=lambda m: m.lineno)
     run.metrics = fixed
@@ -503,7 +549,7 @@ def _pick_sizes(run: RunLog) -> None:
 
 def parse_log(text: str, path: str = "") -> LogResult:
     """Parse a whole log; `LogResult.last` is the run that counts when several were appended to one file."""
-    raw = text.splitlines()
+    raw = [ln[:MAX_LINE_CHARS] for ln in text.splitlines()]  # truncated for matching, never dropped
     lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
     p = _Parser(path)
     res = p.result

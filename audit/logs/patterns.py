@@ -10,6 +10,10 @@ import re
 
 NUM = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?"
 
+# Lines are matched on their first MAX_LINE_CHARS characters (a longer line is truncated, not dropped): every
+# pattern below runs in time linear in what it is given, and this bounds what it is given.
+MAX_LINE_CHARS = 4096
+
 # Prefixes added by launchers: torchrun `--tee` ranks, epoch timestamps, `[hh:mm:ss]` clocks. May repeat.
 PREFIX_RE = re.compile(r"^(?:\[default\d+\]:|\[rank\d+\]:\s*|\d{10}\.\d{1,6}\s|\[\d{2}:\d{2}:\d{2}\]\s+)+")
 PREFIX_START = frozenset("[0123456789")
@@ -52,7 +56,9 @@ P: dict[str, re.Pattern[str]] = {
     "model_and_total": _c(
         r"^(?P<fmt>\S+) model:\s*(?P<model>\d+)\s*bytes\s*\|\s*Total submission:\s*(?P<bytes>\d+)\s*bytes"
     ),
-    "raw_model_total": _c(r"^Raw model:\s*(?P<model>\d+)\s*bytes\s*\|\s*Code:\s*(?P<code>\d+)\s*bytes\s*\|\s*Total:\s*(?P<bytes>\d+)"),
+    "raw_model_total": _c(
+        r"^Raw model:\s*(?P<model>\d+)\s*bytes\s*\|\s*Code:\s*(?P<code>\d+)\s*bytes\s*\|\s*Total:\s*(?P<bytes>\d+)"
+    ),
     "artifact_mb": _c(r"^artifact:\s*(?P<mb>{NUM})MB\b(?P<rest>.*?)\bcode:(?P<code>\d+)"),
     "mb_budget_line": _c(
         r"^\s*(?P<fmt>\S+):\s*(?P<model>{NUM})MB model \+ (?P<code>{NUM})MB code = (?P<total>{NUM})/(?P<budget>{NUM})MB\s*(?P<verdict>\w+)?"
@@ -64,13 +70,22 @@ P: dict[str, re.Pattern[str]] = {
     "ttt_sliding_done": _c(
         r"^(?P<tag>[a-z_]+:done)\s+val_loss=(?P<loss>{NUM})\s+val_bpb=(?P<bpb>{NUM})(?:\s+elapsed=(?P<elapsed_s>{NUM})s)?"
     ),
+    # Linear-time forms (tests/audit/test_hostile_regex.py): a run of whitespace is taken whole (`\s++`; what
+    # follows it is never whitespace, so giving some back cannot help), and the lazy tag never ends just after a
+    # space (`(?<!\s)`: ending one space earlier reaches the same place). Same matches, same groups as
+    # `^(?P<tag>…*?)(?P<quals>(?:\s+[a-z_]+:[^\s:]+)*?)\s+(?P<qual>sliding\s+)?val_loss[:=]\s*…`, which was
+    # quadratic in a run of spaces.
     "metric": _c(
-        r"^(?P<tag>[A-Za-z][A-Za-z0-9_\-+. ]*?)(?P<quals>(?:\s+[a-z_]+:[^\s:]+)*?)\s+(?P<qual>sliding\s+)?val_loss[:=]\s*(?P<loss>{NUM})"
-        r"\s+(?:sliding\s+)?val_bpb[:=]\s*(?P<bpb>{NUM})(?P<rest>.*)$"
+        r"^(?P<tag>[A-Za-z][A-Za-z0-9_\-+. ]*?)(?<!\s)(?P<quals>(?:\s++[a-z_]++:[^\s:]++)*?)\s++(?P<qual>sliding\s++)?"
+        r"val_loss[:=]\s*+(?P<loss>{NUM})\s++(?:sliding\s++)?val_bpb[:=]\s*+(?P<bpb>{NUM})(?P<rest>.*)$"
     ),
     "eval_only_banner": _c(r"^TTT_EVAL_ONLY=1\b"),
-    "metric_bpb_only": _c(r"^(?P<tag>\[?[A-Za-z][A-Za-z0-9_\-+. \]]*?)\s+val_bpb[: ]\s*(?P<bpb>{NUM})(?P<rest>(?:\s.*)?)$"),
-    "bracket_metric": _c(r"^\[(?P<stage>EVAL|ROUNDTRIP)\]\s+(?P<key>val_loss|val_bpb)\s*\((?P<kind>[^)]*)\):\s*(?P<v>{NUM})"),
+    "metric_bpb_only": _c(
+        r"^(?P<tag>\[?[A-Za-z][A-Za-z0-9_\-+. \]]*?)(?<!\s)\s++val_bpb[: ]\s*+(?P<bpb>{NUM})(?P<rest>(?:\s.*)?)$"
+    ),
+    "bracket_metric": _c(
+        r"^\[(?P<stage>EVAL|ROUNDTRIP)\]\s+(?P<key>val_loss|val_bpb)\s*\((?P<kind>[^)]*)\):\s*(?P<v>{NUM})"
+    ),
     "bracket_size": _c(r"^\[(?P<stage>QUANT|POST)\]\s+(?P<what>[^:]+?):\s*(?P<bytes>[\d,]+)\s*bytes"),
     "total_eval_time": _c(r"^total_eval_time:\s*(?P<s>{NUM})s"),
     "post_gptq_wallclock": _c(r"^wallclock:post_gptq\s+total_elapsed:(?P<s>{NUM})s\s+train_budget:(?P<budget>{NUM})s"),
@@ -87,7 +102,9 @@ P: dict[str, re.Pattern[str]] = {
     "smoke_pack_bytes": _c(r"^smoke_pack_bytes:\s*code=(?P<code>\d+)\s+model=(?P<model>\d+)\s+total=(?P<bytes>\d+)"),
     "pergroup_frame": _c(r"^pergroup:total frame\s+(?P<bytes>\d+)\s*bytes"),
     "brotli_size": _c(r"^quant:brotli_size=(?P<bytes>\d+)\s*bytes"),
-    "export_candidate": _c(r"^export_candidate:(?P<name>\S+)\s+model_bytes:(?P<model>\d+)\s+total_bytes:(?P<bytes>\d+)"),
+    "export_candidate": _c(
+        r"^export_candidate:(?P<name>\S+)\s+model_bytes:(?P<model>\d+)\s+total_bytes:(?P<bytes>\d+)"
+    ),
     "artifact_budget": _c(r"^artifact_budget:\s*limit=(?P<limit>\d+)\s+code=(?P<code>\d+)\s+target=(?P<target>\d+)"),
     "selective_prune": _c(r"^selective_prune:"),
     "artifact_headroom": _c(r"^artifact_headroom:\s*(?P<bytes>\d+)\s*bytes"),
@@ -115,7 +132,13 @@ P: dict[str, re.Pattern[str]] = {
     "launcher_script_size": _c(r"^(?:Uploading \S+ \((?P<b1>\d+) bytes\)|\[modal\] Script size:\s*(?P<b2>\d+) bytes)"),
     "ngram_precompute": _c(r"^ngram_tilt:precompute\b.*?elapsed=(?P<s>{NUM})s"),
     "legendre_sizes": _c(r"^\s+(?P<what>raw quantized size|zlib compressed):\s*(?P<bytes>\d+)\s*bytes"),
-    "json_kv": _c(r"^\s*\"(?P<key>[A-Za-z_0-9]+)\":\s*(?P<val>[^,]+?),?\s*$"),
+    # Was `^\s*"(?P<key>…)":\s*(?P<val>[^,]+?),?\s*$`: the lazy value re-tested `\s*$` after every character.
+    # The value is now its words with the spaces between them (and before a trailing comma), or, when nothing
+    # but a comma follows the colon, the last space before it, exactly as the lazy form chose.
+    "json_kv": _c(
+        r"^\s*+\"(?P<key>[A-Za-z_0-9]++)\":(?:\s*+(?=[^\s,])|(?:\s(?=\s))*+(?=\s,?\s*$))"
+        r"(?P<val>[^\s,]++(?:\s*+[^\s,]++)*+(?:\s++(?=,))?|\s),?\s*$"
+    ),
     "hparam_kv": _c(r"^\s+(?P<key>[a-z_][a-z0-9_]*):\s+(?P<val>\S.*)$"),
     # --- shapes seen in the labelled PRs (corpus/dev_labels.tsv), not in the study's catalogue ---------------
     "run_banner": _c(r"^=+\s*RUN\s+\d+\s*\(seed=(?P<seed>\d+)\)"),
@@ -127,11 +150,15 @@ P: dict[str, re.Pattern[str]] = {
     "pretty_val_tokens": _c(r"^Validation tokens:\s*(?P<n>[\d,]+)"),
     "pretty_artifact": _c(r"^\s*Artifact(?: size)?:\s*(?P<bytes>[\d,]+) bytes"),
     "model_total_pair": _c(r"^(?P<fmt>[\w+\-]+):\s*(?P<model>\d+) bytes, total:\s*(?P<bytes>\d+) bytes"),
-    "model_size_line": _c(r"^model_size (?P<fmt>\S+?):(?P<model>\d+) bytes\s+code:(?P<code>\d+) bytes\s+total:(?P<bytes>\d+) bytes"),
+    "model_size_line": _c(
+        r"^model_size (?P<fmt>\S+?):(?P<model>\d+) bytes\s+code:(?P<code>\d+) bytes\s+total:(?P<bytes>\d+) bytes"
+    ),
     "total_submission_short": _c(r"^Total submission:\s*(?P<bytes>\d+) bytes"),
     "model_bytes_misc": _c(r"^(?:Quantized model(?: \((?P<fmt>[^)]*)\))?|Compressed model):\s*(?P<bytes>\d+) bytes"),
     "raw_model": _c(r"^Raw model:\s*(?P<bytes>\d+) bytes(?:, code:\s*(?P<code>\d+) bytes)?"),
-    "size_candidate": _c(r"^(?:quant_try\b.*?:\s*\d+ bytes|gptq:pre_prune artifact=\d+|saved raw checkpoint:.*bytes\)|Wrote \S+ code to \S+ \(\d+ bytes\))"),
+    "size_candidate": _c(
+        r"^(?:quant_try\b.*?:\s*\d+ bytes|gptq:pre_prune artifact=\d+|saved raw checkpoint:.*bytes\)|Wrote \S+ code to \S+ \(\d+ bytes\))"
+    ),
     "train_time_total": _c(r"^final_train_time_ms:\s*(?P<ms>{NUM})"),
     "eval_time_total": _c(r"^final_eval_time_ms:\s*(?P<ms>{NUM})"),
     "ttt_done": _c(r"^(?P<stage>[a-z_]+):done\b.*?\belapsed=(?P<s>{NUM})s"),

@@ -66,7 +66,7 @@ def test_git_dir_pr_and_ref(repo):
 
 
 def test_checkout_mode_audits_changed_folders(repo):
-    proc = run(str(repo), "--format", "json")
+    proc = run(str(repo), "--checkout", "--format", "json")
     rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
     assert {r["folder"] for r in rows} == {
         "records/track_10min_16mb/2026-02-01_Bob",
