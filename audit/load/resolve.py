@@ -17,7 +17,7 @@ import codecs
 import lzma
 import re
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
@@ -27,8 +27,9 @@ from . import parse as pyparse
 from .folder import Folder, decode_text, is_binary
 from .runcmd import run_commands
 
-MAX_DECODED_BYTES = 32_000_000  # a payload that inflates beyond this is a decompression bomb
-MAX_DEPTH = 8
+DECODE_BYTES = 32_000_000  # all values one file's decoding may produce, together: more is a bomb
+DECODE_STEPS = 200_000  # expressions evaluated while decoding one file
+MAX_DECODED_BYTES = DECODE_BYTES  # kept for callers: one payload can never exceed the whole budget
 
 
 class DecodeError(Exception):
@@ -36,31 +37,48 @@ class DecodeError(Exception):
 
 
 class BombError(DecodeError):
-    pass
+    """The decode budget ran out: a decompression bomb, a `+` / `*` / `.replace` blow-up, or a deep nest."""
+
+
+@dataclass
+class Budget:
+    """One byte and step budget shared by every static evaluation of one file (every layer of a wrapper)."""
+
+    bytes_left: int = DECODE_BYTES
+    steps_left: int = DECODE_STEPS
+
+    def step(self) -> None:
+        self.steps_left -= 1
+        if self.steps_left < 0:
+            raise BombError(f"decoding took more than {DECODE_STEPS:,} steps")
+
+    def charge(self, n: int, what: str) -> None:
+        self.bytes_left -= n
+        if self.bytes_left < 0:
+            raise BombError(f"{what} inflates beyond {DECODE_BYTES:,} bytes")
 
 
 # --- bounded codecs ------------------------------------------------------------------------------
-def _bounded(decomp, data: bytes, name: str) -> bytes:
-    out = decomp.decompress(data, MAX_DECODED_BYTES + 1)
-    if len(out) > MAX_DECODED_BYTES:
-        raise BombError(f"{name} payload inflates beyond {MAX_DECODED_BYTES:,} bytes")
+def _bounded(decomp, data: bytes, name: str, budget: Budget) -> bytes:
+    out = decomp.decompress(data, max(budget.bytes_left, 0) + 1)
+    budget.charge(len(out), f"{name} payload")
     return out
 
 
-def _lzma(data: bytes, format: int = lzma.FORMAT_AUTO, filters=None) -> bytes:
-    return _bounded(lzma.LZMADecompressor(format=format, filters=filters), data, "lzma")
+def _lzma(budget: Budget, data: bytes, format: int = lzma.FORMAT_AUTO, filters=None) -> bytes:
+    return _bounded(lzma.LZMADecompressor(format=format, filters=filters), data, "lzma", budget)
 
 
-def _zlib(data: bytes, wbits: int = 15) -> bytes:
-    return _bounded(zlib.decompressobj(wbits), data, "zlib")
+def _zlib(budget: Budget, data: bytes, wbits: int = 15) -> bytes:
+    return _bounded(zlib.decompressobj(wbits), data, "zlib", budget)
 
 
-def _gzip(data: bytes) -> bytes:
-    return _bounded(zlib.decompressobj(31), data, "gzip")
+def _gzip(budget: Budget, data: bytes) -> bytes:
+    return _bounded(zlib.decompressobj(31), data, "gzip", budget)
 
 
-def _bz2(data: bytes) -> bytes:
-    return _bounded(bz2.BZ2Decompressor(), data, "bz2")
+def _bz2(budget: Budget, data: bytes) -> bytes:
+    return _bounded(bz2.BZ2Decompressor(), data, "bz2", budget)
 
 
 def _strip_ws(b: bytes) -> bytes:
@@ -76,24 +94,52 @@ def _as_bytes(v) -> bytes:
     raise DecodeError("not bytes")
 
 
-# Pure functions we agree to evaluate, keyed by qualified name.
+# Pure functions we agree to evaluate, keyed by qualified name (decoders never produce more than they read,
+# decompressors are bounded by the budget).
 PURE_FUNCS = {
-    "lzma.decompress": lambda b, *a, **kw: _lzma(_as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}),
-    "zlib.decompress": lambda b, *a: _zlib(_as_bytes(b), *(a[:1] or [15])),
-    "gzip.decompress": lambda b, *a: _gzip(_as_bytes(b)),
-    "bz2.decompress": lambda b, *a: _bz2(_as_bytes(b)),
-    "base64.b85decode": lambda b, *a: base64.b85decode(_strip_ws(_as_bytes(b))),
-    "base64.b64decode": lambda b, *a: base64.b64decode(_as_bytes(b)),
-    "base64.standard_b64decode": lambda b, *a: base64.standard_b64decode(_as_bytes(b)),
-    "base64.urlsafe_b64decode": lambda b, *a: base64.urlsafe_b64decode(_as_bytes(b)),
-    "base64.a85decode": lambda b, *a: base64.a85decode(_strip_ws(_as_bytes(b))),
-    "base64.b32decode": lambda b, *a: base64.b32decode(_as_bytes(b)),
-    "base64.b16decode": lambda b, *a: base64.b16decode(_as_bytes(b)),
-    "base64.decodebytes": lambda b, *a: base64.decodebytes(_as_bytes(b)),
-    "binascii.a2b_base64": lambda b, *a: binascii.a2b_base64(_as_bytes(b)),
-    "binascii.unhexlify": lambda b, *a: binascii.unhexlify(_as_bytes(b)),
-    "bytes.fromhex": lambda s, *a: bytes.fromhex(s),
+    "lzma.decompress": lambda bud, b, *a, **kw: _lzma(bud, _as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}),
+    "zlib.decompress": lambda bud, b, *a: _zlib(bud, _as_bytes(b), *(a[:1] or [15])),
+    "gzip.decompress": lambda bud, b, *a: _gzip(bud, _as_bytes(b)),
+    "bz2.decompress": lambda bud, b, *a: _bz2(bud, _as_bytes(b)),
+    "base64.b85decode": lambda bud, b, *a: base64.b85decode(_strip_ws(_as_bytes(b))),
+    "base64.b64decode": lambda bud, b, *a: base64.b64decode(_as_bytes(b)),
+    "base64.standard_b64decode": lambda bud, b, *a: base64.standard_b64decode(_as_bytes(b)),
+    "base64.urlsafe_b64decode": lambda bud, b, *a: base64.urlsafe_b64decode(_as_bytes(b)),
+    "base64.a85decode": lambda bud, b, *a: base64.a85decode(_strip_ws(_as_bytes(b))),
+    "base64.b32decode": lambda bud, b, *a: base64.b32decode(_as_bytes(b)),
+    "base64.b16decode": lambda bud, b, *a: base64.b16decode(_as_bytes(b)),
+    "base64.decodebytes": lambda bud, b, *a: base64.decodebytes(_as_bytes(b)),
+    "binascii.a2b_base64": lambda bud, b, *a: binascii.a2b_base64(_as_bytes(b)),
+    "binascii.unhexlify": lambda bud, b, *a: binascii.unhexlify(_as_bytes(b)),
+    "bytes.fromhex": lambda bud, s, *a: bytes.fromhex(s),
 }
+
+# `codecs.decode(x, name)`: only these codecs, by their canonical name (every alias, e.g. "bz2_codec" or
+# "zip", resolves to one of them); each decompressor goes through the budget. Anything else is opaque.
+CODECS = {
+    "base64": lambda bud, v: base64.b64decode(_as_bytes(v)),
+    "hex": lambda bud, v: binascii.unhexlify(_as_bytes(v)),
+    "zlib": lambda bud, v: _zlib(bud, _as_bytes(v)),
+    "bz2": lambda bud, v: _bz2(bud, _as_bytes(v)),
+    "rot-13": lambda bud, v: codecs.decode(v, "rot13") if isinstance(v, str) else _raise("rot13 of bytes"),
+    "utf-8": lambda bud, v: _as_bytes(v).decode("utf-8", errors="replace"),
+    "ascii": lambda bud, v: _as_bytes(v).decode("ascii", errors="replace"),
+    "iso8859-1": lambda bud, v: _as_bytes(v).decode("latin-1"),
+}
+
+
+def _raise(why: str):
+    raise DecodeError(why)
+
+
+def _codec(name) -> str:
+    if not isinstance(name, str):
+        raise DecodeError("codec name not a string")
+    try:
+        canonical = codecs.lookup(name).name
+    except LookupError:
+        raise DecodeError(f"unknown codec {name!r}") from None
+    return canonical.replace("_codec", "")
 
 
 CHAIN_NAME = {
@@ -119,8 +165,9 @@ CHAIN_NAME = {
 class _Ctx:
     aliases: dict[str, str]  # local name -> qualified name ("L" -> "lzma", "dec" -> "lzma.decompress")
     consts: dict[str, object]  # module-level names bound to literal/decoded values
-    files: dict[str, bytes]  # sibling files (for `open(x).read()`)
+    files: Mapping[str, bytes]  # sibling files (for `open(x).read()`)
     chain: list[str]
+    budget: Budget
 
 
 def _qualname(node: ast.AST, ctx: _Ctx) -> str | None:
@@ -132,8 +179,27 @@ def _qualname(node: ast.AST, ctx: _Ctx) -> str | None:
     return None
 
 
+def _add_chain(node: ast.BinOp, ctx: _Ctx):
+    """`a + b + c + …` folded iteratively: a 2,500-term chain must not exhaust the Python stack."""
+    terms: list[ast.AST] = []
+    cur: ast.AST = node
+    while isinstance(cur, ast.BinOp) and isinstance(cur.op, ast.Add):
+        terms.append(cur.right)
+        cur = cur.left
+    terms.append(cur)
+    values = [_eval(t, ctx) for t in reversed(terms)]
+    kinds = {type(v) for v in values}
+    if len(kinds) != 1 or not kinds <= {str, bytes, list}:
+        raise DecodeError("mixed or unsupported `+` operands")
+    ctx.budget.charge(sum(len(v) for v in values), "concatenation")
+    if isinstance(values[0], list):
+        return [x for v in values for x in v]
+    return values[0][:0].join(values)
+
+
 def _eval(node: ast.AST, ctx: _Ctx):
-    """Evaluate a closed, side-effect-free expression or raise DecodeError."""
+    """Evaluate a closed, side-effect-free expression or raise DecodeError (BombError past the budget)."""
+    ctx.budget.step()
     if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
         return node.value
     if isinstance(node, ast.Name) and node.id in ctx.consts:
@@ -150,73 +216,83 @@ def _eval(node: ast.AST, ctx: _Ctx):
     if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
         return {_eval(k, ctx): _eval(v, ctx) for k, v in zip(node.keys, node.values)}
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+        return _add_chain(node, ctx)
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Mult):
         left, right = _eval(node.left, ctx), _eval(node.right, ctx)
-        if type(left) is type(right):
-            return left + right
+        seq, n = (left, right) if isinstance(right, int) else (right, left)
+        if isinstance(seq, (str, bytes)) and isinstance(n, int) and not isinstance(n, bool):
+            ctx.budget.charge(len(seq) * max(n, 0), "repetition")  # charged before it is built
+            return seq * n
+        raise DecodeError("unsupported `*` operands")
     if isinstance(node, ast.JoinedStr):
         raise DecodeError("f-string")
     if isinstance(node, ast.Call):
-        func = node.func
-        # x.decode(...) / x.encode(...)
-        if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and _qualname(func, ctx) not in PURE_FUNCS:
-            target = _eval(func.value, ctx)
-            if func.attr == "decode" and isinstance(target, bytes):
-                return target.decode("utf-8", errors="replace")
-            if func.attr == "encode" and isinstance(target, str):
-                return target.encode()
-            raise DecodeError("bad decode/encode target")
-        # b"...".replace(b"\n", b"") / .strip(): pure methods on literals
-        if isinstance(func, ast.Attribute) and func.attr in ("replace", "strip", "lstrip", "rstrip"):
-            target = _eval(func.value, ctx)
-            args = [_eval(a, ctx) for a in node.args]
-            if isinstance(target, (str, bytes)) and all(type(a) is type(target) for a in args):
-                return getattr(target, func.attr)(*args)
-            raise DecodeError("bad string method call")
-        # open(sibling).read() / Path(sibling).read_text()
-        if isinstance(func, ast.Attribute) and func.attr in ("read", "read_text", "read_bytes"):
-            path = _opened_path(func.value, ctx)
-            if path is not None:
-                data = _sibling(path, ctx)
-                ctx.chain.append(f"read:{path}")
-                return data if func.attr == "read_bytes" else decode_text(data)
-        qn = _qualname(func, ctx)
-        if qn == "codecs.decode" and len(node.args) >= 2:
-            enc = _eval(node.args[1], ctx)
-            val = _as_bytes(_eval(node.args[0], ctx))
-            if enc in ("base64", "base_64"):
-                return base64.b64decode(val)
-            if enc in ("zlib", "zip"):
-                return _zlib(val)
-            if enc in ("bz2",):
-                return _bz2(val)
-            if enc in ("hex",):
-                return binascii.unhexlify(val)
-            if isinstance(enc, str):
-                return codecs.decode(val, enc)
-        if qn == "compile" and node.args:
-            return _eval(node.args[0], ctx)
-        if qn in ("str", "bytes") and len(node.args) >= 1:
-            v = _eval(node.args[0], ctx)
-            if qn == "str" and isinstance(v, bytes):
-                return v.decode("utf-8", errors="replace")
-            if qn == "bytes" and isinstance(v, str):
-                return v.encode()
-            return v
-        if qn in PURE_FUNCS:
-            args = [_eval(a, ctx) for a in node.args]
-            kwargs = {k.arg: _eval(k.value, ctx) for k in node.keywords if k.arg}
-            if not args:
-                raise DecodeError("no payload")
-            name = CHAIN_NAME.get(qn, qn.split(".")[-1])
-            try:
-                out = PURE_FUNCS[qn](*args, **kwargs) if qn == "lzma.decompress" else PURE_FUNCS[qn](*args)
-            except BombError:
-                raise
-            except (ValueError, TypeError, KeyError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
-                raise DecodeError(f"{qn}: {e}") from e
-            ctx.chain.append(name)
-            return out
+        return _eval_call(node, ctx)
     raise DecodeError(f"cannot evaluate {type(node).__name__}")
+
+
+def _eval_call(node: ast.Call, ctx: _Ctx):
+    func = node.func
+    qn = _qualname(func, ctx)
+    # x.decode(...) / x.encode(...) — not the module functions `codecs.decode` / `base64.*decode*`
+    if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and qn not in PURE_FUNCS and qn != "codecs.decode":
+        target = _eval(func.value, ctx)
+        if func.attr == "decode" and isinstance(target, bytes):
+            return target.decode("utf-8", errors="replace")
+        if func.attr == "encode" and isinstance(target, str):
+            return target.encode()
+        raise DecodeError("bad decode/encode target")
+    # b"...".replace(b"\n", b"") / .strip(): pure methods on literals, the output size charged first
+    if isinstance(func, ast.Attribute) and func.attr in ("replace", "strip", "lstrip", "rstrip"):
+        target = _eval(func.value, ctx)
+        args = [_eval(a, ctx) for a in node.args]
+        if isinstance(target, (str, bytes)) and all(type(a) is type(target) for a in args):
+            if func.attr == "replace" and len(args) >= 2:
+                grow = max(len(args[1]) - len(args[0]), 0) * (target.count(args[0]) if args[0] else len(target) + 1)
+                ctx.budget.charge(len(target) + grow, "replace")
+            return getattr(target, func.attr)(*args)
+        raise DecodeError("bad string method call")
+    # open(sibling).read() / Path(sibling).read_text()
+    if isinstance(func, ast.Attribute) and func.attr in ("read", "read_text", "read_bytes"):
+        path = _opened_path(func.value, ctx)
+        if path is not None:
+            data = _sibling(path, ctx)
+            ctx.chain.append(f"read:{path}")
+            return data if func.attr == "read_bytes" else decode_text(data)
+    if qn == "codecs.decode" and len(node.args) >= 2:
+        codec = _codec(_eval(node.args[1], ctx))
+        if codec not in CODECS:
+            raise DecodeError(f"codec {codec!r} is not decoded statically")
+        try:
+            out = CODECS[codec](ctx.budget, _eval(node.args[0], ctx))
+        except (ValueError, TypeError, zlib.error, OSError, EOFError) as e:
+            raise DecodeError(f"codecs.decode: {e}") from e
+        ctx.chain.append(codec)
+        return out
+    if qn == "compile" and node.args:
+        return _eval(node.args[0], ctx)
+    if qn in ("str", "bytes") and len(node.args) >= 1:
+        v = _eval(node.args[0], ctx)
+        if qn == "str" and isinstance(v, bytes):
+            return v.decode("utf-8", errors="replace")
+        if qn == "bytes" and isinstance(v, str):
+            return v.encode()
+        return v
+    if qn in PURE_FUNCS:
+        args = [_eval(a, ctx) for a in node.args]
+        kwargs = {k.arg: _eval(k.value, ctx) for k in node.keywords if k.arg}
+        if not args:
+            raise DecodeError("no payload")
+        name = CHAIN_NAME.get(qn, qn.split(".")[-1])
+        try:
+            out = PURE_FUNCS[qn](ctx.budget, *args, **kwargs) if qn == "lzma.decompress" else PURE_FUNCS[qn](ctx.budget, *args)
+        except BombError:
+            raise
+        except (ValueError, TypeError, KeyError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
+            raise DecodeError(f"{qn}: {e}") from e
+        ctx.chain.append(name)
+        return out
+    raise DecodeError(f"cannot evaluate a call of {qn or 'an expression'}")
 
 
 def _opened_path(node: ast.AST, ctx: _Ctx) -> str | None:
@@ -258,26 +334,38 @@ def _collect_aliases(tree: ast.Module) -> dict[str, str]:
 
 
 def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:
-    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in ("exec", "builtins.exec", "eval")
+    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in ("exec", "builtins.exec", "eval", "builtins.eval")
 
 
-def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | None:
-    """If `text` is a wrapper, return (payload source, chain); None when it is ordinary code.
+@dataclass(frozen=True)
+class Opaque:
+    """An `exec`/`eval` whose argument the decoder could not build from literals: the code it runs is unknown."""
 
-    A wrapper is a short module whose `exec` argument we can evaluate from literals.
+    line: int
+    why: str
+
+
+def decode_once(text: str, files: Mapping[str, bytes], budget: Budget | None = None) -> tuple[str, list[str]] | Opaque | None:
+    """If `text` is a wrapper, return (payload source, chain); an `Opaque` when it runs code through
+    `exec`/`eval` that cannot be evaluated statically; None when it is ordinary code.
+
+    A wrapper is a module whose `exec` argument we can evaluate from literals, within `budget`.
     """
     if "exec" not in text and "eval" not in text:
         return None  # no payload can run without exec/eval
     tree, _ = pyparse.parse(text)
     if tree is None:
         return None
-    ctx = _Ctx(aliases=_collect_aliases(tree), consts={}, files=files, chain=[])
+    ctx = _Ctx(aliases=_collect_aliases(tree), consts={}, files=files, chain=[], budget=budget or Budget())
     for stmt in tree.body:
         if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
             try:
                 ctx.consts[stmt.targets[0].id] = _eval(stmt.value, ctx)
-            except DecodeError:
+            except BombError:
+                raise
+            except (DecodeError, RecursionError):
                 pass
+    opaque = None
     for node in ast.walk(tree):
         if _is_exec_call(node, ctx) and node.args:
             ctx.chain.clear()
@@ -285,14 +373,17 @@ def decode_once(text: str, files: dict[str, bytes]) -> tuple[str, list[str]] | N
                 payload = _eval(node.args[0], ctx)
             except BombError:
                 raise
-            except DecodeError:
+            except (DecodeError, RecursionError) as e:
+                why = str(e) if isinstance(e, DecodeError) else "nested too deeply"
+                opaque = opaque or Opaque(getattr(node, "lineno", 0), why)
                 continue
             chain = ctx.chain + ["exec"]
             if isinstance(payload, bytes):
                 payload = decode_text(payload)
             if isinstance(payload, str):
                 return payload, chain
-    return None
+            opaque = opaque or Opaque(getattr(node, "lineno", 0), f"runs a {type(payload).__name__}, not source text")
+    return opaque
 
 
 # --- finding the entry script --------------------------------------------------------------------
@@ -507,13 +598,27 @@ def resolve_file(folder: Folder, path: str, role: str) -> tuple[ResolvedSource, 
     chain: list[str] = []
     siblings: list[str] = []
     findings: list[Finding] = []
-    for _ in range(MAX_DEPTH):
+    budget = Budget()  # one budget for every layer: the depth of a nest is bounded by what it costs
+    while True:
         try:
-            step = decode_once(text, folder.files)
+            step = decode_once(text, folder.files, budget)
         except BombError as e:
             findings.append(codes.DECOMPRESSION_BOMB.finding(f"{path}: {e}; payload not analysed", Location(path=path)))
             break
-        if step is None:
+        except RecursionError:
+            findings.append(codes.DECOMPRESSION_BOMB.finding(f"{path}: nested too deeply; payload not analysed", Location(path=path)))
+            break
+        if isinstance(step, Opaque):
+            where = f"{path} (decoded)" if chain else path
+            findings.append(
+                codes.SOURCE_NOT_READ.finding(
+                    f"{where} line {step.line}: `exec`/`eval` of something not built from literals ({step.why}); "
+                    "the code it runs was not analysed",
+                    Location(path=where, start_line=step.line if not chain else 0),
+                )
+            )
+            break
+        if step is None or step[0] == text:
             break
         text, how = step
         chain.extend(how)

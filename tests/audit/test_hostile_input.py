@@ -135,3 +135,68 @@ def test_the_cli_exits_1_not_0_when_something_could_not_be_checked(tmp_path, wha
         (d / "train_gpt.py").unlink()
     proc = _cli(str(d))
     assert proc.returncode == 1, proc.stderr
+
+
+# --- decoding: one budget for every layer, opaque exec reported -------------------------------------------
+def _wrap(payload: str, layers: int) -> str:
+    import base64
+
+    text = payload
+    for _ in range(layers):
+        text = f"import base64\nexec(base64.b64decode({base64.b64encode(text.encode())!r}))\n"
+    return text
+
+
+def test_nesting_past_the_old_depth_is_decoded_and_judged(tmp_path):
+    ttt = (
+        "import torch\nval_tokens = torch.load('fineweb_val_000000.bin')\nopt = torch.optim.AdamW([])\n"
+        "for epoch in range(3):\n    loss = model(val_tokens).mean()\n    loss.backward()\n    opt.step()\n"
+    )
+    rep = audit_folder(str(_record(tmp_path, code=_wrap(ttt, 12))))
+    assert rep.verdict != "clean"
+    assert len(rep.decode_chain.get("train_gpt.py", [])) >= 12 * 2
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "exec(make_code())\n",  # built at run time
+        "import codecs\nexec(codecs.decode(b'x', 'uu_codec'))\n",  # a codec outside the allow-list
+        "exec(f'{1}')\n",  # an f-string
+    ],
+)
+def test_exec_of_something_not_built_from_literals_needs_a_human(tmp_path, payload):
+    rep = audit_folder(str(_record(tmp_path, code=CLEAN_CODE + payload)))
+    assert rep.verdict == "needs-human"
+    assert any(f.code == codes.SOURCE_NOT_READ.code and "exec" in f.message for f in rep.findings)
+
+
+def test_allowed_codecs_decode_through_their_aliases(tmp_path):
+    import codecs as _codecs
+
+    rot = _codecs.encode("print('val_bpb:1.2')", "rot13")
+    rep = audit_folder(str(_record(tmp_path, code=f"import codecs\nexec(codecs.decode({rot!r}, 'rot_13'))\n")))
+    assert rep.verdict == "clean" and "rot-13" in rep.decode_chain["train_gpt.py"]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        "import codecs, bz2\nexec(codecs.decode(" + repr(__import__("bz2").compress(b"#" * 40_000_000)) + ", 'bz2_codec'))\n",
+        "exec('#' * 100_000_000)\n",
+        "exec(('#' * 1000).replace('#', '#' * 100_000))\n",
+        "exec('#' + '#' * 60_000_000)\n",
+    ],
+    ids=["codec-alias-bomb", "repeat-bomb", "replace-bomb", "concat-bomb"],
+)
+def test_bombs_of_every_kind_stop_at_the_budget_and_need_a_human(tmp_path, payload):
+    rep = audit_folder(str(_record(tmp_path, code=payload)))
+    assert rep.verdict == "needs-human"
+    assert any(f.code == codes.DECOMPRESSION_BOMB.code for f in rep.findings)
+
+
+def test_a_long_concatenation_chain_is_folded_without_recursion(tmp_path):
+    chain = "+".join(["'x=1;'"] * 2500)
+    rep = audit_folder(str(_record(tmp_path, code=f"exec({chain})\n" + CLEAN_CODE)))
+    assert rep.verdict == "clean"
+    assert not any(f.code == codes.INTERNAL_ERROR.code for f in rep.findings)
