@@ -17,6 +17,7 @@ import time
 from collections import deque
 from collections.abc import Iterator
 from multiprocessing.connection import Connection, wait
+from pathlib import Path
 
 from rich.console import Console
 from rich.progress import (
@@ -224,10 +225,21 @@ def run_batch(
     jobs: int,
     repo_url: str | None = None,
     pr_timeout: float = PR_TIMEOUT_S,
+    resume: bool = False,
 ) -> list[dict]:
-    out = open(output, "w", encoding="utf-8") if output else sys.stdout
-    rows: list[dict] = []
+    """Audit `prs`, one JSON line per record folder. With `output`, lines go to `output.partial` and the file is
+    renamed into place at the end, so a rerun never truncates a finished output; `resume` keeps the rows of
+    PRs already in `output` (or its `.partial`) and audits only the others."""
+    rows: list[dict] = _finished_rows(output) if resume and output else []
+    done = {r.get("pr") for r in rows}
+    prs = [p for p in prs if p not in done]
+    partial = Path(f"{output}.partial") if output else None
+    out = partial.open("w", encoding="utf-8") if partial else sys.stdout
+    for row in rows:
+        out.write(json.dumps(row) + "\n")
     console = Console(stderr=True)
+    if done:
+        console.print(f"resuming: {len(done)} PR(s) already audited, {len(prs)} to go", markup=False)
     try:
         # auto_refresh off: no display thread in this process, so forking a replacement worker is safe
         with Progress(
@@ -248,7 +260,27 @@ def run_batch(
                     progress.advance(task)
                 progress.refresh()
     finally:
-        if output:
+        if partial:
             out.close()
+    if partial:
+        os.replace(partial, output)  # only a finished queue replaces the previous output
     print_summary(rows, console)
+    return rows
+
+
+def _finished_rows(output: str) -> list[dict]:
+    """Rows of an earlier run: the finished output, else what an interrupted run left in its `.partial`."""
+    rows: list[dict] = []
+    for path in (Path(f"{output}.partial"), Path(output)):
+        if not path.exists():
+            continue
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut by the interruption
+            if isinstance(row, dict) and isinstance(row.get("pr"), int) and row.get("verdict") != "error":
+                rows.append(row)
+        if rows:
+            break
     return rows

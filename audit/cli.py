@@ -148,11 +148,12 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
 @click.option("--select", help="Only these codes (comma-separated; codes, prefixes, names or categories, any case), e.g. PG1,PG230.")
 @click.option("--ignore", help="Drop these codes (same selectors), e.g. PG230 for synthetic data, or tokenizer_bpb_bug.")
 @click.option("--jobs", "-j", type=int, default=0, help="Batch worker processes (default: all cores).")
+@click.option("--resume", is_flag=True, help="Batch: keep the PRs already in --output (or its .partial) and audit the rest.")
 @click.option("--pr-timeout", type=click.FloatRange(min=0, min_open=True), default=PR_TIMEOUT_S, show_default=True, help="Batch: seconds one PR may take; past it the PR is recorded as needs-human and the queue goes on.")
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
-def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules, checkout, pr_timeout):
+def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules, checkout, pr_timeout, resume):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
     PATH is a record folder (a .git/ inside it is ignored); with --checkout, a checkout of the challenge repository.
@@ -164,9 +165,17 @@ def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on
     if all_prs or prs:
         if not git_dir:
             raise InputError("--all-prs / --prs need --git-dir")
+        if resume and not output:
+            raise InputError("--resume needs --output (the file to resume)")
         numbers = list_prs(git_dir) if all_prs else _parse_prs(prs)
         rows = run_batch(
-            git_dir, numbers, output=output, jobs=jobs or os.cpu_count() or 1, repo_url=repo_url, pr_timeout=pr_timeout
+            git_dir,
+            numbers,
+            output=output,
+            jobs=jobs or os.cpu_count() or 1,
+            repo_url=repo_url,
+            pr_timeout=pr_timeout,
+            resume=resume,
         )
         flagged = sum(1 for r in rows if r.get("verdict") == "flag")
         return 1 if flagged and not exit_zero and FAIL_ON[fail_on] is not None else 0

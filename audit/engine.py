@@ -110,13 +110,31 @@ def model_shape(program: Program) -> dict[str, object]:
     return shape
 
 
-class _Stages:
-    """Runs each stage of one audit; an exception in a stage becomes a `PG000` finding and the rest still runs."""
+AUDIT_BUDGET_S = 120.0  # wall clock for one folder; stages not started by then are reported, not run
 
-    def __init__(self) -> None:
+
+class _Stages:
+    """Runs each stage of one audit; an exception in a stage becomes a `PG000` finding and the rest still runs;
+    once the audit's wall-clock budget is spent, the stages left are skipped and reported (never `clean`)."""
+
+    def __init__(self, budget_s: float | None = None) -> None:
         self.findings: list[Finding] = []
+        self.deadline = time.perf_counter() + (AUDIT_BUDGET_S if budget_s is None else budget_s)
+        self.skipped: list[str] = []
 
     def run(self, name: str, stage, *args, default=None):
+        if time.perf_counter() > self.deadline:
+            if not self.skipped:
+                self.findings.append(
+                    codes.INTERNAL_ERROR.finding(
+                        f"the audit's {AUDIT_BUDGET_S:.0f} s budget was spent before {name}; it and the stages after it "
+                        "were not run",
+                        Location(path="."),
+                        confidence=Confidence.LOW,
+                    )
+                )
+            self.skipped.append(name)
+            return default
         try:
             return stage(*args)
         except Exception as e:  # noqa: BLE001 - a pgolf bug must not lose the audit

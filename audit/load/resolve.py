@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from .. import codes
 from ..findings import Finding, Location
 from . import parse as pyparse
-from .folder import Folder, decode_text, is_binary
+from .folder import Folder, decode_text
 from .runcmd import run_commands
 
 DECODE_BYTES = 32_000_000  # all values one file's decoding may produce, together: more is a bomb
@@ -486,7 +486,9 @@ def _top_py(sub: Folder, name: str) -> str | None:
 
 def choose_entry(sub: Folder) -> str | None:
     """The script that runs: README run command, else non-empty train_gpt.py, else another train*.py."""
-    pys = [p for p in sub.files if p.endswith(".py") and not is_binary(sub.files[p])]
+    # a .py is read as source unless it holds NUL bytes: the "looks binary" guess is for logs, and a comment of
+    # control bytes must not hide a script (it is parsed, and reported when it does not parse)
+    pys = [p for p in sub.files if p.endswith(".py") and b"\0" not in sub.files[p]]
     if not pys:
         return None
     train = _top_py(sub, "train_gpt.py")

@@ -89,3 +89,21 @@ def test_batch_writes_json_lines_and_summary(repo, tmp_path):
 def test_unknown_ref_is_exit_2(repo):
     proc = run("--git-dir", str(repo / ".git"), "--ref", "does-not-exist")
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_batch_rerun_keeps_the_previous_output_until_done_and_resume_skips_finished_prs(repo, tmp_path):
+    out = tmp_path / "queue.jsonl"
+    first = run("--git-dir", str(repo / ".git"), "--all-prs", "--output", str(out), "--jobs", "1")
+    assert first.returncode in (0, 1) and not (tmp_path / "queue.jsonl.partial").exists()
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    # an interrupted run left only PR 7 in its partial file: --resume audits just the other one
+    (tmp_path / "queue.jsonl.partial").write_text(json.dumps(next(r for r in rows if r["pr"] == 7)) + "\n{cut")
+    out.write_text("")
+    again = run("--git-dir", str(repo / ".git"), "--all-prs", "--output", str(out), "--resume", "--jobs", "1")
+    assert "resuming: 1 PR(s) already audited, 1 to go" in again.stderr
+    assert sorted(json.loads(line)["pr"] for line in out.read_text().splitlines()) == sorted(r["pr"] for r in rows)
+
+
+def test_resume_needs_an_output_file(repo):
+    proc = run("--git-dir", str(repo / ".git"), "--all-prs", "--resume")
+    assert proc.returncode == 2 and "--resume needs --output" in proc.stderr

@@ -69,12 +69,6 @@ def test_a_notebook_needs_a_human(tmp_path):
     assert rep.verdict == "needs-human" and codes.SOURCE_NOT_READ.code in _codes(rep)
 
 
-def test_valid_python_that_looks_binary_is_never_clean(tmp_path):
-    noise = "# " + "".join(chr(c) for c in range(1, 9)) * 600 + "\n"
-    rep = audit_folder(str(_record(tmp_path, code=noise + CLEAN_CODE)))
-    assert rep.verdict != "clean"
-
-
 def test_many_files_collapse_into_one_finding(tmp_path, monkeypatch):
     monkeypatch.setattr(folder_mod, "MAX_FOLDER_FILES", 30)
     d = _record(tmp_path)
@@ -200,3 +194,19 @@ def test_a_long_concatenation_chain_is_folded_without_recursion(tmp_path):
     rep = audit_folder(str(_record(tmp_path, code=f"exec({chain})\n" + CLEAN_CODE)))
     assert rep.verdict == "clean"
     assert not any(f.code == codes.INTERNAL_ERROR.code for f in rep.findings)
+
+
+def test_a_script_whose_first_bytes_look_binary_is_still_read_and_judged(tmp_path):
+    noise = "# " + "".join(chr(c) for c in range(1, 9)) * 600 + "\n"
+    ttt = "import torch\nval_tokens = torch.load('fineweb_val_000000.bin')\nopt = torch.optim.AdamW([])\nfor epoch in range(3):\n    loss = model(val_tokens).mean()\n    loss.backward()\n    opt.step()\n"
+    rep = audit_folder(str(_record(tmp_path, code=noise + ttt)))
+    assert rep.entry == "train_gpt.py" and rep.verdict == "flag"
+
+
+def test_the_audit_budget_skips_and_reports_the_stages_left(tmp_path, monkeypatch):
+    from audit import engine
+
+    monkeypatch.setattr(engine, "AUDIT_BUDGET_S", -1.0)
+    rep = audit_folder(str(_record(tmp_path)))
+    assert rep.verdict == "needs-human"
+    assert any(f.code == codes.INTERNAL_ERROR.code and "budget was spent" in f.message for f in rep.findings)
