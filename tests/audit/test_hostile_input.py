@@ -210,3 +210,11 @@ def test_the_audit_budget_skips_and_reports_the_stages_left(tmp_path, monkeypatc
     rep = audit_folder(str(_record(tmp_path)))
     assert rep.verdict == "needs-human"
     assert any(f.code == codes.INTERNAL_ERROR.code and "budget was spent" in f.message for f in rep.findings)
+
+
+def test_a_fresh_trainer_skeleton_is_not_clean(tmp_path):
+    made = subprocess.run([sys.executable, "-m", "reference_trainer.cli", "new", str(tmp_path / "skel")],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert made.returncode == 0, made.stderr
+    proc = _cli(str(tmp_path / "skel"))
+    assert proc.returncode == 1 and "NEEDS-HUMAN" in proc.stderr
