@@ -125,13 +125,23 @@ class SyntheticDataset:
 
     def env(self) -> dict[str, str]:
         """The trainer env vars that point at this dataset."""
-        return {"DATA_PATH": str(self.data_path), "TOKENIZER_PATH": str(self.tokenizer_path),
-                "VOCAB_SIZE": str(self.vocab_size)}
+        return {
+            "DATA_PATH": str(self.data_path),
+            "TOKENIZER_PATH": str(self.tokenizer_path),
+            "VOCAB_SIZE": str(self.vocab_size),
+        }
 
 
-def export_synthetic_dataset(out_dir: str | Path, *, seed: int = 0, n_docs: int = 600, val_docs: int = 60,
-                             vocab_size: int = 400, shard_tokens: int = 16_384,
-                             normalization: str = "nmt_nfkc") -> SyntheticDataset:
+def export_synthetic_dataset(
+    out_dir: str | Path,
+    *,
+    seed: int = 0,
+    n_docs: int = 600,
+    val_docs: int = 60,
+    vocab_size: int = 400,
+    shard_tokens: int = 16_384,
+    normalization: str = "nmt_nfkc",
+) -> SyntheticDataset:
     """Write `datasets/fineweb10B_sp<V>/fineweb_{train,val}_<06d>.bin`, `tokenizers/fineweb_<V>_bpe.model`
     and a `manifest.json` shaped like the official one. The first `val_docs` documents are the val split."""
     import sentencepiece as spm
@@ -161,13 +171,26 @@ def export_synthetic_dataset(out_dir: str | Path, *, seed: int = 0, n_docs: int 
     write_shard(data_path / "fineweb_val_000000.bin", val)
     n_shards = max(1, -(-train.size // shard_tokens))
     for i in range(n_shards):  # documents may straddle shards, as in the official export
-        write_shard(data_path / f"fineweb_train_{i:06d}.bin", train[i * shard_tokens:(i + 1) * shard_tokens])
+        write_shard(data_path / f"fineweb_train_{i:06d}.bin", train[i * shard_tokens : (i + 1) * shard_tokens])
     manifest = {
-        "datasets": [{"name": data_path.name, "tokenizer": tok_path.name, "synthetic_seed": seed,
-                      "stats": {"files_train": n_shards, "files_val": 1, "tokens_train": int(train.size),
-                                "tokens_val": int(val.size), "docs_val": val_docs, "docs_total": n_docs}}],
-        "tokenizers": [{"name": tok_path.name, "kind": "sentencepiece_bpe", "vocab_size": v,
-                        "normalization": normalization}],
+        "datasets": [
+            {
+                "name": data_path.name,
+                "tokenizer": tok_path.name,
+                "synthetic_seed": seed,
+                "stats": {
+                    "files_train": n_shards,
+                    "files_val": 1,
+                    "tokens_train": int(train.size),
+                    "tokens_val": int(val.size),
+                    "docs_val": val_docs,
+                    "docs_total": n_docs,
+                },
+            }
+        ],
+        "tokenizers": [
+            {"name": tok_path.name, "kind": "sentencepiece_bpe", "vocab_size": v, "normalization": normalization}
+        ],
     }
     (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return SyntheticDataset(root, data_path, tok_path, v, int(val.size), int(train.size), n_shards)

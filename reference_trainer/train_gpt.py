@@ -12,6 +12,7 @@ Imports only torch, numpy, sentencepiece and (optionally) zstandard / flash_attn
 
 from __future__ import annotations
 
+import base64
 import copy
 import glob
 import io
@@ -20,6 +21,7 @@ import lzma
 import math
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -1092,11 +1094,28 @@ def _now() -> float:  # tests replace this to drive the wallclock cap with a fak
     return time.perf_counter()
 
 
-def pick_device(h: Hyperparameters, local_rank: int) -> torch.device:
-    kind = h.device if h.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+class LaunchError(Exception):
+    """A run that must not start (no CUDA under torchrun, ...): one line on stderr and exit status 1."""
+
+
+def pick_device(h: Hyperparameters, local_rank: int, distributed: bool) -> torch.device:
+    """DEVICE=auto is CUDA when there is one. Under torchrun without CUDA it is an error, as the baseline stops:
+    a multi-process CPU run is asked for explicitly (DEVICE=cpu, gloo), never fallen into."""
+    kind = h.device
+    if kind == "auto":
+        if torch.cuda.is_available():
+            kind = "cuda"
+        elif distributed:
+            raise LaunchError(
+                f"DEVICE=auto under torchrun (WORLD_SIZE={os.environ.get('WORLD_SIZE')}) but CUDA is not available; "
+                "set DEVICE=cpu to run the processes on CPU"
+            )
+        else:
+            print("train_gpt.py: warning: DEVICE=auto found no CUDA, running on CPU", file=sys.stderr)
+            kind = "cpu"
     if kind == "cuda":
         if not torch.cuda.is_available():
-            raise RuntimeError("DEVICE=cuda but CUDA is not available")
+            raise LaunchError("DEVICE=cuda but CUDA is not available")
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
         return device
@@ -1119,13 +1138,50 @@ def pick_attn_backend(h: Hyperparameters, device: torch.device) -> str:
     return name
 
 
+def set_sdp_backends(device: torch.device, backend: str) -> str | None:
+    """ATTN_BACKEND=sdpa on CUDA: flash attention only, as in the baseline. Returns the log line, read back
+    from torch so that it states what is set (None when SDPA's CUDA flags play no part)."""
+    if device.type != "cuda" or backend != "sdpa":
+        return None
+    cuda = torch.backends.cuda
+    cuda.enable_cudnn_sdp(False)
+    cuda.enable_flash_sdp(True)
+    cuda.enable_mem_efficient_sdp(False)
+    cuda.enable_math_sdp(False)
+    return (
+        f"sdp_backends:cudnn={cuda.cudnn_sdp_enabled()} flash={cuda.flash_sdp_enabled()} "
+        f"mem_efficient={cuda.mem_efficient_sdp_enabled()} math={cuda.math_sdp_enabled()}"
+    )
+
+
+# A packed script (`pgolf-train package --pack`) is this file, lzma-compressed and base85-encoded inside a short
+# Python wrapper that decodes and executes it. The wrapper is what ships, so its bytes are the code bytes; the log
+# echoes the readable source it carries.
+PACKED_SOURCE_RE = re.compile(rb'^PGOLF_PACKED_SOURCE = "([^"]*)"$', re.M)
+
+
+def read_code(path: str | Path) -> tuple[str, int, bool]:
+    """(the readable source, the code bytes that count, whether the file is a packed wrapper)."""
+    raw = Path(path).read_bytes()
+    packed = PACKED_SOURCE_RE.search(raw)
+    source = lzma.decompress(base64.b85decode(packed[1])) if packed else raw
+    return source.decode("utf-8"), len(raw), packed is not None
+
+
+def cast_bf16_body(model: GPT) -> GPT:
+    """The bf16 body of a CUDA run, as in the baseline, with fp32 master linears and control tensors. Only
+    parameters are cast: buffers (RoPE inv_freq, the QAT switch) stay fp32, so the RoPE tables are computed in
+    fp32 and cast to the activation dtype at the end, where the baseline's `.bfloat16()` also casts inv_freq
+    and computes positions, angles and tables in bf16 (docs/trainer.md, "RoPE precision")."""
+    for p in model.parameters():
+        p.data = p.data.bfloat16()
+    restore_fp32_params(model)
+    return model
+
+
 def build_model(h: Hyperparameters, device: torch.device, backend: str) -> GPT:
     model = GPT(h, backend).to(device)
-    if device.type == "cuda":  # bf16 body like the baseline; buffers (RoPE freqs, QAT switch) stay fp32
-        for p in model.parameters():
-            p.data = p.data.bfloat16()
-        restore_fp32_params(model)
-    return model
+    return cast_bf16_body(model) if device.type == "cuda" else model
 
 
 def _sync(device: torch.device) -> None:
@@ -1138,7 +1194,9 @@ class Run:
     """What every phase shares: the config, this process's place in the group, its device, the log."""
 
     h: Hyperparameters
-    code: str  # this script's source: logged first, and counted in the submission size
+    code: str  # this script's readable source: logged first
+    code_bytes: int  # the bytes of the file that ships (a packed wrapper's own bytes): counted in the submission size
+    packed: bool  # run from a packed wrapper
     distributed: bool
     rank: int
     world_size: int
@@ -1147,6 +1205,7 @@ class Run:
     device: torch.device
     use_compile: bool
     backend: str  # attention backend: fa3 | sdpa | math
+    sdp_backends: str | None  # the SDPA flags as set (CUDA + sdpa only)
     logfile: str | None
 
     @property
@@ -1200,13 +1259,13 @@ def seed_everything(seed: int, device: torch.device) -> None:
 def setup_run(h: Hyperparameters) -> Run:
     """Check the config, join the process group (under torchrun), pick device and attention backend, open
     the log (this script's source first, then versions), and seed every RNG."""
-    code = Path(__file__).read_text(encoding="utf-8")
+    code, code_bytes, packed = read_code(__file__)
     check_hyperparameters(h)
     distributed = "RANK" in os.environ and "WORLD_SIZE" in os.environ
     rank, world_size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     grad_accum_steps = resolve_grad_accum_steps(h, world_size)
-    device = pick_device(h, local_rank)
+    device = pick_device(h, local_rank, distributed)
     if distributed:
         if device.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=device)
@@ -1215,6 +1274,7 @@ def setup_run(h: Hyperparameters) -> Run:
         dist.barrier()
     use_compile = (h.compile == "1") or (h.compile == "auto" and device.type == "cuda")
     backend = pick_attn_backend(h, device)
+    sdp_backends = set_sdp_backends(device, backend)
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -1225,7 +1285,20 @@ def setup_run(h: Hyperparameters) -> Run:
         logfile = f"logs/{h.run_id}.txt"
         print(logfile)
     run = Run(
-        h, code, distributed, rank, world_size, local_rank, grad_accum_steps, device, use_compile, backend, logfile
+        h,
+        code,
+        code_bytes,
+        packed,
+        distributed,
+        rank,
+        world_size,
+        local_rank,
+        grad_accum_steps,
+        device,
+        use_compile,
+        backend,
+        sdp_backends,
+        logfile,
     )
     run.log0(code, console=False)
     run.log0("=" * 100, console=False)
@@ -1355,8 +1428,8 @@ def log_run_config(run: Run, base_model: GPT) -> None:
     h, log0 = run.h, run.log0
     log0(f"model_params:{sum(p.numel() for p in base_model.parameters())}")
     log0(f"world_size:{run.world_size} grad_accum_steps:{run.grad_accum_steps}")
-    if run.backend == "sdpa":
-        log0("sdp_backends:cudnn=False flash=True mem_efficient=False math=False")
+    if run.sdp_backends is not None:
+        log0(run.sdp_backends)
     log0(f"attention_backend:{run.backend} compile:{int(run.use_compile)} device:{run.device.type}")
     log0(f"attention_mode:gqa num_heads:{h.num_heads} num_kv_heads:{h.num_kv_heads}")
     log0(
@@ -1374,6 +1447,8 @@ def log_run_config(run: Run, base_model: GPT) -> None:
     log0(f"seed:{h.seed}")
     run.event("seed", h.seed)
     run.event("nondefault_env", nondefault_env(h))
+    gpu = torch.cuda.get_device_name(run.device) if run.device.type == "cuda" else None
+    run.event("hardware", {"device": run.device.type, "gpu": gpu, "world_size": run.world_size})
 
 
 def wallclock_cap_ms(h: Hyperparameters) -> float | None:
@@ -1596,12 +1671,14 @@ def write_artifact(run: Run, base_model: GPT, artifact: Artifact) -> None:
     baseline's size lines and the cap check."""
     h, log0 = run.h, run.log0
     qfmt = f"int{h.quant_bits}+{artifact.codec}"
-    code_bytes = len(run.code.encode("utf-8"))
+    code_bytes = run.code_bytes
     state = {k: v.detach().cpu() for k, v in base_model.state_dict().items()}
     raw_path = os.path.join(h.artifact_dir, "final_model.pt")
     torch.save(base_model.state_dict(), raw_path)
     log0(f"Serialized model: {os.path.getsize(raw_path)} bytes")
     log0(f"Code size: {code_bytes} bytes")
+    if run.packed:
+        log0(f"Packed code: {code_bytes} bytes (raw={len(run.code.encode('utf-8'))} bytes)")
     log0(f"Total submission size: {os.path.getsize(raw_path) + code_bytes} bytes")
     model_bytes, stats, raw_len = serialize_artifact(state, h, artifact.path)
     ratio = stats["baseline_tensor_bytes"] / max(stats["payload_bytes"], 1)
@@ -1642,35 +1719,48 @@ def load_roundtrip_model(run: Run, artifact_path: str) -> GPT:
     return fresh
 
 
+def scored_stage(h: Hyperparameters) -> str:
+    """The last evaluation stage that runs is the score: legal TTT, else sliding window, else plain."""
+    return "legal_ttt" if h.ttt_enabled else ("sliding_window" if h.eval_stride > 0 else "roundtrip")
+
+
+def log_stage(run: Run, tag: str, scored: bool, loss: float, bpb: float, eval_ms: float, quals: str = "") -> None:
+    """The scored stage prints the baseline's pair (`<tag> …4 decimals… eval_time`, `<tag>_exact …8 decimals…`),
+    once. Every other stage is one DIAGNOSTIC line, which log parsers never take for the score."""
+    if scored:
+        run.log0(f"{tag} val_loss:{loss:.4f} val_bpb:{bpb:.4f}{quals} eval_time:{eval_ms:.0f}ms")
+        run.log0(f"{tag}_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
+    else:
+        run.log0(f"DIAGNOSTIC {tag} val_loss:{loss:.8f} val_bpb:{bpb:.8f}{quals} eval_time:{eval_ms:.0f}ms")
+
+
 def evaluate_artifact(run: Run, val: ValData, artifact: Artifact) -> tuple[str, float, float]:
-    """Score the round-tripped artifact: plain, then sliding window and legal TTT when enabled. The last one
-    run is the score; returns (exact tag, val_loss, val_bpb)."""
+    """Score the round-tripped artifact: plain, then sliding window and legal TTT when enabled. Tags name the
+    artifact's real format (`final_int6_zstd_…`); the last stage run is the score. Returns (exact tag,
+    val_loss, val_bpb)."""
     h, device, log0 = run.h, run.device, run.log0
+    prefix = f"final_int{h.quant_bits}_{artifact.codec}"
+    scored = scored_stage(h)
+    stride = f" stride:{h.eval_stride}" if h.eval_stride > 0 else ""
+    log0(f"final_eval_mode:{scored} scored_line:{prefix}_{scored}_exact{stride} batch_seqs:{h.eval_batch_seqs}")
     _sync(device)
     t_eval_start = _now()  # the evaluation clock starts at artifact load (conservative, §5.4)
     eval_model = load_roundtrip_model(run, artifact.path)
     scorer = torch.compile(eval_model, dynamic=False) if run.use_compile else eval_model
-    tag = f"final_int{h.quant_bits}_{artifact.codec}"
+    results: dict[str, tuple[float, float]] = {}
     _sync(device)
     t = _now()
-    q_loss, q_bpb = validate(run, scorer, val)
+    results["roundtrip"] = validate(run, scorer, val)
     _sync(device)
-    log0(f"{tag}_roundtrip val_loss:{q_loss:.4f} val_bpb:{q_bpb:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
-    log0(f"{tag}_roundtrip_exact val_loss:{q_loss:.8f} val_bpb:{q_bpb:.8f}")
-    score = (f"{tag}_roundtrip_exact", q_loss, q_bpb)
+    log_stage(run, f"{prefix}_roundtrip", scored == "roundtrip", *results["roundtrip"], 1000 * (_now() - t))
     if h.eval_stride > 0:
-        log0(f"final_eval_mode:sliding_window stride:{h.eval_stride} batch_seqs:{h.eval_batch_seqs}")
         t = _now()
-        s_loss, s_bpb = eval_sliding(
+        results["sliding_window"] = eval_sliding(
             h, scorer, run.rank, run.world_size, device, val.tokens, val.luts, run.autocast, h.eval_stride
         )
         _sync(device)
-        log0(
-            f"{tag}_sliding_window val_loss:{s_loss:.4f} val_bpb:{s_bpb:.4f} stride:{h.eval_stride} "
-            f"eval_time:{1000 * (_now() - t):.0f}ms"
-        )
-        log0(f"{tag}_sliding_window_exact val_loss:{s_loss:.8f} val_bpb:{s_bpb:.8f}")
-        score = (f"{tag}_sliding_window_exact", s_loss, s_bpb)
+        ms = 1000 * (_now() - t)
+        log_stage(run, f"{prefix}_sliding_window", scored == "sliding_window", *results["sliding_window"], ms, stride)
     if h.ttt_enabled:
         t = _now()
         ttt_model = load_roundtrip_model(run, artifact.path)  # TTT adapts its own copy of the round-tripped weights
@@ -1678,22 +1768,19 @@ def evaluate_artifact(run: Run, val: ValData, artifact: Artifact) -> tuple[str, 
             h, ttt_model, run.rank, run.world_size, device, val.tokens, val.luts, run.autocast, log0
         )
         _sync(device)
-        log0(f"legal_ttt val_loss:{t_loss:.4f} val_bpb:{t_bpb:.4f} eval_time:{1000 * (_now() - t):.0f}ms")
-        log0(f"legal_ttt_exact val_loss:{t_loss:.8f} val_bpb:{t_bpb:.8f}")
-        score = ("legal_ttt_exact", t_loss, t_bpb)
+        results["legal_ttt"] = (t_loss, t_bpb)
+        log_stage(run, f"{prefix}_legal_ttt", scored == "legal_ttt", t_loss, t_bpb, 1000 * (_now() - t))
     _sync(device)
     total_eval_s = _now() - t_eval_start
     log0(f"total_eval_time:{total_eval_s:.1f}s")
     run.event("eval_time_ms", round(1000 * total_eval_s))
-    return score
+    return (f"{prefix}_{scored}_exact", *results[scored])
 
 
 def report_score(run: Run, score: tuple[str, float, float]) -> None:
+    """The scored number was printed once, under its own tag; here it becomes the structured events."""
     tag, val_loss, val_bpb = score
-    if tag != "final_int8_zlib_roundtrip_exact":
-        # Compatibility copy of the scored number under the baseline's tag, for tools that read only it.
-        run.log0(f"final_score source:{tag}")
-        run.log0(f"final_int8_zlib_roundtrip_exact val_loss:{val_loss:.8f} val_bpb:{val_bpb:.8f}")
+    run.event("scored_line", tag)
     run.event("val_loss", val_loss)
     run.event("val_bpb", val_bpb)
 
@@ -1735,4 +1822,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except LaunchError as e:
+        sys.exit(f"train_gpt.py: error: {e}")

@@ -17,8 +17,16 @@ from reference_trainer import train_gpt as T
 
 CPU = torch.device("cpu")
 VOCAB = 48
-TINY = {"VOCAB_SIZE": str(VOCAB), "NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "2", "NUM_KV_HEADS": "1",
-        "TRAIN_SEQ_LEN": "32", "VAL_BATCH_SIZE": "256", "EVAL_BATCH_SEQS": "8"}
+TINY = {
+    "VOCAB_SIZE": str(VOCAB),
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "32",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "TRAIN_SEQ_LEN": "32",
+    "VAL_BATCH_SIZE": "256",
+    "EVAL_BATCH_SEQS": "8",
+}
 
 
 def autocast():
@@ -102,8 +110,7 @@ def test_ranks_tile_the_validation_set(monkeypatch, which):
 @pytest.mark.parametrize("stride,perturb_from", [(32, 2 * 128 + 1), (16, 2 * 128 + 16)])
 def test_ttt_is_score_first(stride, perturb_from):
     """Perturbing tokens from chunk 2 on leaves the scores of chunks 0 and 1 bit-identical."""
-    h = hparams(EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=128, TTT_LR=0.05, TTT_EPOCHS=2, TTT_BATCH_SEQS=2,
-                TTT_MOMENTUM=0.0)
+    h = hparams(EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=128, TTT_LR=0.05, TTT_EPOCHS=2, TTT_BATCH_SEQS=2, TTT_MOMENTUM=0.0)
     val, luts = val_stream(32 * 20 + 1), simple_luts()
     _, _, base = T.eval_ttt(h, random_model(h), 0, 1, CPU, val, luts, autocast, log0=lambda m: None)
     perturbed = val.clone()
@@ -113,8 +120,9 @@ def test_ttt_is_score_first(stride, perturb_from):
     assert base[0] == pert[0] and base[1] == pert[1]
     assert base[2] != pert[2]
     # ...and TTT really adapted the weights: later chunks score differently from plain sliding.
-    frozen = hparams(EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=128, TTT_LR=0.0, TTT_EPOCHS=2, TTT_BATCH_SEQS=2,
-                     TTT_MOMENTUM=0.0)
+    frozen = hparams(
+        EVAL_STRIDE=stride, TTT_CHUNK_TOKENS=128, TTT_LR=0.0, TTT_EPOCHS=2, TTT_BATCH_SEQS=2, TTT_MOMENTUM=0.0
+    )
     _, _, still = T.eval_ttt(frozen, random_model(h), 0, 1, CPU, val, luts, autocast, log0=lambda m: None)
     assert still[0] == base[0] and still[3] != base[3]
 
@@ -126,10 +134,12 @@ def test_ttt_without_updates_equals_sliding_and_skips_the_last_chunk():
     train_calls = []
     model.register_forward_pre_hook(lambda m, args: train_calls.append(args[0].shape[0]) if m.training else None)
     loss, bpb, chunks = T.eval_ttt(h, model, 0, 1, CPU, val, luts, autocast, log0=lambda m: None)
-    assert (loss, bpb) == pytest.approx(T.eval_sliding(h, random_model(h), 0, 1, CPU, val, luts, autocast, 16),
-                                        rel=1e-9)
+    assert (loss, bpb) == pytest.approx(
+        T.eval_sliding(h, random_model(h), 0, 1, CPU, val, luts, autocast, 16), rel=1e-9
+    )
     assert sum(c[1] for c in chunks) == val.numel() - 1
     n_chunks = math.ceil((val.numel() - 1) / 96)
-    expected = sum(3 * math.ceil(len(range(c * 96, min((c + 1) * 96, 384) - 32 + 1, 32)) / 2)
-                   for c in range(n_chunks - 1))
+    expected = sum(
+        3 * math.ceil(len(range(c * 96, min((c + 1) * 96, 384) - 32 + 1, 32)) / 2) for c in range(n_chunks - 1)
+    )
     assert len(train_calls) == expected  # no training step on the final chunk

@@ -128,8 +128,19 @@ def test_partial_rope_leaves_the_tail_dims_alone():
 
 
 def test_model_is_causal_with_every_option_on():
-    h = hparams(SMEAR_GATE=1, BIGRAM_VOCAB_SIZE=31, XSA_LAST_N=9, SKIP_GATES_ENABLED=1, BACKOUT_LAYER=0,
-                MLP_ACT="leaky_relu2", ROPE_DIMS=4, LN_SCALE=1, ORTHO_INIT=1, TIE_EMBEDDINGS=0, NUM_LAYERS=3)
+    h = hparams(
+        SMEAR_GATE=1,
+        BIGRAM_VOCAB_SIZE=31,
+        XSA_LAST_N=9,
+        SKIP_GATES_ENABLED=1,
+        BACKOUT_LAYER=0,
+        MLP_ACT="leaky_relu2",
+        ROPE_DIMS=4,
+        LN_SCALE=1,
+        ORTHO_INIT=1,
+        TIE_EMBEDDINGS=0,
+        NUM_LAYERS=3,
+    )
     model = randomised(T.GPT(h, "math")).eval()
     x = torch.randint(0, 64, (1, 12))
     x2 = x.clone()
@@ -157,3 +168,19 @@ def test_newton_schulz_orthogonalises_and_muon_decays():
     p.grad = torch.zeros(8, 8)
     opt.step()
     assert torch.allclose(p.detach(), torch.full((8, 8), 0.95))  # decoupled decay: p *= 1 - lr * wd
+
+
+def test_rope_tables_stay_fp32_where_the_baseline_computes_them_in_bf16():
+    """docs/trainer.md, "RoPE precision": the CUDA body cast leaves the inv_freq buffer fp32, so positions, angles
+    and tables are fp32 (cast to bf16 only at the end); the baseline's `.bfloat16()` computes all of them in bf16."""
+    model = T.cast_bf16_body(T.GPT(hparams(), "sdpa"))
+    rot = model.blocks[0].attn.rotary
+    assert rot.inv_freq.dtype == torch.float32 and model.tok_emb.weight.dtype == torch.bfloat16
+    assert model.blocks[0].attn.c_q.weight.dtype == torch.float32  # fp32 master linears
+    cpu, n = torch.device("cpu"), 1024
+    exact = torch.cos(torch.arange(n, dtype=torch.float64)[:, None] * rot.inv_freq.double())
+    ours = rot(n, cpu, torch.bfloat16)[0].squeeze().double()
+    baseline = torch.outer(torch.arange(n, dtype=torch.bfloat16), rot.inv_freq.bfloat16()).cos().double()
+    assert (ours - exact).abs().max() < 4e-3  # bf16 rounding of the value only
+    err = (baseline - exact).abs()
+    assert err[:256].max() > 0.05 and err[512:].mean() > 0.05  # bf16 angles: positions >= 256 are not even exact

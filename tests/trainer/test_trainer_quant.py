@@ -26,8 +26,12 @@ def weights(rows=96, cols=1024, seed=0):
 
 
 def test_int8_is_the_baseline_format_and_error_is_half_a_step():
-    sd = {"blocks.0.mlp.fc.weight": weights(), "blocks.0.attn_scale": torch.rand(512),
-          "blocks.0.small": torch.randn(8, 8), "step": torch.tensor(3)}
+    sd = {
+        "blocks.0.mlp.fc.weight": weights(),
+        "blocks.0.attn_scale": torch.rand(512),
+        "blocks.0.small": torch.randn(8, 8),
+        "step": torch.tensor(3),
+    }
     obj, stats = T.quantize_state_dict(sd, 8)
     assert obj["__quant_format__"] == "int8_clean_per_row_v1"
     assert set(obj) >= {"quantized", "scales", "dtypes", "passthrough"}
@@ -87,8 +91,16 @@ def test_codec_resolution():
 
 
 def test_magnitude_pruning_zeroes_the_requested_fraction():
-    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
-                           "NUM_KV_HEADS": "2", "MLP_MULT": "2"})
+    h = hparams(
+        {
+            "VOCAB_SIZE": "64",
+            "NUM_LAYERS": "1",
+            "MODEL_DIM": "256",
+            "NUM_HEADS": "2",
+            "NUM_KV_HEADS": "2",
+            "MLP_MULT": "2",
+        }
+    )
     model = T.GPT(h)
     with torch.no_grad():
         for p in model.parameters():
@@ -100,8 +112,16 @@ def test_magnitude_pruning_zeroes_the_requested_fraction():
 
 
 def test_artifact_round_trip_into_a_fresh_model(tmp_path):
-    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "2", "MODEL_DIM": "256", "NUM_HEADS": "2",
-                           "NUM_KV_HEADS": "1", "QUANT_BITS": "6"})
+    h = hparams(
+        {
+            "VOCAB_SIZE": "64",
+            "NUM_LAYERS": "2",
+            "MODEL_DIM": "256",
+            "NUM_HEADS": "2",
+            "NUM_KV_HEADS": "1",
+            "QUANT_BITS": "6",
+        }
+    )
     torch.manual_seed(0)
     model = T.GPT(h)
     with torch.no_grad():
@@ -118,8 +138,7 @@ def test_artifact_round_trip_into_a_fresh_model(tmp_path):
 
 
 def test_int8_container_matches_baseline_zlib_layout(tmp_path):
-    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2",
-                           "NUM_KV_HEADS": "2"})
+    h = hparams({"VOCAB_SIZE": "64", "NUM_LAYERS": "1", "MODEL_DIM": "256", "NUM_HEADS": "2", "NUM_KV_HEADS": "2"})
     model = T.GPT(h)
     path = tmp_path / "final_model.int8.ptz"
     T.serialize_artifact(model.state_dict(), h, str(path))

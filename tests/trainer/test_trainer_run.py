@@ -75,11 +75,15 @@ def test_baseline_log_lines_and_round_trip_score(monkeypatch, tmp_path, dataset)
     luts = T.build_sentencepiece_luts(sp, h.vocab_size, torch.device("cpu"))
     val = T.load_validation_tokens(h.val_files, h.eval_seq_len)
     import contextlib
+
     again = T.eval_val(h, fresh, 0, 1, torch.device("cpu"), 1, val, luts, contextlib.nullcontext)
     assert exact(lines, "final_int8_zlib_roundtrip_exact") == pytest.approx(again, abs=1e-8)
-    sizes = {k: int(re.search(r"(\d+) bytes", ln).group(1)) for ln in lines
-             for k in ("Code size", "Serialized model int8+zlib", "Total submission size int8+zlib")
-             if ln.startswith(k + ":")}
+    sizes = {
+        k: int(re.search(r"(\d+) bytes", ln).group(1))
+        for ln in lines
+        for k in ("Code size", "Serialized model int8+zlib", "Total submission size int8+zlib")
+        if ln.startswith(k + ":")
+    }
     assert sizes["Code size"] == len(Path(T.__file__).read_bytes())
     assert sizes["Serialized model int8+zlib"] == (tmp_path / "art" / "final_model.int8.ptz").stat().st_size
     assert sizes["Total submission size int8+zlib"] == sizes["Code size"] + sizes["Serialized model int8+zlib"]
@@ -90,8 +94,9 @@ def test_warmup_restores_the_initial_state(monkeypatch, tmp_path, dataset):
     b = tmp_path / "b"
     a.mkdir(), b.mkdir()
     _, cold = run_main(monkeypatch, a, tiny_env(dataset, RUN_ID="cold", ITERATIONS=4, ARTIFACT_DIR=str(a)))
-    _, warm = run_main(monkeypatch, b, tiny_env(dataset, RUN_ID="warm", ITERATIONS=4, WARMUP_STEPS=3,
-                                                ARTIFACT_DIR=str(b)))
+    _, warm = run_main(
+        monkeypatch, b, tiny_env(dataset, RUN_ID="warm", ITERATIONS=4, WARMUP_STEPS=3, ARTIFACT_DIR=str(b))
+    )
     assert any(ln == "warmup_step:3/3" for ln in warm)
     assert exact(warm, "final_int8_zlib_roundtrip_exact") == exact(cold, "final_int8_zlib_roundtrip_exact")
 
@@ -99,8 +104,11 @@ def test_warmup_restores_the_initial_state(monkeypatch, tmp_path, dataset):
 def test_wallclock_cap_stops_training(monkeypatch, tmp_path, dataset):
     clock = iter(range(10**6))
     monkeypatch.setattr(T, "_now", lambda: float(next(clock)))  # every reading advances one second
-    _, lines = run_main(monkeypatch, tmp_path, tiny_env(dataset, RUN_ID="cap", ITERATIONS=1000,
-                                                        MAX_WALLCLOCK_SECONDS=5, ARTIFACT_DIR=str(tmp_path)))
+    _, lines = run_main(
+        monkeypatch,
+        tmp_path,
+        tiny_env(dataset, RUN_ID="cap", ITERATIONS=1000, MAX_WALLCLOCK_SECONDS=5, ARTIFACT_DIR=str(tmp_path)),
+    )
     stop = [re.match(r"^stopping_early: wallclock_cap train_time:(\d+)ms step:(\d+)/1000$", ln) for ln in lines]
     stop = [m for m in stop if m]
     assert len(stop) == 1
@@ -112,9 +120,20 @@ def test_late_qat_switches_on_and_changes_training(monkeypatch, tmp_path, datase
     for name, extra in (("plain", {}), ("qat", {"LATE_QAT_THRESHOLD": 0.5})):
         d = tmp_path / name
         d.mkdir()
-        _, lines = run_main(monkeypatch, d, tiny_env(dataset, RUN_ID=name, ITERATIONS=10, WARMDOWN_ITERS=10,
-                                                     TRAIN_LOG_EVERY=1, QUANT_BITS=6, ARTIFACT_DIR=str(d),
-                                                     **extra))
+        _, lines = run_main(
+            monkeypatch,
+            d,
+            tiny_env(
+                dataset,
+                RUN_ID=name,
+                ITERATIONS=10,
+                WARMDOWN_ITERS=10,
+                TRAIN_LOG_EVERY=1,
+                QUANT_BITS=6,
+                ARTIFACT_DIR=str(d),
+                **extra,
+            ),
+        )
         runs[name] = lines
     assert "late_qat:enabled step:6 scale:0.4000" in runs["qat"]
     losses = {k: [ln.split()[1] for ln in v if " train_loss:" in ln] for k, v in runs.items()}
@@ -123,16 +142,37 @@ def test_late_qat_switches_on_and_changes_training(monkeypatch, tmp_path, datase
 
 
 def test_modern_stack_run_with_sliding_and_ttt(monkeypatch, tmp_path, dataset):
-    env = tiny_env(dataset, RUN_ID="modern", QUANT_BITS=6, EMA_ENABLED=1, EMA_DECAY=0.5, SMEAR_GATE=1, XSA_LAST_N=2,
-                   BIGRAM_VOCAB_SIZE=64, MLP_ACT="leaky_relu2", EVAL_STRIDE=16, TTT_ENABLED=1,
-                   TTT_CHUNK_TOKENS=2048, TTT_EPOCHS=1, PRUNE_FRAC=0.1, ARTIFACT_DIR=str(tmp_path))
+    env = tiny_env(
+        dataset,
+        RUN_ID="modern",
+        QUANT_BITS=6,
+        EMA_ENABLED=1,
+        EMA_DECAY=0.5,
+        SMEAR_GATE=1,
+        XSA_LAST_N=2,
+        BIGRAM_VOCAB_SIZE=64,
+        MLP_ACT="leaky_relu2",
+        EVAL_STRIDE=16,
+        TTT_ENABLED=1,
+        TTT_CHUNK_TOKENS=2048,
+        TTT_EPOCHS=1,
+        PRUNE_FRAC=0.1,
+        ARTIFACT_DIR=str(tmp_path),
+    )
     rc, lines = run_main(monkeypatch, tmp_path, env)
     assert rc == 0 and "ema:applying EMA weights" in lines
     assert any(ln.startswith("Serialized model int6+") for ln in lines)
-    sliding = exact(lines, r"final_int6_(?:zstd|lzma)_sliding_window_exact")
-    ttt = exact(lines, "legal_ttt_exact")
-    assert lines[-4] == "final_score source:legal_ttt_exact"
-    assert exact(lines, "final_int8_zlib_roundtrip_exact") == ttt != sliding
+    codec = T.resolve_codec("auto", 6)
+    # TTT is the score, printed once under a tag naming the artifact's real format; the earlier stages are
+    # diagnostics, and nothing is printed under the baseline's int8+zlib tag.
+    ttt = exact(lines, f"final_int6_{codec}_legal_ttt_exact")
+    sliding = exact(lines, f"DIAGNOSTIC final_int6_{codec}_sliding_window")
+    plain = exact(lines, f"DIAGNOSTIC final_int6_{codec}_roundtrip")
+    assert len({ttt, sliding, plain}) == 3
+    assert not any("final_int8_zlib" in ln for ln in lines)
+    assert [ln for ln in lines if ln.endswith(f"val_bpb:{ttt[1]:.8f}") and not ln.startswith("DIAGNOSTIC")] == [
+        f"final_int6_{codec}_legal_ttt_exact val_loss:{ttt[0]:.8f} val_bpb:{ttt[1]:.8f}"
+    ]
 
 
 def test_bad_configuration_is_refused(monkeypatch, tmp_path, dataset):
@@ -147,12 +187,23 @@ def test_bad_configuration_is_refused(monkeypatch, tmp_path, dataset):
 def test_two_process_gloo_run_matches_single_process(tmp_path, dataset):
     script = str(Path(T.__file__))
     base = {**os.environ, **tiny_env(dataset, ITERATIONS=4), "OMP_NUM_THREADS": "1"}
-    single = subprocess.run([sys.executable, script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={**base, "RUN_ID": "one", "GRAD_ACCUM_STEPS": "2", "ARTIFACT_DIR": "one"})
+    single = subprocess.run(
+        [sys.executable, script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, "RUN_ID": "one", "GRAD_ACCUM_STEPS": "2", "ARTIFACT_DIR": "one"},
+    )
     assert single.returncode == 0, single.stderr[-2000:]
-    double = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-                            env={**base, "RUN_ID": "two", "GRAD_ACCUM_STEPS": "1", "ARTIFACT_DIR": "two"})
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", script],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**base, "RUN_ID": "two", "GRAD_ACCUM_STEPS": "1", "ARTIFACT_DIR": "two"},
+    )
     assert double.returncode == 0, double.stderr[-2000:]
     assert "world_size:2 grad_accum_steps:1" in double.stdout
     one = exact(single.stdout.splitlines(), "final_int8_zlib_roundtrip_exact")
