@@ -44,7 +44,9 @@ def _codes(text: str | None) -> set[str] | None:
     return {c.strip() for c in text.split(",") if c.strip()} if text else None
 
 
-def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout=False) -> list[AuditReport]:
+def _reports_for(
+    path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout=False
+) -> list[AuditReport]:
     if base is not None:
         check_rev(base, "--base")
         if not (git_dir or checkout):
@@ -80,7 +82,9 @@ def _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filte
     if checkout:  # only when asked: a record folder may ship its own .git/ and must not steer git
         head, folders = checkout_folders(p, base)
         if not folders:
-            raise InputError(f"{path}: the checked-out branch adds or changes no record folder (base {base or 'merge-base with main'})")
+            raise InputError(
+                f"{path}: the checked-out branch adds or changes no record folder (base {base or 'merge-base with main'})"
+            )
         reports = []
         for f in folders:
             sub = load_folder(p / f, name=f).at(head_sha or head, repo_url)
@@ -137,23 +141,67 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
 @click.option("--prs", help="Comma-separated PR numbers to audit in batch.")
 @click.option("--all-prs", is_flag=True, help="Audit every refs/pull/*/head in --git-dir (batch).")
 @click.option("--folder", help="Record folder inside the ref (default: the folder(s) the ref adds).")
-@click.option("--checkout", is_flag=True, help="PATH is a checkout of the challenge repo: audit the record folders its branch adds (runs git there, its config defused).")
-@click.option("--base", help="With --checkout or --git-dir: base to diff against (default: merge-base with main / origin/main).")
-@click.option("--format", "fmt", type=click.Choice(["text", "markdown", "json", "sarif"]), default="text", show_default=True)
+@click.option(
+    "--checkout",
+    is_flag=True,
+    help="PATH is a checkout of the challenge repo: audit the record folders its branch adds (runs git there, its config defused).",
+)
+@click.option(
+    "--base", help="With --checkout or --git-dir: base to diff against (default: merge-base with main / origin/main)."
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "markdown", "json", "sarif"]), default="text", show_default=True
+)
 @click.option("--output", "-o", help="Write the machine output here instead of stdout.")
 @click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="error", show_default=True)
 @click.option("--exit-zero", is_flag=True, help="Always exit 0 unless the input is unusable.")
 @click.option("--repo-url", help="Repository URL for permalinks (e.g. https://github.com/openai/parameter-golf).")
 @click.option("--head-sha", help="Head commit SHA for permalinks and the review marker.")
-@click.option("--select", help="Only these codes (comma-separated; codes, prefixes, names or categories, any case), e.g. PG1,PG230.")
-@click.option("--ignore", help="Drop these codes (same selectors), e.g. PG230 for synthetic data, or tokenizer_bpb_bug.")
+@click.option(
+    "--select",
+    help="Only these codes (comma-separated; codes, prefixes, names or categories, any case), e.g. PG1,PG230.",
+)
+@click.option(
+    "--ignore", help="Drop these codes (same selectors), e.g. PG230 for synthetic data, or tokenizer_bpb_bug."
+)
 @click.option("--jobs", "-j", type=int, default=0, help="Batch worker processes (default: all cores).")
-@click.option("--resume", is_flag=True, help="Batch: keep the PRs already in --output (or its .partial) and audit the rest.")
-@click.option("--pr-timeout", type=click.FloatRange(min=0, min_open=True), default=PR_TIMEOUT_S, show_default=True, help="Batch: seconds one PR may take; past it the PR is recorded as needs-human and the queue goes on.")
+@click.option(
+    "--resume", is_flag=True, help="Batch: keep the PRs already in --output (or its .partial) and audit the rest."
+)
+@click.option(
+    "--pr-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=PR_TIMEOUT_S,
+    show_default=True,
+    help="Batch: seconds one PR may take; past it the PR is recorded as needs-human and the queue goes on.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
-def cli(path, git_dir, ref, pr, prs, all_prs, folder, base, fmt, output, fail_on, exit_zero, repo_url, head_sha, select, ignore, jobs, verbose, list_rules, checkout, pr_timeout, resume):
+def cli(
+    path,
+    git_dir,
+    ref,
+    pr,
+    prs,
+    all_prs,
+    folder,
+    base,
+    fmt,
+    output,
+    fail_on,
+    exit_zero,
+    repo_url,
+    head_sha,
+    select,
+    ignore,
+    jobs,
+    verbose,
+    list_rules,
+    checkout,
+    pr_timeout,
+    resume,
+):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
     PATH is a record folder (a .git/ inside it is ignored); with --checkout, a checkout of the challenge repository.

@@ -121,7 +121,9 @@ def select_codes(selectors: Iterable[str] | None, codes: Iterable[Code]) -> set[
             if c.code.lower().startswith(key) or key in (c.rule_id.lower(), c.name, (c.category or "").lower())
         }
         if not hits:
-            vocab = sorted({c.code for c in codes} | {c.name for c in codes} | {c.category for c in codes if c.category})
+            vocab = sorted(
+                {c.code for c in codes} | {c.name for c in codes} | {c.category for c in codes if c.category}
+            )
             near = difflib.get_close_matches(raw.strip(), vocab, n=1) or difflib.get_close_matches(key, vocab, n=1)
             hint = f"; did you mean {near[0]}?" if near else "; see pgolf-audit --list-rules"
             raise InputError(f"unknown rule selector {raw.strip()!r}{hint}")
@@ -129,48 +131,74 @@ def select_codes(selectors: Iterable[str] | None, codes: Iterable[Code]) -> set[
     return out
 
 
-def _code(code: str, name: str, category: str | None, severity: Severity, summary: str, doc: str = "",
-          ruling: str = "", origin: str = "check") -> Code:
+def _code(
+    code: str,
+    name: str,
+    category: str | None,
+    severity: Severity,
+    summary: str,
+    doc: str = "",
+    ruling: str = "",
+    origin: str = "check",
+) -> Code:
     return REGISTRY.add(Code(code, name, category, severity, summary, doc.strip(), ruling, origin))
 
 
 # --- the audit itself (PG000–PG009) -------------------------------------------------------------------------
 INTERNAL_ERROR = _code(
-    "PG000", "internal-error", UNANALYSED, Severity.WARNING,
+    "PG000",
+    "internal-error",
+    UNANALYSED,
+    Severity.WARNING,
     "A stage of the audit failed inside pgolf; that part of the audit is missing",
     "An exception inside pgolf is reported instead of losing the audit; the rest of the audit still ran. "
     "The verdict cannot be `clean` while a part is missing.",
     origin="engine",
 )
 CANNOT_PARSE = _code(
-    "PG001", "cannot-parse", UNANALYSED, Severity.WARNING,
+    "PG001",
+    "cannot-parse",
+    UNANALYSED,
+    Severity.WARNING,
     "A Python source (as shipped or decoded) does not parse; its code rules were not run",
     "The code rules need an AST. A source that does not parse as Python 3 (Python 2 syntax, a truncated "
     "payload) is reported so a human reads it: the verdict is at least `needs-human`.",
     origin="load",
 )
 DECOMPRESSION_BOMB = _code(
-    "PG002", "decompression-bomb", UNANALYSED, Severity.WARNING,
+    "PG002",
+    "decompression-bomb",
+    UNANALYSED,
+    Severity.WARNING,
     "A compressed payload inflates past the decode budget; it was not analysed",
     "Self-extracting wrappers are decoded statically within a byte budget; a payload beyond it is not "
     "decoded, so the code it holds was not audited.",
     origin="load",
 )
 SCRIPT_THAT_RAN = _code(
-    "PG003", "script-that-ran", None, Severity.INFO,
+    "PG003",
+    "script-that-ran",
+    None,
+    Severity.INFO,
     "A non-entry script whose own messages are in the logs is audited too",
     "A nested copy of the record or a separate eval script is audited as well when the logs print at least "
     "two messages that only it prints: it produced (some of) the results.",
     origin="load",
 )
 NOTHING_TO_AUDIT = _code(
-    "PG004", "nothing-to-audit", UNANALYSED, Severity.WARNING,
+    "PG004",
+    "nothing-to-audit",
+    UNANALYSED,
+    Severity.WARNING,
     "No Python entry script: there is no code to check",
     "A folder whose code the auditor cannot find is not clean: a human must look at what it ships.",
     origin="load",
 )
 SOURCE_NOT_READ = _code(
-    "PG005", "source-not-read", UNANALYSED, Severity.WARNING,
+    "PG005",
+    "source-not-read",
+    UNANALYSED,
+    Severity.WARNING,
     "A source was not analysed: too large, unreadable, not text, a notebook, or a payload that could not be decoded",
     "Whatever code the auditor could not read — a Python file over the size bound, bytes that are not text, a "
     "Jupyter notebook, an `exec` of something it cannot evaluate statically — may hold a mechanism; the "
@@ -178,14 +206,20 @@ SOURCE_NOT_READ = _code(
     origin="load",
 )
 NO_LOGS = _code(
-    "PG006", "no-logs", UNCHECKED, Severity.WARNING,
+    "PG006",
+    "no-logs",
+    UNCHECKED,
+    Severity.WARNING,
     "No training log in the folder: the claimed score and the caps cannot be checked",
     "The logs are the evidence of what ran (docs/rulings.md §4, lesson 2); without them nothing claimed can be "
     "checked.",
     origin="load",
 )
 COLLAPSED = _code(
-    "PG007", "more-of-the-same", None, Severity.INFO,
+    "PG007",
+    "more-of-the-same",
+    None,
+    Severity.INFO,
     "Many findings of one code: the first are listed, the rest are counted here",
     "Keeps reports readable and machine outputs bounded (a folder of 100,000 skipped files is one finding, "
     "not 100,000).",
@@ -194,78 +228,222 @@ COLLAPSED = _code(
 
 # --- the folder (PG010–PG019) ---------------------------------------------------------------------------------
 MISSING_FILE = _code(
-    "PG010", "missing-file", None, Severity.WARNING,
+    "PG010",
+    "missing-file",
+    None,
+    Severity.WARNING,
     "A file every record folder ships is missing (README.md, submission.json)",
     ruling=SUBMISSION_PROCESS,
 )
 SUBMISSION_JSON = _code(
-    "PG011", "submission-json", None, Severity.WARNING,
+    "PG011",
+    "submission-json",
+    None,
+    Severity.WARNING,
     "submission.json does not parse as a JSON object, or lacks the usual keys",
     ruling=SUBMISSION_PROCESS,
 )
 FILE_SKIPPED = _code(
-    "PG012", "file-skipped", None, Severity.INFO,
+    "PG012",
+    "file-skipped",
+    None,
+    Severity.INFO,
     "A file of the folder was not read (too large, a symlink leaving the folder, not a regular file)",
     ruling=SUBMISSION_PROCESS,
 )
 CODE_OVER_CAP = _code(
-    "PG013", "code-over-cap", "size_over_cap", Severity.ERROR,
+    "PG013",
+    "code-over-cap",
+    "size_over_cap",
+    Severity.ERROR,
     "The code files alone are over the 16,000,000-byte cap",
     ruling=SUBMISSION_PROCESS,
 )
 AUTHOR_SUPPRESSION = _code(
-    "PG020", "author-suppression", None, Severity.INFO,
+    "PG020",
+    "author-suppression",
+    None,
+    Severity.INFO,
     "An inline suppression comment (`# noqa`, `# nosec`, `# pgolf: ignore`) in submitted code",
     "Suppression comments in submitted code are reported, never obeyed (docs/rulings.md §4, lesson 10).",
 )
 
 # --- claims vs logs (PG201–PG299) ---------------------------------------------------------------------------
 _CLAIMS_DOC = "Claims come from README.md and submission.json; the logs decide (docs/rulings.md §4, lesson 2)."
-CLAIM_NOT_IN_LOGS = _code("PG201", "claim-not-in-logs", None, Severity.WARNING,
-                          "The claimed val_bpb is not printed by any log line, nor the mean of the logged seeds",
-                          _CLAIMS_DOC, RULES_URL)
-SEED_VALUE_MISMATCH = _code("PG202", "seed-value-mismatch", None, Severity.WARNING,
-                            "A claimed per-seed score differs from that seed's log", _CLAIMS_DOC, RULES_URL)
-SEED_LABEL_MISMATCH = _code("PG203", "seed-label-mismatch", None, Severity.WARNING,
-                            "A log file's name says one seed, its contents another", _CLAIMS_DOC, RULES_URL)
-DUPLICATE_RUN = _code("PG204", "duplicate-run", None, Severity.WARNING,
-                      "Two logs claimed as different seeds hold the same run", _CLAIMS_DOC, RULES_URL)
-MISSING_SEED_LOGS = _code("PG205", "missing-seed-logs", None, Severity.WARNING,
-                          "Claimed seeds have no log in the folder", _CLAIMS_DOC, RULES_URL)
-CLAIM_MATCHES_DIAGNOSTIC = _code("PG206", "claim-matches-diagnostic", None, Severity.WARNING,
-                                 "The claimed score matches only a diagnostic line, not a scored stage",
-                                 _CLAIMS_DOC, RULES_URL)
-CONCATENATED_RUNS = _code("PG207", "concatenated-runs", None, Severity.INFO,
-                          "Several runs are appended to one log file; the last is taken", _CLAIMS_DOC, RULES_URL)
-SIZE_OVER_CAP = _code("PG210", "size-over-cap", "size_over_cap", Severity.ERROR,
-                      "The logged artifact (code + compressed model) is over 16,000,000 bytes",
-                      "The cap is decimal: 16,000,000 bytes, code plus compressed model.", RULES_URL)
-SHIPPED_SIZE_OVER_CAP = _code("PG211", "shipped-size-over-cap", "size_over_cap", Severity.ERROR,
-                              "The shipped model file plus code is over 16,000,000 bytes", ruling=RULES_URL)
-BYTE_CLAIM_NOT_IN_LOGS = _code("PG212", "byte-claim-not-in-logs", None, Severity.WARNING,
-                               "The claimed artifact size is not printed by any log", _CLAIMS_DOC, RULES_URL)
-CLAIMED_SIZE_OVER_CAP = _code("PG213", "claimed-size-over-cap", "size_over_cap", Severity.ERROR,
-                              "The submission's own claimed size is over 16,000,000 bytes", ruling=RULES_URL)
-STALE_SIZE_LINE = _code("PG214", "stale-size-line", None, Severity.INFO,
-                        "A size line over the cap belongs to an earlier packing than the code shipped",
-                        ruling=RULES_URL)
-TRAIN_TIME_OVER_CAP = _code("PG220", "train-time-over-cap", "time_over_cap", Severity.ERROR,
-                            "Training ran longer than 600 s on the logged clock", ruling=RULES_URL)
-EVAL_TIME_OVER_CAP = _code("PG221", "eval-time-over-cap", "time_over_cap", Severity.ERROR,
-                           "Evaluation ran longer than 600 s on the logged clock", ruling=RULES_URL)
-EVAL_STAGES_OVER_CAP = _code("PG222", "eval-stages-over-cap", "time_over_cap", Severity.ERROR,
-                             "The evaluation stages together ran longer than 600 s", ruling=RULES_URL)
-WALLCLOCK_OVER_BUDGET = _code("PG223", "wallclock-over-budget", None, Severity.WARNING,
-                              "The run's configured wall-clock budget exceeds 600 s", ruling=RULES_URL)
-VAL_SUBSET = _code("PG230", "val-subset", "tokenizer_bpb_bug", Severity.ERROR,
-                   "The score covers a subset of the validation split (tokens x bpb do not give the split's bytes)",
-                   ruling=RULES_URL)
-BYTE_ACCOUNTING = _code("PG231", "byte-accounting", "tokenizer_bpb_bug", Severity.ERROR,
-                        "The byte count behind the score differs from the split's bytes", ruling=RULES_URL)
-VAL_SPLIT_MISMATCH = _code("PG232", "val-split-mismatch", "other", Severity.ERROR,
-                           "The validation data is not the challenge's split (its own export)", ruling=RULES_URL)
-VAL_BYTES_DRIFT = _code("PG233", "val-bytes-drift", None, Severity.INFO,
-                        "Implied validation bytes drift slightly, or an earlier official export was used",
-                        ruling=RULES_URL)
-BYTES_PER_TOKEN_MISMATCH = _code("PG234", "bytes-per-token-mismatch", None, Severity.WARNING,
-                                 "Logged bytes per token do not match the tokenizer family", ruling=RULES_URL)
+CLAIM_NOT_IN_LOGS = _code(
+    "PG201",
+    "claim-not-in-logs",
+    None,
+    Severity.WARNING,
+    "The claimed val_bpb is not printed by any log line, nor the mean of the logged seeds",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+SEED_VALUE_MISMATCH = _code(
+    "PG202",
+    "seed-value-mismatch",
+    None,
+    Severity.WARNING,
+    "A claimed per-seed score differs from that seed's log",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+SEED_LABEL_MISMATCH = _code(
+    "PG203",
+    "seed-label-mismatch",
+    None,
+    Severity.WARNING,
+    "A log file's name says one seed, its contents another",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+DUPLICATE_RUN = _code(
+    "PG204",
+    "duplicate-run",
+    None,
+    Severity.WARNING,
+    "Two logs claimed as different seeds hold the same run",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+MISSING_SEED_LOGS = _code(
+    "PG205",
+    "missing-seed-logs",
+    None,
+    Severity.WARNING,
+    "Claimed seeds have no log in the folder",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+CLAIM_MATCHES_DIAGNOSTIC = _code(
+    "PG206",
+    "claim-matches-diagnostic",
+    None,
+    Severity.WARNING,
+    "The claimed score matches only a diagnostic line, not a scored stage",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+CONCATENATED_RUNS = _code(
+    "PG207",
+    "concatenated-runs",
+    None,
+    Severity.INFO,
+    "Several runs are appended to one log file; the last is taken",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+SIZE_OVER_CAP = _code(
+    "PG210",
+    "size-over-cap",
+    "size_over_cap",
+    Severity.ERROR,
+    "The logged artifact (code + compressed model) is over 16,000,000 bytes",
+    "The cap is decimal: 16,000,000 bytes, code plus compressed model.",
+    RULES_URL,
+)
+SHIPPED_SIZE_OVER_CAP = _code(
+    "PG211",
+    "shipped-size-over-cap",
+    "size_over_cap",
+    Severity.ERROR,
+    "The shipped model file plus code is over 16,000,000 bytes",
+    ruling=RULES_URL,
+)
+BYTE_CLAIM_NOT_IN_LOGS = _code(
+    "PG212",
+    "byte-claim-not-in-logs",
+    None,
+    Severity.WARNING,
+    "The claimed artifact size is not printed by any log",
+    _CLAIMS_DOC,
+    RULES_URL,
+)
+CLAIMED_SIZE_OVER_CAP = _code(
+    "PG213",
+    "claimed-size-over-cap",
+    "size_over_cap",
+    Severity.ERROR,
+    "The submission's own claimed size is over 16,000,000 bytes",
+    ruling=RULES_URL,
+)
+STALE_SIZE_LINE = _code(
+    "PG214",
+    "stale-size-line",
+    None,
+    Severity.INFO,
+    "A size line over the cap belongs to an earlier packing than the code shipped",
+    ruling=RULES_URL,
+)
+TRAIN_TIME_OVER_CAP = _code(
+    "PG220",
+    "train-time-over-cap",
+    "time_over_cap",
+    Severity.ERROR,
+    "Training ran longer than 600 s on the logged clock",
+    ruling=RULES_URL,
+)
+EVAL_TIME_OVER_CAP = _code(
+    "PG221",
+    "eval-time-over-cap",
+    "time_over_cap",
+    Severity.ERROR,
+    "Evaluation ran longer than 600 s on the logged clock",
+    ruling=RULES_URL,
+)
+EVAL_STAGES_OVER_CAP = _code(
+    "PG222",
+    "eval-stages-over-cap",
+    "time_over_cap",
+    Severity.ERROR,
+    "The evaluation stages together ran longer than 600 s",
+    ruling=RULES_URL,
+)
+WALLCLOCK_OVER_BUDGET = _code(
+    "PG223",
+    "wallclock-over-budget",
+    None,
+    Severity.WARNING,
+    "The run's configured wall-clock budget exceeds 600 s",
+    ruling=RULES_URL,
+)
+VAL_SUBSET = _code(
+    "PG230",
+    "val-subset",
+    "tokenizer_bpb_bug",
+    Severity.ERROR,
+    "The score covers a subset of the validation split (tokens x bpb do not give the split's bytes)",
+    ruling=RULES_URL,
+)
+BYTE_ACCOUNTING = _code(
+    "PG231",
+    "byte-accounting",
+    "tokenizer_bpb_bug",
+    Severity.ERROR,
+    "The byte count behind the score differs from the split's bytes",
+    ruling=RULES_URL,
+)
+VAL_SPLIT_MISMATCH = _code(
+    "PG232",
+    "val-split-mismatch",
+    "other",
+    Severity.ERROR,
+    "The validation data is not the challenge's split (its own export)",
+    ruling=RULES_URL,
+)
+VAL_BYTES_DRIFT = _code(
+    "PG233",
+    "val-bytes-drift",
+    None,
+    Severity.INFO,
+    "Implied validation bytes drift slightly, or an earlier official export was used",
+    ruling=RULES_URL,
+)
+BYTES_PER_TOKEN_MISMATCH = _code(
+    "PG234",
+    "bytes-per-token-mismatch",
+    None,
+    Severity.WARNING,
+    "Logged bytes per token do not match the tokenizer family",
+    ruling=RULES_URL,
+)

@@ -167,7 +167,9 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     sources = st.run("scripts that ran", scripts_that_ran, folder, sources, messages, default=sources)
     st.findings.extend(sources.findings)
     config = Config(env=env, logged=logs.hyperparams)
-    program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build([], config)
+    program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build(
+        [], config
+    )
     analyses = Analyses(program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines])
     rules_run = _rules(analyses, folder, select, ignore, st)
     st.findings.extend(st.run("folder checks", package_findings, folder, sources, default=[]))

@@ -40,7 +40,9 @@ def live_legal_mechanisms(findings: list[Finding]) -> list[Finding]:
     return [
         f
         for f in findings
-        if f.legal_mechanism and f.reachability is not Reachability.DISABLED_BY_DEFAULT and f.severity is not Severity.ERROR
+        if f.legal_mechanism
+        and f.reachability is not Reachability.DISABLED_BY_DEFAULT
+        and f.severity is not Severity.ERROR
     ]
 
 

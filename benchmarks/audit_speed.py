@@ -49,20 +49,40 @@ def main() -> int:
         return 2
     times = per_folder(a.mirror, Path(a.labels))
     times.sort()
-    print(f"per record folder ({len(times)} folders): median {statistics.median(times):.3f} s, "
-          f"p90 {times[int(0.9 * (len(times) - 1))]:.3f} s, max {times[-1]:.3f} s, total {sum(times):.1f} s")
+    print(
+        f"per record folder ({len(times)} folders): median {statistics.median(times):.3f} s, "
+        f"p90 {times[int(0.9 * (len(times) - 1))]:.3f} s, max {times[-1]:.3f} s, total {sum(times):.1f} s"
+    )
     if a.all_prs:
         out = Path(tempfile.mkdtemp()) / "queue.jsonl"
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "audit.cli", "--git-dir", a.mirror, "--all-prs", "--jobs", str(a.jobs),
-                        "--output", str(out), "--exit-zero"], cwd=ROOT, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "audit.cli",
+                "--git-dir",
+                a.mirror,
+                "--all-prs",
+                "--jobs",
+                str(a.jobs),
+                "--output",
+                str(out),
+                "--exit-zero",
+            ],
+            cwd=ROOT,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
         wall = time.perf_counter() - t0
         rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
         prs = {r.get("pr") for r in rows}
         counts: dict[str, int] = {}
         for r in rows:
             counts[r["verdict"]] = counts.get(r["verdict"], 0) + 1
-        print(f"--all-prs: {len(prs)} PRs, {len(rows)} rows in {wall:.0f} s ({wall / 60:.1f} min) with {a.jobs} workers")
+        print(
+            f"--all-prs: {len(prs)} PRs, {len(rows)} rows in {wall:.0f} s ({wall / 60:.1f} min) with {a.jobs} workers"
+        )
         print("verdicts: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
         print(f"JSON lines: {out}")
     return 0

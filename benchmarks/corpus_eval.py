@@ -34,12 +34,26 @@ def audit_row(args):
         code_errors = sorted(
             {f.category for f in rep.findings if f.severity is Severity.ERROR and f.category and f.rule < "PG200"}
         )
-        return {**row, "verdict": rep.verdict, "got": rep.categories, "code_error_cats": code_errors,
-                "ttt_recognised": told_apart_as_legal_ttt(rep.verdict, rep.categories, rep.findings),
-                "reason": rep.reason, "seconds": time.perf_counter() - t0, "doc": d}
+        return {
+            **row,
+            "verdict": rep.verdict,
+            "got": rep.categories,
+            "code_error_cats": code_errors,
+            "ttt_recognised": told_apart_as_legal_ttt(rep.verdict, rep.categories, rep.findings),
+            "reason": rep.reason,
+            "seconds": time.perf_counter() - t0,
+            "doc": d,
+        }
     except Exception as e:  # noqa: BLE001
-        return {**row, "verdict": "error", "got": [], "code_error_cats": [], "reason": f"{type(e).__name__}: {e}",
-                "seconds": time.perf_counter() - t0, "doc": None}
+        return {
+            **row,
+            "verdict": "error",
+            "got": [],
+            "code_error_cats": [],
+            "reason": f"{type(e).__name__}: {e}",
+            "seconds": time.perf_counter() - t0,
+            "doc": None,
+        }
 
 
 def judge(r: dict) -> tuple[bool, str]:
@@ -95,7 +109,9 @@ def main() -> int:
         ok, why = judge(r)
         r["agree"] = ok
         key = "merged" if r["source"] == "merged" else f"dev:{r['label'] or 'clean'}"
-        keys = [key] + [f"category:{c}" for c in (r.get("categories") or "").split(",") if c and r["source"] != "merged"]
+        keys = [key] + [
+            f"category:{c}" for c in (r.get("categories") or "").split(",") if c and r["source"] != "merged"
+        ]
         for k in keys:
             t = table.setdefault(k, [0, 0, 0, 0])
             t[0] += 1
@@ -118,21 +134,32 @@ def main() -> int:
     pct = lambda xs: 100.0 * sum(x["agree"] for x in xs) / max(1, len(xs))  # noqa: E731
     print()
     print(f"flagged PRs flagged with a matching category: {pct(flag_rows):.1f}% of {len(flag_rows)}")
-    print(f"clean/legal_ttt PRs not flagged: {100.0 * sum(r['verdict'] != 'flag' for r in good_rows) / max(1, len(good_rows)):.1f}% of {len(good_rows)}")
+    print(
+        f"clean/legal_ttt PRs not flagged: {100.0 * sum(r['verdict'] != 'flag' for r in good_rows) / max(1, len(good_rows)):.1f}% of {len(good_rows)}"
+    )
     print(f"legal_ttt told apart (verdict legal_ttt): {pct(ttt_rows):.1f}% of {len(ttt_rows)}")
     apart = sum(bool(r.get("ttt_recognised")) for r in ttt_rows)
-    print(f"legal_ttt told apart (score-first TTT recognised; cap-only flags counted): "
-          f"{100.0 * apart / max(1, len(ttt_rows)):.1f}% of {len(ttt_rows)}")
+    print(
+        f"legal_ttt told apart (score-first TTT recognised; cap-only flags counted): "
+        f"{100.0 * apart / max(1, len(ttt_rows)):.1f}% of {len(ttt_rows)}"
+    )
     print(f"merged records with a code-rule flag: {sum(bool(r['code_error_cats']) for r in merged)} of {len(merged)}")
     secs = sorted(r["seconds"] for r in results)
-    print(f"wall time {wall:.1f} s for {len(results)} folders ({a.jobs} workers); median per folder {secs[len(secs)//2]:.3f} s")
+    print(
+        f"wall time {wall:.1f} s for {len(results)} folders ({a.jobs} workers); median per folder {secs[len(secs) // 2]:.3f} s"
+    )
     print("\nDisagreements:")
     for d in disagreements:
         print(f"- PR {d[0]} `{d[1]}` ({d[2]} {d[3]}): {d[4]}")
     if a.json:
         with open(a.json, "w") as f:
             for r in results:
-                f.write(json.dumps({k: v for k, v in r.items() if k != "doc"} | {"findings": (r["doc"] or {}).get("findings", [])}) + "\n")
+                f.write(
+                    json.dumps(
+                        {k: v for k, v in r.items() if k != "doc"} | {"findings": (r["doc"] or {}).get("findings", [])}
+                    )
+                    + "\n"
+                )
     return 0
 
 

@@ -113,7 +113,19 @@ def pct(a: int, b: int) -> str:
 
 
 def print_table(corpora: list[Corpus]) -> None:
-    head = ("corpus", "files", "data lines", "matched", "scored metric", "train time", "artifact bytes", "seed", "peak mem", "parse s", "MB/s")
+    head = (
+        "corpus",
+        "files",
+        "data lines",
+        "matched",
+        "scored metric",
+        "train time",
+        "artifact bytes",
+        "seed",
+        "peak mem",
+        "parse s",
+        "MB/s",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for c in corpora:
@@ -125,8 +137,16 @@ def print_table(corpora: list[Corpus]) -> None:
 
 
 @click.command()
-@click.option("--mirror", default=lambda: os.environ.get("PGOLF_MIRROR", ""), help="bare git dir of openai/parameter-golf")
-@click.option("--corpus", "corpus_dir", default=str(DEFAULT_CORPUS), type=click.Path(), help="folder with dev_labels.tsv (default: ../shared/corpus next to the repository, or PGOLF_CORPUS)")
+@click.option(
+    "--mirror", default=lambda: os.environ.get("PGOLF_MIRROR", ""), help="bare git dir of openai/parameter-golf"
+)
+@click.option(
+    "--corpus",
+    "corpus_dir",
+    default=str(DEFAULT_CORPUS),
+    type=click.Path(),
+    help="folder with dev_labels.tsv (default: ../shared/corpus next to the repository, or PGOLF_CORPUS)",
+)
 @click.option("--pr", "prs", multiple=True, type=int, help="also measure the logs this PR adds (repeatable)")
 @click.option("--max-unmatched", default=200, show_default=True, help="unmatched lines to print per corpus")
 def main(mirror: str, corpus_dir: str, prs: tuple[int, ...], max_unmatched: int) -> None:
@@ -141,7 +161,11 @@ def main(mirror: str, corpus_dir: str, prs: tuple[int, ...], max_unmatched: int)
         if (cdir / "dev_labels.tsv").exists():
             labelled = Corpus(f"labelled PRs ({cdir.name}/dev_labels.tsv)")
             for pr, sha, folder in corpus_prs(cdir):
-                ref = sha if git(mirror, "cat-file", "-e", sha, check=False) == b"" and _has(mirror, sha) else f"refs/pull/{pr}/head"
+                ref = (
+                    sha
+                    if git(mirror, "cat-file", "-e", sha, check=False) == b"" and _has(mirror, sha)
+                    else f"refs/pull/{pr}/head"
+                )
                 try:
                     items = ls_tree(mirror, ref, folder.rstrip("/") + "/")
                 except InputError as e:

@@ -36,9 +36,20 @@ TRAIN_LINE = re.compile(rf"^step:(\d+)/(\d+) train_loss:({NUM}) train_time:({NUM
 VAL_LINE = re.compile(rf"^step:(\d+)/(\d+) val_loss:({NUM}) val_bpb:({NUM})", re.M)
 FINAL_LINE = re.compile(rf"^final_int8_zlib_roundtrip_exact val_loss:({NUM}) val_bpb:({NUM})", re.M)
 # The tiny CPU configuration (seconds per run); the GPU default is the baseline's own shape.
-CPU_ENV = {"DEVICE": "cpu", "COMPILE": "0", "NUM_LAYERS": "2", "MODEL_DIM": "32", "NUM_HEADS": "2",
-           "NUM_KV_HEADS": "1", "TRAIN_SEQ_LEN": "32", "TRAIN_BATCH_TOKENS": "512", "GRAD_ACCUM_STEPS": "1",
-           "VAL_BATCH_SIZE": "4096", "WARMUP_STEPS": "0", "OMP_NUM_THREADS": "1"}
+CPU_ENV = {
+    "DEVICE": "cpu",
+    "COMPILE": "0",
+    "NUM_LAYERS": "2",
+    "MODEL_DIM": "32",
+    "NUM_HEADS": "2",
+    "NUM_KV_HEADS": "1",
+    "TRAIN_SEQ_LEN": "32",
+    "TRAIN_BATCH_TOKENS": "512",
+    "GRAD_ACCUM_STEPS": "1",
+    "VAL_BATCH_SIZE": "4096",
+    "WARMUP_STEPS": "0",
+    "OMP_NUM_THREADS": "1",
+}
 
 
 class BenchError(Exception):
@@ -46,8 +57,9 @@ class BenchError(Exception):
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--baseline", type=Path, help="local copy of the challenge's train_gpt.py")
     src.add_argument("--mirror", type=Path, help="bare git mirror of openai/parameter-golf (reads main:train_gpt.py)")
@@ -58,8 +70,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-path", type=Path, help="shard folder (default: synthetic data generated in --out)")
     p.add_argument("--tokenizer-path", type=Path)
     p.add_argument("--vocab-size", type=int)
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra env var for both runs (repeatable), e.g. TRAIN_BATCH_TOKENS=262144")
+    p.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra env var for both runs (repeatable), e.g. TRAIN_BATCH_TOKENS=262144",
+    )
     p.add_argument("--out", type=Path, default=Path("bench_out"), help="work directory (logs, artifacts, data)")
     p.add_argument("--json", type=Path, help="also write the results as JSON here")
     p.add_argument("--cpu", action="store_true", help="CPU dry mode: tiny config, our trainer only")
@@ -103,21 +120,35 @@ def baseline_script(args: argparse.Namespace) -> Path | None:
 
 def dataset_env(args: argparse.Namespace) -> dict[str, str]:
     if args.data_path:
-        return {"DATA_PATH": str(args.data_path.resolve()), "TOKENIZER_PATH": str(args.tokenizer_path.resolve()),
-                "VOCAB_SIZE": str(args.vocab_size)}
+        return {
+            "DATA_PATH": str(args.data_path.resolve()),
+            "TOKENIZER_PATH": str(args.tokenizer_path.resolve()),
+            "VOCAB_SIZE": str(args.vocab_size),
+        }
     if args.dry_run:
         return {"DATA_PATH": str(args.out / "data" / "datasets" / "<synthetic>")}
     from reference_trainer.synthetic import export_synthetic_dataset
 
-    ds = export_synthetic_dataset(args.out / "data", n_docs=3000 if not args.cpu else 400, val_docs=200
-                                  if not args.cpu else 40, shard_tokens=1_000_000 if not args.cpu else 16_384)
+    ds = export_synthetic_dataset(
+        args.out / "data",
+        n_docs=3000 if not args.cpu else 400,
+        val_docs=200 if not args.cpu else 40,
+        shard_tokens=1_000_000 if not args.cpu else 16_384,
+    )
     return {k: str(v) for k, v in ds.env().items()}
 
 
 def run_env(args: argparse.Namespace, data: dict[str, str], name: str) -> dict[str, str]:
-    env = {**(CPU_ENV if args.cpu else {}), **data, "ITERATIONS": str(args.steps), "MAX_WALLCLOCK_SECONDS": "0",
-           "VAL_LOSS_EVERY": "0", "TRAIN_LOG_EVERY": str(max(1, args.steps // 10)), "SEED": str(args.seed),
-           "RUN_ID": f"bench_{name}"}
+    env = {
+        **(CPU_ENV if args.cpu else {}),
+        **data,
+        "ITERATIONS": str(args.steps),
+        "MAX_WALLCLOCK_SECONDS": "0",
+        "VAL_LOSS_EVERY": "0",
+        "TRAIN_LOG_EVERY": str(max(1, args.steps // 10)),
+        "SEED": str(args.seed),
+        "RUN_ID": f"bench_{name}",
+    }
     env.update(item.split("=", 1) for item in args.env)
     return env
 
@@ -149,8 +180,14 @@ def parse_result(text: str, batch_tokens: int, steps: int) -> dict:
 def run_one(name: str, script: Path, args: argparse.Namespace, env: dict[str, str]) -> dict:
     workdir = args.out / name
     workdir.mkdir(parents=True, exist_ok=True)
-    r = subprocess.run(command(script, args.nproc), cwd=workdir, env={**os.environ, **env}, capture_output=True,
-                       text=True, timeout=args.timeout)
+    r = subprocess.run(
+        command(script, args.nproc),
+        cwd=workdir,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=args.timeout,
+    )
     (workdir / "console.log").write_text(r.stdout + r.stderr, encoding="utf-8")
     if r.returncode != 0:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["(no output)"]
@@ -164,14 +201,18 @@ def _fmt(value: float | None, spec: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    out = ["| trainer | steps | ms/step | tokens/s | val_bpb @ steps (pre-quant) | val_bpb round-trip |",
-           "|---|---|---|---|---|---|"]
+    out = [
+        "| trainer | steps | ms/step | tokens/s | val_bpb @ steps (pre-quant) | val_bpb round-trip |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if "error" in r or "skipped" in r:
             out.append(f"| {r['name']} | {r.get('error') or r.get('skipped')} | | | | |")
             continue
-        out.append(f"| {r['name']} | {r['steps']} | {r['ms_per_step']:.2f} | {_fmt(r['tokens_per_s'], ',.0f')} | "
-                   f"{_fmt(r['val_bpb_at_steps'], '.4f')} | {_fmt(r['roundtrip_val_bpb'], '.8f')} |")
+        out.append(
+            f"| {r['name']} | {r['steps']} | {r['ms_per_step']:.2f} | {_fmt(r['tokens_per_s'], ',.0f')} | "
+            f"{_fmt(r['val_bpb_at_steps'], '.4f')} | {_fmt(r['roundtrip_val_bpb'], '.8f')} |"
+        )
     return "\n".join(out)
 
 
@@ -202,8 +243,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.insert(0, {"name": "baseline", "skipped": "skipped: the baseline requires CUDA"})
     print(table(rows))
     if args.json:
-        args.json.write_text(json.dumps({"steps": args.steps, "nproc": args.nproc, "cpu": args.cpu, "rows": rows},
-                                        indent=2) + "\n", encoding="utf-8")
+        args.json.write_text(
+            json.dumps({"steps": args.steps, "nproc": args.nproc, "cpu": args.cpu, "rows": rows}, indent=2) + "\n",
+            encoding="utf-8",
+        )
     return 1 if any("error" in r for r in rows) else 0
 
 

@@ -78,8 +78,14 @@ def short_text(s: str) -> str:
 
 
 # Names that hold validation *data* (not metrics or settings such as val_loss / val_batch_size).
-_VAL_DATA = re.compile(r"(^|_)(val|valid|validation|eval)(_?(tokens?|data|ids|seq|stream|set|docs?|files|pattern|path|toks|shard|shards|loader|chunks?|batch|x|y|inputs?|targets?)|$)", re.I)
-_VAL_NOT_DATA = re.compile(r"(loss|bpb|every|interval|steps?|batch_size|batch_tokens|freq|time|ms|bytes?_|metric|score|best|log|acc|nll|ppl|_lut)", re.I)
+_VAL_DATA = re.compile(
+    r"(^|_)(val|valid|validation|eval)(_?(tokens?|data|ids|seq|stream|set|docs?|files|pattern|path|toks|shard|shards|loader|chunks?|batch|x|y|inputs?|targets?)|$)",
+    re.I,
+)
+_VAL_NOT_DATA = re.compile(
+    r"(loss|bpb|every|interval|steps?|batch_size|batch_tokens|freq|time|ms|bytes?_|metric|score|best|log|acc|nll|ppl|_lut)",
+    re.I,
+)
 VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*|validation")
 
 

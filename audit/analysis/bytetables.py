@@ -177,8 +177,14 @@ def _is_text_call(c: ast.AST) -> bool:
 def _analyse_loop(
     idx: SourceIndex, loop: ast.For, var: str, call: ast.Call, text_name: str | None = None
 ) -> ByteTable | None:
-    table = ByteTable(idx=idx, fn=idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef), loop=loop, var=var,
-                      piece_call=call, from_decode=call_name(call) in DECODE_CALLS)
+    table = ByteTable(
+        idx=idx,
+        fn=idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef),
+        loop=loop,
+        var=var,
+        piece_call=call,
+        from_decode=call_name(call) in DECODE_CALLS,
+    )
     # piece-text names: `piece = sp.id_to_piece(i)` and names derived from it (`b = piece.encode()`)
     text_names: set[str] = {text_name} if text_name else set()
     for n in ast.walk(loop):
@@ -192,17 +198,18 @@ def _analyse_loop(
                 text_names.update(t.id for t in n.targets if isinstance(t, ast.Name))
 
     def uses_text(expr: ast.AST) -> bool:
-        return any(
-            (isinstance(x, ast.Name) and x.id in text_names)
-            or _is_text_call(x)
-            for x in ast.walk(expr)
-        )
+        return any((isinstance(x, ast.Name) and x.id in text_names) or _is_text_call(x) for x in ast.walk(expr))
 
     for n in ast.walk(loop):
         if isinstance(n, ast.Assign):
             for t in n.targets:
-                if (isinstance(t, ast.Subscript) and isinstance(t.slice, ast.Name) and t.slice.id == var
-                        and _is_count_value(n.value) and uses_text(n.value)):
+                if (
+                    isinstance(t, ast.Subscript)
+                    and isinstance(t.slice, ast.Name)
+                    and t.slice.id == var
+                    and _is_count_value(n.value)
+                    and uses_text(n.value)
+                ):
                     table.count_stores.append(n)
         if isinstance(n, ast.Call) and call_name(n) in BYTE_CALLS:
             table.byte_check = table.byte_check or n
@@ -212,10 +219,21 @@ def _analyse_loop(
             table.space_test = n
     if not table.count_stores:
         return None
-    if table.byte_check is None and (_byte_parse(loop) or (table.fn is not None and any(
-            isinstance(c, ast.Call) and call_name(c) in BYTE_CALLS for c in ast.walk(table.fn)))):
-        table.byte_check = next((c for c in ast.walk(loop) if isinstance(c, ast.Constant) and isinstance(c.value, str)
-                                 and c.value.startswith("<0x")), loop)
+    if table.byte_check is None and (
+        _byte_parse(loop)
+        or (
+            table.fn is not None
+            and any(isinstance(c, ast.Call) and call_name(c) in BYTE_CALLS for c in ast.walk(table.fn))
+        )
+    ):
+        table.byte_check = next(
+            (
+                c
+                for c in ast.walk(loop)
+                if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("<0x")
+            ),
+            loop,
+        )
     table.boundary_guards_count = _boundary_guards(loop, table.count_stores[0])
     for store in table.count_stores:
         if _adds_space(store.value) or _adds_space_via_name(loop, store):
@@ -230,8 +248,10 @@ def _adds_space_via_name(loop: ast.For, store: ast.Assign) -> bool:
     """`b = (" " + p[1:]).encode(); T[i] = len(b)`: the space enters through a local name."""
     names = {x.id for x in ast.walk(store.value) if isinstance(x, ast.Name)}
     for n in ast.walk(loop):
-        if isinstance(n, ast.Assign) and n.lineno <= store.lineno and any(
-            isinstance(t, ast.Name) and t.id in names for t in n.targets
+        if (
+            isinstance(n, ast.Assign)
+            and n.lineno <= store.lineno
+            and any(isinstance(t, ast.Name) and t.id in names for t in n.targets)
         ):
             if _adds_space(n.value):
                 return True
@@ -246,8 +266,10 @@ def _boundary_guards(loop: ast.For, first_store: ast.AST) -> bool:
         if isinstance(stmt, ast.If) and any(
             isinstance(c, ast.Call) and call_name(c) in BOUNDARY_CALLS for c in ast.walk(stmt.test)
         ):
-            if ends_with(stmt.body, _SKIPS) or stmt.orelse and any(
-                first_store is x for s in stmt.orelse for x in ast.walk(s)
+            if (
+                ends_with(stmt.body, _SKIPS)
+                or stmt.orelse
+                and any(first_store is x for s in stmt.orelse for x in ast.walk(s))
             ):
                 return True
     return False
@@ -282,14 +304,28 @@ def byte_tables(program: Program) -> list[ByteTable]:
 def _enumerated_pieces(idx: SourceIndex, loop: ast.For) -> tuple[str | None, ast.Call | None, str | None]:
     """`pieces = [sp.id_to_piece(i) for i in range(V)]` then `for tid, piece in enumerate(pieces)`."""
     t, it = loop.target, loop.iter
-    if not (isinstance(t, ast.Tuple) and len(t.elts) == 2 and all(isinstance(e, ast.Name) for e in t.elts)
-            and isinstance(it, ast.Call) and call_name(it) == "enumerate" and it.args):
+    if not (
+        isinstance(t, ast.Tuple)
+        and len(t.elts) == 2
+        and all(isinstance(e, ast.Name) for e in t.elts)
+        and isinstance(it, ast.Call)
+        and call_name(it) == "enumerate"
+        and it.args
+    ):
         return None, None, None
     src = it.args[0]
     scope = idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
     if isinstance(src, ast.Name):  # follow one local binding
-        src = next((n.value for n in walk_scope(scope) if isinstance(n, ast.Assign) and n.lineno < loop.lineno
-                    and any(isinstance(x, ast.Name) and x.id == src.id for x in n.targets)), src)
+        src = next(
+            (
+                n.value
+                for n in walk_scope(scope)
+                if isinstance(n, ast.Assign)
+                and n.lineno < loop.lineno
+                and any(isinstance(x, ast.Name) and x.id == src.id for x in n.targets)
+            ),
+            src,
+        )
     for comp in ast.walk(src):
         if isinstance(comp, ast.ListComp) and len(comp.generators) == 1:
             gvar = _loop_var(comp.generators[0])
@@ -301,8 +337,15 @@ def _enumerated_pieces(idx: SourceIndex, loop: ast.For) -> tuple[str | None, ast
 
 def _analyse_comprehension(idx: SourceIndex, comp: ast.AST, elt: ast.AST, var: str, call: ast.Call) -> ByteTable:
     """`[len(sp.id_to_piece(i).encode()) for i in range(V)]`: the element is the count, an IfExp the branches."""
-    table = ByteTable(idx=idx, fn=idx.enclosing(comp, ast.FunctionDef, ast.AsyncFunctionDef), loop=comp, var=var,
-                      piece_call=call, from_decode=call_name(call) in DECODE_CALLS, count_stores=[elt])
+    table = ByteTable(
+        idx=idx,
+        fn=idx.enclosing(comp, ast.FunctionDef, ast.AsyncFunctionDef),
+        loop=comp,
+        var=var,
+        piece_call=call,
+        from_decode=call_name(call) in DECODE_CALLS,
+        count_stores=[elt],
+    )
     scope = [elt, *comp.generators[0].ifs]
     for part in scope:
         for n in ast.walk(part):
@@ -347,8 +390,11 @@ def scorer_space_sites(program: Program) -> list[ScorerSpace]:
                 parts = list(n.values)
             else:
                 continue
-            plain = [p for p in parts if isinstance(p, ast.Subscript) or (
-                isinstance(p, ast.Call) and isinstance(p.func, ast.Subscript))]
+            plain = [
+                p
+                for p in parts
+                if isinstance(p, ast.Subscript) or (isinstance(p, ast.Call) and isinstance(p.func, ast.Subscript))
+            ]
             if plain and any(_is_negated_subscript(p) for p in parts):
                 if _flows_into_addition(idx, n):
                     out.append(ScorerSpace(idx, n))
@@ -371,7 +417,9 @@ def _flows_into_addition(idx: SourceIndex, node: ast.AST) -> bool:
                 names = [t.id for t in anc.targets if isinstance(t, ast.Name)]
                 fn = idx.enclosing(anc, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
                 return any(
-                    isinstance(x, ast.Name) and x.id in names and isinstance(x.ctx, ast.Load)
+                    isinstance(x, ast.Name)
+                    and x.id in names
+                    and isinstance(x.ctx, ast.Load)
                     and any(isinstance(a, (ast.BinOp, ast.AugAssign, ast.If)) for a in idx.ancestors(x))
                     for x in walk_scope(fn)
                 )
@@ -386,8 +434,9 @@ def space_piece_checks(program: Program) -> list[tuple[SourceIndex, ast.AST]]:
     for idx in program.indexes:
         for n in idx.nodes(ast.Compare):
             calls = [c for c in ast.walk(n) if isinstance(c, ast.Call)]
-            if any(call_name(c) in ("piece_to_id", "PieceToId") and c.args and _is_space_literal(c.args[0])
-                   for c in calls):
+            if any(
+                call_name(c) in ("piece_to_id", "PieceToId") and c.args and _is_space_literal(c.args[0]) for c in calls
+            ):
                 out.append((idx, n))
     return out
 
@@ -468,12 +517,12 @@ def _fields(buf: bytes):
         if wire == 0:
             val, pos = _varint(buf, pos)
         elif wire == 1:
-            val, pos = buf[pos:pos + 8], pos + 8
+            val, pos = buf[pos : pos + 8], pos + 8
         elif wire == 2:
             n, pos = _varint(buf, pos)
-            val, pos = buf[pos:pos + n], pos + n
+            val, pos = buf[pos : pos + n], pos + n
         elif wire == 5:
-            val, pos = buf[pos:pos + 4], pos + 4
+            val, pos = buf[pos : pos + 4], pos + 4
         else:
             raise ValueError(f"unsupported wire type {wire}")
         if pos > len(buf):
@@ -506,7 +555,7 @@ def _param_defaults(fn: ast.AST | None) -> dict[str, ast.expr]:
         return {}
     a = fn.args
     pos = a.posonlyargs + a.args
-    out = {p.arg: d for p, d in zip(pos[len(pos) - len(a.defaults):], a.defaults)}
+    out = {p.arg: d for p, d in zip(pos[len(pos) - len(a.defaults) :], a.defaults)}
     out.update({p.arg: d for p, d in zip(a.kwonlyargs, a.kw_defaults) if d is not None})
     return out
 
@@ -542,8 +591,11 @@ def subset_slices(program: Program, *, full_split_min: int = 40_000_000) -> list
             if not isinstance(sub.ctx, ast.Load) or not isinstance(sub.slice, ast.Slice):
                 continue
             sl = sub.slice
-            if sl.upper is None or sl.step is not None or (sl.lower is not None and not (
-                    isinstance(sl.lower, ast.Constant) and sl.lower.value == 0)):
+            if (
+                sl.upper is None
+                or sl.step is not None
+                or (sl.lower is not None and not (isinstance(sl.lower, ast.Constant) and sl.lower.value == 0))
+            ):
                 continue
             fn = idx.enclosing(sub, ast.FunctionDef, ast.AsyncFunctionDef)
             if not (_val_data(sub.value) or _val_loader(fn)):

@@ -157,8 +157,12 @@ class CalibrationAnalysis:
                     stats = bool(calls & _OUTER_PRODUCT) or fn in self._matmul_fns
                     if stats or _CALIB_NAME.search(fn.name):
                         out.setdefault(fn.name, []).append((idx, fn))
-                elif _CALIB_NAME.search(fn.name) and calls & NO_GRAD and "backward" not in calls and not self._is_selfgen(fn) and any(
-                    isinstance(n, LOOPS) for n in ast.walk(fn)
+                elif (
+                    _CALIB_NAME.search(fn.name)
+                    and calls & NO_GRAD
+                    and "backward" not in calls
+                    and not self._is_selfgen(fn)
+                    and any(isinstance(n, LOOPS) for n in ast.walk(fn))
                 ):
                     # hookless collector: a no-grad loop of forwards whose layers save their inputs
                     out.setdefault(fn.name, []).append((idx, fn))
@@ -267,7 +271,9 @@ class CalibrationAnalysis:
                 t(child)
 
     def _trace_name(self, idx, scope, name: ast.Name, line, origin, depth, cond) -> None:
-        defs = [d for d in self._scope_defs(scope).get(name.id, []) if d[0] < line or (d[0] == line and d[1] is not name)]
+        defs = [
+            d for d in self._scope_defs(scope).get(name.id, []) if d[0] < line or (d[0] == line and d[1] is not name)
+        ]
         if defs:
             def_line, value = defs[-1]
             self._trace(idx, scope, value, def_line if def_line < line else line - 1, origin, depth + 1, cond)
@@ -322,7 +328,9 @@ class CalibrationAnalysis:
             return True
         # samples from the model's own distribution inside a loop
         return any(
-            isinstance(n, ast.Call) and call_name(n) in _SAMPLING_CALLS and any(isinstance(a, LOOPS) for a in _ancestors_in(fn, n))
+            isinstance(n, ast.Call)
+            and call_name(n) in _SAMPLING_CALLS
+            and any(isinstance(a, LOOPS) for a in _ancestors_in(fn, n))
             for n in ast.walk(fn)
         )
 
@@ -472,8 +480,10 @@ def _reserve_term(expr: ast.AST) -> ast.AST | None:
     return None
 
 
-_MODEL_METHODS = re.compile(r"^(named_modules|modules|named_parameters|parameters|eval|train|state_dict|"
-                            r"load_state_dict|forward\w*|register_\w+|to|cuda|half|float|bfloat16|children|apply)$")
+_MODEL_METHODS = re.compile(
+    r"^(named_modules|modules|named_parameters|parameters|eval|train|state_dict|"
+    r"load_state_dict|forward\w*|register_\w+|to|cuda|half|float|bfloat16|children|apply)$"
+)
 
 
 def _data_params(fn: ast.AST) -> set[str]:

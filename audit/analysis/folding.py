@@ -147,7 +147,12 @@ class Folding:
                     return raw.strip().lower() in ("1", "true", "yes", "on")
                 return convert(type(default), raw) if default is not None and default is not UNKNOWN else raw
             return default
-        if name == "getattr" and len(args) >= 2 and isinstance(args[1], ast.Constant) and isinstance(args[1].value, str):
+        if (
+            name == "getattr"
+            and len(args) >= 2
+            and isinstance(args[1], ast.Constant)
+            and isinstance(args[1].value, str)
+        ):
             attr = args[1].value  # getattr(args, "slot_enabled", False) reads like args.slot_enabled
             if attr.lower() in cfg.logged:
                 return literal_from_text(cfg.logged[attr.lower()])

@@ -135,7 +135,9 @@ class NgramAnalysis:
                 name = dotted(call.func) or ""
                 if name.endswith("add.at") and call.args:
                     tables.add(_base(call.args[0]))
-                elif call_name(call) in ("index_add_", "scatter_add_", "index_put_") and isinstance(call.func, ast.Attribute):
+                elif call_name(call) in ("index_add_", "scatter_add_", "index_put_") and isinstance(
+                    call.func, ast.Attribute
+                ):
                     tables.add(_base(call.func.value))
             for aug in idx.nodes(ast.AugAssign):
                 if isinstance(aug.target, ast.Subscript) and isinstance(aug.op, ast.Add):
@@ -146,10 +148,19 @@ class NgramAnalysis:
                         continue
                     b = _base(t)
                     # d[k] = d.get(k, 0) + 1  /  T[k] = T[k] + 1
-                    if isinstance(asg.value, ast.BinOp) and isinstance(asg.value.op, ast.Add) and any(
-                        (isinstance(n, ast.Call) and call_name(n) == "get" and isinstance(n.func, ast.Attribute) and _base(n.func.value) == b)
-                        or (isinstance(n, ast.Subscript) and _base(n) == b)
-                        for n in ast.walk(asg.value)
+                    if (
+                        isinstance(asg.value, ast.BinOp)
+                        and isinstance(asg.value.op, ast.Add)
+                        and any(
+                            (
+                                isinstance(n, ast.Call)
+                                and call_name(n) == "get"
+                                and isinstance(n.func, ast.Attribute)
+                                and _base(n.func.value) == b
+                            )
+                            or (isinstance(n, ast.Subscript) and _base(n) == b)
+                            for n in ast.walk(asg.value)
+                        )
                     ):
                         tables.add(b)
         tables.discard("")
@@ -193,7 +204,9 @@ class NgramAnalysis:
         return idx.enclosing(node, *FUNCS) or idx.tree
 
     # --- key facts -------------------------------------------------------------------------------
-    def key_facts(self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int = 0, slot: int | None = None) -> KeyFacts:
+    def key_facts(
+        self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int = 0, slot: int | None = None
+    ) -> KeyFacts:
         key = (id(expr), line, slot)
         if key in self._memo:
             return self._memo[key]
@@ -267,7 +280,11 @@ class NgramAnalysis:
             for node in idx.nodes(ast.Subscript, ast.Call):
                 keys: list[ast.AST]
                 if isinstance(node, ast.Subscript):
-                    if not isinstance(node.ctx, ast.Load) or isinstance(idx.parents.get(node), ast.Subscript) and idx.parents[node].value is node:
+                    if (
+                        not isinstance(node.ctx, ast.Load)
+                        or isinstance(idx.parents.get(node), ast.Subscript)
+                        and idx.parents[node].value is node
+                    ):
                         continue  # only the outermost subscript of a chain
                     table = _base(node)
                     keys = _slices(node)
@@ -343,7 +360,9 @@ class NgramAnalysis:
         return sites
 
     # --- unnormalised byte mixtures --------------------------------------------------------------
-    def _names_in(self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int = 2) -> tuple[set[str], bool]:
+    def _names_in(
+        self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int = 2
+    ) -> tuple[set[str], bool]:
         """Names in `expr` and (to `depth` levels) in their definitions; and whether a `len()` call appears."""
         names: set[str] = set()
         has_len = False
@@ -365,7 +384,11 @@ class NgramAnalysis:
         return names, has_len
 
     def _per_token_len(self, idx, scope, expr, line) -> bool:
-        direct = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(expr) if isinstance(n, (ast.Name, ast.Attribute))]
+        direct = [
+            n.id if isinstance(n, ast.Name) else n.attr
+            for n in ast.walk(expr)
+            if isinstance(n, (ast.Name, ast.Attribute))
+        ]
         if any(_NOT_BYTE_LEN.search(x) for x in direct):
             return False
         if isinstance(expr, ast.Call) and call_name(expr) == "len":
@@ -376,7 +399,11 @@ class NgramAnalysis:
         )
 
     def _token_logp(self, idx, scope, expr, line, prob: bool = False) -> bool:
-        direct = [n.id if isinstance(n, ast.Name) else n.attr for n in ast.walk(expr) if isinstance(n, (ast.Name, ast.Attribute))]
+        direct = [
+            n.id if isinstance(n, ast.Name) else n.attr
+            for n in ast.walk(expr)
+            if isinstance(n, (ast.Name, ast.Attribute))
+        ]
         if not direct or any(_AGGREGATE.search(x) for x in direct):
             return False
         pat = _PROB_NAME if prob else _LOGP_NAME
@@ -389,8 +416,10 @@ class NgramAnalysis:
                 scope = self._scope_of(idx, node)
                 if not _byte_level(scope):
                     continue
-                if isinstance(node.op, ast.Div) and self._token_logp(idx, scope, node.left, node.lineno) and self._per_token_len(
-                    idx, scope, node.right, node.lineno
+                if (
+                    isinstance(node.op, ast.Div)
+                    and self._token_logp(idx, scope, node.left, node.lineno)
+                    and self._per_token_len(idx, scope, node.right, node.lineno)
                 ):
                     detail = f"`{ast.unparse(node)}` spreads one token's log-probability evenly over its bytes"
                 elif (
@@ -404,8 +433,13 @@ class NgramAnalysis:
                 else:
                     continue
                 ev = [(idx, node, "per-byte share of the token's log-probability")]
-                ev += [(idx, g, "mixing weight chosen from the realised symbol's probability") for g in self._outcome_gates(scope)]
-                sites.append(UnnormSite("byte_spread", idx, node, scope if isinstance(scope, FUNCS) else None, ev, detail))
+                ev += [
+                    (idx, g, "mixing weight chosen from the realised symbol's probability")
+                    for g in self._outcome_gates(scope)
+                ]
+                sites.append(
+                    UnnormSite("byte_spread", idx, node, scope if isinstance(scope, FUNCS) else None, ev, detail)
+                )
             spread_fns = {id(s.fn) for s in sites if s.idx is idx}
             for fn in idx.nodes(*FUNCS):
                 if id(fn) in spread_fns:
@@ -433,14 +467,17 @@ class NgramAnalysis:
             if not any(_LOGP_NAME.search(x) and not _NOT_OUTCOME.search(x) and not _AGGREGATE.search(x) for x in names):
                 continue
             if any(
-                isinstance(s, ast.Assign) and any(isinstance(t, ast.Name) and _WEIGHT_NAME.match(t.id) for t in s.targets)
+                isinstance(s, ast.Assign)
+                and any(isinstance(t, ast.Name) and _WEIGHT_NAME.match(t.id) for t in s.targets)
                 for s in n.body
             ):
                 out.append(n)
         return out
 
     # --- reachability ----------------------------------------------------------------------------
-    def local_guard(self, idx: SourceIndex, node: ast.AST, cfg: Config | None, _seen: frozenset = frozenset()) -> tuple[bool, str]:
+    def local_guard(
+        self, idx: SourceIndex, node: ast.AST, cfg: Config | None, _seen: frozenset = frozenset()
+    ) -> tuple[bool, str]:
         """Fold the `if` guards around `node` and around every call of its function (callers, recursively),
         substituting local names bound from the environment and `world_size` = 8.
         (False, why) when every path is cut by a false guard; (True, "") otherwise."""
@@ -461,7 +498,9 @@ class NgramAnalysis:
         calls = [
             (i, r)
             for i, r in self.p.refs.get(scope.name, [])
-            if isinstance(i.parents.get(r), ast.Call) and i.parents[r].func is r and not any(a is scope for a in i.ancestors(r))
+            if isinstance(i.parents.get(r), ast.Call)
+            and i.parents[r].func is r
+            and not any(a is scope for a in i.ancestors(r))
         ]
         if not calls:
             return True, ""  # the shared reachability reports functions that are never called
@@ -507,7 +546,9 @@ def _short(node: ast.AST) -> str:
 
 def _has_int_constant(n: ast.BinOp) -> bool:
     """`tok * 36313`-style multiplication (a hash), not `p * alpha`."""
-    return any(isinstance(x, ast.Constant) and isinstance(x.value, int) and abs(x.value) > 255 for x in ast.walk(n)) or any(
+    return any(
+        isinstance(x, ast.Constant) and isinstance(x.value, int) and abs(x.value) > 255 for x in ast.walk(n)
+    ) or any(
         isinstance(x, (ast.Name, ast.Attribute, ast.Subscript)) and re.search(r"prime|mult|hash", ast.unparse(x), re.I)
         for x in (n.left, n.right)
     )
@@ -558,8 +599,30 @@ def _decided_by_logged(program: Program, why: str) -> bool:
     return False
 
 
-_GENERIC = {"args", "self", "h", "hp", "hps", "config", "cfg", "os", "environ", "get", "int", "bool", "float", "str",
-            "world_size", "rank", "true", "false", "none", "and", "or", "not"}
+_GENERIC = {
+    "args",
+    "self",
+    "h",
+    "hp",
+    "hps",
+    "config",
+    "cfg",
+    "os",
+    "environ",
+    "get",
+    "int",
+    "bool",
+    "float",
+    "str",
+    "world_size",
+    "rank",
+    "true",
+    "false",
+    "none",
+    "and",
+    "or",
+    "not",
+}
 
 
 def _guard_cores(why: str) -> list[str]:
@@ -573,7 +636,9 @@ def _guard_cores(why: str) -> list[str]:
         words = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
         words += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
         words += [  # env var names: os.environ.get("PPM_ENABLED", "0")
-            n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier()
+            n.value
+            for n in ast.walk(tree)
+            if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier()
         ]
         for w in words:
             w = w.lower().strip("_")
@@ -599,8 +664,16 @@ def log_proof(why: str, log_events) -> tuple[str, int, str] | None:
     return None
 
 
-def refine_reachability(finding: Finding, program: Program, analysis: NgramAnalysis, idx: SourceIndex, node: ast.AST,
-                        family: re.Pattern, log_events, readme: str) -> Finding:
+def refine_reachability(
+    finding: Finding,
+    program: Program,
+    analysis: NgramAnalysis,
+    idx: SourceIndex,
+    node: ast.AST,
+    family: re.Pattern,
+    log_events,
+    readme: str,
+) -> Finding:
     """Combine the shared reachability with local env-bound guards (world_size = 8), the mechanism's log lines
     and each README run command taken on its own (the shared config merges them).
 
@@ -626,7 +699,10 @@ def refine_reachability(finding: Finding, program: Program, analysis: NgramAnaly
             if not re.search(r"train\w*\.py|torchrun", cmd.text):
                 continue
             cfg = Config(env=cmd.env, logged=program.config.logged)
-            if program._live(idx, node, cfg, set())[0] is not False and analysis.local_guard(idx, node, cfg)[0] is not False:
+            if (
+                program._live(idx, node, cfg, set())[0] is not False
+                and analysis.local_guard(idx, node, cfg)[0] is not False
+            ):
                 return finding.with_(
                     severity=Severity.ERROR,
                     confidence=Confidence.MEDIUM,

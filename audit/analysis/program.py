@@ -89,9 +89,7 @@ def assign_pairs(stmt: ast.stmt):
 
 
 def mentions_env(node: ast.AST) -> bool:
-    return any(
-        isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in ast.walk(node)
-    )
+    return any(isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in ast.walk(node))
 
 
 def wraps_env_get(fn: ast.FunctionDef) -> bool:

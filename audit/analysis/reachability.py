@@ -65,8 +65,11 @@ class Liveness:
                 tests.append((anc.test, child in anc.body))
             elif isinstance(anc, ast.IfExp) and child is not anc.test:
                 tests.append((anc.test, child is anc.body))
-            elif isinstance(anc, ast.For) and child is not anc.iter and isinstance(anc.iter, ast.Call) and (
-                dotted(anc.iter.func) == "range" and len(anc.iter.args) == 1
+            elif (
+                isinstance(anc, ast.For)
+                and child is not anc.iter
+                and isinstance(anc.iter, ast.Call)
+                and (dotted(anc.iter.func) == "range" and len(anc.iter.args) == 1)
             ):
                 n = self.fold(anc.iter.args[0], cfg)
                 if isinstance(n, (int, float)) and not isinstance(n, bool) and n <= 0:
@@ -84,11 +87,18 @@ class Liveness:
                 v = self.fold(test, cfg, local=local)
                 if v is UNKNOWN and self._config_undecided(test, cfg):
                     if not unknown:
-                        unknown, unknown_branch = ast.unparse(test), (branch if test is getattr(anc, "test", None) else None)
+                        unknown, unknown_branch = (
+                            ast.unparse(test),
+                            (branch if test is getattr(anc, "test", None) else None),
+                        )
                 elif v is UNKNOWN:
                     continue  # depends on runtime values only (loop counters, rank…): may run
                 elif bool(v) != want:
-                    return False, f"`{short(test)}` is {bool(v)}", (branch if test is getattr(anc, "test", None) else None)
+                    return (
+                        False,
+                        f"`{short(test)}` is {bool(v)}",
+                        (branch if test is getattr(anc, "test", None) else None),
+                    )
             child = anc
         if unknown:
             return None, f"`{short_text(unknown)}` not decidable statically", unknown_branch
@@ -114,13 +124,19 @@ class Liveness:
             if proof is not None:
                 path, line, text = proof
                 state = "off under the effective config" if live is False else "not decidable statically"
-                return Reachability.SHOWN_BY_LOGS, f"{state} ({why}), but {path}:{line} prints its message `{short_text(text)}`"
+                return (
+                    Reachability.SHOWN_BY_LOGS,
+                    f"{state} ({why}), but {path}:{line} prints its message `{short_text(text)}`",
+                )
         if live is False:
             return Reachability.DISABLED_BY_DEFAULT, why
         if self.config.env or self.config.logged:
             live_default, why_default = self._live(idx, node, Config(), set())
             if live_default is False:
-                return Reachability.ENABLED_BY_RUN_COMMAND, f"off by default ({why_default}); enabled by {self._override_note()}"
+                return (
+                    Reachability.ENABLED_BY_RUN_COMMAND,
+                    f"off by default ({why_default}); enabled by {self._override_note()}",
+                )
         if live is None:
             return Reachability.UNKNOWN, why
         return Reachability.REACHABLE, why

@@ -13,8 +13,21 @@ from .program import Program, SourceIndex
 
 _METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
 # How a function uses a parameter that holds a model (vs. tokens, a device or a rank).
-_MODEL_USE = {"eval", "train", "parameters", "named_parameters", "state_dict", "load_state_dict", "forward",
-              "forward_logits", "forward_hidden", "compute_logits", "zero_grad", "requires_grad_", "modules"}
+_MODEL_USE = {
+    "eval",
+    "train",
+    "parameters",
+    "named_parameters",
+    "state_dict",
+    "load_state_dict",
+    "forward",
+    "forward_logits",
+    "forward_hidden",
+    "compute_logits",
+    "zero_grad",
+    "requires_grad_",
+    "modules",
+}
 
 
 def val_training_functions(program: Program, names: list[str]) -> set[str]:
@@ -72,8 +85,13 @@ def rebound_between(scope: ast.AST, name: str, a: ast.AST, b: ast.AST) -> bool:
             continue
         if isinstance(n, ast.Assign) and any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
             return True
-        if (isinstance(n, ast.Call) and call_name(n) == "load_state_dict" and isinstance(n.func, ast.Attribute)
-                and isinstance(n.func.value, ast.Name) and n.func.value.id == name):
+        if (
+            isinstance(n, ast.Call)
+            and call_name(n) == "load_state_dict"
+            and isinstance(n.func, ast.Attribute)
+            and isinstance(n.func.value, ast.Name)
+            and n.func.value.id == name
+        ):
             return True
     return False
 
@@ -92,7 +110,9 @@ def reported(scope: ast.AST, idx: SourceIndex, call: ast.Call):
                 return n, "return"
         if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn", "print0"):
             used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
-            text = " ".join(c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str))
+            text = " ".join(
+                c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            )
             inline = any(x is call for a in n.args for x in ast.walk(a))
             if (names & used or inline) and _METRIC.search(text):
                 return n, text
@@ -124,9 +144,11 @@ def scores_inside(loop: ast.AST, sources: set[str]) -> bool:
     for n in ast.walk(loop):
         if isinstance(n, ast.AugAssign) and base(n.target) in sources:
             return True
-        if isinstance(n, ast.Assign) and any(
-            isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in ast.walk(t)
-        ) and isinstance(n.value, ast.Call):
+        if (
+            isinstance(n, ast.Assign)
+            and any(isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in ast.walk(t))
+            and isinstance(n.value, ast.Call)
+        ):
             return True
     return False
 

@@ -26,10 +26,38 @@ from .scopes import binding_pairs
 from .valueflow import ValFlow
 
 _OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
-_FACTORIES = {"zeros", "ones", "zeros_like", "ones_like", "empty", "empty_like", "full", "randn", "rand", "tensor", "clone"}
+_FACTORIES = {
+    "zeros",
+    "ones",
+    "zeros_like",
+    "ones_like",
+    "empty",
+    "empty_like",
+    "full",
+    "randn",
+    "rand",
+    "tensor",
+    "clone",
+}
 # Methods that keep a tensor's identity for our purposes: `mask.float()`, `nll.reshape(...)`.
-_PASS_THROUGH = {"float", "double", "bool", "to", "reshape", "view", "unsqueeze", "squeeze", "contiguous", "detach",
-                 "clone", "flatten", "type_as", "half", "bfloat16", "cuda"}
+_PASS_THROUGH = {
+    "float",
+    "double",
+    "bool",
+    "to",
+    "reshape",
+    "view",
+    "unsqueeze",
+    "squeeze",
+    "contiguous",
+    "detach",
+    "clone",
+    "flatten",
+    "type_as",
+    "half",
+    "bfloat16",
+    "cuda",
+}
 CLOSURE_DEPTH = 8  # names followed back through their definitions
 
 
@@ -85,7 +113,9 @@ class _Scope:
         if isinstance(target, ast.Name):
             self.defs.setdefault(target.id, []).append((stmt, value))
         elif isinstance(target, (ast.Tuple, ast.List)):
-            elts = value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) else None
+            elts = (
+                value.elts if isinstance(value, (ast.Tuple, ast.List)) and len(value.elts) == len(target.elts) else None
+            )
             for i, t in enumerate(target.elts):
                 self._bind(stmt, t, elts[i] if elts else value)
         elif isinstance(target, ast.Subscript) and isinstance(stmt, ast.Assign):
@@ -204,8 +234,10 @@ class SlotAnalysis:
                 if isinstance(stmt, ast.Assign) and self._creates_free_tensor(value):
                     out.setdefault(name, stmt)
         for call in sc.calls:  # `delta.requires_grad_(True)` on a tensor built here
-            if call_name(call) == "requires_grad_" and isinstance(call.func, ast.Attribute) and (
-                isinstance(call.func.value, ast.Name) and self._grad_flag(call)
+            if (
+                call_name(call) == "requires_grad_"
+                and isinstance(call.func, ast.Attribute)
+                and (isinstance(call.func.value, ast.Name) and self._grad_flag(call))
             ):
                 name = call.func.value.id
                 if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
@@ -235,7 +267,9 @@ class SlotAnalysis:
         return False
 
     def _optimisers(self, chain: _Chain, free: dict[str, ast.AST]) -> list[tuple[ast.Assign, list[str]]]:
-        return [(stmt, held) for sc in chain.scopes for stmt, held in self._scope_opts(sc) if all(h in free for h in held)]
+        return [
+            (stmt, held) for sc in chain.scopes for stmt, held in self._scope_opts(sc) if all(h in free for h in held)
+        ]
 
     def _scope_opts(self, sc: _Scope) -> list[tuple[ast.Assign, list[str]]]:
         """Optimisers built in this scope over a plain list of names."""
@@ -294,7 +328,9 @@ class SlotAnalysis:
             # Drop mask writes in dead branches only when the loss itself is live: a wholly disabled SLOT
             # is still described by all its masks.
             kind, detail, conf, ev = self._classify(chain, value, scored, self._live(idx, stmt))
-            evidence = [(idx, free[h], f"free tensor `{h}` created with requires_grad") for h in sorted(held) if h in free]
+            evidence = [
+                (idx, free[h], f"free tensor `{h}` created with requires_grad") for h in sorted(held) if h in free
+            ]
             evidence.append((idx, opt_stmt, "optimiser over these tensors only (model weights untouched)"))
             evidence.extend((idx, n, note) for n, note in ev)
             evidence.append((idx, bwd, "backward on the validation loss"))
@@ -336,8 +372,9 @@ class SlotAnalysis:
                     return sp.lo, sp.hi, n, sp
         return None
 
-    def _spans(self, chain: _Chain, clo: list[tuple[int, ast.AST]], shallowest: bool = False,
-               drop_dead: bool = True) -> list[Span]:
+    def _spans(
+        self, chain: _Chain, clo: list[tuple[int, ast.AST]], shallowest: bool = False, drop_dead: bool = True
+    ) -> list[Span]:
         found: list[tuple[int, Span]] = []
         for depth, n in clo:
             if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult):
@@ -388,27 +425,53 @@ class SlotAnalysis:
         clo = chain.closure(loss)
         spans = self._spans(chain, clo, drop_dead=drop_dead)
         if scored is None:
-            return "unresolved", "a free tensor is fitted on validation tokens, but no scored span was found", "medium", []
+            return (
+                "unresolved",
+                "a free tensor is fitted on validation tokens, but no scored span was found",
+                "medium",
+                [],
+            )
         sa, sb, _, sspan = scored
         sa_forms, sb_forms = chain.forms(sa), chain.forms(sb)
-        same = [s for s in spans if (chain.forms(s.lo) & sa_forms) or (s.lo is not None and chain.forms(s.hi) & sb_forms)
-                or (s.how == sspan.how and s.how != "slice")]
+        same = [
+            s
+            for s in spans
+            if (chain.forms(s.lo) & sa_forms)
+            or (s.lo is not None and chain.forms(s.hi) & sb_forms)
+            or (s.how == sspan.how and s.how != "slice")
+        ]
         ctx = [s for s in spans if sa is not None and chain.forms(s.hi) & sa_forms]
         if same:
             s = same[0]
-            return ("scored", f"the loss {s.how} `{ast.unparse(s.node)[:60]}` covers the scored positions "
-                    f"`[{_txt(sa)}:{_txt(sb)}]`", "high", [(s.node, "fitted on these positions")])
+            return (
+                "scored",
+                f"the loss {s.how} `{ast.unparse(s.node)[:60]}` covers the scored positions `[{_txt(sa)}:{_txt(sb)}]`",
+                "high",
+                [(s.node, "fitted on these positions")],
+            )
         if ctx:
             s = ctx[0]
-            return ("context", f"context-only: the loss {s.how} ends at `{_txt(s.hi)}`, where scoring starts "
-                    "(unresolved, issue #1336)", "medium", [(s.node, "fitted on the context before the scored span")])
+            return (
+                "context",
+                f"context-only: the loss {s.how} ends at `{_txt(s.hi)}`, where scoring starts "
+                "(unresolved, issue #1336)",
+                "medium",
+                [(s.node, "fitted on the context before the scored span")],
+            )
         unreadable = self._unreadable_masks(chain, clo, set())
         if unreadable:
-            return "unresolved", "the loss is masked by a tensor whose span is not read statically", "medium", [
-                (unreadable[0], "mask")
-            ]
-        return ("scored", f"the loss is not restricted to context positions, so it covers the scored span "
-                f"`[{_txt(sa)}:{_txt(sb)}]`", "medium", [])
+            return (
+                "unresolved",
+                "the loss is masked by a tensor whose span is not read statically",
+                "medium",
+                [(unreadable[0], "mask")],
+            )
+        return (
+            "scored",
+            f"the loss is not restricted to context positions, so it covers the scored span `[{_txt(sa)}:{_txt(sb)}]`",
+            "medium",
+            [],
+        )
 
 
 def _txt(e: ast.AST | None) -> str:
@@ -432,8 +495,10 @@ def _is_factory(value: ast.AST) -> bool:
 
 
 def _mentions_params(value: ast.AST) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr in ("parameters", "named_parameters", "weight", "state_dict")
-               for n in ast.walk(value))
+    return any(
+        isinstance(n, ast.Attribute) and n.attr in ("parameters", "named_parameters", "weight", "state_dict")
+        for n in ast.walk(value)
+    )
 
 
 def _optimised_names(params: list[ast.AST]) -> list[str]:

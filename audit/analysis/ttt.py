@@ -29,7 +29,6 @@ _SCORE_FUNC = re.compile(r"(eval|score|evaluate|measure|bpb)", re.I)
 _TRAIN_FUNC = re.compile(r"(train|adapt|ttt|finetune|fine_tune|update|step)", re.I)
 
 
-
 @dataclass
 class TTTSite:
     kind: str  # score_first | multi_epoch | train_then_score | pre_score | warmup_restored
@@ -94,7 +93,10 @@ class TTTAnalysis:
                 names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
             if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn"):
                 text = " ".join(
-                    c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                    c.value
+                    for a in n.args
+                    for c in ast.walk(a)
+                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 )
                 if _METRIC_TEXT.search(text):
                     for a in n.args:
@@ -184,10 +186,16 @@ class TTTAnalysis:
             after = [o for o in ops if o.lineno > pos_line]
             if before:
                 ev = [(idx, before[0], "scored here (before the update)"), (idx, pos, "then trained")]
-                if self._epoch_loop(loop) and self._may_repeat(loop) and not self._first_epoch_only(idx, before[0], loop):
-                    return "multi_epoch", "scores inside an epoch loop, so later epochs re-score trained tokens", ev + [
-                        (idx, loop, "epoch loop")
-                    ]
+                if (
+                    self._epoch_loop(loop)
+                    and self._may_repeat(loop)
+                    and not self._first_epoch_only(idx, before[0], loop)
+                ):
+                    return (
+                        "multi_epoch",
+                        "scores inside an epoch loop, so later epochs re-score trained tokens",
+                        ev + [(idx, loop, "epoch loop")],
+                    )
                 for outer in loops[i + 1 :]:
                     if self._epoch_loop(outer) and self._may_repeat(outer):
                         return (
@@ -197,27 +205,39 @@ class TTTAnalysis:
                         )
                 return "score_first", "each chunk is scored before the model is updated on it", ev
             if after and not self._epoch_loop(loop):
-                return "train_then_score", "the loop trains on each chunk/document before scoring it", [
-                    (idx, pos, "trained here"),
-                    (idx, after[0], "scored afterwards, same iteration"),
-                ]
+                return (
+                    "train_then_score",
+                    "the loop trains on each chunk/document before scoring it",
+                    [
+                        (idx, pos, "trained here"),
+                        (idx, after[0], "scored afterwards, same iteration"),
+                    ],
+                )
         # Trained in a loop, then scored later in the same function (`return eval_val(model, val_tokens)`).
         outer = loops[-1] if loops else pos
         later = [
-            c for c in walk_scope(scope_fn)
-            if isinstance(c, ast.Call) and c.lineno > getattr(outer, "end_lineno", pos_line)
+            c
+            for c in walk_scope(scope_fn)
+            if isinstance(c, ast.Call)
+            and c.lineno > getattr(outer, "end_lineno", pos_line)
             and self.is_scoring_function(call_name(c))
             and self.flow.is_val(scope_fn, c, c.lineno)
         ]
         if later and not self._restored_after(idx, pos):
-            return "pre_score", "trains on validation tokens, then scores them in the same function", [
-                (idx, pos, "optimiser step on validation tokens"),
-                (idx, later[0], "the adapted model is scored afterwards"),
-            ]
+            return (
+                "pre_score",
+                "trains on validation tokens, then scores them in the same function",
+                [
+                    (idx, pos, "optimiser step on validation tokens"),
+                    (idx, later[0], "the adapted model is scored afterwards"),
+                ],
+            )
         if self._throwaway_module(scope_fn, pos):
-            return "warmup_restored", "the optimiser only updates a temporary module that is discarded (compile warm-up)", [
-                (idx, pos, "backward through a throw-away module")
-            ]
+            return (
+                "warmup_restored",
+                "the optimiser only updates a temporary module that is discarded (compile warm-up)",
+                [(idx, pos, "backward through a throw-away module")],
+            )
         # Nothing scores around the update in this function: look at who calls it.
         if fn is not None and depth < 3:
             results = []
@@ -240,16 +260,22 @@ class TTTAnalysis:
             if results and all(r[0] == "pre_score" for r in results):
                 site = results[0][3]
                 if self._restored_after(site[0], site[1]):
-                    return "warmup_restored", "weights are restored after the val warm-up", [
-                        (site[0], site[1], "warm-up call; weights restored afterwards")
-                    ]
+                    return (
+                        "warmup_restored",
+                        "weights are restored after the val warm-up",
+                        [(site[0], site[1], "warm-up call; weights restored afterwards")],
+                    )
         if self._restored_after(idx, pos):
-            return "warmup_restored", "weights are restored after training on validation tokens", [
-                (idx, pos, "trained on validation tokens; weights restored afterwards")
-            ]
-        return "pre_score", "trains on validation tokens with no scoring before the update", [
-            (idx, pos, "optimiser step on validation tokens, nothing scored first")
-        ]
+            return (
+                "warmup_restored",
+                "weights are restored after training on validation tokens",
+                [(idx, pos, "trained on validation tokens; weights restored afterwards")],
+            )
+        return (
+            "pre_score",
+            "trains on validation tokens with no scoring before the update",
+            [(idx, pos, "optimiser step on validation tokens, nothing scored first")],
+        )
 
     def _epoch_loop(self, loop: ast.AST) -> bool:
         """`for epoch in range(E)` whose variable does not select the data (used only in comparisons/logs)."""
@@ -300,8 +326,11 @@ class TTTAnalysis:
 
     def _stepped_optimizer(self, scope: ast.AST, backward: ast.AST) -> ast.Call | None:
         steps = [
-            n for n in walk_scope(scope)
-            if isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute)
+            n
+            for n in walk_scope(scope)
+            if isinstance(n, ast.Call)
+            and call_name(n) == "step"
+            and isinstance(n.func, ast.Attribute)
             and n.lineno >= backward.lineno
         ]
         if not steps:
@@ -318,7 +347,8 @@ class TTTAnalysis:
         if ctor is None or not ctor.args:
             return False
         mods = {
-            x.value.id for x in ast.walk(ctor.args[0])
+            x.value.id
+            for x in ast.walk(ctor.args[0])
             if isinstance(x, ast.Attribute) and x.attr == "parameters" and isinstance(x.value, ast.Name)
         }
         if not mods:
@@ -382,12 +412,15 @@ class TTTAnalysis:
             restores = call_name(n) == "load_state_dict" and any(
                 isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a)
             )
-            restores |= call_name(n) == "copy_" and _in_loop_over_params(idx, n) and any(
-                isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a)
+            restores |= (
+                call_name(n) == "copy_"
+                and _in_loop_over_params(idx, n)
+                and any(isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a))
             )
             if restores:
                 between = [
-                    c for c in walk_scope(fn)
+                    c
+                    for c in walk_scope(fn)
                     if isinstance(c, ast.Call) and end < c.lineno < n.lineno and self.is_scoring_function(call_name(c))
                 ]
                 return not between
@@ -442,10 +475,16 @@ def ttt_log_evidence(log_events) -> tuple[list, bool]:
     hits = []
     for e in log_events:  # stop at the first two: logs can hold ~100k lines
         low = e[2].lower()
-        if ("tt" in low or "test" in low) and TTT_LOG.search(e[2]) and not re.search(r"ttt_\w+\s*[:=]\s*(False|0)\b", e[2]):
+        if (
+            ("tt" in low or "test" in low)
+            and TTT_LOG.search(e[2])
+            and not re.search(r"ttt_\w+\s*[:=]\s*(False|0)\b", e[2])
+        ):
             hits.append(e)
             if len(hits) == 2:
                 break
-    locs = [Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
-            for p, n, t in hits]
+    locs = [
+        Location(path=p, start_line=n, end_line=n, snippet=t.strip()[:200], note="log shows a TTT stage ran")
+        for p, n, t in hits
+    ]
     return locs, bool(log_events)

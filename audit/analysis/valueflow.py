@@ -64,7 +64,12 @@ class ValFlow:
                 def_line, value = defs[-1]
                 if value is not None and def_line < line and self.is_val(scope, value, def_line, depth + 1):
                     return True
-                if value is not None and def_line == line and value is not expr and self.is_val(scope, value, def_line - 1, depth + 1):
+                if (
+                    value is not None
+                    and def_line == line
+                    and value is not expr
+                    and self.is_val(scope, value, def_line - 1, depth + 1)
+                ):
                     return True
             elif n.id in sd.params and n.id in self.param_val.get(scope, set()):
                 return True

@@ -17,6 +17,8 @@ NOTEBOOK_SUFFIXES = (".ipynb",)
 
 def is_source_path(path: str) -> bool:
     return path.lower().endswith(SOURCE_SUFFIXES + NOTEBOOK_SUFFIXES)
+
+
 USUAL_KEYS = ("name", "val_bpb")  # every layout seen carries at least these (author/github_id/date vary)
 
 
@@ -30,7 +32,13 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
         if not sub.find(name):
             out.append(_f(codes.MISSING_FILE, f"required file {name} is missing", name))
     if sources.entry is None:
-        out.append(_f(codes.NOTHING_TO_AUDIT, "no Python entry script (train_gpt.py or another *.py): no code was checked", "."))
+        out.append(
+            _f(
+                codes.NOTHING_TO_AUDIT,
+                "no Python entry script (train_gpt.py or another *.py): no code was checked",
+                ".",
+            )
+        )
     if not sub.log_files:
         out.append(_f(codes.NO_LOGS, "no training log in the folder (*.log / *.txt / *.out)", "."))
     p = sub.submission_json_path
@@ -39,10 +47,17 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
         if data is None:
             out.append(_f(codes.SUBMISSION_JSON, "submission.json does not parse as a JSON object", p))
         else:
-            missing = [k for k in USUAL_KEYS if k not in data and not (k == "val_bpb" and any(s in data for s in SCORE_KEYS))]
+            missing = [
+                k for k in USUAL_KEYS if k not in data and not (k == "val_bpb" and any(s in data for s in SCORE_KEYS))
+            ]
             if missing:
                 out.append(
-                    _f(codes.SUBMISSION_JSON, f"submission.json lacks the usual key(s): {', '.join(missing)}", p, Severity.INFO)
+                    _f(
+                        codes.SUBMISSION_JSON,
+                        f"submission.json lacks the usual key(s): {', '.join(missing)}",
+                        p,
+                        Severity.INFO,
+                    )
                 )
     for path, why in sub.skipped:
         if is_source_path(path):  # code the auditor did not read may hold a mechanism

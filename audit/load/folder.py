@@ -78,7 +78,6 @@ class Folder:
         return out
 
 
-
 def decode_text(data: bytes) -> str:
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
@@ -177,5 +176,7 @@ def not_a_record_folder(folder: Folder) -> str | None:
     subs = sorted({p.split("/", 1)[0] for p in folder.sizes if p.endswith((".py", ".ipynb", "README.md"))})
     if len(subs) >= 2:
         shown = ", ".join(subs[:3]) + (f" and {len(subs) - 3} more" if len(subs) > 3 else "")
-        return f"holds {len(subs)} record folders ({shown}), not one: audit each, e.g. pgolf-audit {folder.name}/{subs[0]}"
+        return (
+            f"holds {len(subs)} record folders ({shown}), not one: audit each, e.g. pgolf-audit {folder.name}/{subs[0]}"
+        )
     return None

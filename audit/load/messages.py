@@ -92,7 +92,9 @@ class LogText:
 
 
 # A log line that echoes source code (a dump the parser did not recognise) proves nothing.
-_CODE_LINE = re.compile(r"""\b(print|log\w*)\s*\(|\bf["']|^\s*(def|class|import|from|return|if|elif|for|while|with)\b""")
+_CODE_LINE = re.compile(
+    r"""\b(print|log\w*)\s*\(|\bf["']|^\s*(def|class|import|from|return|if|elif|for|while|with)\b"""
+)
 
 
 def message_lines(events: list[tuple[str, int, str, str]]) -> list[tuple[str, int, str]]:

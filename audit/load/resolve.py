@@ -97,7 +97,9 @@ def _as_bytes(v) -> bytes:
 # Pure functions we agree to evaluate, keyed by qualified name (decoders never produce more than they read,
 # decompressors are bounded by the budget).
 PURE_FUNCS = {
-    "lzma.decompress": lambda bud, b, *a, **kw: _lzma(bud, _as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}),
+    "lzma.decompress": lambda bud, b, *a, **kw: _lzma(
+        bud, _as_bytes(b), **{k: v for k, v in kw.items() if k in ("format", "filters")}
+    ),
     "zlib.decompress": lambda bud, b, *a: _zlib(bud, _as_bytes(b), *(a[:1] or [15])),
     "gzip.decompress": lambda bud, b, *a: _gzip(bud, _as_bytes(b)),
     "bz2.decompress": lambda bud, b, *a: _bz2(bud, _as_bytes(b)),
@@ -235,7 +237,12 @@ def _eval_call(node: ast.Call, ctx: _Ctx):
     func = node.func
     qn = _qualname(func, ctx)
     # x.decode(...) / x.encode(...) — not the module functions `codecs.decode` / `base64.*decode*`
-    if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode") and qn not in PURE_FUNCS and qn != "codecs.decode":
+    if (
+        isinstance(func, ast.Attribute)
+        and func.attr in ("decode", "encode")
+        and qn not in PURE_FUNCS
+        and qn != "codecs.decode"
+    ):
         target = _eval(func.value, ctx)
         if func.attr == "decode" and isinstance(target, bytes):
             return target.decode("utf-8", errors="replace")
@@ -285,7 +292,11 @@ def _eval_call(node: ast.Call, ctx: _Ctx):
             raise DecodeError("no payload")
         name = CHAIN_NAME.get(qn, qn.split(".")[-1])
         try:
-            out = PURE_FUNCS[qn](ctx.budget, *args, **kwargs) if qn == "lzma.decompress" else PURE_FUNCS[qn](ctx.budget, *args)
+            out = (
+                PURE_FUNCS[qn](ctx.budget, *args, **kwargs)
+                if qn == "lzma.decompress"
+                else PURE_FUNCS[qn](ctx.budget, *args)
+            )
         except BombError:
             raise
         except (ValueError, TypeError, KeyError, lzma.LZMAError, zlib.error, OSError, EOFError) as e:
@@ -334,7 +345,12 @@ def _collect_aliases(tree: ast.Module) -> dict[str, str]:
 
 
 def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:
-    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in ("exec", "builtins.exec", "eval", "builtins.eval")
+    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in (
+        "exec",
+        "builtins.exec",
+        "eval",
+        "builtins.eval",
+    )
 
 
 @dataclass(frozen=True)
@@ -345,7 +361,9 @@ class Opaque:
     why: str
 
 
-def decode_once(text: str, files: Mapping[str, bytes], budget: Budget | None = None) -> tuple[str, list[str]] | Opaque | None:
+def decode_once(
+    text: str, files: Mapping[str, bytes], budget: Budget | None = None
+) -> tuple[str, list[str]] | Opaque | None:
     """If `text` is a wrapper, return (payload source, chain); an `Opaque` when it runs code through
     `exec`/`eval` that cannot be evaluated statically; None when it is ordinary code.
 
@@ -608,7 +626,11 @@ def resolve_file(folder: Folder, path: str, role: str) -> tuple[ResolvedSource, 
             findings.append(codes.DECOMPRESSION_BOMB.finding(f"{path}: {e}; payload not analysed", Location(path=path)))
             break
         except RecursionError:
-            findings.append(codes.DECOMPRESSION_BOMB.finding(f"{path}: nested too deeply; payload not analysed", Location(path=path)))
+            findings.append(
+                codes.DECOMPRESSION_BOMB.finding(
+                    f"{path}: nested too deeply; payload not analysed", Location(path=path)
+                )
+            )
             break
         if isinstance(step, Opaque):
             where = f"{path} (decoded)" if chain else path

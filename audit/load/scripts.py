@@ -46,7 +46,9 @@ def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, in
         chunk, (log_path, line, text) = hits[0]
         ran.append(src)
         proof = tuple(
-            Location(path=lp, start_line=ln, end_line=ln, snippet=t.strip()[:200], note="log line only this script prints")
+            Location(
+                path=lp, start_line=ln, end_line=ln, snippet=t.strip()[:200], note="log line only this script prints"
+            )
             for _, (lp, ln, t) in hits[:3]
         )
         findings.append(
@@ -71,4 +73,3 @@ def _trees(sources) -> list[ast.AST]:
 
 _NOT_SCRIPTS = {"setup.py", "__init__.py", "conftest.py"}
 MAX_CANDIDATES = 40  # a vendored package is a library, not a script that ran
-

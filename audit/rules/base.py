@@ -173,8 +173,16 @@ class Rule:
         sev = severity or self.SEVERITY
         if reach is Reachability.SHOWN_BY_LOGS:
             path, line, text = self.program.log_proof(idx, reach_node or node)
-            evidence = [*evidence, Location(path=path, start_line=line, end_line=line, snippet=text.strip()[:200],
-                                            note="log line printed only by this code: it ran")]
+            evidence = [
+                *evidence,
+                Location(
+                    path=path,
+                    start_line=line,
+                    end_line=line,
+                    snippet=text.strip()[:200],
+                    note="log line printed only by this code: it ran",
+                ),
+            ]
         elif reach is Reachability.DISABLED_BY_DEFAULT:
             sev = Severity.INFO
             message = f"{message} — present but not reached under the effective config ({why})"

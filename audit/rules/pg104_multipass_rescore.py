@@ -233,7 +233,9 @@ class MultipassRescore(Rule):
         p = self.program
         ttt = self.analyses.ttt
         sites = self.analyses.ttt_sites
-        trainers = val_training_functions(p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None])
+        trainers = val_training_functions(
+            p, [s.fn.name for s in sites if s.kind in _SCORING_KINDS and s.fn is not None]
+        )
         val_backwards = {id(s.backward) for s in sites}
         slot = self.analyses.slot
         for idx in p.indexes:
@@ -245,7 +247,9 @@ class MultipassRescore(Rule):
 
     # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
     def _rescore_after_ttt(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, trainers: set[str]):
-        calls = sorted((n for n in walk_scope(scope) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset))
+        calls = sorted(
+            (n for n in walk_scope(scope) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset)
+        )
         ttt_calls = [c for c in calls if call_name(c) in trainers and self._has_val_arg(scope, c)]
         for t in ttt_calls:
             models = self._model_args(t)
@@ -342,10 +346,14 @@ class MultipassRescore(Rule):
     # --- shape 2: keep the best of repeated scorings ---------------------------------------------
     def _keep_best(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, val_backwards: set[int], slot):
         ifs = [
-            n for n in walk_scope(scope)
-            if isinstance(n, ast.If) and isinstance(n.test, ast.Compare) and len(n.test.ops) == 1
+            n
+            for n in walk_scope(scope)
+            if isinstance(n, ast.If)
+            and isinstance(n.test, ast.Compare)
+            and len(n.test.ops) == 1
             and isinstance(n.test.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE))
-            and any(isinstance(st, ast.Assign) for st in n.body) and idx.enclosing(n, *LOOPS) is not None
+            and any(isinstance(st, ast.Assign) for st in n.body)
+            and idx.enclosing(n, *LOOPS) is not None
         ]
         if not ifs:
             return
@@ -382,12 +390,21 @@ class MultipassRescore(Rule):
         """Names holding a score: results of scoring calls on val, and no-grad loss accumulators."""
         out: set[str] = set()
         for n in walk_scope(scope):
-            if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call) and ttt.is_scoring_function(call_name(n.value)):
+            if (
+                isinstance(n, ast.Assign)
+                and isinstance(n.value, ast.Call)
+                and ttt.is_scoring_function(call_name(n.value))
+            ):
                 if self._has_val_arg(scope, n.value):
                     out |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
             elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
                 name = base(n.target)
-                if name and _SCORE_NAME.search(name) and under_no_grad(scope, n) and self._val_data(scope, n.value, n.lineno):
+                if (
+                    name
+                    and _SCORE_NAME.search(name)
+                    and under_no_grad(scope, n)
+                    and self._val_data(scope, n.value, n.lineno)
+                ):
                     out.add(name)
         return out
 

@@ -217,11 +217,13 @@ class ValCalibration(Rule):
                 return quantize(model)
             main(None)
             """,
-            logs={"train.log": """
+            logs={
+                "train.log": """
             step:1000/1000 train_loss:2.91 train_time:590000ms
             quant:calibrating activations source=val batches=32
             final_int6_roundtrip val_loss:1.95 val_bpb:1.15
-            """},
+            """
+            },
             note="the log proves validation calibration although the code path is not recognised",
             line=3,
             message="calibration ran on validation data",
@@ -233,7 +235,12 @@ class ValCalibration(Rule):
         analysis = self.analyses.calibration
         logs = log_calibration(self.ctx.log_events)
         log_lines = [(lc.path, n, t) for lc in logs for n, t in lc.val_calib]
-        log_evidence = [Location(path=p, start_line=n, end_line=n, snippet=t, note="the log says the run calibrated on validation data") for p, n, t in log_lines[:3]]
+        log_evidence = [
+            Location(
+                path=p, start_line=n, end_line=n, snippet=t, note="the log says the run calibrated on validation data"
+            )
+            for p, n, t in log_lines[:3]
+        ]
         proven = False
         for site in analysis.sites():
             if "val" not in site.origin.kinds:

@@ -109,11 +109,13 @@ class TrainDataAtEval(Rule):
                 return hessians(model, Loader(args.train_files), 64)
             main(None, None, None, None)
             """,
-            logs={"train.log": """
+            logs={
+                "train.log": """
             gptq:reserving 12000ms from training budget, effective=588000ms
             stopping_early: wallclock_cap train_time:588011ms step:6500/20000
             gptq:calibrating with 64 batches (training data)...
-            """},
+            """
+            },
             note="reserved budget: calibration happens inside the 600 s",
         ),
         Valid(
@@ -215,11 +217,13 @@ class TrainDataAtEval(Rule):
                 return hessians(model, calib_loader, 256)
             main(None, None, None, None)
             """,
-            logs={"train.log": """
+            logs={
+                "train.log": """
             stopping_early: wallclock_cap train_time:600031ms step:7000/20000
             gptq:calibrating with training data...
             gptq:calibrated 66 layers in 4.1s
-            """},
+            """
+            },
             line=29,
             message="`hessians()` reads training data after the training clock stopped",
         ),
@@ -283,11 +287,13 @@ class TrainDataAtEval(Rule):
                 print(os.environ.get("RUN_ID"))
             main()
             """,
-            logs={"train.log": """
+            logs={
+                "train.log": """
             stopping_early: wallclock_cap train_time:600102ms step:6900/20000
             gptq:collecting hessians from training data (256 batches)...
             gptq:collected hessians for 68 layers (training data)
-            """},
+            """
+            },
             severity=Severity.WARNING,
             note="log-only evidence (code path not recognised): needs a human",
             line=3,
@@ -386,7 +392,9 @@ class TrainDataAtEval(Rule):
             if lc.stop is None or not lc.calib_after_stop:
                 continue
             line, text, _ms = lc.stop
-            out.append(Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"))
+            out.append(
+                Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here")
+            )
             n, t = lc.calib_after_stop[0]
             out.append(Location(path=lc.path, start_line=n, end_line=n, snippet=t, note="calibration runs after it"))
             break
@@ -406,6 +414,10 @@ class TrainDataAtEval(Rule):
                 Location(path=lc.path, start_line=n, end_line=n, snippet=t),
                 severity=Severity.WARNING,
                 confidence=Confidence.LOW,
-                evidence=(Location(path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"),),
+                evidence=(
+                    Location(
+                        path=lc.path, start_line=line, end_line=line, snippet=text, note="training clock stops here"
+                    ),
+                ),
             )
             return

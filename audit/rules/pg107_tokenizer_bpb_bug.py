@@ -288,12 +288,16 @@ class TokenizerBpbBug(Rule):
         evidence = [self.location(t.idx, t.piece_call, f"byte table over token ids in `{t.name}()`")]
         store = t.count_stores[0]
         if t.byte_check is None and t.from_decode:
-            major.append("byte counts come from decoded token text: byte-fallback or partial-UTF-8 tokens decode to"
-                         " U+FFFD and count 3 bytes instead of 1")
+            major.append(
+                "byte counts come from decoded token text: byte-fallback or partial-UTF-8 tokens decode to"
+                " U+FFFD and count 3 bytes instead of 1"
+            )
             evidence.append(self.location(t.idx, store, "count taken from the decoded text"))
         elif t.byte_check is None:
-            major.append("byte-fallback pieces (`<0xAB>`) are counted by their text length (6 bytes) instead of 1:"
-                         " there is no `sp.is_byte` branch")
+            major.append(
+                "byte-fallback pieces (`<0xAB>`) are counted by their text length (6 bytes) instead of 1:"
+                " there is no `sp.is_byte` branch"
+            )
             evidence.append(self.location(t.idx, store, "count taken from the piece text for every id"))
         if t.space_in_count is not None:
             if scorer:
@@ -301,9 +305,13 @@ class TokenizerBpbBug(Rule):
                 evidence.append(self.location(t.idx, t.space_in_count, "space byte inside the table's count"))
                 evidence.extend(self.location(s.idx, s.node, "scorer adds the space byte again") for s in scorer[:2])
             else:
-                evidence.append(self.location(
-                    t.idx, t.space_in_count, "space counted even after a boundary token (one extra byte per document)"
-                ))
+                evidence.append(
+                    self.location(
+                        t.idx,
+                        t.space_in_count,
+                        "space counted even after a boundary token (one extra byte per document)",
+                    )
+                )
         if t.marker_counted is not None:
             major.append(f"`{SPACE_MARK}` is never stripped, so it counts as its 3 UTF-8 bytes")
             evidence.append(self.location(t.idx, t.marker_counted, "▁ left in the counted text"))
@@ -315,15 +323,21 @@ class TokenizerBpbBug(Rule):
             minor.append("unused pieces are not treated as boundaries")
         if major:
             yield self.finding(
-                t.idx, t.loop,
+                t.idx,
+                t.loop,
                 f"Byte look-up table `{t.name}()` miscounts validation bytes: " + "; ".join(major + minor),
-                evidence=evidence, reach_node=t.loop,
+                evidence=evidence,
+                reach_node=t.loop,
             )
         elif minor and not t.boundary:
             yield self.finding(
-                t.idx, t.loop,
+                t.idx,
+                t.loop,
                 f"Byte look-up table `{t.name}()` deviates from the baseline: " + "; ".join(minor),
-                evidence=evidence, reach_node=t.loop, severity=Severity.WARNING, confidence=Confidence.MEDIUM,
+                evidence=evidence,
+                reach_node=t.loop,
+                severity=Severity.WARNING,
+                confidence=Confidence.MEDIUM,
             )
 
     def _check_tokenizer(self, facts):
@@ -338,16 +352,28 @@ class TokenizerBpbBug(Rule):
         if facts.space_checks or not facts.tables:
             return  # the ▁ assertion guards the table; CaseOps-style sidecars do their own accounting
         t = facts.tables[0]
-        evidence = [self.location(idx, expr, f"effective tokenizer: {path}"),
-                    self.location(t.idx, t.piece_call, "byte table with no `piece_to_id('▁') != unk_id()` check")]
+        evidence = [
+            self.location(idx, expr, f"effective tokenizer: {path}"),
+            self.location(t.idx, t.piece_call, "byte table with no `piece_to_id('▁') != unk_id()` check"),
+        ]
         for lpath, line, text, n in self._logged_val_tokens()[:1]:
-            evidence.append(Location(path=lpath, start_line=line, end_line=line, snippet=text,
-                                     note=f"the run scored {n:,} validation tokens with this tokenizer"))
+            evidence.append(
+                Location(
+                    path=lpath,
+                    start_line=line,
+                    end_line=line,
+                    snippet=text,
+                    note=f"the run scored {n:,} validation tokens with this tokenizer",
+                )
+            )
         yield self.finding(
-            idx, expr,
+            idx,
+            expr,
             f"Custom tokenizer `{path}` is scored with a piece-text byte table but nothing checks that `▁` is a "
             "piece of its own; without it every space is three byte-fallback tokens and the byte count grows",
-            evidence=evidence, reach_node=t.loop, confidence=Confidence.MEDIUM,
+            evidence=evidence,
+            reach_node=t.loop,
+            confidence=Confidence.MEDIUM,
         )
 
     def _shipped_models(self, path: str) -> dict[str, bytes]:
@@ -364,14 +390,16 @@ class TokenizerBpbBug(Rule):
             where = self.location(idx, expr, f"effective tokenizer: {path} (shipped as {mpath})")
             if not summary.has_space_piece and not facts.space_checks:
                 yield self.finding(
-                    idx, expr,
+                    idx,
+                    expr,
                     f"Tokenizer `{mpath}` has no standalone `▁` piece: a space is encoded as byte-fallback tokens "
                     "and counted as 3 bytes",
                     evidence=[where],
                 )
             if summary.user_defined and not facts.sidecar:
                 yield self.finding(
-                    idx, expr,
+                    idx,
+                    expr,
                     f"Tokenizer `{mpath}` has {len(summary.user_defined)} user-defined symbols "
                     f"({', '.join(repr(s) for s in summary.user_defined[:3])}…) and no byte sidecar: the byte "
                     "table counts their text as source bytes",
@@ -379,9 +407,12 @@ class TokenizerBpbBug(Rule):
                 )
             if not summary.byte_pieces and not facts.sidecar:
                 yield self.finding(
-                    idx, expr,
+                    idx,
+                    expr,
                     f"Tokenizer `{mpath}` has no byte-fallback pieces: `<unk>` tokens count 0 bytes",
-                    evidence=[where], severity=Severity.WARNING, confidence=Confidence.MEDIUM,
+                    evidence=[where],
+                    severity=Severity.WARNING,
+                    confidence=Confidence.MEDIUM,
                 )
 
     def _logged_val_tokens(self) -> list[tuple[str, int, str, int]]:
@@ -408,7 +439,14 @@ class TokenizerBpbBug(Rule):
             if cut:
                 sev, conf = Severity.ERROR, Confidence.HIGH
                 path, line, text, n = cut[0]
-                ev.append(Location(path=path, start_line=line, end_line=line, snippet=text,
-                                   note=f"the run loaded {n:,} validation tokens"))
+                ev.append(
+                    Location(
+                        path=path,
+                        start_line=line,
+                        end_line=line,
+                        snippet=text,
+                        note=f"the run loaded {n:,} validation tokens",
+                    )
+                )
                 msg += f"; the log confirms {cut[0][3]:,} tokens"
             yield self.finding(s.idx, s.node, msg, evidence=ev, severity=sev, confidence=conf)

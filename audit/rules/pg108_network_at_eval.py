@@ -6,6 +6,7 @@ from .base import Invalid, Rule, Valid
 
 RULING = "challenge README on main: no network access during evaluation; issue #1017 (a self-contained artifact)"
 
+
 class NetworkAtEval(Rule):
     """
     ## What it does
@@ -150,21 +151,30 @@ class NetworkAtEval(Rule):
                 where, widx, why = phase
                 ev.append(self.location(widx, where, why))
                 yield self.finding(
-                    nc.idx, nc.call,
+                    nc.idx,
+                    nc.call,
                     f"Network access on the evaluation path ({nc.what}): it {why}",
-                    evidence=ev, confidence=Confidence.HIGH if nc.kind == "download" else Confidence.MEDIUM,
+                    evidence=ev,
+                    confidence=Confidence.HIGH if nc.kind == "download" else Confidence.MEDIUM,
                 )
             elif nc.kind == "download" and training:
                 yield self.finding(
-                    nc.idx, nc.call,
+                    nc.idx,
+                    nc.call,
                     f"Download at start-up before training ({nc.what}): data or tokenizer fetched by the scored run "
                     "itself, not by the documented preparation step",
-                    evidence=ev, severity=Severity.WARNING, confidence=Confidence.MEDIUM,
+                    evidence=ev,
+                    severity=Severity.WARNING,
+                    confidence=Confidence.MEDIUM,
                 )
             else:
                 what = "package install" if nc.kind == "pip" else "download in a script with no training loop"
                 yield self.finding(
-                    nc.idx, nc.call,
+                    nc.idx,
+                    nc.call,
                     f"Network use at set-up ({what}: {nc.what}); not on the evaluation path",
-                    evidence=ev, severity=Severity.INFO, confidence=Confidence.MEDIUM, category=None,
+                    evidence=ev,
+                    severity=Severity.INFO,
+                    confidence=Confidence.MEDIUM,
+                    category=None,
                 )

@@ -52,7 +52,9 @@ class NgramTargetKey(Rule):
     SEVERITY = Severity.ERROR
     RULING = RULING
     SUMMARY = "hashed n-gram cache read at a key that contains the token being predicted"
-    FIX_HINT = "Hash only already-scored context tokens into the lookup key; update (context, target) counts after scoring."
+    FIX_HINT = (
+        "Hash only already-scored context tokens into the lookup key; update (context, target) counts after scoring."
+    )
 
     VALID = [
         Valid(
@@ -224,4 +226,6 @@ class NgramTargetKey(Rule):
                 + [self.location(i, n, note) for i, n, note in site.evidence],
                 confidence=Confidence.HIGH,
             )
-            yield refine_reachability(f, self.program, analysis, r.idx, r.node, NGRAM_LOG, self.ctx.log_events, self.ctx.readme)
+            yield refine_reachability(
+                f, self.program, analysis, r.idx, r.node, NGRAM_LOG, self.ctx.log_events, self.ctx.readme
+            )

@@ -47,7 +47,9 @@ class NgramUnnormalized(Rule):
     SEVERITY = Severity.ERROR
     RULING = RULING
     SUMMARY = "blended distribution not normalised over the vocabulary (token NLL spread over its bytes)"
-    FIX_HINT = "Mix normalised distributions: marginalise the full softmax to bytes instead of spreading one token's NLL."
+    FIX_HINT = (
+        "Mix normalised distributions: marginalise the full softmax to bytes instead of spreading one token's NLL."
+    )
 
     VALID = [
         Valid(
@@ -152,4 +154,6 @@ class NgramUnnormalized(Rule):
                 evidence=[self.location(i, n, note) for i, n, note in site.evidence],
                 confidence=Confidence.HIGH if site.kind == "byte_spread" else Confidence.MEDIUM,
             )
-            yield refine_reachability(f, self.program, analysis, site.idx, site.node, PPM_LOG, self.ctx.log_events, self.ctx.readme)
+            yield refine_reachability(
+                f, self.program, analysis, site.idx, site.node, PPM_LOG, self.ctx.log_events, self.ctx.readme
+            )

@@ -101,7 +101,17 @@ def test_example_json_verdict(name):
     assert doc["verdict"] == verdict
     assert doc["categories"] == cats
     for f in doc["findings"]:
-        assert set(f) >= {"rule", "category", "severity", "confidence", "message", "location", "reachability", "evidence", "ruling"}
+        assert set(f) >= {
+            "rule",
+            "category",
+            "severity",
+            "confidence",
+            "message",
+            "location",
+            "reachability",
+            "evidence",
+            "ruling",
+        }
         assert set(f["location"]) >= {"path", "start_line", "end_line"}
     assert "Traceback" not in proc.stderr
 
@@ -123,8 +133,15 @@ def test_wrapper_decoded_and_run_command_override():
 
 
 def test_markdown_review_comment():
-    proc = run(str(EXAMPLES / "prequant_ttt"), "--format", "markdown", "--repo-url",
-               "https://github.com/openai/parameter-golf", "--head-sha", "abc123")
+    proc = run(
+        str(EXAMPLES / "prequant_ttt"),
+        "--format",
+        "markdown",
+        "--repo-url",
+        "https://github.com/openai/parameter-golf",
+        "--head-sha",
+        "abc123",
+    )
     md = proc.stdout
     assert md.startswith("<!-- pgolf-audit v1 head=abc123 verdict=flag -->")
     assert "**Compliance:** FLAG" in md

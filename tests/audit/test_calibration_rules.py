@@ -28,13 +28,16 @@ def hessians(model, loader, n):
     return H
 """
 
-TRAIN_THEN_CALIBRATE = """
+TRAIN_THEN_CALIBRATE = (
+    """
 import os
 class Hyperparameters:
     train_files = "data/fineweb_train_*.bin"
     max_wallclock_seconds = float(os.environ.get("MAX_WALLCLOCK_SECONDS", "600"))
     reserve_ms = float(os.environ.get("GPTQ_RESERVE_MS", "RESERVE"))
-""" + COLLECTOR + """
+"""
+    + COLLECTOR
+    + """
 def main(model, opt, Loader, elapsed_ms):
     args = Hyperparameters()
     max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
@@ -48,27 +51,34 @@ def main(model, opt, Loader, elapsed_ms):
     return hessians(model, Loader(args.train_files), 64)
 main(None, None, None, None)
 """
+)
 
 
 def _findings(code: str, rule: str, readme: str = "", logs: dict[str, str] | None = None):
-    sub = make_submission({"train_gpt.py": code, **({"README.md": readme} if readme else {}), **(logs or {})}, dedent=True)
+    sub = make_submission(
+        {"train_gpt.py": code, **({"README.md": readme} if readme else {}), **(logs or {})}, dedent=True
+    )
     return [f for f in audit_submission(sub, select={rule}).findings if f.rule.startswith(rule)]
 
 
 def _switch_code(default: str) -> str:
-    return f"""
+    return (
+        f"""
 import os
 class Hyperparameters:
     calib_source = os.environ.get("GPTQ_CALIB_SOURCE", "{default}")
     train_files = "data/fineweb_train_*.bin"
     val_files = "data/fineweb_val_*.bin"
-""" + COLLECTOR + """
+"""
+        + COLLECTOR
+        + """
 def main(model, Loader):
     args = Hyperparameters()
     loader = Loader(args.val_files if args.calib_source == "val" else args.train_files)
     return hessians(model, loader, 8)
 main(None, None)
 """
+    )
 
 
 def test_readme_override_selects_validation_calibration():
@@ -80,21 +90,28 @@ def test_readme_override_selects_validation_calibration():
 
 
 def test_runtime_switch_is_a_warning():
-    code = "import sys\n" + COLLECTOR + """
+    code = (
+        "import sys\n"
+        + COLLECTOR
+        + """
 def main(model, Loader, args):
     loader = Loader(args.val_files if sys.argv[1] == "val" else args.train_files)
     return hessians(model, loader, 8)
 main(None, None, None)
 """
+    )
     found = _findings(code, "PG105")
     assert [f.severity for f in found] == [Severity.WARNING]
 
 
 def test_uncalled_collector_on_validation_is_not_reported():
-    code = COLLECTOR + """
+    code = (
+        COLLECTOR
+        + """
 def unused(model, Loader, args):
     return hessians(model, Loader(args.val_files), 8)
 """
+    )
     assert all(f.severity is Severity.INFO for f in _findings(code, "PG105"))
 
 
@@ -125,11 +142,14 @@ def test_hand_lowered_cap_is_a_warning_unless_a_log_ran_to_600s():
 
 
 def test_minified_train_then_calibrate_on_one_line():
-    code = """
+    code = (
+        """
 class H:
     train_files = "data/fineweb_train_*.bin"
     max_wallclock_seconds = 600.0
-""" + COLLECTOR + """
+"""
+        + COLLECTOR
+        + """
 def train_model(h, model, opt, loader, elapsed_ms):
     max_wallclock_ms = 1e3 * h.max_wallclock_seconds
     while True:
@@ -139,6 +159,7 @@ def run(h, model, opt, Loader, elapsed_ms):
     train_model(h, model, opt, Loader(h.train_files), elapsed_ms); hs = hessians(model, Loader(h.train_files), 64)
 run(H(), None, None, None, None)
 """
+    )
     found = _findings(code, "PG106")
     assert [f.severity for f in found] == [Severity.ERROR]
     assert any("train_model" in e.note for e in found[0].evidence)

@@ -17,8 +17,17 @@ from audit.load.resolve import resolve
 from tests.support import make_submission
 
 
-def run_log(seed: int, bpb: str, *, loss: str = "2.06000000", train_ms: int = 599500, total: int = 15_900_000,
-            model: int = 15_850_000, tokens: int = 62_021_632, eval_ms: int = 70000) -> str:
+def run_log(
+    seed: int,
+    bpb: str,
+    *,
+    loss: str = "2.06000000",
+    train_ms: int = 599500,
+    total: int = 15_900_000,
+    model: int = 15_850_000,
+    tokens: int = 62_021_632,
+    eval_ms: int = 70000,
+) -> str:
     return textwrap.dedent(
         f"""\
         val_loader:shards pattern=./data/fineweb_val_*.bin tokens:{tokens}
@@ -42,8 +51,13 @@ def ratio_loss(bpb: float, tokens: int = 62_021_632, split_bytes: float = 151_08
     return f"{bpb * math.log(2) * split_bytes / tokens:.8f}"
 
 
-def make_sub(logs: dict[str, str], sub_json: dict | None = None, readme: str = "", name: str = "records/track_10min_16mb/x",
-             code: bytes = b"print('hi')\n") -> Folder:
+def make_sub(
+    logs: dict[str, str],
+    sub_json: dict | None = None,
+    readme: str = "",
+    name: str = "records/track_10min_16mb/x",
+    code: bytes = b"print('hi')\n",
+) -> Folder:
     files: dict[str, str | bytes] = {**logs, "train_gpt.py": code}
     if sub_json is not None:
         files["submission.json"] = json.dumps(sub_json, indent=2)
@@ -99,7 +113,10 @@ def test_exact_claim_reports_matching_tag():
 
 
 def test_per_seed_mismatch_from_seed_results():
-    claims = {"val_bpb": 1.1523, "seed_results": {"1337": {"val_bpb": 1.15}, "42": {"val_bpb": 1.1490}, "2025": {"val_bpb": 1.154}}}
+    claims = {
+        "val_bpb": 1.1523,
+        "seed_results": {"1337": {"val_bpb": 1.15}, "42": {"val_bpb": 1.1490}, "2025": {"val_bpb": 1.154}},
+    }
     rep = check_claims(make_sub(three_seeds(), claims))
     mism = [f for f in rep.findings if f.rule == "PG202/seed-value-mismatch"]
     assert len(mism) == 1 and "seed 42" in mism[0].message and "1.149" in mism[0].message
@@ -172,7 +189,11 @@ def test_train_time_over_cap_beyond_one_step():
     assert "PG220/train-time-over-cap" not in rules(ok)  # one-step overshoot of the wallclock check
     bad = check_claims(make_sub(three_seeds(train_ms=612_000), {"val_bpb": 1.1523}))
     f = next(f for f in bad.findings if f.rule == "PG220/train-time-over-cap")
-    assert f.severity is Severity.ERROR and f.category == "time_over_cap" and f.location.snippet.startswith("stopping_early")
+    assert (
+        f.severity is Severity.ERROR
+        and f.category == "time_over_cap"
+        and f.location.snippet.startswith("stopping_early")
+    )
 
 
 def test_non_record_track_time_is_informational():
@@ -188,7 +209,11 @@ def test_eval_time_over_cap():
 
 
 def test_val_subset_is_a_tokenizer_bpb_bug():
-    logs = {"train.log": run_log(1, "1.15000000", loss=ratio_loss(1.15, 8_000_000, 151_080_000 * 8 / 62.02), tokens=8_000_000)}
+    logs = {
+        "train.log": run_log(
+            1, "1.15000000", loss=ratio_loss(1.15, 8_000_000, 151_080_000 * 8 / 62.02), tokens=8_000_000
+        )
+    }
     rep = check_claims(make_sub(logs, {"val_bpb": 1.15}))
     f = next(f for f in rep.findings if f.rule == "PG230/val-subset")
     assert f.severity is Severity.ERROR and f.category == "tokenizer_bpb_bug" and "8,000,000" in f.message
@@ -203,7 +228,11 @@ def shard_name(i):
 
 
 def test_val_subset_from_own_split_builder_is_a_wrong_split():
-    logs = {"train.log": run_log(1, "1.15000000", loss=ratio_loss(1.15, 8_000_000, 151_080_000 * 8 / 62.02), tokens=8_000_000)}
+    logs = {
+        "train.log": run_log(
+            1, "1.15000000", loss=ratio_loss(1.15, 8_000_000, 151_080_000 * 8 / 62.02), tokens=8_000_000
+        )
+    }
     sub = make_sub(logs, {"val_bpb": 1.15})
     sub.files["prepare_data.py"] = (PREP % "10_000").encode()
     f = next(f for f in check_claims(sub).findings if f.rule == "PG232/val-split-mismatch")
@@ -216,7 +245,8 @@ def test_val_subset_from_own_split_builder_is_a_wrong_split():
 def test_per_seed_score_dict_counts_as_claimed_seeds():
     # the claimed stage (a mixer) is printed before the last scored line (plain sliding window), as in real logs
     logs = {
-        f"train_seed{s}.log": run_log(s, "1.10000000") + f"quantized_mixer val_loss:2.30000000 val_bpb:{v}\n"
+        f"train_seed{s}.log": run_log(s, "1.10000000")
+        + f"quantized_mixer val_loss:2.30000000 val_bpb:{v}\n"
         + "final_sliding_window_exact val_loss:2.06000000 val_bpb:1.10000000\n"
         for s, v in ((1, "1.01000000"), (2, "1.02000000"))
     }

@@ -106,6 +106,8 @@ def test_an_unknown_selector_is_an_error_with_a_suggestion():
 def test_evidence_that_could_not_be_checked_keeps_the_verdict_off_clean_only():
     no_logs = REGISTRY.get("PG006").finding("no training log", Location(path="."))
     assert decide([no_logs]).verdict == "needs-human"
-    legal = REGISTRY.get("PG102").finding("score-first TTT", Location(path="train_gpt.py"), legal_mechanism="score_first_ttt")
+    legal = REGISTRY.get("PG102").finding(
+        "score-first TTT", Location(path="train_gpt.py"), legal_mechanism="score_first_ttt"
+    )
     legal = legal.with_(severity=Severity.INFO)
     assert decide([no_logs, legal]).verdict == "legal_ttt"

@@ -67,6 +67,7 @@ def test_dev_label_targets(mirror):
 
 
 def test_docs_are_generated_from_the_rules():
-    proc = subprocess.run([sys.executable, str(ROOT / "docs" / "gen_rules.py"), "--check"],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "docs" / "gen_rules.py"), "--check"], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stdout

@@ -28,8 +28,13 @@ def repo(tmp_path):
     import os
 
     def commit(msg, author):
-        env = {**os.environ, "GIT_AUTHOR_NAME": author, "GIT_AUTHOR_EMAIL": f"{author}@x", "GIT_COMMITTER_NAME": author,
-               "GIT_COMMITTER_EMAIL": f"{author}@x"}
+        env = {
+            **os.environ,
+            "GIT_AUTHOR_NAME": author,
+            "GIT_AUTHOR_EMAIL": f"{author}@x",
+            "GIT_COMMITTER_NAME": author,
+            "GIT_COMMITTER_EMAIL": f"{author}@x",
+        }
         sh(r, "git", "add", "-A", env=env)
         sh(r, "git", "commit", "-qm", msg, env=env)
 
@@ -47,7 +52,9 @@ def repo(tmp_path):
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_pr_folder_is_the_one_the_submitter_adds(repo):
@@ -60,8 +67,16 @@ def test_git_dir_pr_and_ref(repo):
     doc = json.loads(proc.stdout)
     assert doc["folder"].endswith("2026-03-01_Alice") and doc["verdict"] == "flag" and doc["pr"] == 7
     assert proc.returncode == 1
-    proc = run("--git-dir", str(repo / ".git"), "--ref", "pr", "--folder", "records/track_10min_16mb/2026-02-01_Bob",
-               "--format", "json")
+    proc = run(
+        "--git-dir",
+        str(repo / ".git"),
+        "--ref",
+        "pr",
+        "--folder",
+        "records/track_10min_16mb/2026-02-01_Bob",
+        "--format",
+        "json",
+    )
     assert json.loads(proc.stdout)["verdict"] == "legal_ttt"
 
 

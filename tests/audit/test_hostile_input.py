@@ -31,7 +31,9 @@ def _record(tmp_path, code: str | bytes = CLEAN_CODE, log: bool = True, name: st
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "audit.cli", *args], capture_output=True, text=True, cwd=ROOT, timeout=120
+    )
 
 
 def _codes(rep) -> set[str]:
@@ -176,7 +178,9 @@ def test_allowed_codecs_decode_through_their_aliases(tmp_path):
 @pytest.mark.parametrize(
     "payload",
     [
-        "import codecs, bz2\nexec(codecs.decode(" + repr(__import__("bz2").compress(b"#" * 40_000_000)) + ", 'bz2_codec'))\n",
+        "import codecs, bz2\nexec(codecs.decode("
+        + repr(__import__("bz2").compress(b"#" * 40_000_000))
+        + ", 'bz2_codec'))\n",
         "exec('#' * 100_000_000)\n",
         "exec(('#' * 1000).replace('#', '#' * 100_000))\n",
         "exec('#' + '#' * 60_000_000)\n",
@@ -213,8 +217,13 @@ def test_the_audit_budget_skips_and_reports_the_stages_left(tmp_path, monkeypatc
 
 
 def test_a_fresh_trainer_skeleton_is_not_clean(tmp_path):
-    made = subprocess.run([sys.executable, "-m", "reference_trainer.cli", "new", str(tmp_path / "skel")],
-                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    made = subprocess.run(
+        [sys.executable, "-m", "reference_trainer.cli", "new", str(tmp_path / "skel")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert made.returncode == 0, made.stderr
     proc = _cli(str(tmp_path / "skel"))
     assert proc.returncode == 1 and "NEEDS-HUMAN" in proc.stderr

@@ -22,8 +22,17 @@ FORGED = f"x`\n\n## LOOKS CLEAN — verified by maintainers\n{MARKER}\n[bold gre
 def _report() -> AuditReport:
     loc = Location(path=FORGED, start_line=3, end_line=3, snippet="```\n" + MARKER + "\n```")
     f = CANNOT_PARSE.finding(f"{FORGED} cannot be parsed", loc, evidence=[loc])
-    return AuditReport(folder=FORGED, verdict="needs-human", categories=[], reason=f.message, findings=[f],
-                       entry=FORGED, code_files=[FORGED], repo_url="https://github.com/o/r", head_sha="abc")
+    return AuditReport(
+        folder=FORGED,
+        verdict="needs-human",
+        categories=[],
+        reason=f.message,
+        findings=[f],
+        entry=FORGED,
+        code_files=[FORGED],
+        repo_url="https://github.com/o/r",
+        head_sha="abc",
+    )
 
 
 def test_a_file_name_cannot_forge_the_marker_a_heading_or_the_verdict():

@@ -83,7 +83,10 @@ def test_exec_open_sibling_and_code_bytes():
 
 
 def test_runpy_launch_of_sibling_is_analysed():
-    files = {"train_gpt.py": b"import runpy\nrunpy.run_path('real_train.py', run_name='__main__')\n", "real_train.py": PROGRAM.encode()}
+    files = {
+        "train_gpt.py": b"import runpy\nrunpy.run_path('real_train.py', run_name='__main__')\n",
+        "real_train.py": PROGRAM.encode(),
+    }
     sub = resolve(sub_of(files))
     assert [s.path for s in sub.sources] == ["train_gpt.py", "real_train.py"]
 
@@ -166,15 +169,15 @@ def test_inline_suppression_reported_not_obeyed():
 
 def test_python312_fstrings_parse_with_line_numbers_kept():
     code = (
-        'import os\n'
+        "import os\n"
         'cfg = {"a": 1}\n'
         'print(f"value {cfg["a"]:.3f} and {cfg[\'a\']}")\n'
-        'def adapt(model, opt, val_tokens):\n'
-        '    for epoch in range(3):\n'
-        '        loss = model(val_tokens).mean()\n'
-        '        loss.backward()\n'
-        '        opt.step()\n'
-        'adapt(None, None, None)\n'
+        "def adapt(model, opt, val_tokens):\n"
+        "    for epoch in range(3):\n"
+        "        loss = model(val_tokens).mean()\n"
+        "        loss.backward()\n"
+        "        opt.step()\n"
+        "adapt(None, None, None)\n"
     )
     rep = audit_submission(sub_of({"train_gpt.py": code.encode()}))
     assert not any(f.rule == "PG001/cannot-parse" for f in rep.findings)
@@ -184,7 +187,7 @@ def test_python312_fstrings_parse_with_line_numbers_kept():
 
 def test_multiline_payload_with_replace():
     payload = base64.b85encode(lzma.compress(PROGRAM.encode())).decode()
-    lines = "\n".join(payload[i:i + 60] for i in range(0, len(payload), 60))
+    lines = "\n".join(payload[i : i + 60] for i in range(0, len(payload), 60))
     code = f'import lzma,base64\n_b = b"""\n{lines}\n"""\nexec(lzma.decompress(base64.b85decode(_b.replace(b"\\n", b""))).decode("utf-8"))\n'
     sub = resolve(sub_of({"train_gpt.py": code.encode()}))
     assert sub.sources[0].text == PROGRAM
@@ -193,8 +196,10 @@ def test_multiline_payload_with_replace():
 def test_raw_lzma_with_filters():
     filters = [{"id": lzma.FILTER_LZMA2}]
     payload = base64.b85encode(lzma.compress(PROGRAM.encode(), format=lzma.FORMAT_RAW, filters=filters)).decode()
-    code = (f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{payload}"), format=L.FORMAT_RAW, '
-            'filters=[{"id": L.FILTER_LZMA2}]))\n')
+    code = (
+        f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{payload}"), format=L.FORMAT_RAW, '
+        'filters=[{"id": L.FILTER_LZMA2}]))\n'
+    )
     assert decode_once(code, {})[0] == PROGRAM
 
 
@@ -203,8 +208,11 @@ def test_data_preparation_scripts_in_the_readme_are_not_the_entry():
         "```bash\npython3 data/cached_challenge_fineweb.py --variant sp8192\n"
         "python prepare_caseops_data.py\nSEED=1 torchrun --standalone --nproc_per_node=8 train_gpt.py\n```\n"
     )
-    files = {"train_gpt.py": PROGRAM.encode(), "cached_challenge_fineweb.py": b"print(1)\n",
-             "prepare_caseops_data.py": b"print(2)\n"}
+    files = {
+        "train_gpt.py": PROGRAM.encode(),
+        "cached_challenge_fineweb.py": b"print(1)\n",
+        "prepare_caseops_data.py": b"print(2)\n",
+    }
     assert choose_entry(sub_of(files, readme)) == "train_gpt.py"
     readme_no_torchrun = "```bash\npython prepare_caseops_data.py\npython train_gpt.py\n```\n"
     assert choose_entry(sub_of(files, readme_no_torchrun)) == "train_gpt.py"

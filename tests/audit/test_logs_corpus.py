@@ -82,6 +82,10 @@ def test_caps_broken_by_merged_records_own_logs(merged_reports):
 
 def test_no_time_cap_errors_from_one_step_overshoot(merged_reports):
     # Every baseline-era record stops a step past 600 s (the wallclock check runs after the step).
-    errors = [(n, f.message) for n, rep in merged_reports.items() for f in rep.findings
-              if f.rule.startswith("PG220") and f.severity.value == "error"]
+    errors = [
+        (n, f.message)
+        for n, rep in merged_reports.items()
+        for f in rep.findings
+        if f.rule.startswith("PG220") and f.severity.value == "error"
+    ]
     assert errors == []

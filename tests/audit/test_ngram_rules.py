@@ -16,7 +16,9 @@ NGRAM_RULES = {"PG110", "PG111"}
 
 
 def _findings(code: str, readme: str = "", logs: dict[str, str] | None = None, rule: str | None = None):
-    sub = make_submission({"train_gpt.py": code, **({"README.md": readme} if readme else {}), **(logs or {})}, dedent=True)
+    sub = make_submission(
+        {"train_gpt.py": code, **({"README.md": readme} if readme else {}), **(logs or {})}, dedent=True
+    )
     rep = audit_submission(sub, select={rule} if rule else NGRAM_RULES)
     return [f for f in rep.findings if f.code in NGRAM_RULES]
 
@@ -87,7 +89,9 @@ def test_exact_tuple_keyed_counts_are_not_reported():
 def test_log_line_naming_the_branch_makes_it_live():
     off = _findings(DIRICHLET_CACHE)
     assert off and all(f.severity is Severity.INFO for f in off)
-    on = _findings(DIRICHLET_CACHE, logs={"train.log": "ngram_cache:enabled orders=2-7 dirichlet=True buckets=4194304\n"})
+    on = _findings(
+        DIRICHLET_CACHE, logs={"train.log": "ngram_cache:enabled orders=2-7 dirichlet=True buckets=4194304\n"}
+    )
     errs = _errors(on)
     assert errs and errs[0].reachability is Reachability.ENABLED_BY_RUN_COMMAND
     assert "dirichlet=True" in errs[0].reachability_reason
@@ -157,7 +161,10 @@ def test_guard_cores_and_log_proof():
     assert _guard_cores("`args.use_phrase_cache` is False") == ["phrase_cache"]
     assert _guard_cores("`int(os.environ.get('PPM_ENABLED', '0'))` is False") == ["ppm"]
     assert _guard_cores("`legal_ttt and args.ttt_enabled` is True") == []  # a true guard already excludes the site
-    events = [("a.log", 3, "phrase_cache:enabled probes=[20, 16]"), ("a.log", 9, "ppm_mix bytes=10982035 mix_bpb=1.0003")]
+    events = [
+        ("a.log", 3, "phrase_cache:enabled probes=[20, 16]"),
+        ("a.log", 9, "ppm_mix bytes=10982035 mix_bpb=1.0003"),
+    ]
     assert log_proof("`use_phrase` is False", events) == events[0]
     assert log_proof("`args.ppm_enabled` is False", events) == events[1]
     assert log_proof("`use_mixer` is False", events) is None

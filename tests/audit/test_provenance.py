@@ -59,12 +59,14 @@ NESTED_TTT = """
 
 
 def test_a_nested_script_that_printed_the_logs_is_audited():
-    sub = _sub({
-        "train_gpt.py": CLEAN_ENTRY,
-        "v2/train_gpt.py": NESTED_TTT,
-        "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt epoch:2 loss:2.60\n"
-        "per_doc_ttt finished adapting on 4096 tokens\nfinal_sliding_window val_bpb:1.01\n",
-    })
+    sub = _sub(
+        {
+            "train_gpt.py": CLEAN_ENTRY,
+            "v2/train_gpt.py": NESTED_TTT,
+            "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt epoch:2 loss:2.60\n"
+            "per_doc_ttt finished adapting on 4096 tokens\nfinal_sliding_window val_bpb:1.01\n",
+        }
+    )
     rep = audit_submission(sub)
     ran = [f for f in rep.findings if f.rule == "PG003/script-that-ran"]
     assert ran and ran[0].location.path == "v2/train_gpt.py" and ran[0].evidence[0].path == "v2/train_seed1.log"
@@ -72,39 +74,44 @@ def test_a_nested_script_that_printed_the_logs_is_audited():
 
 
 def test_one_matching_line_or_a_message_other_copies_print_is_not_enough():
-    one_line = _sub({
-        "train_gpt.py": CLEAN_ENTRY,
-        "v2/train_gpt.py": NESTED_TTT,
-        "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nfinal_sliding_window val_bpb:1.01\n",
-    })
+    one_line = _sub(
+        {
+            "train_gpt.py": CLEAN_ENTRY,
+            "v2/train_gpt.py": NESTED_TTT,
+            "v2/train_seed1.log": "per_doc_ttt epoch:0 loss:2.91\nfinal_sliding_window val_bpb:1.01\n",
+        }
+    )
     assert audit_submission(one_line).verdict == "clean"
-    two_copies = _sub({
-        "train_gpt.py": CLEAN_ENTRY,
-        "ablations/a.py": NESTED_TTT,
-        "ablations/b.py": NESTED_TTT,
-        "ablations/a.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt finished adapting on 4096 tokens\n",
-    })
+    two_copies = _sub(
+        {
+            "train_gpt.py": CLEAN_ENTRY,
+            "ablations/a.py": NESTED_TTT,
+            "ablations/b.py": NESTED_TTT,
+            "ablations/a.log": "per_doc_ttt epoch:0 loss:2.91\nper_doc_ttt finished adapting on 4096 tokens\n",
+        }
+    )
     rep = audit_submission(two_copies)
     assert not [f for f in rep.findings if f.rule == "PG003/script-that-ran"] and rep.verdict == "clean"
 
 
-
-
 def test_a_nested_script_the_logs_do_not_show_is_not_audited():
     # the shared "final_sliding_window val_bpb:" message is printed by the entry too: no evidence for v2/
-    sub = _sub({
-        "train_gpt.py": CLEAN_ENTRY,
-        "v2/train_gpt.py": NESTED_TTT,
-        "train_seed1.log": "final_sliding_window val_bpb:1.01\n",
-    })
+    sub = _sub(
+        {
+            "train_gpt.py": CLEAN_ENTRY,
+            "v2/train_gpt.py": NESTED_TTT,
+            "train_seed1.log": "final_sliding_window val_bpb:1.01\n",
+        }
+    )
     rep = audit_submission(sub)
     assert not [f for f in rep.findings if f.rule == "PG003/script-that-ran"]
     assert rep.verdict == "clean"
 
 
 def test_an_undecidable_guard_with_log_proof_is_live():
-    sub = _sub({
-        "train_gpt.py": """
+    sub = _sub(
+        {
+            "train_gpt.py": """
             import os, json
             CFG = json.load(open(os.environ["CFG_PATH"]))
             def adapt(model, opt, val_tokens, log0):
@@ -119,8 +126,9 @@ def test_an_undecidable_guard_with_log_proof_is_live():
                 log0(f"final val_bpb:{eval_val(model, val_tokens):.8f}")
             main(None, None, None, print)
         """,
-        "train.log": "adapting on the held-out stream now\nfinal val_bpb:1.0\n",
-    })
+            "train.log": "adapting on the held-out stream now\nfinal val_bpb:1.0\n",
+        }
+    )
     rep = audit_submission(sub, select={"PG101"})
     errs = [f for f in rep.findings if f.rule.startswith("PG101") and f.severity is Severity.ERROR]
     assert errs and errs[0].reachability is Reachability.SHOWN_BY_LOGS

@@ -68,9 +68,9 @@ def test_scored_mask_is_an_error_with_evidence():
 def test_getattr_guard_on_a_local_disables_the_site():
     # the fitted loss sits under `if use_slot:`, a local bound to `getattr(ARGS, "slot_enabled", False)`
     code = SLOT_TEMPLATE.format(causal="0").replace(
-        "        for _ in range(8):\n            nll = F.cross_entropy(model.head(hidden + delta), chunk[1:], reduction=\"none\")\n"
+        '        for _ in range(8):\n            nll = F.cross_entropy(model.head(hidden + delta), chunk[1:], reduction="none")\n'
         "            loss = (nll * mask).sum()\n",
-        "        for _ in range(8):\n            nll = F.cross_entropy(model.head(hidden + delta), chunk[1:], reduction=\"none\")\n"
+        '        for _ in range(8):\n            nll = F.cross_entropy(model.head(hidden + delta), chunk[1:], reduction="none")\n'
         "            if use_slot:\n                loss = (nll * mask).sum()\n",
     )
     found = _findings("class ARGS:\n    slot_enabled = False\n" + code, "PG103")
@@ -141,13 +141,55 @@ def test_rescore_in_the_other_branch_of_the_ttt_switch_is_not_multipass():
 # --- the labelled corpus ----------------------------------------------------------------------------
 CORPUS = [
     # (pr, sha, folder, rule, expected severities of that rule's findings)
-    ("675", "5149815cba4cb770ed3f398cfed004936676df92", "records/track_10min_16mb/2026-04-03_HypergradientSLOT_0.7625", "PG103", {"error"}),
-    ("1229", "c0d3bbed1feb145b786a128abaa472da534b1b01", "records/track_10min_16mb/2026-04-01_ScoredPos-SLOT-PerSample-GPTQ-QKGain_0.9300", "PG103", {"error"}),
-    ("1324", "f08da600395fce03e3159515c382282640907b46", "records/track_10min_16mb/2026-04-04_SLOT48_VRL_QKGain4_XSA11", "PG103", {"error"}),
-    ("1204", "e01b7e19895e09efb97c415ad6e32e60d6b4842b", "records/track_10min_16mb/2026-03-31_ParallelResiduals_MiniDepthRecurrence", "PG103", {"info"}),
-    ("1539", "11ca47c1ef44c389b43b4a7a2cc6fce4c3dc9992", "records/track_10min_16mb/2026-04-11_SP8192_PreQuantTTT_CompiledTTT", "PG103", {"warning", "info"}),
-    ("991", "da4750aa811ed4dfa3a70c915ce3a5711e2d2ec0", "records/track_10min_16mb/2026-03-27_ApproachB_LargerModel_Int5", "PG104", {"error"}),
-    ("770", "7b786ba0b3dc778d02f179be697a020623a2da36", "records/track_10min_16mb/2026-03-25_NgramCache_EntropyAdaptive_0.6672", "PG104", {"info"}),
+    (
+        "675",
+        "5149815cba4cb770ed3f398cfed004936676df92",
+        "records/track_10min_16mb/2026-04-03_HypergradientSLOT_0.7625",
+        "PG103",
+        {"error"},
+    ),
+    (
+        "1229",
+        "c0d3bbed1feb145b786a128abaa472da534b1b01",
+        "records/track_10min_16mb/2026-04-01_ScoredPos-SLOT-PerSample-GPTQ-QKGain_0.9300",
+        "PG103",
+        {"error"},
+    ),
+    (
+        "1324",
+        "f08da600395fce03e3159515c382282640907b46",
+        "records/track_10min_16mb/2026-04-04_SLOT48_VRL_QKGain4_XSA11",
+        "PG103",
+        {"error"},
+    ),
+    (
+        "1204",
+        "e01b7e19895e09efb97c415ad6e32e60d6b4842b",
+        "records/track_10min_16mb/2026-03-31_ParallelResiduals_MiniDepthRecurrence",
+        "PG103",
+        {"info"},
+    ),
+    (
+        "1539",
+        "11ca47c1ef44c389b43b4a7a2cc6fce4c3dc9992",
+        "records/track_10min_16mb/2026-04-11_SP8192_PreQuantTTT_CompiledTTT",
+        "PG103",
+        {"warning", "info"},
+    ),
+    (
+        "991",
+        "da4750aa811ed4dfa3a70c915ce3a5711e2d2ec0",
+        "records/track_10min_16mb/2026-03-27_ApproachB_LargerModel_Int5",
+        "PG104",
+        {"error"},
+    ),
+    (
+        "770",
+        "7b786ba0b3dc778d02f179be697a020623a2da36",
+        "records/track_10min_16mb/2026-03-25_NgramCache_EntropyAdaptive_0.6672",
+        "PG104",
+        {"info"},
+    ),
 ]
 
 

@@ -112,8 +112,12 @@ def test_model_reader_agrees_with_sentencepiece(tmp_path):
     text = tmp_path / "corpus.txt"
     text.write_text("\n".join(f"the quick brown fox {i} jumps over the lazy dog" for i in range(200)))
     spm.SentencePieceTrainer.train(
-        input=str(text), model_prefix=str(tmp_path / "m"), vocab_size=300, byte_fallback=True,
-        user_defined_symbols=["\ue001"], minloglevel=2,
+        input=str(text),
+        model_prefix=str(tmp_path / "m"),
+        vocab_size=300,
+        byte_fallback=True,
+        user_defined_symbols=["\ue001"],
+        minloglevel=2,
     )
     data = (tmp_path / "m.model").read_bytes()
     sp = spm.SentencePieceProcessor(model_proto=data)
@@ -127,15 +131,19 @@ def test_model_reader_agrees_with_sentencepiece(tmp_path):
 
 # --- PG107 with shipped model files ----------------------------------------------------------------
 def test_shipped_model_without_space_piece_is_flagged():
-    sub = _submission(CUSTOM_TOKENIZER_CODE, README__md=CUSTOM_README,
-                      my_tok__model=_model_bytes(BASE_PIECES + [("ab", 1)]))
+    sub = _submission(
+        CUSTOM_TOKENIZER_CODE, README__md=CUSTOM_README, my_tok__model=_model_bytes(BASE_PIECES + [("ab", 1)])
+    )
     found = _run_rule(TokenizerBpbBug, sub, with_files=True)
     assert any(f.severity is Severity.ERROR and "no standalone" in f.message for f in found), found
 
 
 def test_shipped_model_with_space_piece_is_clean():
-    sub = _submission(CUSTOM_TOKENIZER_CODE, README__md=CUSTOM_README,
-                      my_tok__model=_model_bytes(BASE_PIECES + [(SPACE, 1), ("ab", 1)]))
+    sub = _submission(
+        CUSTOM_TOKENIZER_CODE,
+        README__md=CUSTOM_README,
+        my_tok__model=_model_bytes(BASE_PIECES + [(SPACE, 1), ("ab", 1)]),
+    )
     found = _run_rule(TokenizerBpbBug, sub, with_files=True)
     assert not [f for f in found if f.severity is not Severity.INFO], [f.message for f in found]
 
@@ -239,8 +247,11 @@ def test_network_aliases_and_shell_commands():
     """
     calls = network_calls(_program(_submission(code)))
     assert [c.what for c in calls] == [
-        "requests.get", "urllib.request.urlopen", "datasets.load_dataset",
-        "curl -sO https://x/file.bin", "git clone https://x/repo",
+        "requests.get",
+        "urllib.request.urlopen",
+        "datasets.load_dataset",
+        "curl -sO https://x/file.bin",
+        "git clone https://x/repo",
     ]
 
 

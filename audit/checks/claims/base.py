@@ -16,10 +16,18 @@ from .extract import SEED_IN_NAME
 from .model import ClaimedValue, Claims, value_matches
 
 
-def make_finding(code: Code, message: str, loc: Location, severity: Severity, category: str | None = None,
-             evidence: tuple[Location, ...] = (), confidence: Confidence = Confidence.HIGH) -> Finding:
-    return code.finding(message, loc, severity=severity, category=category, evidence=evidence,
-                        confidence=confidence, ruling=RULES_URL)
+def make_finding(
+    code: Code,
+    message: str,
+    loc: Location,
+    severity: Severity,
+    category: str | None = None,
+    evidence: tuple[Location, ...] = (),
+    confidence: Confidence = Confidence.HIGH,
+) -> Finding:
+    return code.finding(
+        message, loc, severity=severity, category=category, evidence=evidence, confidence=confidence, ruling=RULES_URL
+    )
 
 
 def loc_claim(c: ClaimedValue, note: str = "claim") -> Location:
@@ -45,8 +53,6 @@ def fmt_claim(c: ClaimedValue) -> str:
     return f"{c.text} ({c.key})" if c.key else c.text
 
 
-
-
 class CheckerBase:
     def __init__(self, sub: Folder, sources: Sources, logs: dict[str, LogResult], claims: Claims) -> None:
         self.sub = sub
@@ -69,7 +75,6 @@ class CheckerBase:
 
     def add(self, *a, **kw) -> None:
         self.findings.append(make_finding(*a, **kw))
-
 
 
 def line_at(res: LogResult, lineno: int) -> str:

@@ -59,7 +59,12 @@ def _seed_dicts(obj, depth: int = 0):
         return
     for k, v in obj.items():
         low = k.lower()
-        if isinstance(v, dict) and v and all(str(s).strip().isdigit() for s in v) and ("seed" in low or low.startswith("runs")):
+        if (
+            isinstance(v, dict)
+            and v
+            and all(str(s).strip().isdigit() for s in v)
+            and ("seed" in low or low.startswith("runs"))
+        ):
             yield k, v
         elif isinstance(v, dict):
             yield from _seed_dicts(v, depth + 1)
@@ -87,7 +92,9 @@ def claims_from_json(path: str, text: str, data: dict) -> Claims:
                 cv = _json_claim(path, text, "seed_scores", v)
                 if cv:
                     line, snip = _line_of(text, json.dumps(v))
-                    c.per_seed_bpb.setdefault(s, []).append(ClaimedValue(cv.value, cv.text, path, line, snip, "seed_scores"))
+                    c.per_seed_bpb.setdefault(s, []).append(
+                        ClaimedValue(cv.value, cv.text, path, line, snip, "seed_scores")
+                    )
     elif isinstance(data.get("seed"), (int, str)) and str(data["seed"]).isdigit():
         c.seeds = [int(data["seed"])]
         if c.headline_bpb:

@@ -31,7 +31,7 @@ class IntegrityChecks(CheckerBase):
             if m is None:
                 continue
             ratio = m.val_loss / m.val_bpb
-            tol = max(INTEGRITY_NOTE, 0.5 * 10.0 ** -m.decimals / m.val_bpb + 0.5 * 10.0 ** -m.decimals / m.val_loss)
+            tol = max(INTEGRITY_NOTE, 0.5 * 10.0**-m.decimals / m.val_bpb + 0.5 * 10.0**-m.decimals / m.val_loss)
             bpt = ratio / LN2
             family = _family(r, ratio)
             if best_ratio is None:
@@ -51,27 +51,58 @@ class IntegrityChecks(CheckerBase):
                 )
                 full = min((f.val_tokens for f in TOKENIZER_FAMILIES.values()), key=lambda n: abs(n - r.val_tokens))
                 if abs(full - r.val_tokens) <= TRUNCATION_SLACK and abs(dev) > INTEGRITY_ERROR:
-                    self._integrity(codes.BYTE_ACCOUNTING, f"the byte count differs from the split's: {nums}; "
-                                    "the token count is the full split's, so bytes are counted differently",
-                                    vt_loc, (loc,), "tokenizer_bpb_bug")
+                    self._integrity(
+                        codes.BYTE_ACCOUNTING,
+                        f"the byte count differs from the split's: {nums}; "
+                        "the token count is the full split's, so bytes are counted differently",
+                        vt_loc,
+                        (loc,),
+                        "tokenizer_bpb_bug",
+                    )
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
                     builder = self._val_builder()
                     if builder:  # fewer documents exported by the submission's own script: not the challenge's split
-                        self._integrity(codes.VAL_SPLIT_MISMATCH, f"the score covers a subset of the validation "
-                                        f"split ({nums}), and {builder} builds the validation shards itself: a validation "
-                                        "split other than the challenge's first 50,000 documents", vt_loc, (loc,), "other")
+                        self._integrity(
+                            codes.VAL_SPLIT_MISMATCH,
+                            f"the score covers a subset of the validation "
+                            f"split ({nums}), and {builder} builds the validation shards itself: a validation "
+                            "split other than the challenge's first 50,000 documents",
+                            vt_loc,
+                            (loc,),
+                            "other",
+                        )
                     else:
-                        self._integrity(codes.VAL_SUBSET, f"the score covers a subset of the validation split: {nums}",
-                                        vt_loc, (loc,), "tokenizer_bpb_bug")
+                        self._integrity(
+                            codes.VAL_SUBSET,
+                            f"the score covers a subset of the validation split: {nums}",
+                            vt_loc,
+                            (loc,),
+                            "tokenizer_bpb_bug",
+                        )
                 elif r.val_tokens in HISTORICAL_VAL_TOKENS:
-                    self.add(codes.VAL_BYTES_DRIFT, f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): "
-                             f"{nums}", vt_loc, Severity.INFO, evidence=(loc,))
+                    self.add(
+                        codes.VAL_BYTES_DRIFT,
+                        f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): {nums}",
+                        vt_loc,
+                        Severity.INFO,
+                        evidence=(loc,),
+                    )
                 elif abs(dev) > INTEGRITY_ERROR:
-                    self._integrity(codes.VAL_SPLIT_MISMATCH, f"the validation data is not the challenge's split: {nums}",
-                                    vt_loc, (loc,), "other")
+                    self._integrity(
+                        codes.VAL_SPLIT_MISMATCH,
+                        f"the validation data is not the challenge's split: {nums}",
+                        vt_loc,
+                        (loc,),
+                        "other",
+                    )
                 else:
-                    self.add(codes.VAL_BYTES_DRIFT, f"implied validation bytes drift slightly: {nums}", vt_loc,
-                             Severity.INFO, evidence=(loc,))
+                    self.add(
+                        codes.VAL_BYTES_DRIFT,
+                        f"implied validation bytes drift slightly: {nums}",
+                        vt_loc,
+                        Severity.INFO,
+                        evidence=(loc,),
+                    )
                 reported = True
             elif family is not None:
                 expect = TOKENIZER_FAMILIES[family].ratio
@@ -106,11 +137,11 @@ class IntegrityChecks(CheckerBase):
 
     def _integrity(self, code: Code, msg: str, loc: Location, ev: tuple[Location, ...], category: str) -> None:
         if self.non_record and code is codes.VAL_SUBSET:
-            self.add(code, msg + " (non-record track: not comparable to the leaderboard)", loc, Severity.WARNING,
-                     evidence=ev)
+            self.add(
+                code, msg + " (non-record track: not comparable to the leaderboard)", loc, Severity.WARNING, evidence=ev
+            )
         else:
             self.add(code, msg, loc, Severity.ERROR, category, evidence=ev)
-
 
 
 def _ratio_metric(r: RunLog) -> Metric | None:

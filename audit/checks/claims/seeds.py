@@ -34,7 +34,7 @@ class SeedChecks(CheckerBase):
             return m.tag, c.value
         means = self._seed_means()
         for label, mean, _runs in means:
-            if value_matches(c, mean) or abs(mean - c.value) <= 0.5 * 10.0 ** -c.decimals + 1e-9:
+            if value_matches(c, mean) or abs(mean - c.value) <= 0.5 * 10.0**-c.decimals + 1e-9:
                 return f"mean of {label}", c.value
         ev = tuple(loc_line(p, r.scored.lineno, r.scored.line, "scored line") for p, r in self.final if r.scored)[:6]
         self.add(
