@@ -104,8 +104,15 @@ def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: boo
         text = None
         if output:
             text = "\n".join(json.dumps(r.to_dict()) for r in reports) + "\n"
-    elif fmt == "json":
-        text = "\n".join(json.dumps(r.to_dict(), indent=None if len(reports) > 1 else 2) for r in reports) + "\n"
+    elif fmt == "json":  # always one document: the report, or {"submissions": [...]} for several folders
+        doc = (
+            reports[0].to_dict()
+            if len(reports) == 1
+            else {"schema_version": 1, "submissions": [r.to_dict() for r in reports]}
+        )
+        text = json.dumps(doc, indent=2) + "\n"
+    elif fmt == "jsonl":  # a stream: one report per line
+        text = "".join(json.dumps(r.to_dict()) + "\n" for r in reports)
     elif fmt == "markdown":
         text = "\n\n".join(review_markdown(r) for r in reports)
     else:
@@ -150,7 +157,11 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
     "--base", help="With --checkout or --git-dir: base to diff against (default: merge-base with main / origin/main)."
 )
 @click.option(
-    "--format", "fmt", type=click.Choice(["text", "markdown", "json", "sarif"]), default="text", show_default=True
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "markdown", "json", "jsonl", "sarif"]),
+    default="text",
+    show_default=True,
 )
 @click.option("--output", "-o", help="Write the machine output here instead of stdout.")
 @click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="error", show_default=True)

@@ -82,7 +82,9 @@ def test_git_dir_pr_and_ref(repo):
 
 def test_checkout_mode_audits_changed_folders(repo):
     proc = run(str(repo), "--checkout", "--format", "json")
-    rows = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    rows = json.loads(proc.stdout)["submissions"]  # one document, a report per folder
+    lines = run(str(repo), "--checkout", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line)["folder"] for line in lines] == [r["folder"] for r in rows]
     assert {r["folder"] for r in rows} == {
         "records/track_10min_16mb/2026-02-01_Bob",
         "records/track_10min_16mb/2026-03-01_Alice",

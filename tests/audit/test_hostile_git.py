@@ -140,11 +140,9 @@ def _clean_exit(proc, marker: Path) -> None:
 
 
 def _rows(stdout: str) -> list[dict]:
-    """One report is printed indented, several as JSON lines."""
-    try:
-        return [json.loads(stdout)]
-    except ValueError:
-        return [json.loads(line) for line in stdout.splitlines() if line.strip()]
+    """`--format json` is one document: the report, or {"submissions": [...]} for several folders."""
+    doc = json.loads(stdout)
+    return doc["submissions"] if "submissions" in doc else [doc]
 
 
 def test_repo_root_without_flag_is_a_one_line_usage_error(hostile):
@@ -206,7 +204,7 @@ def test_git_dir_modes_run_nothing(hostile, tmp_path):
     out = tmp_path / "batch.jsonl"
     proc = audit_cli("--git-dir", str(repo / ".git"), "--all-prs", "--output", str(out), "--jobs", "2")
     _clean_exit(proc, marker)
-    assert {r["pr"] for r in _rows(out.read_text())} == {7, 8}
+    assert {json.loads(line)["pr"] for line in out.read_text().splitlines()} == {7, 8}  # batch: JSON lines
 
 
 def test_record_folder_shipping_a_git_dir_is_audited_as_itself(tmp_path):
