@@ -9,11 +9,12 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from enum import Enum
 
 from audit.challenge import ARTIFACT_CAP_BYTES, EVAL_CAP_SECONDS, TRAIN_CAP_SECONDS
-from audit.logs import parse_log
+from audit.checks.size import DOUBT, OVER, PASS, artifact_size
+from audit.logs import RunLog, parse_log
 
 TOLERANCE_FLOOR_BPB = 0.0005  # bf16 non-determinism between two runs of one seed on one machine
 TOLERANCE_SPREAD_K = 2.0  # tolerance = K × the claimed seeds' sample std, at least the floor
@@ -61,11 +62,21 @@ class LogFacts:
     model_bytes: int | None = None
     code_bytes: int | None = None
     world_size: int | None = None
+    code_raw_bytes: int | None = None  # the uncompressed code size, when the log prints it next to the compressed
+    eval_only: bool = False  # the run re-evaluated a saved artifact (no training in this log)
+    trained_in: str = ""  # an eval-only run: the log of the training run whose facts it carries
+    stage_note: str = ""  # the scored stage is the one the claim names, not the log's last (why)
     runs: int = 0
     gpus: list[str] = field(default_factory=list)  # GPU names from an embedded nvidia-smi table
+    run_log: RunLog | None = field(default=None, repr=False, compare=False)  # the parsed run
+    size_log: RunLog | None = field(default=None, repr=False, compare=False)  # the run whose sizes count, if not it
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("run_log", "size_log")}
+
+    @property
+    def size_run(self) -> RunLog | None:
+        return self.size_log or self.run_log
 
 
 def log_facts(text: str) -> LogFacts:
@@ -82,6 +93,10 @@ def log_facts(text: str) -> LogFacts:
     f.code_bytes = run.code_bytes
     f.model_bytes = run.model_bytes
     f.world_size = run.world_size
+    f.eval_only = run.eval_only
+    f.run_log = run
+    raw = [s.nbytes for s in run.sizes if s.kind == "code_raw"]
+    f.code_raw_bytes = raw[-1] if raw else None
     f.eval_times_ms = [t.seconds * 1000 for t in run.eval_times]
     train_steps = [s for s in run.steps if s.kind == "train" and s.train_time_ms and s.step > 0]
     if train_steps:  # the per-step time bounds how far the cap check may overshoot
@@ -94,6 +109,48 @@ def log_facts(text: str) -> LogFacts:
         seconds, _timing = run.eval_seconds()
         f.eval_time_ms = None if seconds is None else seconds * 1000
     return f
+
+
+def claimed_stage(facts: LogFacts, claimed: float | None) -> LogFacts:
+    """The run's facts scored at the stage the claim names: a record may score an earlier stage than the last
+    one its log prints (sliding window, with a TTT experiment after it). Only when the last scored line is off
+    the claim, and a scored (non-diagnostic) line prints the claimed value at its own precision, does the score
+    move; `stage_note` names both stages."""
+    run = facts.run_log
+    if claimed is None or run is None or facts.val_bpb is None or abs(facts.val_bpb - claimed) <= 5e-5:
+        return facts
+    hits = [
+        m
+        for m in run.metrics
+        if not m.diagnostic
+        and m.tag != facts.scored_tag
+        and abs(m.val_bpb - claimed) <= 0.5 * 10.0**-m.decimals + 1e-12
+    ]
+    if not hits:
+        return facts
+    return at_stage(facts, max(hits, key=lambda m: (m.decimals, m.lineno)).tag, "the claim is")
+
+
+def at_stage(facts: LogFacts, tag: str, who: str = "the shipped log's claim is") -> LogFacts:
+    """The facts with the score of the `tag` line (its full-precision twin when printed), if the run has one."""
+    run = facts.run_log
+    if run is None or tag == facts.scored_tag:
+        return facts
+    base = tag[:-6] if tag.endswith("_exact") else tag
+    lines = [m for m in run.metrics if m.base_tag == base and not m.diagnostic]
+    if not lines:
+        return facts
+    m = max(lines, key=lambda m: (m.decimals, m.lineno))
+    eval_ms = next((x.eval_time_ms for x in reversed(lines) if x.eval_time_ms is not None), None)
+    return replace(
+        facts,
+        val_bpb=m.val_bpb,
+        val_loss=m.val_loss,
+        scored_tag=m.tag,
+        eval_time_ms=eval_ms if eval_ms is not None else facts.eval_time_ms,
+        stage_note=f"{who} the run's {m.tag} line; its last scored line, {facts.scored_tag}, printed "
+        f"{facts.val_bpb:.8f}",
+    )
 
 
 def _num(v) -> float | None:
@@ -153,6 +210,8 @@ class SeedEvidence:
     claimed_bpb: float | None = None
     claims_from_this_log: bool = False
     code_bytes_on_disk: int = 0
+    code: bytes = field(default=b"", repr=False)  # the code files as shipped (bounds a logged compressed code size)
+    superseded: list[str] = field(default_factory=list)  # earlier runs of this seed this one replaces
 
 
 def run_status_check(ev: SeedEvidence) -> Check:
@@ -278,30 +337,28 @@ def artifact_file(run: dict, model_bytes: int | None) -> dict | None:
 
 
 def size_check(ev: SeedEvidence) -> Check:
+    """The artifact size by the rule pgolf-audit applies too (`audit.checks.size.artifact_size`): code as shipped
+    + model (the artifact on disk for a re-run), the logged total as evidence when it is consistent with them."""
     cap = ARTIFACT_CAP_BYTES
-    code = ev.code_bytes_on_disk
+    on_disk = None
+    where = ""
     if ev.run is not None:
         if ev.run.get("status") != "ok" and not ev.run.get("outputs"):
             return Check("size", Status.INCONCLUSIVE, "the run wrote no artifact", limit=cap)
         art = artifact_file(ev.run, ev.facts.model_bytes)
         if art is None:
             return Check("size", Status.INCONCLUSIVE, "no artifact file found among the run's outputs", limit=cap)
-        total = art["bytes"] + code
-        where = f"{art['path']} {art['bytes']:,} B on disk + code {code:,} B = {total:,} B"
-        if ev.facts.total_bytes is not None and ev.facts.total_bytes != total:
-            where += f" (log says {ev.facts.total_bytes:,} B)"
-    else:
-        if ev.facts.model_bytes is not None:
-            total = ev.facts.model_bytes + code
-            where = f"logged model {ev.facts.model_bytes:,} B + code on disk {code:,} B = {total:,} B"
-        elif ev.facts.total_bytes is not None:
-            total = ev.facts.total_bytes
-            where = f"logged total {total:,} B"
-        else:
-            return Check("size", Status.INCONCLUSIVE, "no artifact size in the log", limit=cap)
-    if total > cap:
-        return Check("size", Status.FAIL, f"over the cap: {where} > {cap:,}", total, cap)
-    return Check("size", Status.PASS, where, total, cap)
+        on_disk, where = art["bytes"], f"{art['path']}: "
+    v = artifact_size(ev.code_bytes_on_disk, ev.facts.size_run, code=ev.code or None, model_on_disk=on_disk)
+    if v.status == PASS:
+        return Check("size", Status.PASS, where + v.message, v.total, cap)
+    if v.status == OVER:
+        if v.approx:  # an MB-precision line: the auditor warns too
+            return Check("size", Status.WARN, where + v.message, v.total, cap)
+        return Check("size", Status.FAIL, where + v.message, v.total, cap)
+    if v.status == DOUBT:
+        return Check("size", Status.WARN, where + v.message, v.total, cap)
+    return Check("size", Status.INCONCLUSIVE, v.message, limit=cap)
 
 
 def score_check(ev: SeedEvidence, tolerance: float) -> Check:
@@ -314,7 +371,11 @@ def score_check(ev: SeedEvidence, tolerance: float) -> Check:
         return Check("score", Status.SKIP, f"val_bpb {got:.8f}; the claim was read from this same log", got, tolerance)
     diff = got - ev.claimed_bpb
     msg = f"val_bpb {got:.8f} vs claimed {ev.claimed_bpb:.8f} (Δ {diff:+.6f}, tolerance ±{tolerance:.6f})"
-    return Check("score", Status.PASS if abs(diff) <= tolerance else Status.FAIL, msg, got, tolerance)
+    if abs(diff) > tolerance:
+        return Check("score", Status.FAIL, msg, got, tolerance)
+    if ev.facts.stage_note:
+        return Check("score", Status.WARN, f"{msg}; {ev.facts.stage_note}", got, tolerance)
+    return Check("score", Status.PASS, msg, got, tolerance)
 
 
 def hardware_check(ev: SeedEvidence) -> Check:
@@ -348,15 +409,30 @@ def seed_checks(ev: SeedEvidence, tolerance: float) -> list[Check]:
 
 # --- package checks -------------------------------------------------------------------------------
 def package_checks(
-    evidence: list[SeedEvidence], *, min_seeds: int, claimed_mean: float | None, tolerance: float
+    evidence: list[SeedEvidence],
+    *,
+    min_seeds: int,
+    claimed_mean: float | None,
+    tolerance: float,
+    replaced: list[tuple[str, str, str]] | None = None,
 ) -> list[Check]:
+    """`replaced`: (earlier log, the log that counts instead, why) — re-runs and copies `verify.runs` recognised."""
     out: list[Check] = []
     logged = [e.facts.seed for e in evidence if e.facts.seed is not None]
     dupes = sorted({s for s in logged if logged.count(s) > 1})
+    later = [f"{new} replaces {old} ({why})" for old, new, why in replaced or []]
+    note = f"; {len(later)} earlier run(s) replaced: " + "; ".join(later) if later else ""
     if dupes:
-        out.append(Check("seeds_unique", Status.FAIL, f"seed(s) {dupes} logged by more than one run", str(logged)))
+        out.append(
+            Check(
+                "seeds_unique",
+                Status.FAIL,
+                f"seed(s) {dupes} logged by more than one run, and nothing says which is the later{note}",
+                str(logged),
+            )
+        )
     else:
-        out.append(Check("seeds_unique", Status.PASS, f"{len(logged)} distinct seeds logged", str(logged)))
+        out.append(Check("seeds_unique", Status.PASS, f"{len(logged)} distinct seeds logged{note}", str(logged)))
     scored = [e.facts.val_bpb for e in evidence if e.facts.val_bpb is not None]
     n_ok = len(scored)
     status = Status.PASS if n_ok >= min_seeds else Status.INCONCLUSIVE

@@ -1,8 +1,9 @@
 """pgolf-verify: re-run a submission's seeds, check the caps, confirm the claimed scores.
 
 Exit codes: 0 verified (or a dry run), 1 a check failed or the result is inconclusive (a seed crashed, timed
-out, or the verifier was interrupted), 2 usage or unreadable input, a sandbox that cannot run, or an internal
-error (always one line on stderr, never a traceback), 130 interrupted before a result.
+out, or the verifier was interrupted), 2 usage or unreadable input, a sandbox that cannot run, an environment
+that cannot run the record (no Slurm for --backend slurm, a Python too old for its code, unmet requirements),
+or an internal error (always one line on stderr, never a traceback), 130 interrupted before a result.
 """
 
 from __future__ import annotations
@@ -20,10 +21,19 @@ from audit.load.resolve import resolve
 
 from .backends import Backend
 from .backends.local import LocalBackend
-from .backends.slurm import SlurmBackend
+from .backends.slurm import SlurmBackend, parse_time
+from .environment import (
+    install_requirements,
+    probe,
+    python_for,
+    required_python,
+    requirements_problems,
+    torch_warning,
+    version_problem,
+)
 from .launch import write_json_atomic
 from .ledger import Ledger
-from .plan import make_plan
+from .plan import make_plan, with_python
 from .report import (
     VerifyReport,
     build_report,
@@ -72,16 +82,31 @@ def _kv(items: tuple[str, ...], what: str) -> dict[str, str]:
     return out
 
 
-def _audit_summary(path: str) -> dict:
+def _ignore_selectors(text: str | None) -> set[str] | None:
+    """--ignore as the audit reads it (codes, prefixes, names or categories); an unknown one is a usage error."""
+    if not text:
+        return None
+    from audit.codes import select_codes
+    from audit.rules import CODES
+
+    selectors = {c.strip() for c in text.split(",") if c.strip()}
+    select_codes(selectors, CODES)  # raises InputError with a suggestion for a typo
+    return selectors
+
+
+def _audit_summary(path: str, ignore: set[str] | None = None) -> dict:
     try:
         from audit.api import audit_folder
 
-        rep = audit_folder(path)
+        rep = audit_folder(path, ignore=ignore) if ignore else audit_folder(path)
     except InputError:
         raise
     except Exception as e:  # noqa: BLE001 - the audit gates GPU time; a bug in it must not stop verification
         return {"verdict": "unknown", "reason": f"audit failed inside pgolf: {type(e).__name__}: {e}", "categories": []}
-    return {"verdict": rep.verdict, "reason": rep.reason, "categories": list(rep.categories)}
+    out = {"verdict": rep.verdict, "reason": rep.reason, "categories": list(rep.categories)}
+    if ignore:
+        out["ignored"] = sorted(ignore)
+    return out
 
 
 def _emit(rep: VerifyReport, fmt: str, output: str | None, quiet: bool) -> None:
@@ -114,15 +139,82 @@ def _backend(name: str, o: dict) -> Backend:
     if name == "local":
         return LocalBackend(pause_s=o["pause"])
     cluster = None if o["slurm_cluster"] == "auto" else o["slurm_cluster"]
+    time_min = None
+    if o["time"]:
+        try:
+            time_min = parse_time(o["time"])
+        except ValueError as e:
+            raise click.BadParameter(str(e), param_hint="--time") from None
+        if time_min * 60 < o["timeout_min"] * 60:
+            raise click.BadParameter(
+                f"{o['time']} ({time_min} min) is shorter than --timeout-min {o['timeout_min']:g}: Slurm would kill "
+                "a seed before the verifier's own limit (leave it out: timeout + 10 min)",
+                param_hint="--time",
+            )
     return SlurmBackend(
-        folder=str(Path(o["out"]) / "submitit"),
+        folder=str(Path(o["out"]).resolve() / "submitit"),
         cluster=cluster,
         gpus_per_node=o["gpus_per_node"] if o["gpus_per_node"] is not None else o["nproc"],
+        cpus_per_task=o["cpus_per_task"],
+        mem=o["mem"],
+        time_min=time_min,
         partition=o["partition"],
         parallelism=o["slurm_parallelism"],
         poll_s=o["poll"],
         additional=_kv(o["slurm_param"], "--slurm-param"),
     )
+
+
+def _environment(plan, o: dict, *, strict: bool) -> list[str]:
+    """The record's environment against the seeds' interpreter, before anything is launched: a Python too old
+    for the code, requirements.txt not met (errors when `strict`, else notes), a CPU-only torch (a warning)."""
+    notes: list[str] = []
+    p = probe(plan.python)
+    if p.error and p.version == (0, 0, 0):
+        raise InputError(f"the seeds' Python cannot run: {p.error}")
+    notes.append(f"python: {plan.python} ({p.version_text}, torch {p.torch or 'none'}, CUDA {p.torch_cuda or 'none'})")
+    problem = version_problem(plan.python_need, p)
+    if problem:
+        if strict:
+            raise InputError(problem)
+        notes.append(f"error before launch: {problem}")
+    if plan.requirements:
+        unmet = requirements_problems(plan.requirements, p)
+        if unmet:
+            msg = f"requirements.txt not met by {plan.python}: " + "; ".join(unmet)
+            if strict and not o["ignore_requirements"]:
+                raise InputError(
+                    msg + " (--install-requirements builds a per-record venv from it; --venv/--python pick another "
+                    "interpreter; --ignore-requirements runs anyway)"
+                )
+            notes.append(("warning: " if o["ignore_requirements"] else "error before launch: ") + msg)
+        else:
+            notes.append("requirements.txt: met")
+    warn = torch_warning(p)
+    if warn:
+        notes.append(f"warning: {warn}")
+    return notes
+
+
+def _requirements_file(path: str, o: dict) -> Path | None:
+    """requirements.txt for --install-requirements (checked before any work), else None."""
+    if not o["install_requirements"]:
+        return None
+    req = Path(path) / "requirements.txt"
+    if not req.is_file():
+        raise InputError(f"--install-requirements: {path} ships no requirements.txt")
+    return req
+
+
+def _install(plan, req: Path, o: dict):
+    """The plan under a per-record venv built from requirements.txt (after the audit gate: no venv for a flagged
+    record). The interpreter is not part of a seed's fingerprint, so a ledger stays valid."""
+    venv = Path(o["out"]).resolve() / "venv"
+    if not o["quiet"]:
+        click.echo(
+            f"pgolf-verify: installing {req.name} into {venv} (log: {venv.parent / 'venv-install.log'})", err=True
+        )
+    return with_python(plan, install_requirements(plan.python, req, venv))
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
@@ -166,6 +258,23 @@ def _backend(name: str, o: dict) -> Backend:
 )
 @click.option("--force", is_flag=True, help="Re-run even when the audit flags the submission.")
 @click.option("--no-audit", is_flag=True, help="Skip the static audit before the re-run.")
+@click.option(
+    "--ignore",
+    "ignore_text",
+    metavar="SELECTORS",
+    help="Drop these audit codes before the gate (comma-separated codes, prefixes, names or categories, as "
+    "pgolf-audit --ignore), e.g. PG230 for a record on synthetic data.",
+)
+@click.option("--python", help="Interpreter the seeds (and the smoke test) run under (default: this one).")
+@click.option("--venv", help="Virtual environment the seeds run under (its bin/python).")
+@click.option(
+    "--install-requirements",
+    is_flag=True,
+    help="Build <out>/venv from the record's requirements.txt (from --python/--venv's interpreter) and run there.",
+)
+@click.option(
+    "--ignore-requirements", is_flag=True, help="Launch even when the interpreter does not meet requirements.txt."
+)
 @click.option("--retry-failed", is_flag=True, help="On resume, run crashed or timed-out seeds again.")
 @click.option(
     "--pause",
@@ -179,10 +288,18 @@ def _backend(name: str, o: dict) -> Backend:
     type=click.Choice(["auto", "slurm", "local"]),
     default="auto",
     show_default=True,
-    help="submitit cluster; `local` runs the Slurm code path on this machine.",
+    help="auto/slurm: Slurm, which must be reachable (else exit 2); `local` runs the Slurm code path on this "
+    "machine, every seed at once (tests only).",
 )
 @click.option("--partition")
 @click.option("--gpus-per-node", type=click.IntRange(0), help="Slurm GPUs per node (default: --nproc).")
+@click.option(
+    "--cpus-per-task",
+    type=click.IntRange(1),
+    help="Slurm CPUs for a seed's task (default: 8 per GPU, 64 on an 8-GPU node).",
+)
+@click.option("--mem", default="0", show_default=True, help="Slurm memory per node (0: all of it; or 512G, 1T …).")
+@click.option("--time", help="Slurm time limit per seed: minutes or [D-]HH:MM:SS (default: --timeout-min + 10 min).")
 @click.option("--slurm-parallelism", type=click.IntRange(0), default=0, help="Most seeds at once (0: all).")
 @click.option("--slurm-param", multiple=True, metavar="KEY=VALUE", help="Extra sbatch parameter (account=…, qos=…).")
 @click.option(
@@ -199,6 +316,7 @@ def _backend(name: str, o: dict) -> Backend:
 def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o) -> None:
     """Re-run the seeds of the record folder PATH and check caps and claimed scores."""
     count, explicit = _parse_seeds(seeds_text)
+    o["quiet"] = quiet
     o["smoke"] = o["smoke"] or o["unsafe_smoke"]
     modes = [m for m in ("dry_run", "logs_only", "smoke") if o[m]]
     if len(modes) > 1:
@@ -210,12 +328,19 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
     o["out"] = out
     baseline = _parse_floats(o["baseline_text"], "--baseline")
     env_overrides = _kv(o["env_items"], "--env")
+    ignore = _ignore_selectors(o["ignore_text"])
+    if backend == "slurm" and not o["logs_only"] and not o["smoke"]:
+        be = _backend(backend, o)  # --time and friends are checked, and Slurm is there, before any work
+        if not o["dry_run"]:
+            be.check()
 
     if o["smoke"]:
         rep = _smoke(path, o)
         _emit(rep, fmt, output, quiet)
         sys.exit(0 if exit_zero else rep.exit_code)
 
+    requirements = None if o["logs_only"] or o["dry_run"] else _requirements_file(path, o)
+    python = python_for(o["python"], o["venv"])
     plan = make_plan(
         path,
         out,
@@ -226,8 +351,10 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
         data_path=o["data_path"],
         tokenizer_path=o["tokenizer_path"],
         env_overrides=env_overrides,
+        python=python,
+        need_entry=not o["logs_only"],
     )
-    audit = {} if o["no_audit"] else _audit_summary(path)
+    audit = {} if o["no_audit"] else _audit_summary(path, ignore)
     report_kw = dict(
         audit=audit,
         tolerance=o["tolerance"],
@@ -247,9 +374,10 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
             plan=plan.to_dict(),
             backend=be.description,
             audit=audit,
+            notes=_environment(plan, o, strict=False),
         )
         if not quiet:
-            _print_plan(plan, rep)
+            _print_plan(plan, rep, be)
         if fmt != "text" or output:
             _emit(rep, fmt, output, quiet=True)
         sys.exit(0)
@@ -271,7 +399,12 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
         _emit(rep, fmt, output, quiet)
         sys.exit(0 if exit_zero else 1)
 
-    rep = _rerun(plan, backend, o, report_kw)
+    if requirements is not None:
+        plan = _install(plan, requirements, o)
+    env_notes = _environment(plan, o, strict=True)
+    rep = _rerun(plan, backend, o, report_kw, [n for n in env_notes if n.startswith("warning: ")])
+    if rep is not None:
+        rep.notes[:0] = env_notes
     if rep is None:
         sys.exit(0 if exit_zero else 1)
     _save(rep, out)
@@ -279,9 +412,11 @@ def cli(path: str, seeds_text, out, backend, fmt, output, quiet, exit_zero, **o)
     sys.exit(0 if exit_zero else rep.exit_code)
 
 
-def _rerun(plan, backend_name: str, o: dict, report_kw: dict) -> VerifyReport | None:
+def _rerun(plan, backend_name: str, o: dict, report_kw: dict, warnings: list[str] = ()) -> VerifyReport | None:
     be = _backend(backend_name, o)
     ledger = Ledger.open(plan)
+    for w in warnings:  # after the last one-line error could have stopped us: the run is starting
+        click.echo(f"pgolf-verify: {w}", err=True)
     previous = signal.signal(signal.SIGTERM, _raise_on_term)
     try:
         todo = ledger.pending(plan.jobs, retry_failed=o["retry_failed"])
@@ -316,6 +451,7 @@ def _smoke(path: str, o: dict) -> VerifyReport:
             Path(o["smoke_log"]).parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError(f"{Path(o['smoke_log']).parent}: cannot use it as --out ({e.strerror or e})") from None
+    req = sub.find("requirements.txt")
     try:
         res = smoke_test(
             path,
@@ -323,8 +459,11 @@ def _smoke(path: str, o: dict) -> VerifyReport:
             code_files=list(src.code_files),
             timeout_s=o["smoke_timeout"],
             memory_mb=o["smoke_memory_mb"],
+            python=python_for(o["python"], o["venv"]),
             unsafe=o["unsafe_smoke"],
             log_path=o["smoke_log"],
+            python_need=required_python(src.sources),
+            requirements=sub.text(req) if req else "",
         )
     except SandboxUnavailableError as e:
         raise InputError(
@@ -334,17 +473,22 @@ def _smoke(path: str, o: dict) -> VerifyReport:
             "process or environment isolation)"
         ) from None
     notes = res.notes + ([f"output: {res.log_path}"] if res.log_path else [])
+    if res.standins:
+        notes.append("CPU stand-ins used (sandbox only): " + ", ".join(res.standins))
+    if res.category:
+        notes.append(f"failure class: {res.category} — {res.why}")
     detail = "\n".join(notes + ([res.detail] if res.detail else []))
+    verdict = "verified" if res.ok else ("inconclusive" if res.category == "environment" else "failed")
     return VerifyReport(
         mode="smoke",
         folder=sub.name,
-        verdict="verified" if res.ok else "failed",
+        verdict=verdict,
         reason=res.summary,
         smoke={**res.to_dict(), "summary": f"{res.summary} (sandbox: {res.sandbox})", "detail": detail},
     )
 
 
-def _print_plan(plan, rep: VerifyReport) -> None:
+def _print_plan(plan, rep: VerifyReport, be: Backend | None = None) -> None:
     from rich.console import Console
 
     c = Console(stderr=True, highlight=False)
@@ -364,6 +508,10 @@ def _print_plan(plan, rep: VerifyReport) -> None:
         )
     for p, h in plan.code_sha256.items():
         c.print(f"code {p} sha256 {h}", markup=False)
+    for note in rep.notes:
+        c.print(note, markup=False)
+    if be is not None and isinstance(be, SlurmBackend):
+        c.print("sbatch (per seed): " + " ".join(be.sbatch_flags(plan.timeout_s)), markup=False, soft_wrap=True)
     for job in plan.jobs:
         c.print(job.shell(), markup=False, soft_wrap=True)
 

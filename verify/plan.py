@@ -10,16 +10,19 @@ import hashlib
 import json
 import shlex
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-from audit.checks.claims import check_claims
+from audit.checks.claims import check_claims, value_matches
+from audit.checks.size import shipped_code
 from audit.errors import InputError
 from audit.load.folder import Folder, load_folder
 from audit.load.resolve import Sources, resolve
 from audit.load.runcmd import effective_env
 
-from .checks import log_facts
+from .checks import LogFacts, claimed_stage, log_facts
+from .environment import PythonNeed, required_python
+from .runs import ShippedRun, order_runs
 
 DEFAULT_SEEDS = (42, 314, 1234)  # the official re-run's seeds
 DEFAULT_NPROC = 8
@@ -100,6 +103,13 @@ class Plan:
     jobs: list[SeedJob]
     shipped_logs: dict[str, str] = field(default_factory=dict)  # path -> text (for --logs-only)
     logged_scores: dict[int, float] = field(default_factory=dict)  # seed -> val_bpb the shipped logs print
+    runs: list[ShippedRun] = field(default_factory=list)  # the shipped runs, which count (latest per seed)
+    claimed_logs: list[str] = field(default_factory=list)  # the logs the claims point at (all when none match)
+    python: str = sys.executable  # the interpreter the seeds run under
+    python_need: PythonNeed | None = None  # what the record's code needs beyond Python 3.11
+    requirements: str = ""  # requirements.txt as shipped ("" when none)
+    code_data: bytes = field(default=b"", repr=False)  # the code files as shipped, concatenated
+    claimed_tags: dict[int, str] = field(default_factory=dict)  # seed -> the stage the claim names, when not the last
 
     def to_dict(self) -> dict:
         return {
@@ -117,8 +127,19 @@ class Plan:
             "code_bytes": self.code_bytes,
             "claims": self.claims.to_dict(),
             "logged_scores": {str(k): v for k, v in self.logged_scores.items()},
+            "replaced_runs": {r.path: {"by": r.replaced_by, "why": r.why} for r in self.runs if not r.counts},
+            "claimed_logs": self.claimed_logs,
+            "python": self.python,
+            "python_need": self.python_need.describe() if self.python_need else None,
+            "requirements": bool(self.requirements),
             "jobs": [j.to_dict() for j in self.jobs],
         }
+
+
+def with_python(plan: Plan, python: str) -> Plan:
+    """The same plan run under another interpreter (fingerprints unchanged: they leave the interpreter out)."""
+    jobs = [replace(j, argv=(python, *j.argv[1:])) for j in plan.jobs]
+    return replace(plan, python=python, jobs=jobs)
 
 
 # --- pieces of the plan --------------------------------------------------------------------------
@@ -136,14 +157,33 @@ def shipped_logs(sub: Folder) -> dict[str, str]:
     return {p: sub.text(p) for p in sub.log_files}
 
 
-def logged_scores(logs: dict[str, str]) -> dict[int, float | None]:
-    """Seed -> scored val_bpb of the last run of each shipped log (None when it printed no score)."""
+def shipped_runs(logs: dict[str, str], code_bytes: int) -> list[ShippedRun]:
+    """The last run of each shipped log, and which of them count (a re-run replaces the earlier run of its seed)."""
+    return order_runs({p: log_facts(text) for p, text in logs.items()}, code_bytes)
+
+
+def logged_scores(runs: list[ShippedRun], claimed: dict[int, float] | None = None) -> dict[int, float | None]:
+    """Seed -> scored val_bpb of the run that counts for each seed (None when it printed no score), at the stage
+    the claim names when the log prints it (`checks.claimed_stage`)."""
     out: dict[int, float | None] = {}
-    for text in logs.values():
-        facts = log_facts(text)
-        if facts.seed is not None and out.get(facts.seed) is None:
-            out[facts.seed] = facts.val_bpb
+    for r in runs:
+        if r.counts and r.seed is not None and out.get(r.seed) is None:
+            out[r.seed] = claimed_stage(r.facts, (claimed or {}).get(r.seed)).val_bpb
     return dict(sorted(out.items()))
+
+
+def claimed_logs(claims, facts: dict[str, LogFacts]) -> list[str]:
+    """The logs whose run prints a claimed score (the auditor's `relevant` runs); every log when none does."""
+    if claims is None:
+        return list(facts)
+    wanted = [c for c in (claims.headline_bpb, claims.readme_bpb) if c]
+    wanted += [v for vals in claims.per_seed_bpb.values() for v in vals]
+    hit = [
+        p
+        for p, f in facts.items()
+        if f.run_log is not None and any(value_matches(c, m.val_bpb) for c in wanted for m in f.run_log.metrics)
+    ]
+    return hit or list(facts)
 
 
 def choose_seeds(count: int | None, explicit: list[int] | None, from_logs: list[int]) -> tuple[list[int], str]:
@@ -168,14 +208,14 @@ def choose_seeds(count: int | None, explicit: list[int] | None, from_logs: list[
     return seeds, source
 
 
-def claimed_scores(sub: Folder, sources: Sources, logs: dict[str, str]) -> ClaimedScores:
+def claimed_scores(sub: Folder, sources: Sources, logs: dict[str, str], rep=None) -> ClaimedScores:
     """Per-seed claims as written (README tables, submission.json), else the values the shipped logs print.
 
     The auditor's claim checker reads the written claims and the per-seed scores of the logs;
     submission.json's `seed_results` and our own log reading are the fallbacks when it finds none.
     `source` says which, because a claim read from a log cannot be checked against that same log."""
     claims = ClaimedScores()
-    rep = check_claims(sub, sources)
+    rep = rep if rep is not None else check_claims(sub, sources)
     written = rep.claims.per_seed_bpb if rep.claims is not None else {}
     for seed, vals in written.items():
         if vals and _is_num(vals[0].value):
@@ -218,7 +258,7 @@ def job_fingerprint(
     seed: int, entry: str, argv: tuple[str, ...], env: dict[str, str], code_sha256: dict[str, str]
 ) -> str:
     """Changes when anything that decides a seed's outcome changes (timeout excluded: it only bounds it)."""
-    stable_argv = [a for a in argv if a != sys.executable]  # a different venv path is the same command
+    stable_argv = list(argv[1:])  # the interpreter's path is not the command: --python/--venv change where, not what
     blob = json.dumps([seed, entry, stable_argv, sorted(env.items()), sorted(code_sha256.items())])
     return sha256(blob.encode())[:16]
 
@@ -234,11 +274,16 @@ def make_plan(
     data_path: str | None = None,
     tokenizer_path: str | None = None,
     env_overrides: dict[str, str] | None = None,
+    python: str = sys.executable,
+    sub: Folder | None = None,
+    need_entry: bool = True,
 ) -> Plan:
-    sub = load_folder(folder)
+    """The plan for the record folder `folder` (read from disk, or given as `sub`: a folder read from git).
+    Without `need_entry` (--logs-only) a folder with no entry script plans no jobs: its logs are still checked."""
+    sub = sub if sub is not None else load_folder(folder)
     src = resolve(sub)
-    if not src.entry:
-        raise InputError(f"{folder}: no Python entry script found")
+    if not src.entry and (need_entry or not sub.log_files):
+        raise InputError(f"{folder}: no Python entry script found" + ("" if need_entry else " and no logs to check"))
     env, env_source = readme_env(sub)
     for k in OWNED_ENV:
         env.pop(k, None)
@@ -248,13 +293,24 @@ def make_plan(
         env["TOKENIZER_PATH"] = str(Path(tokenizer_path).resolve())
     env.update(env_overrides or {})
     logs = shipped_logs(sub)
-    logged = logged_scores(logs)
+    runs = shipped_runs(logs, src.code_bytes)
+    logged = logged_scores(runs)
     chosen, seeds_source = choose_seeds(seed_count, seeds, list(logged))
     code_sha = {p: sha256(sub.files[p]) for p in src.code_files if p in sub.files}
-    argv = (sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", src.entry)
+    argv = (python, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", src.entry or "")
+    claims_rep = check_claims(sub, src)
+    claims = claimed_scores(sub, src, logs, claims_rep)
+    logged = logged_scores(runs, claims.per_seed)
+    tags = {}
+    for r in runs:
+        if r.counts and r.seed is not None and r.seed in claims.per_seed:
+            f = claimed_stage(r.facts, claims.per_seed[r.seed])
+            if f.stage_note:
+                tags[r.seed] = f.scored_tag
+    req = sub.find("requirements.txt")
     out_abs = str(Path(out).resolve())
     jobs = []
-    for s in chosen:
+    for s in chosen if src.entry else []:
         run_id = f"pgolf_verify_seed{s}"
         job_env = {**env, "SEED": str(s), "RUN_ID": run_id}
         jobs.append(
@@ -274,7 +330,7 @@ def make_plan(
     return Plan(
         folder=sub.name,
         out=out_abs,
-        entry=src.entry,
+        entry=src.entry or "",
         nproc=nproc,
         seeds=chosen,
         seeds_source=seeds_source,
@@ -284,8 +340,15 @@ def make_plan(
         code_files=list(src.code_files),
         code_sha256=code_sha,
         code_bytes=src.code_bytes,
-        claims=claimed_scores(sub, src, logs),
+        claims=claims,
         jobs=jobs,
         shipped_logs=logs,
         logged_scores={k: v for k, v in logged.items() if v is not None},
+        runs=runs,
+        claimed_logs=claimed_logs(claims_rep.claims, {r.path: r.facts for r in runs}),
+        python=python,
+        python_need=required_python(src.sources),
+        requirements=sub.text(req) if req else "",
+        code_data=shipped_code(sub.files, src.code_files),
+        claimed_tags=tags,
     )

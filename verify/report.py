@@ -15,6 +15,8 @@ from .checks import (
     LogFacts,
     SeedEvidence,
     Status,
+    at_stage,
+    claimed_stage,
     default_tolerance,
     hardware_class,
     log_facts,
@@ -141,39 +143,56 @@ def rerun_evidence(plan: Plan, results: dict[int, RunResult]) -> list[SeedEviden
         res = results.get(job.seed)
         if res is None:
             continue
+        facts = log_facts(_read(res.log_path))
+        if job.seed in plan.claimed_tags:  # the claim scores an earlier stage: compare the re-run's same stage
+            facts = at_stage(facts, plan.claimed_tags[job.seed])
         out.append(
             SeedEvidence(
                 seed=job.seed,
-                facts=log_facts(_read(res.log_path)),
+                facts=facts,
                 run=res.to_dict(),
                 source=res.log_path,
                 claimed_bpb=plan.claims.per_seed.get(job.seed),
                 code_bytes_on_disk=res.code_bytes or plan.code_bytes,
+                code=plan.code_data,
             )
         )
     return out
 
 
 def logs_evidence(plan: Plan) -> list[SeedEvidence]:
-    """One piece of evidence per shipped log that holds a run (the --logs-only mode)."""
+    """One piece of evidence per shipped run that counts (the --logs-only mode): the latest run of each seed (a
+    re-run replaces the original), of the runs the claims point at by score or by seed (every run when the
+    claims point at none)."""
     out = []
     from_logs = plan.claims.source == "shipped logs"
-    for path, text in plan.shipped_logs.items():
-        facts = log_facts(text)
+    claimed = set(plan.claimed_logs)
+    for r in plan.runs:
+        facts = r.facts
         if facts.runs == 0 or (facts.val_bpb is None and facts.train_time_ms is None):
             continue  # not a training log (a README excerpt, a summary without runs)
+        if not r.counts or (claimed and r.path not in claimed and facts.seed not in plan.claims.per_seed):
+            continue  # replaced by a later run; or an exploratory run: no claim names its score or its seed
         seed = facts.seed if facts.seed is not None else -1
+        facts = claimed_stage(facts, plan.claims.per_seed.get(seed))
         out.append(
             SeedEvidence(
                 seed=seed,
                 facts=facts,
-                source=path,
+                source=r.path,
                 claimed_bpb=plan.claims.per_seed.get(seed),
                 claims_from_this_log=from_logs,
                 code_bytes_on_disk=plan.code_bytes,
+                code=plan.code_data,
+                superseded=list(r.superseded),
             )
         )
     return out
+
+
+def replaced_runs(plan: Plan) -> list[tuple[str, str, str]]:
+    """(earlier log, the log that replaces it, why) for the shipped runs that do not count."""
+    return [(r.path, r.replaced_by, r.why) for r in plan.runs if not r.counts]
 
 
 def stats_section(
@@ -249,7 +268,10 @@ def build_report(
     else:
         tol, why = tolerance, "given with --tolerance"
     seeds = [SeedReport(e.seed, e.source, e.facts, seed_checks(e, tol), e.claimed_bpb, e.run) for e in evidence]
-    pkg = package_checks(evidence, min_seeds=min_seeds, claimed_mean=plan.claims.mean_bpb, tolerance=tol)
+    replaced = replaced_runs(plan) if mode == "logs-only" else []
+    pkg = package_checks(
+        evidence, min_seeds=min_seeds, claimed_mean=plan.claims.mean_bpb, tolerance=tol, replaced=replaced
+    )
     for s in missing or []:
         pkg.append(Check(f"seed_{s}_result", Status.INCONCLUSIVE, f"seed {s} has no result (not run or interrupted)"))
     scores = [e.facts.val_bpb for e in evidence if e.facts.val_bpb is not None]

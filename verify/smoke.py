@@ -17,6 +17,7 @@ import functools
 import json
 import math
 import os
+import re
 import resource
 import secrets
 import select
@@ -31,6 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .environment import PythonNeed, probe, version_problem
+from .standins import UNAVAILABLE, write_standins
+
 DEFAULT_TIMEOUT_S = 180.0
 DEFAULT_MEMORY_MB = 4096
 FILE_LIMIT_BYTES = 512 * 1024 * 1024
@@ -43,6 +47,8 @@ SANDBOX_BWRAP = "bubblewrap"
 SANDBOX_UNSAFE = "unsafe: rlimits + socket guard"
 WORK_IN = "/submission"  # where the scratch copy appears inside the sandbox
 BOOT_IN = "/pgolf/boot.py"
+STANDINS_IN = "/pgolf/standins"  # the CPU stand-ins for GPU-only modules (verify/standins.py), read-only
+ENVIRONMENT, SUBMISSION = "environment", "submission"  # what a failure says: the machine lacks something / the code
 _SKIP = ("__pycache__", ".git")
 # /etc inside the sandbox: what the dynamic loader and name lookups need, nothing else (passwd and group are
 # written fresh, naming only the sandbox user)
@@ -64,6 +70,7 @@ TINY_ENV = {
     "MAX_WALLCLOCK_SECONDS": "10",
     "SEED": "1",
     "RUN_ID": "pgolf_smoke",
+    "FUSED_CE_ENABLED": "0",  # the records' Triton cross-entropy switch: a GPU-only kernel
 }
 
 # Runs inside the child. It must stand alone: it cannot import pgolf (isolated mode, scratch cwd). Its
@@ -73,6 +80,7 @@ TINY_ENV = {
 _BOOTSTRAP = r"""
 import json, math, os, runpy, socket, sys, time, traceback
 ENTRY, RESULT_FD, NONCE_FD = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+STANDINS = sys.argv[4] if len(sys.argv) > 4 else ""
 
 
 def _channel():
@@ -94,6 +102,65 @@ emit = _channel()
 del _channel
 sys.argv = [ENTRY]
 
+
+def _install_standins(root):
+    # CPU stand-ins for GPU-only modules (verify/standins.py): a finder in front of the import system for the
+    # attention kernels (never usable on CPU), one behind it for the rest (only where the real one is missing)
+    import importlib.abc, importlib.machinery, importlib.util
+    with open(os.path.join(root, "manifest.json")) as fh:
+        man = json.load(fh)
+    prefer, fallback, stubs = set(man["prefer"]) | {"_pgolf_standin"}, set(man["fallback"]), set(man["stubs"])
+    common = {}
+
+    def unavailable(name):
+        if "mod" not in common:
+            common["mod"] = importlib.import_module("_pgolf_standin")  # the Front finder loads it from root
+        return common["mod"].unavailable(name)
+
+    class StubLoader(importlib.abc.Loader):
+        def create_module(self, spec):
+            return None
+
+        def exec_module(self, module):
+            module.__path__ = []
+            module.__pgolf_standin__ = True
+            name = module.__name__
+
+            def __getattr__(attr):
+                if attr.startswith("__"):
+                    raise AttributeError(attr)
+                return unavailable(f"{name}.{attr}")
+            module.__getattr__ = __getattr__
+
+    class Front(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name in prefer:
+                return importlib.machinery.PathFinder.find_spec(name, [root])
+            return None
+
+    class Back(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            top = name.partition(".")[0]
+            if top not in prefer | fallback | stubs:
+                return None
+            if top in fallback | prefer:
+                spec = importlib.machinery.PathFinder.find_spec(name, [root] if name == top else path)
+                if spec is not None:
+                    return spec
+            return importlib.util.spec_from_loader(name, StubLoader(), is_package=True)
+
+    sys.meta_path.insert(0, Front())
+    sys.meta_path.append(Back())
+
+
+def standins_used():
+    return sorted(n for n, m in list(sys.modules.items())
+                  if "." not in n and not n.startswith("_") and getattr(m, "__pgolf_standin__", False) is True)
+
+
+if STANDINS:
+    _install_standins(STANDINS)
+
 class _NoNetwork(OSError):
     pass
 
@@ -110,8 +177,8 @@ def where(tb):
     return "" if f is None else f"{os.path.relpath(f.filename)}:{f.lineno}: {(f.line or '').strip()[:160]}"
 
 def fail(stage, t0, e):
-    emit(stage=stage, ok=False, seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}",
-         where=where(e.__traceback__), trace=traceback.format_exc()[-4000:])
+    emit(stage=stage, ok=False, seconds=time.perf_counter() - t0, error=f"{type(e).__name__}: {e}"[:2000],
+         where=where(e.__traceback__), trace=traceback.format_exc()[-4000:], standins=standins_used())
 
 t0 = time.perf_counter()
 sys.path.insert(0, os.getcwd())
@@ -120,7 +187,7 @@ try:
 except BaseException as e:
     fail("import", t0, e)
     sys.exit(0)
-emit(stage="import", ok=True, seconds=time.perf_counter() - t0)
+emit(stage="import", ok=True, seconds=time.perf_counter() - t0, standins=standins_used())
 
 t1 = time.perf_counter()
 try:
@@ -158,7 +225,7 @@ try:
              error=f"cannot build {cls.__name__}: no value for {', '.join(missing)}; forward skipped")
         sys.exit(0)
     torch.manual_seed(0)
-    model = cls(**kwargs).float()
+    model = cls(**kwargs).float().eval()  # eval: the CPU paths (fused training kernels are GPU-only)
     vocab = int(kwargs.get("vocab_size", getattr(args, "vocab_size", 64) or 64))
     seq = int(getattr(args, "train_seq_len", 32) or 32)
     x = torch.randint(0, vocab, (2, min(seq, 32)))
@@ -191,7 +258,10 @@ class SmokeResult:
     entry: str = ""
     import_s: float | None = None
     forward_s: float | None = None
-    stage: str = ""  # where it stopped: import | forward | timeout | limits | result
+    stage: str = ""  # where it stopped: python | import | forward | timeout | limits | result
+    category: str = ""  # a failure's cause: "environment" (the machine lacks something) or "submission"
+    why: str = ""  # how the category was decided
+    standins: list[str] = field(default_factory=list)  # the CPU stand-ins the code imported
     error: str = ""
     where: str = ""
     detail: str = ""  # traceback or the output's tail
@@ -331,6 +401,7 @@ def _bwrap_argv(
     env: dict[str, str],
     cmd: list[str],
     info_fd: int | None = None,
+    standins: Path | None = None,
 ) -> list[str]:
     feats = _bwrap_features(bwrap)
     a = [bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "ALL"]
@@ -351,6 +422,7 @@ def _bwrap_argv(
     a += [*size, "--tmpfs", "/tmp", *size, "--tmpfs", "/dev/shm"]
     for root in _python_roots(python):  # after /tmp: a venv under /tmp must not be hidden by the tmpfs
         a += ["--ro-bind", root, root]
+    a += ["--ro-bind", str(standins), STANDINS_IN] if standins is not None else []
     a += ["--bind", str(work), WORK_IN, "--ro-bind", str(boot), BOOT_IN, "--chdir", WORK_IN, "--clearenv"]
     for k, v in env.items():
         a += ["--setenv", k, v]
@@ -563,6 +635,8 @@ def _check_event(e, nonce: str) -> str:
     for key in ("where", "trace", "model"):
         if key in e and not isinstance(e[key], str):
             return f"{stage}: {key!r} is not a string"
+    if "standins" in e and not (isinstance(e["standins"], list) and all(isinstance(x, str) for x in e["standins"])):
+        return f"{stage}: 'standins' is not a list of names"
     if ok is not True and not isinstance(e.get("error"), str):
         return f"{stage}: no error message"
     if stage == "forward" and ok is True:
@@ -613,6 +687,8 @@ def _command(
         **TINY_ENV,
     }
     work, boot, args = scratch / "submission", scratch / "pgolf_smoke_boot.py", [entry, str(fds[0]), str(fds[1])]
+    standins = write_standins(scratch / "standins")
+    args.append(STANDINS_IN if use_bwrap else str(standins))
     if not use_bwrap:
         env["PATH"] = os.environ.get("PATH", "/usr/bin:/bin")
         argv = [python, "-I", "-B", str(boot), *args]
@@ -625,13 +701,16 @@ def _command(
     env["PATH"] = f"{os.path.dirname(os.path.abspath(python))}:/usr/local/bin:/usr/bin:/bin"
     _passwd_files(scratch / "etc")
     cmd = [python, "-I", "-B", BOOT_IN, *args]
-    argv = _bwrap_argv(bwrap, python, work=work, boot=boot, etc=scratch / "etc", env=env, cmd=cmd, info_fd=fds[2])
+    argv = _bwrap_argv(
+        bwrap, python, work=work, boot=boot, etc=scratch / "etc", env=env, cmd=cmd, info_fd=fds[2], standins=standins
+    )
     res.isolation = [
         "bubblewrap: new user, mount, pid, network, ipc, uts and cgroup namespaces",
         "read-only system and Python install; no home directory",
         "writable: the scratch copy and a private /tmp only",
         "clean environment",
         "every process dies with the sandbox",
+        "CPU stand-ins for GPU-only modules (sandbox only)",
     ]
     return argv, {"PATH": "/usr/bin:/bin"}, scratch  # bwrap itself gets no secrets either
 
@@ -647,10 +726,14 @@ def smoke_test(
     unsafe: bool = False,
     log_path: str | os.PathLike | None = None,
     output_cap: int = OUTPUT_CAP_BYTES,
+    python_need: PythonNeed | None = None,
+    requirements: str = "",
 ) -> SmokeResult:
     """Run the smoke test in the bubblewrap sandbox. Raises SandboxUnavailableError where bubblewrap cannot run,
     unless `unsafe`: then the weaker guard runs and `SmokeResult.sandbox` says so. `log_path` keeps the child's
-    output (capped at `output_cap` bytes); without it the output is dropped with the scratch folder."""
+    output (capped at `output_cap` bytes); without it the output is dropped with the scratch folder.
+    `python_need` (what the code needs, `environment.required_python`) is checked against `python` before
+    anything runs; `requirements` (requirements.txt) tells a missing package from an undeclared one."""
     problem = sandbox_problem(python)
     if problem and not unsafe:
         raise SandboxUnavailableError(problem)
@@ -658,6 +741,12 @@ def smoke_test(
     src = Path(folder)
     res = SmokeResult(ok=False, summary="", entry=entry, sandbox=SANDBOX_BWRAP if use_bwrap else SANDBOX_UNSAFE)
     res.notes = source_notes(src, code_files or [entry])
+    too_old = version_problem(python_need, probe(python, torch=False), "the smoke test's Python")
+    if too_old:
+        res.stage, res.category = "python", ENVIRONMENT
+        res.why = "checked before the import"
+        res.summary = f"smoke NOT RUN (environment): {too_old}"
+        return res
     limits = _rlimits(memory_mb, int(timeout_s))
     with tempfile.TemporaryDirectory(prefix="pgolf-smoke-") as scratch_dir:
         scratch = Path(scratch_dir)
@@ -723,14 +812,15 @@ def smoke_test(
         res.stage = "timeout"
     events, rejected = read_results(bytes(raw), nonce)
     if rejected:
-        res.stage = "result"
+        res.stage, res.category, res.why = "result", SUBMISSION, "the code wrote to the verifier's result channel"
         res.summary = f"smoke FAILED: the result channel was tampered with ({rejected}); no result is trusted"
         res.detail = sink.tail_lines()
-        return res
+        return classify(res, src, requirements)
     rc = proc.returncode
     if use_bwrap and rc is not None and rc > 128:  # bwrap reports a child killed by a signal as 128 + signal
         rc = 128 - rc
-    return _interpret(res, events, rc, wall, timeout_s, sink.tail_lines())
+    res = _interpret(res, events, rc, wall, timeout_s, sink.tail_lines())
+    return classify(res, src, requirements)
 
 
 def source_notes(folder: Path, files: list[str]) -> list[str]:
@@ -755,6 +845,9 @@ def _interpret(
 ) -> SmokeResult:
     by_stage = {e["stage"]: e for e in events}
     imp, fwd = by_stage.get("import"), by_stage.get("forward")
+    for e in (imp, fwd):
+        if e is not None and e.get("standins"):
+            res.standins = sorted(set(res.standins) | set(e["standins"]))
     if imp is None:
         res.stage = res.stage or "limits"
         if res.stage == "timeout":
@@ -794,4 +887,84 @@ def _interpret(
         return res
     res.ok, res.stage = True, "forward"
     res.summary = f"{head}; CPU forward OK in {fwd['seconds']:.1f} s ({fwd['model']}, {fwd['params']:,} params, loss {fwd['loss']:.4f})"
+    return res
+
+
+# --- what a failure means ---------------------------------------------------------------------------
+_CUDA = re.compile(
+    r"CUDA|cuda\b|cuDNN|NCCL|nvidia|NVIDIA|\bGPU\b|no kernel image|is_cuda|requires? (a )?GPU|triton|Triton", re.I
+)
+_MISSING = re.compile(r"No module named '([\w.]+)'")
+_TOO_NEW = re.compile(r"f-string|PEP 701")
+# Packages the records import that a Python install may lack: a missing one is the machine's gap.
+KNOWN_PACKAGES = frozenset(
+    "torch numpy sentencepiece zstandard zstd brotli lz4 triton flash_attn flash_attn_interface flash_attn_3 "
+    "mamba_ssm causal_conv1d fla liger_kernel apex transformer_engine xformers flashinfer einops tiktoken datasets "
+    "huggingface_hub transformers safetensors scipy tqdm python_minifier bitsandbytes kernels".split()
+)
+_BLOB_RUN = re.compile(r"[A-Za-z0-9!#$%&()*+\-;<=>?@^_`{|}~/]{120,}")  # base85/base64 runs: an encoded payload
+MAX_LINE = 240
+
+
+def scrub(text: str) -> str:
+    """The text without encoded code blobs: long base85/base64 runs are replaced by their length, and any line
+    still over MAX_LINE characters is cut, so a wrapper's payload never reaches the report."""
+    if not text:
+        return text
+    out = []
+    for line in text.splitlines():
+        line = _BLOB_RUN.sub(lambda m: f"<{len(m.group(0)):,}-character blob>", line)
+        if len(line) > MAX_LINE:
+            line = line[: MAX_LINE - 40] + f" … [{len(line) - MAX_LINE + 40:,} characters cut]"
+        out.append(line)
+    return "\n".join(out)
+
+
+def _requirement_names(requirements: str) -> set[str]:
+    names = set()
+    for line in requirements.splitlines():
+        m = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", line.split("#", 1)[0])
+        if m:
+            names.add(re.sub(r"[-.]+", "_", m.group(1)).lower())
+    return names
+
+
+def _shipped(folder: Path, module: str) -> bool:
+    top = module.split(".")[0]
+    return (folder / f"{top}.py").is_file() or (folder / top / "__init__.py").is_file()
+
+
+def classify(res: SmokeResult, folder: Path, requirements: str = "") -> SmokeResult:
+    """`res.category` for a failure: `environment` when the machine lacks what the code needs (a package, a
+    GPU, a newer Python, the sandbox's limits), else `submission`; and every text field scrubbed of blobs."""
+    for attr in ("summary", "error", "where", "detail"):
+        setattr(res, attr, scrub(getattr(res, attr)))
+    if res.ok or res.category:
+        return res
+    text = f"{res.error}\n{res.detail}"
+    missing = _MISSING.search(res.error)
+    if res.stage == "timeout" or (res.stage == "limits" and "killed by signal" in res.summary):
+        res.category, res.why = ENVIRONMENT, "the sandbox's time or memory limit stopped it, not an error in the code"
+    elif res.stage == "limits":
+        res.category, res.why = SUBMISSION, "the code ended the process itself before the smoke test could report"
+    elif UNAVAILABLE in text:
+        res.category, res.why = ENVIRONMENT, "a GPU-only feature the CPU stand-ins cannot run"
+    elif missing and not _shipped(folder, missing.group(1)):
+        mod = missing.group(1).split(".")[0]
+        declared = mod.lower() in _requirement_names(requirements)
+        res.category = ENVIRONMENT
+        res.why = f"{mod} is not installed in the smoke test's Python" + (
+            " (requirements.txt lists it)"
+            if declared
+            else ""
+            if mod in KNOWN_PACKAGES
+            else " (requirements.txt does not list it: an undeclared dependency?)"
+        )
+    elif res.error.startswith("SyntaxError") and _TOO_NEW.search(res.error):
+        res.category, res.why = ENVIRONMENT, "Python syntax newer than the smoke test's Python"
+    elif _CUDA.search(res.error):
+        res.category, res.why = ENVIRONMENT, "the code needs a GPU (CUDA) here; the smoke test runs on CPU"
+    else:
+        res.category, res.why = SUBMISSION, "an error in the submission's code, not a missing package or GPU"
+    res.summary = f"{res.summary} [{res.category}]"
     return res

@@ -175,7 +175,7 @@ def test_flagged_submission_is_not_rerun_unless_forced(tmp_path, capsys, monkeyp
     monkeypatch.setattr(
         verify_cli,
         "_audit_summary",
-        lambda p: {"verdict": "flag", "reason": "prequant TTT", "categories": ["prequant_ttt"]},
+        lambda p, ignore=None: {"verdict": "flag", "reason": "prequant TTT", "categories": ["prequant_ttt"]},
     )
     code, stdout, _ = run(capsys, folder, "--out", tmp_path / "o", "--format", "json", "-q")
     rep = json.loads(stdout)

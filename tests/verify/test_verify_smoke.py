@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sys
 
 import pytest
 
@@ -142,11 +143,17 @@ def test_smoke_cli_exit_codes(tmp_path, capsys, torch_needed):
     assert exc.value.code == 0 and rep["mode"] == "smoke" and rep["smoke"]["ok"] is True
     assert rep["smoke"]["sandbox"] == (SANDBOX_UNSAFE if SANDBOX_PROBLEM else SANDBOX_BWRAP)
     assert rep["smoke"]["summary"].endswith(f"(sandbox: {rep['smoke']['sandbox']})")
-    bad = _folder(tmp_path / "b", "\nimport flash_attn_interface\n")
+    bad = _folder(tmp_path / "b", "\nimport pgolf_not_a_package\n")  # FA3 has a stand-in; this has none
     with pytest.raises(SystemExit) as exc:
         verify_cli.main([str(bad), SMOKE_FLAG, "--format", "markdown", "-q"])
     md = capsys.readouterr().out
-    assert exc.value.code == 1 and "No module named 'flash_attn_interface'" in md
+    assert exc.value.code == 1 and "No module named 'pgolf_not_a_package'" in md
+    assert "verdict=inconclusive" in md and "failure class: environment" in md  # a missing package, not a bug
+    broken = _folder(tmp_path / "c", "\nundefined_name_in_the_submission\n")
+    with pytest.raises(SystemExit) as exc:
+        verify_cli.main([str(broken), SMOKE_FLAG, "--format", "markdown", "-q"])
+    md = capsys.readouterr().out
+    assert exc.value.code == 1 and "verdict=failed" in md and "failure class: submission" in md
 
 
 @pytest.mark.slow
@@ -276,3 +283,200 @@ def test_a_last_line_cut_by_a_kill_is_dropped_not_fatal():
 def test_a_forged_or_malformed_result_line_rejects_the_channel(raw, needle):
     _, why = read_results(raw, NONCE)
     assert needle in why, why
+
+
+# --- stand-ins for GPU-only imports, environment vs submission, no code blobs ------------------------------------
+FA3_GPT = r"""
+import os
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from flash_attn_interface import flash_attn_func as flash_attn_3_func, flash_attn_varlen_func
+import triton
+import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+
+@triton.jit
+def _fused_kernel(X, Y, n, BLOCK: tl.constexpr):
+    pid = tl.program_id(0)
+    tl.store(Y + pid, tl.load(X + pid))
+
+
+class Hyperparameters:
+    vocab_size = int(os.environ.get("VOCAB_SIZE", 8192))
+    num_layers = int(os.environ.get("NUM_LAYERS", 11))
+    model_dim = int(os.environ.get("MODEL_DIM", 512))
+    num_heads = int(os.environ.get("NUM_HEADS", 8))
+    num_kv_heads = int(os.environ.get("NUM_KV_HEADS", 4))
+
+
+class Attention(nn.Module):
+    def __init__(self, dim, heads, kv_heads):
+        super().__init__()
+        self.h, self.kv, self.d = heads, kv_heads, dim // heads
+        self.q = nn.Linear(dim, dim)
+        self.k = nn.Linear(dim, kv_heads * self.d)
+        self.v = nn.Linear(dim, kv_heads * self.d)
+        self.o = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        b, t, c = x.shape
+        q = self.q(x).view(b, t, self.h, self.d)
+        k = self.k(x).view(b, t, self.kv, self.d)
+        v = self.v(x).view(b, t, self.kv, self.d)
+        y = flash_attn_3_func(q, k, v, causal=True)
+        # the stand-in computes what FlashAttention computes: causal grouped-query attention
+        ref = F.scaled_dot_product_attention(
+            q.transpose(1, 2), k.repeat_interleave(self.h // self.kv, 2).transpose(1, 2),
+            v.repeat_interleave(self.h // self.kv, 2).transpose(1, 2), is_causal=True,
+        ).transpose(1, 2)
+        assert torch.allclose(y, ref, atol=1e-5), "flash_attn_func differs from causal attention"
+        cu = torch.tensor([0, t // 2, t], dtype=torch.int32)
+        yv = flash_attn_varlen_func(q[0], k[0], v[0], cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=t,
+                                    max_seqlen_k=t, causal=True)[None]
+        assert torch.allclose(yv[:, : t // 2], y[:1, : t // 2], atol=1e-5), "varlen differs on the first document"
+        %s
+        return self.o(y.reshape(b, t, c))
+
+
+class GPT(nn.Module):
+    def __init__(self, h):
+        super().__init__()
+        self.emb = nn.Embedding(h.vocab_size, h.model_dim)
+        self.blocks = nn.ModuleList(Attention(h.model_dim, h.num_heads, h.num_kv_heads) for _ in range(h.num_layers))
+        self.head = nn.Linear(h.model_dim, h.vocab_size)
+
+    def forward(self, input_ids, target_ids):
+        x = self.emb(input_ids)
+        for blk in self.blocks:
+            x = x + blk(x)
+        return F.cross_entropy(self.head(x).flatten(0, 1), target_ids.flatten())
+
+
+def main():
+    raise SystemExit("main must not run during the smoke test")
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def _fa3_record(tmp_path, line="pass"):
+    return make_record(tmp_path, script=FA3_GPT % line, logs=False)
+
+
+@pytest.mark.slow
+def test_an_fa3_record_passes_on_cpu_through_the_standins(tmp_path, torch_needed):
+    import importlib.util
+
+    res = smoke_test(_fa3_record(tmp_path), "train_gpt.py", timeout_s=120)
+    assert res.ok, res.summary + res.detail
+    assert "CPU forward OK" in res.summary and res.standins == ["flash_attn_interface", "triton"]
+    assert res.category == ""
+    # the stand-ins lived in the sandbox only
+    assert importlib.util.find_spec("flash_attn_interface") is None
+    assert "flash_attn_interface" not in sys.modules
+
+
+@pytest.mark.slow
+def test_a_bug_in_an_fa3_record_is_the_submissions_fault(tmp_path, torch_needed):
+    res = smoke_test(_fa3_record(tmp_path, "y = y * undefined_scale"), "train_gpt.py", timeout_s=120)
+    assert not res.ok and res.stage == "forward" and "NameError" in res.error
+    assert res.category == "submission" and res.summary.endswith("[submission]")
+    assert res.standins == ["flash_attn_interface", "triton"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "line, words",
+    [
+        ("_fused_kernel[(1,)](x, x, 1, BLOCK=128)", "triton kernel _fused_kernel needs a GPU"),
+        ("import mamba_ssm; mamba_ssm.Mamba2(d_model=64)", "mamba_ssm.Mamba2 is GPU-only"),
+        ("x = x.cuda()", "CUDA"),
+    ],
+)
+def test_gpu_only_code_is_an_environment_gap(tmp_path, torch_needed, line, words):
+    res = smoke_test(_fa3_record(tmp_path, line), "train_gpt.py", timeout_s=120)
+    assert not res.ok and res.category == "environment", res.summary
+    assert words in res.error
+
+
+@pytest.mark.slow
+def test_smoke_cli_reports_the_class_and_the_standins(tmp_path, capsys, torch_needed):
+    with pytest.raises(SystemExit) as exc:
+        verify_cli.main([str(_fa3_record(tmp_path / "ok")), SMOKE_FLAG, "--format", "json", "-q"])
+    rep = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 0 and rep["verdict"] == "verified"
+    assert "CPU stand-ins used (sandbox only): flash_attn_interface, triton" in rep["smoke"]["detail"]
+    gpu = _fa3_record(tmp_path / "gpu", "_fused_kernel[(1,)](x, x, 1, BLOCK=128)")
+    with pytest.raises(SystemExit) as exc:
+        verify_cli.main([str(gpu), SMOKE_FLAG, "--format", "json", "-q"])
+    rep = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 1 and rep["verdict"] == "inconclusive" and rep["smoke"]["category"] == "environment"
+
+
+PEP701 = 'LABELS = {"a": 1}\nSUMMARY = f"{LABELS["a"]}"\n'
+
+
+def test_the_python_version_is_checked_before_the_import(tmp_path):
+    from verify.environment import PythonNeed
+
+    folder = make_record(tmp_path, script="print('x')\n", logs=False)
+    need = PythonNeed((3, 99), "train_gpt.py:1", "a feature of a future Python")
+    res = smoke_mod.smoke_test(folder, "train_gpt.py", unsafe=True, python_need=need)
+    assert not res.ok and res.stage == "python" and res.category == "environment"
+    assert res.summary.startswith("smoke NOT RUN (environment): the record needs Python 3.99+")
+    assert res.import_s is None  # nothing ran
+
+
+@pytest.mark.skipif(sys.version_info >= (3, 12), reason="this interpreter parses PEP 701 f-strings")
+def test_smoke_cli_names_the_python_a_312_record_needs(tmp_path, capsys):
+    wrapped = _wrap("import os\n" + PEP701 + "x = 1\n" * 2000)
+    folder = make_record(tmp_path, script=wrapped, logs=False)
+    with pytest.raises(SystemExit) as exc:
+        verify_cli.main([str(folder), SMOKE_FLAG, "--format", "json", "-q"])
+    rep = json.loads(capsys.readouterr().out)
+    assert exc.value.code == 1 and rep["verdict"] == "inconclusive"
+    assert "needs Python 3.12+" in rep["reason"] and "decoded" in rep["reason"] and "line 3" in rep["reason"]
+
+
+def _wrap(source: str) -> str:
+    import base64
+    import lzma
+
+    blob = base64.b85encode(lzma.compress(source.encode())).decode()
+    return f'import lzma as L,base64 as B\nexec(L.decompress(B.b85decode("{blob}")))\n'
+
+
+@pytest.mark.slow
+def test_a_wrapper_blob_never_reaches_the_report(tmp_path, capsys):
+    import random
+
+    rnd = random.Random(3)
+    payload = "\n".join(f"V{i} = {rnd.random()!r}" for i in range(3000)) + "\nraise RuntimeError('boom in payload')\n"
+    folder = make_record(tmp_path, script=_wrap(payload), logs=False)
+    blob = (folder / "train_gpt.py").read_text().split('"')[1]
+    assert len(blob) > 20_000
+    with pytest.raises(SystemExit) as exc:
+        verify_cli.main([str(folder), SMOKE_FLAG, "--format", "json"])
+    out, err = capsys.readouterr()
+    rep = json.loads(out)
+    assert exc.value.code == 1 and "boom in payload" in rep["reason"] and rep["smoke"]["category"] == "submission"
+    for text in (out, err):
+        assert blob[:60] not in text and blob[-60:] not in text
+        assert max(len(line) for line in text.splitlines()) < 400
+    assert "-character blob>" in rep["smoke"]["detail"]
+
+
+def test_scrub_cuts_blobs_and_long_lines():
+    import base64
+
+    from verify.smoke import scrub
+
+    b85 = base64.b85encode(os.urandom(4000)).decode()
+    text = f'  exec(L.decompress(B.b85decode("{b85}")))\n' + "a " * 400
+    out = scrub(text)
+    assert b85[:50] not in out and "5,000-character blob>" in out and "[600 characters cut]" in out
+    assert all(len(line) <= smoke_mod.MAX_LINE for line in out.splitlines())

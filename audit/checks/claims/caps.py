@@ -10,56 +10,64 @@ from ...challenge import (
 )
 from ...findings import Confidence, Severity
 from ...logs import RunLog
+from ..size import DOUBT, OVER, artifact_size, shipped_code
 from .base import CheckerBase, line_at, loc_claim, loc_line
 
 
 class CapChecks(CheckerBase):
     def check_size(self) -> None:
+        """One verdict per claimed run from the size rule pgolf-verify applies too (`audit.checks.size`)."""
         shipped = self.sources.code_bytes
-        over = [(p, r) for p, r in self.relevant if r.artifact_bytes is not None and r.artifact_bytes > ARTIFACT_CAP_BYTES]
-        for p, r in over:
+        code = shipped_code(self.sub.files, self.sources.code_files)
+        verdicts = [(p, r, artifact_size(shipped, r, code=code)) for p, r in self.relevant]
+        log_over = [(p, r, v) for p, r, v in verdicts if (v.logged_total or 0) > ARTIFACT_CAP_BYTES]
+        for p, r, v in log_over:
             line = next((s for s in r.sizes if s.lineno == r.artifact_line), None)
-            approx = " (MB precision)" if r.artifact_approx else ""
-            repacked = shipped and r.model_bytes and shipped + r.model_bytes <= ARTIFACT_CAP_BYTES and r.code_bytes and shipped < r.code_bytes
-            if repacked:
+            loc = loc_line(p, r.artifact_line, line.line if line else "")
+            if v.stale:
                 self.add(
                     codes.STALE_SIZE_LINE,
-                    f"the log's artifact size is {r.artifact_bytes:,} bytes, over the cap, but the shipped code is "
-                    f"smaller than the logged code ({shipped:,} < {r.code_bytes:,} bytes): shipped code + logged model "
-                    f"= {shipped + r.model_bytes:,} bytes would fit, but the scored run's own artifact was over the cap "
-                    "(RULES: the record's own logs decide)",
-                    loc_line(p, r.artifact_line, line.line if line else ""),
+                    v.message + " (RULES: the record's own logs decide)",
+                    loc,
                     Severity.ERROR,
                     "size_over_cap",
                     confidence=Confidence.MEDIUM,
                 )
-                continue
-            self.add(
-                codes.SIZE_OVER_CAP,
-                f"the log's artifact size is {r.artifact_bytes:,} bytes{approx}, over the {ARTIFACT_CAP_BYTES:,}-byte cap",
-                loc_line(p, r.artifact_line, line.line if line else ""),
-                Severity.ERROR if not r.artifact_approx else Severity.WARNING,
-                "size_over_cap",
-            )
-        over = [o for o in over if not any(f.code == codes.STALE_SIZE_LINE.code for f in self.findings)]
-        if shipped and not over:
-            worst = None
-            for p, r in self.relevant:
-                if r.model_bytes is None:
-                    continue
-                total = shipped + r.model_bytes
-                if total > ARTIFACT_CAP_BYTES and (worst is None or total > worst[0]):
-                    worst = (total, p, r)
-            if worst:
-                total, p, r = worst
-                mline = next((s for s in r.sizes if s.kind == "model" and s.nbytes == r.model_bytes), None)
-                counted = f"; the log counted {r.code_bytes:,} code bytes" if r.code_bytes else ""
+            else:
+                self.add(
+                    codes.SIZE_OVER_CAP,
+                    v.message,
+                    loc,
+                    Severity.ERROR if not v.approx else Severity.WARNING,
+                    "size_over_cap",
+                )
+        files = [
+            (p, r, v)
+            for p, r, v in verdicts
+            if (v.logged_total or 0) <= ARTIFACT_CAP_BYTES and v.status in (OVER, DOUBT)
+        ]
+        if shipped and not log_over and files:
+            p, r, v = max(files, key=lambda x: (x[2].status == OVER, x[2].total or 0))
+            mline = next((s for s in r.sizes if s.kind == "model" and s.nbytes == r.model_bytes), None)
+            counted = f"; the log counted {r.code_bytes:,} code bytes" if r.code_bytes else ""
+            where = f"shipped code ({shipped:,} bytes: {', '.join(self.sources.code_files)})"
+            loc = loc_line(p, mline.lineno if mline else 0, mline.line if mline else "")
+            if v.status == OVER:
                 self.add(
                     codes.SHIPPED_SIZE_OVER_CAP,
-                    f"shipped code ({shipped:,} bytes: {', '.join(self.sources.code_files)}) + logged model "
-                    f"({r.model_bytes:,} bytes) = {total:,} bytes, over the {ARTIFACT_CAP_BYTES:,}-byte cap{counted}"
-                    " — check which code bytes the record counts (the log's own total fits)",
-                    loc_line(p, mline.lineno if mline else 0, mline.line if mline else ""),
+                    f"{where}: {v.message}{counted}",
+                    loc,
+                    Severity.ERROR,
+                    "size_over_cap",
+                    confidence=Confidence.MEDIUM,
+                )
+            else:
+                self.add(
+                    codes.SHIPPED_SIZE_OVER_CAP,
+                    f"{where} + logged model ({r.model_bytes:,} bytes) = {v.files_total:,} bytes, over the "
+                    f"{ARTIFACT_CAP_BYTES:,}-byte cap{counted} — the log's own total fits, but {v.consistency}; "
+                    "check which code bytes the record counts",
+                    loc,
                     Severity.WARNING,
                     None,  # the log's own total fits: a bookkeeping question for the reviewer, not a proven cap break
                     confidence=Confidence.MEDIUM,
@@ -80,7 +88,8 @@ class CapChecks(CheckerBase):
                 self.add(
                     codes.BYTE_CLAIM_NOT_IN_LOGS,
                     f"claimed size {n:,} bytes is not printed by any log (logged artifact sizes: "
-                    + ", ".join(f"{r.artifact_bytes:,}" for _, r in self.final if r.artifact_bytes) + ")",
+                    + ", ".join(f"{r.artifact_bytes:,}" for _, r in self.final if r.artifact_bytes)
+                    + ")",
                     loc_claim(c),
                     Severity.INFO,
                 )
@@ -149,8 +158,6 @@ def _step_grace_ms(r: RunLog) -> float:
     if r.train_time_ms and last:
         return 1.5 * r.train_time_ms / last + 250.0
     return 1000.0
-
-
 
 
 def _back_to_back(r: RunLog) -> list:
