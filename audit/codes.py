@@ -41,10 +41,6 @@ class Code:
     def rule_id(self) -> str:
         return f"{self.code}/{self.name}"
 
-    def matches(self, key: str) -> bool:
-        """Does a reviewer-side selector (`PG230`, `PG230/val-subset`, `val-subset`) name this code?"""
-        return key in (self.code, self.rule_id, self.name)
-
     def finding(
         self,
         message: str,

@@ -17,7 +17,7 @@ from .checks.claims import ClaimsSummary, check_claims
 from .checks.folder import package_findings
 from .checks.suppressions import suppression_findings
 from .codes import select_codes
-from .findings import Confidence, Finding, Location
+from .findings import Confidence, Finding, Location, report_order
 from .load.folder import Folder
 from .load.messages import message_lines
 from .load.resolve import Sources, resolve
@@ -185,7 +185,7 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
         verdict=v.verdict,
         categories=list(v.categories),
         reason=v.reason,
-        findings=sorted(findings, key=lambda f: (-f.severity.rank, f.rule, f.location.path, f.location.start_line)),
+        findings=sorted(findings, key=report_order),
         entry=sources.entry,
         code_bytes=sources.code_bytes,
         code_files=list(sources.code_files),

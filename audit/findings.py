@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import Enum
 
 
@@ -108,14 +108,6 @@ class Finding:
         }
 
 
-@dataclass
-class FindingSet:
-    """Findings of one record folder, in report order (severity, then rule)."""
-
-    items: list[Finding] = field(default_factory=list)
-
-    def add(self, *findings: Finding) -> None:
-        self.items.extend(findings)
-
-    def sorted(self) -> list[Finding]:
-        return sorted(self.items, key=lambda f: (-f.severity.rank, f.rule, f.location.path, f.location.start_line))
+def report_order(f: Finding) -> tuple:
+    """Findings are reported most severe first, then by code and place."""
+    return (-f.severity.rank, f.rule, f.location.path, f.location.start_line)

@@ -29,27 +29,17 @@ sys.path.insert(0, str(ROOT))
 
 from audit.errors import InputError  # noqa: E402
 from audit.load.git import git  # noqa: E402
+from reference_trainer.synthetic import TINY_TRAIN_ENV, export_synthetic_dataset  # noqa: E402
 
 OURS = ROOT / "reference_trainer" / "train_gpt.py"
 NUM = r"[-+]?\d+(?:\.\d+)?"
 TRAIN_LINE = re.compile(rf"^step:(\d+)/(\d+) train_loss:({NUM}) train_time:({NUM})ms step_avg:({NUM})ms", re.M)
 VAL_LINE = re.compile(rf"^step:(\d+)/(\d+) val_loss:({NUM}) val_bpb:({NUM})", re.M)
 FINAL_LINE = re.compile(rf"^final_int8_zlib_roundtrip_exact val_loss:({NUM}) val_bpb:({NUM})", re.M)
-# The tiny CPU configuration (seconds per run); the GPU default is the baseline's own shape.
-CPU_ENV = {
-    "DEVICE": "cpu",
-    "COMPILE": "0",
-    "NUM_LAYERS": "2",
-    "MODEL_DIM": "32",
-    "NUM_HEADS": "2",
-    "NUM_KV_HEADS": "1",
-    "TRAIN_SEQ_LEN": "32",
-    "TRAIN_BATCH_TOKENS": "512",
-    "GRAD_ACCUM_STEPS": "1",
-    "VAL_BATCH_SIZE": "4096",
-    "WARMUP_STEPS": "0",
-    "OMP_NUM_THREADS": "1",
-}
+# The tiny CPU configuration (seconds per run): the trainer's own tiny shape, with the run length set per
+# benchmark run (run_env); the GPU default is the baseline's own shape.
+_RUN_LENGTH = {"ITERATIONS", "WARMDOWN_ITERS", "VAL_LOSS_EVERY", "TRAIN_LOG_EVERY", "MAX_WALLCLOCK_SECONDS"}
+CPU_ENV = {**{k: v for k, v in TINY_TRAIN_ENV.items() if k not in _RUN_LENGTH}, "OMP_NUM_THREADS": "1"}
 
 
 class BenchError(Exception):
@@ -127,8 +117,6 @@ def dataset_env(args: argparse.Namespace) -> dict[str, str]:
         }
     if args.dry_run:
         return {"DATA_PATH": str(args.out / "data" / "datasets" / "<synthetic>")}
-    from reference_trainer.synthetic import export_synthetic_dataset
-
     ds = export_synthetic_dataset(
         args.out / "data",
         n_docs=3000 if not args.cpu else 400,

@@ -10,6 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 
 from ..errors import InputError
@@ -48,7 +49,8 @@ class Folder:
                 return p
         return None
 
-    @property
+    # derived once per folder (the folder is frozen): stages and rules ask for these many times
+    @cached_property
     def readme_text(self) -> str:
         p = self.find("README.md")
         return self.text(p) if p else ""
@@ -68,14 +70,14 @@ class Folder:
             return None
         return data if isinstance(data, dict) else None
 
-    @property
-    def log_files(self) -> list[str]:
+    @cached_property
+    def log_files(self) -> tuple[str, ...]:
         out = []
         for p in sorted(self.files):
             base = PurePosixPath(p).name.lower()
             if base.endswith(LOG_SUFFIXES) and base not in NOT_LOGS and not is_binary(self.files[p]):
                 out.append(p)
-        return out
+        return tuple(out)
 
 
 def decode_text(data: bytes) -> str:

@@ -80,9 +80,6 @@ class RuleContext:
         """Every non-source log line: (path, lineno, text)."""
         return self.analyses.log_lines
 
-    def log_lines_matching(self, pattern) -> list[LoggedLine]:
-        return [e for e in self.analyses.log_lines if pattern.search(e.text)]
-
 
 class Rule:
     """Base class. Subclasses set the class attributes and implement `check`; defining a subclass registers

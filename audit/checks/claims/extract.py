@@ -10,7 +10,6 @@ from ...load.folder import Folder
 from .model import ClaimedValue, Claims
 
 SCORE_KEYS = ("val_bpb", "mean_val_bpb", "val_bpb_mean", "mean_bpb", "score")
-LOSS_KEYS = ("val_loss", "mean_val_loss", "val_loss_mean", "mean_val_loss_nats")
 TOTAL_BYTE_KEYS = ("bytes_total", "artifact_bytes", "artifact_size_bytes", "artifact_bytes_max", "total_bytes")
 CODE_BYTE_KEYS = ("bytes_code", "code_bytes")
 SEED_BPB_KEYS = ("val_bpb", "bpb", "post_ttt_val_bpb", "final_val_bpb", "score", "sliding_bpb", "ttt_bpb")
