@@ -81,12 +81,43 @@ def judge(r: dict) -> tuple[bool, str]:
     return True, ""
 
 
+def labelled(r: dict) -> list[str]:
+    return [c for c in (r.get("categories") or "").split(",") if c]
+
+
+def print_confusion(rows: list[dict]) -> None:
+    """Per category, labelled vs reported over the dev rows: a category is reported when the verdict is `flag`
+    and the category is among the reported ones (a needs-human verdict reports nothing as broken)."""
+    cats = sorted(
+        {c for r in rows for c in labelled(r)} | {c for r in rows if r["verdict"] == "flag" for c in r["got"]}
+    )
+    print("\n| category | labelled & reported | labelled, not reported | reported, not labelled | neither |")
+    print("|---|---|---|---|---|")
+    for c in cats:
+        cell = [0, 0, 0, 0]
+        for r in rows:
+            lab = c in labelled(r)
+            rep = r["verdict"] == "flag" and c in r["got"]
+            cell[(0 if rep else 1) if lab else (2 if rep else 3)] += 1
+        print(f"| {c} | {cell[0]} | {cell[1]} | {cell[2]} | {cell[3]} |")
+    misses = [
+        f"{r.get('pr')}: labelled {labelled(r)}, reported {r['got'] if r['verdict'] == 'flag' else r['verdict']}"
+        for r in rows
+        if r["label"] == "flag" and not (r["verdict"] == "flag" and set(labelled(r)) <= set(r["got"]))
+    ]
+    if misses:
+        print("\nRows missing a labelled category:")
+        for m in misses:
+            print(f"- PR {m}")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--labels", nargs="+", required=True)
     ap.add_argument("--mirror", default=os.environ.get("PGOLF_MIRROR"))
     ap.add_argument("--json", help="write one JSON line per row here")
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--prs", help="only these PR numbers (comma-separated), for a quick look at a few rows")
     a = ap.parse_args()
     if not a.mirror:
         print("corpus_eval: set PGOLF_MIRROR or pass --mirror", file=sys.stderr)
@@ -99,6 +130,9 @@ def main() -> int:
                 if "merged" in os.path.basename(path):
                     row["source"] = "merged"
                 rows.append(row)
+    if a.prs:
+        wanted = {p.strip() for p in a.prs.split(",") if p.strip()}
+        rows = [r for r in rows if r.get("pr") in wanted]
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=a.jobs) as pool:
         results = list(pool.map(audit_row, [(a.mirror, r) for r in rows]))
@@ -137,6 +171,10 @@ def main() -> int:
     print(
         f"clean/legal_ttt PRs not flagged: {100.0 * sum(r['verdict'] != 'flag' for r in good_rows) / max(1, len(good_rows)):.1f}% of {len(good_rows)}"
     )
+    every = [r for r in flag_rows if r["verdict"] == "flag" and set(labelled(r)) <= set(r["got"])]
+    print(
+        f"flagged PRs flagged with every labelled category: {100.0 * len(every) / max(1, len(flag_rows)):.1f}% of {len(flag_rows)}"
+    )
     print(f"legal_ttt told apart (verdict legal_ttt): {pct(ttt_rows):.1f}% of {len(ttt_rows)}")
     apart = sum(bool(r.get("ttt_recognised")) for r in ttt_rows)
     print(
@@ -148,6 +186,7 @@ def main() -> int:
     print(
         f"wall time {wall:.1f} s for {len(results)} folders ({a.jobs} workers); median per folder {secs[len(secs) // 2]:.3f} s"
     )
+    print_confusion([r for r in results if r["source"] != "merged"])
     print("\nDisagreements:")
     for d in disagreements:
         print(f"- PR {d[0]} `{d[1]}` ({d[2]} {d[3]}): {d[4]}")

@@ -1270,6 +1270,10 @@ def setup_run(h: Hyperparameters) -> Run:
         if device.type == "cuda":
             dist.init_process_group(backend="nccl", device_id=device)
         else:
+            if int(os.environ.get("LOCAL_WORLD_SIZE", world_size)) == world_size:
+                # All ranks on this host: gloo talks over loopback. Left alone it binds the address the hostname
+                # resolves to, which in a network-less container is not reachable and aborts the rank in C++.
+                os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
             dist.init_process_group(backend="gloo")
         dist.barrier()
     use_compile = (h.compile == "1") or (h.compile == "auto" and device.type == "cuda")

@@ -183,10 +183,17 @@ def test_bad_configuration_is_refused(monkeypatch, tmp_path, dataset):
         run_main(monkeypatch, tmp_path, tiny_env(dataset, RUN_ID="bad2", VOCAB_SIZE=dataset.vocab_size + 1))
 
 
+def _failure_excerpt(stderr: str) -> str:
+    """The lines that say why a rank died (a C++ `terminate`/`what()`, a Python error), then the tail: the
+    launcher's own summary alone never names the cause."""
+    causes = [ln for ln in stderr.splitlines() if re.search(r"terminate|what\(\)|Error|enforce|Exception", ln)]
+    return "\n".join(causes[:20]) + "\n---\n" + stderr[-1500:]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_run_matches_single_process(tmp_path, dataset):
     script = str(Path(T.__file__))
-    base = {**os.environ, **tiny_env(dataset, ITERATIONS=4), "OMP_NUM_THREADS": "1"}
+    base = {**os.environ, **tiny_env(dataset, ITERATIONS=4), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1"}
     single = subprocess.run(
         [sys.executable, script],
         cwd=tmp_path,
@@ -204,7 +211,7 @@ def test_two_process_gloo_run_matches_single_process(tmp_path, dataset):
         timeout=300,
         env={**base, "RUN_ID": "two", "GRAD_ACCUM_STEPS": "1", "ARTIFACT_DIR": "two"},
     )
-    assert double.returncode == 0, double.stderr[-2000:]
+    assert double.returncode == 0, _failure_excerpt(double.stderr)
     assert "world_size:2 grad_accum_steps:1" in double.stdout
     one = exact(single.stdout.splitlines(), "final_int8_zlib_roundtrip_exact")
     two = exact(double.stdout.splitlines(), "final_int8_zlib_roundtrip_exact")
