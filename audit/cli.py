@@ -11,6 +11,7 @@ import click
 
 from . import __version__
 from .batch import PR_TIMEOUT_S, run_batch
+from .clirun import run_click
 from .codes import select_codes
 from .engine import AuditReport, audit_submission
 from .errors import InputError
@@ -246,24 +247,7 @@ def cli(
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        code = cli.main(args=argv, prog_name="pgolf-audit", standalone_mode=False)
-    except InputError as e:
-        click.echo(f"pgolf-audit: error: {e}", err=True)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        click.echo("pgolf-audit: interrupted", err=True)
-        sys.exit(130)
-    except click.ClickException as e:
-        click.echo(f"pgolf-audit: error: {e.format_message()}", err=True)
-        sys.exit(2)
-    except OSError as e:
-        click.echo(f"pgolf-audit: error: {e}", err=True)
-        sys.exit(2)
-    except Exception as e:  # noqa: BLE001 - never a traceback for the user
-        click.echo(f"pgolf-audit: internal error: {type(e).__name__}: {e}", err=True)
-        sys.exit(2)
-    sys.exit(code or 0)
+    run_click(cli, "pgolf-audit", argv, (InputError,))
 
 
 if __name__ == "__main__":

@@ -7,20 +7,22 @@ from pathlib import Path
 
 import click
 
+from audit.clirun import VERSION, fail, run_click
+
 from .package import REFERENCE_SCRIPT, PackageError, build_record, new_record, pack_source, unpack_source
 
 
 def _fail(msg: str) -> None:
-    click.echo(f"pgolf-train: error: {msg}", err=True)
-    sys.exit(2)
+    fail("pgolf-train", msg)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+@click.version_option(VERSION, prog_name="pgolf-train")
+def cli() -> None:
     """Produce Parameter Golf submissions with pgolf's reference trainer (reference_trainer/train_gpt.py)."""
 
 
-@main.command("new")
+@cli.command("new")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--name", default=None, help="Record name (default: the folder name).")
 @click.option("--author", default="", help="Author for submission.json.")
@@ -35,7 +37,7 @@ def new_cmd(folder: Path, name: str | None, author: str, github_id: str, blurb: 
     click.echo(f"created {out}", err=True)
 
 
-@main.command("synth-data")
+@cli.command("synth-data")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--docs", default=600, show_default=True, type=click.IntRange(2, 1_000_000))
@@ -78,7 +80,7 @@ def synth_data_cmd(
         click.echo(f"export {k}={v}")
 
 
-@main.command("package")
+@cli.command("package")
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--logs",
@@ -138,7 +140,7 @@ def package_cmd(
     click.echo(f"packaged {len(logs)} run(s) into {out}", err=True)
 
 
-@main.command("pack")
+@cli.command("pack")
 @click.argument("script", type=click.Path(dir_okay=False, exists=True, path_type=Path), required=False)
 @click.option(
     "--out",
@@ -162,7 +164,7 @@ def pack_cmd(script: Path | None, out: Path) -> None:
     click.echo(f"wrote {out}: {out.stat().st_size} bytes (script {len(src)} bytes)", err=True)
 
 
-@main.command("unpack")
+@cli.command("unpack")
 @click.argument("wrapper", type=click.Path(dir_okay=False, exists=True, path_type=Path))
 def unpack_cmd(wrapper: Path) -> None:
     """Print the readable script a packed train_gpt.py carries (decoded, never executed)."""
@@ -170,6 +172,10 @@ def unpack_cmd(wrapper: Path) -> None:
     if source is None:
         _fail(f"{wrapper} is not a train_gpt.py packed by pgolf-train")
     sys.stdout.write(source.decode("utf-8", errors="replace"))
+
+
+def main(argv: list[str] | None = None) -> None:
+    run_click(cli, "pgolf-train", argv, (PackageError,))
 
 
 if __name__ == "__main__":  # pragma: no cover

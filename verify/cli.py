@@ -15,6 +15,7 @@ from pathlib import Path
 
 import click
 
+from audit.clirun import VERSION, run_click
 from audit.errors import InputError
 from audit.load.folder import load_folder
 from audit.load.resolve import resolve
@@ -218,6 +219,7 @@ def _install(plan, req: Path, o: dict):
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="pgolf-verify")
 @click.argument("path", type=click.Path(file_okay=False, path_type=str))
 @click.option(
     "--seeds", "seeds_text", help="Seed count (3: the logs' seeds, else 42, 314, 1234) or a list (42,314,1234)."
@@ -516,27 +518,9 @@ def _print_plan(plan, rep: VerifyReport, be: Backend | None = None) -> None:
         c.print(job.shell(), markup=False, soft_wrap=True)
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split()) or "(no message)"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Whatever happens, one line on stderr and an exit code: never a traceback."""
-    try:
-        rv = cli.main(args=argv, prog_name="pgolf-verify", standalone_mode=False)
-    except InputError as e:
-        click.echo(f"pgolf-verify: {_one_line(e)}", err=True)
-        sys.exit(2)
-    except click.ClickException as e:  # usage errors: bad option, bad value, PATH a file
-        click.echo(f"pgolf-verify: {_one_line(e.format_message())} (pgolf-verify --help for usage)", err=True)
-        sys.exit(e.exit_code)
-    except (click.Abort, KeyboardInterrupt):  # click turns Ctrl-C into Abort
-        click.echo("pgolf-verify: interrupted", err=True)
-        sys.exit(130)
-    except Exception as e:  # noqa: BLE001 - a bug or an input nobody foresaw: say what, in one line
-        click.echo(f"pgolf-verify: internal error: {type(e).__name__}: {_one_line(e)}", err=True)
-        sys.exit(2)
-    sys.exit(rv if isinstance(rv, int) else 0)  # --help and friends
+    run_click(cli, "pgolf-verify", argv, (InputError,))
 
 
 if __name__ == "__main__":

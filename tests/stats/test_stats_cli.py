@@ -252,3 +252,53 @@ def test_folder_scores_are_the_last_runs_the_verifier_reads_too(tmp_path):
     # one log parser (audit.logs) for pgolf-stats and pgolf-verify: both take the same score from a log
     for name, value in zip(got.files, got.values):
         assert log_facts((folder / name).read_text()).val_bpb == value
+
+
+def test_new_summary_is_the_exact_test_on_the_stated_moments(capsys):
+    """A record stated as mean, sd, n gives the same t, df and p as its seeds (all tests read the moments)."""
+    common = ["--baseline-seeds", *OLD, "--tokenizer", "sp8192-caseops", "--format", "json"]
+    _, seeds_out, _ = run(capsys, "--new", *NEW, *common)
+    vals = [float(v) for v in NEW]
+    mean = sum(vals) / 3
+    sd = (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5
+    code, summary_out, err = run(capsys, "--new-summary", f"{mean!r},{sd!r},3", *common)
+    assert code == 0, err
+    a, b = json.loads(seeds_out), json.loads(summary_out)
+    for role in ("written", "progression"):
+        ta, tb = a["verdicts"][role]["test"], b["verdicts"][role]["test"]
+        assert (tb["t"], tb["df"], tb["p"]) == pytest.approx((ta["t"], ta["df"], ta["p"]), rel=1e-9)
+    assert not b["warnings"] and b["inputs"] == [
+        f"new record as summary statistics: mean {mean!r}, sd {sd!r}, n 3 (the tests read only these)"
+    ]
+
+
+@pytest.mark.parametrize("bad", ["1.05,0.001", "1.05,0.001,1", "a,b,c"])
+def test_new_summary_refuses_what_is_not_mean_sd_n(capsys, bad):
+    code, _, err = run(capsys, "--new-summary", bad, "--sota", "1.2")
+    assert code == 2 and err.startswith("pgolf-stats: error: ") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "claim",
+    ['"t_stat": 3.43, "p_value": 0.0138', "t-stat 3.43 p_value 0.0138", "t=3.43, p=1.38e-2", "p-value: 0.0138"],
+)
+def test_claims_written_the_way_records_state_them(capsys, claim):
+    code, out, err = run(
+        capsys, "--new", *NEW, "--baseline-seeds", *OLD, "--tokenizer", "sp8192-caseops", "--check-claim", claim
+    )
+    assert code == 0, out + err
+    assert "AGREES" in out and "DOES NOT AGREE" not in out
+
+
+def test_per_seed_lines_read_from_a_folder_are_inputs_not_warnings(capsys, tmp_path):
+    folder = tmp_path / "rec"
+    folder.mkdir()
+    (folder / "train_gpt.py").write_text("print('hi')\n")
+    for seed, bpb in zip((1, 2, 3), NEW):
+        (folder / f"train_seed{seed}.log").write_text(
+            f"seed:{seed}\nfinal_int8_zlib_roundtrip_exact val_loss:2.0 val_bpb:{bpb}\n"
+        )
+    code, out, err = run(capsys, str(folder), "--sota", "1.2", "--format", "json")
+    doc = json.loads(out)
+    assert len(doc["inputs"]) == 3 and all("val_bpb" in line for line in doc["inputs"])
+    assert not any("val_bpb 1.0" in w for w in doc["warnings"])

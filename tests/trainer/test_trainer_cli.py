@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from reference_trainer import train_gpt as T
-from reference_trainer.cli import main as cli
+from reference_trainer.cli import cli
 from reference_trainer.package import REFERENCE_SCRIPT
 from reference_trainer.synthetic import export_synthetic_dataset, tiny_env
 

@@ -48,6 +48,14 @@ _PATTERNS: dict[str, re.Pattern[str]] = {
     "t": re.compile(_EDGE + r"(?:t|T|t-stat(?:istic)?|t_stat)\s*" + _OP + r"\s*(" + _NUM + ")"),
     "df": re.compile(_EDGE + r"(?:df|dof|d\.f\.|degrees of freedom)\s*" + _OP + r"?\s*(" + _NUM + ")", re.I),
     "p": re.compile(_EDGE + r"(?:p|p-value|p-val|pvalue|p_value)\s*" + _OP + r"\s*(" + _NUM + ")", re.I),
+    # How submission.json files and logs state them: `p_value 0.0001`, `"p_value": 0.0001`, `"t_stat": 16.0`.
+    # Only the spelled-out names may omit the operator (a bare `p 0.01` is too easily prose).
+    "t_named": re.compile(
+        _EDGE + r"[\"']?(?:t-stat(?:istic)?|t_stat(?:istic)?)[\"']?\s*" + _OP + r"?\s*(" + _NUM + ")"
+    ),
+    "p_named": re.compile(
+        _EDGE + r"[\"']?(?:p-value|p_value|pvalue|p-val)[\"']?\s*" + _OP + r"?\s*(" + _NUM + ")", re.I
+    ),
     "delta": re.compile(
         r"(?:Δ|\bdelta\b|\bimprovement\b)\s*(?:of\s*)?" + _OP + r"?\s*(" + _NUM + r")\s*(nats?|bpb)?",
         re.I,
@@ -120,8 +128,8 @@ def parse_claim(text: str) -> ParsedClaim:
     for m in _PATTERNS["t_df"].finditer(text):
         add("df", "=", m.group(1), m.span(1))
         add("t", m.group(2), m.group(3), m.span())
-    for name in ("t", "df", "p"):
-        for m in _PATTERNS[name].finditer(text):
+    for name, key in (("t", "t"), ("t", "t_named"), ("df", "df"), ("p", "p"), ("p", "p_named")):
+        for m in _PATTERNS[key].finditer(text):
             add(name, m.group(1) or "=", m.group(2), m.span())
     for m in _PATTERNS["delta"].finditer(text):
         unit = (m.group(3) or "").lower().rstrip("s").replace("nat", "nats") or None

@@ -21,6 +21,7 @@ from pathlib import Path
 import click
 from rich.console import Console
 
+from audit.clirun import VERSION, run_click
 from audit.errors import InputError
 from audit.load.folder import load_folder
 from audit.logs import parse_log
@@ -32,6 +33,7 @@ from .core import (
     Reference,
     StatsError,
     decimals_of,
+    moment_sample,
     ratio_of,
     require_comparable,
     tokenizer_ratio,
@@ -128,14 +130,14 @@ def _floats(text: str | None, what: str) -> tuple[tuple[float, ...], tuple[int, 
         raise StatsError(f"{what}: not a list of numbers: {text!r}") from None
 
 
-def _summary(text: str) -> tuple[float, float, int]:
+def _summary(text: str, option: str = "--baseline-summary") -> tuple[float, float, int]:
     parts = [p.strip() for p in text.split(",")]
     try:
         mean, sd, n = float(parts[0]), float(parts[1]), int(parts[2])
     except (ValueError, IndexError):
-        raise StatsError(f"--baseline-summary {text!r}: expected mean,sd,n (e.g. 1.0607,0.0009,6)") from None
+        raise StatsError(f"{option} {text!r}: expected mean,sd,n (e.g. 1.0607,0.0009,6)") from None
     if len(parts) != 3:
-        raise StatsError(f"--baseline-summary {text!r}: expected exactly mean,sd,n")
+        raise StatsError(f"{option} {text!r}: expected exactly mean,sd,n")
     return mean, sd, n
 
 
@@ -150,8 +152,12 @@ def _emit(text: str, output: str | None) -> None:
 
 
 @click.command(cls=_ListCommand, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="pgolf-stats")
 @click.argument("path", required=False, type=click.Path())
 @click.option("--new", "new_text", help="New record's per-seed scores (space or comma separated).")
+@click.option(
+    "--new-summary", help="New record as mean,sd,n when only summary statistics are known (e.g. 1.0807,0.0004,3)."
+)
 @click.option("--sota", type=float, help="The SOTA value as printed (one-sample reference).")
 @click.option("--baseline-seeds", "baseline_text", help="Previous record's per-seed scores.")
 @click.option("--baseline-summary", help="Previous record as mean,sd,n (Welch from summary statistics).")
@@ -180,6 +186,7 @@ def _emit(text: str, output: str | None) -> None:
 def _cli(
     path,
     new_text,
+    new_summary,
     sota,
     baseline_text,
     baseline_summary,
@@ -206,18 +213,26 @@ def _cli(
         raise StatsError(f"--ratio {ratio} contradicts --tokenizer {tokenizer} ({tokenizer_ratio(tokenizer)})")
     require_comparable(unit, tokenizer, baseline_tokenizer)
     new, new_decs = _floats(new_text, "--new")
-    notes: list[str] = []
+    notes: list[str] = []  # warnings
+    inputs: list[str] = []  # where the new record's numbers came from
     if path:
         if new:
             raise StatsError("give either a record folder or --new, not both")
         folder = scores_from_folder(path)
         new, new_decs = folder.values, folder.decimals
-        notes += [f"{f}: seed {s}, val_bpb {v}" for f, s, v in zip(folder.files, folder.seeds, folder.values)]
+        inputs += [f"{f}: seed {s}, val_bpb {v}" for f, s, v in zip(folder.files, folder.seeds, folder.values)]
         notes += list(folder.warnings)
         if folder.ratio is not None and ratio is None and not tokenizer:
             ratio = folder.ratio
+    if new_summary:
+        if new or path:
+            raise StatsError("give one of a record folder, --new or --new-summary")
+        mean, sd, n = _summary(new_summary, "--new-summary")
+        new = moment_sample(mean, sd, n)
+        new_decs = (max(decimals_of(p.strip()) for p in new_summary.split(",")[:2]) + 2,) * n
+        inputs.append(f"new record as summary statistics: mean {mean}, sd {sd}, n {n} (the tests read only these)")
     if not new:
-        raise StatsError("no scores: give a record folder or --new V1 V2 V3")
+        raise StatsError("no scores: give a record folder, --new V1 V2 V3 or --new-summary MEAN,SD,N")
     if tokenizer and ratio is None:
         ratio = tokenizer_ratio(tokenizer)
     base, base_decs = _floats(baseline_text, "--baseline-seeds")
@@ -235,7 +250,7 @@ def _cli(
     report = compare(
         new, sota=sota, baseline=base or None, margin_nats=margin_nats, ratio=ratio, baseline_summary=summary, unit=unit
     )
-    report = replace(report, warnings=tuple(notes) + report.warnings)
+    report = replace(report, warnings=tuple(notes) + report.warnings, inputs=tuple(inputs))
     if claims:
         ref = _claim_reference(base, base_decs, summary, baseline_summary, sota)
         margins = default_margins(unit, ratio)
@@ -299,16 +314,7 @@ def _run_cases(cases_file: str, fmt: str, output: str | None, console: Console) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    try:
-        _cli.main(args=argv, prog_name="pgolf-stats", standalone_mode=False)
-    except StatsError as e:
-        print(f"pgolf-stats: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except click.exceptions.Abort:
-        sys.exit(2)
-    except click.ClickException as e:
-        print(f"pgolf-stats: error: {e.format_message()}", file=sys.stderr)
-        sys.exit(2)
+    run_click(_cli, "pgolf-stats", argv, (StatsError, InputError))
 
 
 __all__ = ["main", "scores_from_folder", "FolderScores"]

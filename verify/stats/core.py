@@ -161,6 +161,19 @@ class Summary:
         return cls(n, mean, sd, se, mean - half, mean + half, confidence)
 
 
+def moment_sample(mean: float, sd: float, n: int) -> tuple[float, ...]:
+    """n values whose mean and sample sd (ddof=1) are exactly `mean` and `sd`: a record stated as summary
+    statistics. Every test here except the paired one reads the new side only through (mean, sd, n), so running
+    it on these values is the exact test on the summary."""
+    if n < 2:
+        raise StatsError(f"n={n}: at least 2 seeds are needed to estimate the spread")
+    if not (math.isfinite(mean) and math.isfinite(sd)) or sd < 0:
+        raise StatsError(f"invalid summary mean={mean} sd={sd}")
+    z = np.arange(n, dtype=float) - (n - 1) / 2.0
+    z /= z.std(ddof=1)
+    return tuple(float(v) for v in mean + sd * z)
+
+
 @dataclass(frozen=True)
 class Reference:
     """What a candidate is compared with: the previous record's seeds, its summary statistics

@@ -51,6 +51,7 @@ class StatsReport:
     progression: RuleVerdict
     warnings: tuple[str, ...] = ()
     claims: tuple[ClaimCheck, ...] = field(default=())  # when claims were checked
+    inputs: tuple[str, ...] = ()  # where the numbers came from (per-seed log lines, a summary): facts, not warnings
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class StatsReport:
             "reference_summary": asdict(self.reference_summary) if self.reference_summary else None,
             "tests": [{"role": role, **res.to_dict()} for role, res in self.tests],
             "verdicts": {"written": self.written.to_dict(), "progression": self.progression.to_dict()},
+            "inputs": list(self.inputs),
             "warnings": list(self.warnings),
             "claims": [c.to_dict() for c in self.claims],
         }
@@ -195,6 +197,8 @@ def _verdict_word(v: RuleVerdict) -> str:
 
 
 def render_console(report: StatsReport, console: Console) -> None:
+    for line in report.inputs:
+        console.print(f"input: {line}", highlight=False, markup=False)
     console.print(_summary("new", report.new))
     console.print(_summary("reference", report.reference_summary, report.reference))
     if report.ratio is not None:
@@ -232,6 +236,7 @@ def render_claim_console(check: ClaimCheck, console: Console) -> None:
 
 def render_markdown(report: StatsReport) -> str:
     lines = ["#### Statistics", ""]
+    lines += [f"- input: {_md_cell(line)}" for line in report.inputs]
     lines.append(f"- {_summary('new', report.new)}")
     lines.append(f"- {_summary('reference', report.reference_summary, report.reference)}")
     if report.ratio is not None:
