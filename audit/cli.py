@@ -91,11 +91,22 @@ def _reports_for(
             sub = load_folder(p / f, name=f).at(head_sha or head, repo_url)
             reports.append(audit_submission(sub, **filters))
         return reports
-    sub = load_folder(p).at(head_sha, repo_url)
+    sub = load_folder(p, name=repo_relative_name(p)).at(head_sha, repo_url)
     not_one = not_a_record_folder(sub)
     if not_one:
         raise InputError(f"{path}: {not_one}")
     return [audit_submission(sub, **filters)]
+
+
+def repo_relative_name(path: Path) -> str:
+    """The folder's path from the root of the git work tree that holds it, whatever the working directory (links
+    and SARIF URIs are relative to that root); the path as given, normalised, outside any work tree. The folder's
+    own `.git` is never consulted: the search starts at its parent."""
+    real = path.resolve()
+    for root in real.parents:
+        if (root / ".git").exists():
+            return real.relative_to(root).as_posix()
+    return Path(os.path.normpath(path)).as_posix()
 
 
 def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: bool) -> None:
@@ -117,7 +128,7 @@ def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: boo
     elif fmt == "markdown":
         text = "\n\n".join(review_markdown(r) for r in reports)
     else:
-        text = json.dumps(sarif_document(reports), indent=2) + "\n"
+        text = json.dumps(sarif_document(reports, include_info=verbose), indent=2) + "\n"
     if fmt != "text":
         for rep in reports:  # the verdict line still goes to the human channel
             click.echo(f"{rep.verdict}\t{rep.folder}", err=True)
