@@ -27,6 +27,7 @@ from .load.git import (
     resolve_commit,
 )
 from .report.console import print_report
+from .report.github import annotations
 from .report.markdown import review_markdown
 from .report.sarif import sarif_document
 from .rules import CODES
@@ -127,8 +128,10 @@ def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: boo
         text = "".join(json.dumps(r.to_dict()) + "\n" for r in reports)
     elif fmt == "markdown":
         text = "\n\n".join(review_markdown(r) for r in reports)
+    elif fmt == "github":  # workflow commands: annotations on the PR's files
+        text = annotations([r.to_dict() for r in reports], include_info=verbose)
     else:
-        text = json.dumps(sarif_document(reports, include_info=verbose), indent=2) + "\n"
+        text = json.dumps(sarif_document([r.to_dict() for r in reports], include_info=verbose), indent=2) + "\n"
     if fmt != "text":
         for rep in reports:  # the verdict line still goes to the human channel
             click.echo(f"{rep.verdict}\t{rep.folder}", err=True)
@@ -171,7 +174,7 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "markdown", "json", "jsonl", "sarif"]),
+    type=click.Choice(["text", "markdown", "json", "jsonl", "sarif", "github"]),
     default="text",
     show_default=True,
 )

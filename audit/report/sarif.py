@@ -19,7 +19,7 @@ DOCS = PROJECT_URL + "/blob/main/docs/rules/{code}.md"
 SRCROOT = "%SRCROOT%"
 
 
-def _uri(path: str, folder: str) -> str:
+def repo_uri(path: str, folder: str) -> str:
     """A repository-relative URI: the folder (already relative to the repository root) joined with the path."""
     path = path.replace(" (decoded)", "")
     folder = folder.strip("/")
@@ -61,47 +61,53 @@ def _rules_meta() -> list[dict]:
     ]
 
 
-def _location(loc, folder: str) -> dict:
-    region = {"startLine": max(loc.start_line, 1)}
-    if loc.end_line >= loc.start_line > 0:
-        region["endLine"] = loc.end_line
-    if loc.snippet:
-        region["snippet"] = {"text": loc.snippet}
+def _location(loc: dict, folder: str) -> dict:
+    start, end = loc.get("start_line") or 0, loc.get("end_line") or 0
+    region = {"startLine": max(start, 1)}
+    if end >= start > 0:
+        region["endLine"] = end
+    if loc.get("snippet"):
+        region["snippet"] = {"text": loc["snippet"]}
     return {
         "physicalLocation": {
-            "artifactLocation": {"uri": _uri(loc.path, folder), "uriBaseId": SRCROOT},
+            "artifactLocation": {"uri": repo_uri(loc.get("path") or ".", folder), "uriBaseId": SRCROOT},
             "region": region,
         }
     }
 
 
-def _result(f, rep) -> dict:
+def _result(f: dict, rep: dict) -> dict:
+    folder = rep.get("folder") or ""
     res = {
-        "ruleId": f.rule,
-        "level": LEVEL[f.severity],
-        "message": {"text": f.message},
-        "locations": [_location(f.location, rep.folder)],
-        "partialFingerprints": {"pgolfFingerprint/v1": f.fingerprint},
+        "ruleId": f["rule"],
+        "level": LEVEL[Severity(f["severity"])],
+        "message": {"text": f["message"]},
+        "locations": [_location(f["location"], folder)],
+        "partialFingerprints": {"pgolfFingerprint/v1": f["fingerprint"]},
         "properties": {
-            "category": f.category,
-            "precision": f.confidence.value,
-            "reachability": f.reachability.value,
-            "verdict": rep.verdict,
+            "category": f.get("category"),
+            "precision": f.get("confidence"),
+            "reachability": f.get("reachability"),
+            "verdict": rep.get("verdict"),
         },
     }
-    if f.evidence:
+    if f.get("evidence"):
         res["relatedLocations"] = [
-            {**_location(e, rep.folder), "id": i, "message": {"text": e.note or "evidence"}}
-            for i, e in enumerate(f.evidence)
+            {**_location(e, folder), "id": i, "message": {"text": e.get("note") or "evidence"}}
+            for i, e in enumerate(f["evidence"])
         ]
     return res
 
 
-def sarif_document(reports, include_info: bool = False) -> dict:
+def sarif_document(reports: list[dict], include_info: bool = False) -> dict:
+    """SARIF for reports as their JSON documents (`AuditReport.to_dict()`, or batch rows)."""
     results = [
-        _result(f, rep) for rep in reports for f in rep.findings if include_info or f.severity is not Severity.INFO
+        _result(f, rep)
+        for rep in reports
+        for f in rep.get("findings", ())
+        if include_info or f["severity"] != Severity.INFO.value
     ]
-    prs = sorted({rep.pr for rep in reports if rep.pr is not None})
+    prs = sorted({rep["pr"] for rep in reports if rep.get("pr") is not None})
     category = f"pr-{prs[0]}" if len(prs) == 1 else "folders"
     return {
         "$schema": SARIF_SCHEMA,
@@ -120,7 +126,9 @@ def sarif_document(reports, include_info: bool = False) -> dict:
                 "automationDetails": {"id": f"pgolf-audit/{category}/"},
                 "originalUriBaseIds": {SRCROOT: {"description": {"text": "The repository root."}}},
                 "results": results,
-                "properties": {"verdicts": {rep.folder: rep.verdict for rep in reports}},
+                "properties": {
+                    "verdicts": {rep.get("folder") or f"PR {rep.get('pr')}": rep.get("verdict") for rep in reports}
+                },
             }
         ],
     }

@@ -14,6 +14,7 @@ import pytest
 from audit.batch import audit_pr, timeout_row
 from audit.cli import main
 from audit.engine import audit_submission
+from audit.report.github import annotations
 from audit.report.sarif import DOCS, sarif_document
 from audit.rules import CODES
 from tests.support import EXAMPLES, ROOT, make_submission
@@ -120,8 +121,8 @@ def test_sarif_info_findings_only_when_asked(capsys):
     )
     levels = {f.severity.value for f in rep.findings}
     assert "info" in levels
-    quiet = sarif_document([rep])["runs"][0]["results"]
-    loud = sarif_document([rep], include_info=True)["runs"][0]["results"]
+    quiet = sarif_document([rep.to_dict()])["runs"][0]["results"]
+    loud = sarif_document([rep.to_dict()], include_info=True)["runs"][0]["results"]
     assert all(r["level"] != "note" for r in quiet) and any(r["level"] == "note" for r in loud)
 
 
@@ -132,3 +133,15 @@ def test_sarif_info_findings_only_when_asked(capsys):
 def test_sarif_validates_against_the_oasis_schema(capsys, example):
     schema = json.loads(Path(os.environ["PGOLF_SARIF_SCHEMA"]).read_text())
     jsonschema.validators.validator_for(schema)(schema).validate(_sarif(capsys, str(example), "-v"))
+
+
+def test_github_annotations_point_at_repository_files_and_cannot_be_hijacked():
+    rep = audit_submission(
+        make_submission({"train_gpt.py": (EXAMPLES / "prequant_ttt" / "train_gpt.py").read_text()}, name="records/r")
+    ).to_dict()
+    hostile = dict(rep["findings"][0], message="bad\n::error file=x.py::forged, 100%")
+    out = annotations([{**rep, "findings": [hostile]}])
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("::error file=records/r/train_gpt.py,line=")
+    assert lines[0].endswith("::bad%0A::error file=x.py::forged, 100%25")
+    assert lines[1].startswith("::notice title=pgolf-audit records/r::flag: ")
