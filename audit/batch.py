@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
@@ -26,6 +26,7 @@ from rich.progress import (
     Progress,
     TextColumn,
     TimeElapsedColumn,
+    TimeRemainingColumn,
 )
 
 from .engine import audit_submission
@@ -51,8 +52,9 @@ def _row(pr: int, verdict: str, reason: str, **extra) -> dict:
     }
 
 
-def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:
-    """All record folders a PR adds, as JSON-ready dicts; errors become a row, never an exception."""
+def audit_pr(git_dir: str, pr: int, repo_url: str | None = None, filters: dict | None = None) -> list[dict]:
+    """All record folders a PR adds, as JSON-ready dicts; errors become a row, never an exception. `filters` are
+    `audit_submission`'s select/ignore code sets."""
     t0 = time.perf_counter()
     try:
         sha = resolve_commit(git_dir, f"refs/pull/{int(pr)}/head", "--pr")
@@ -71,7 +73,7 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None) -> list[dict]:
         for folder in folders:
             sub = load_git_folder(git_dir, sha, folder)
             sub = sub.at(sub.head_sha, repo_url)
-            rep = audit_submission(sub)
+            rep = audit_submission(sub, **(filters or {}))
             rep.pr = pr
             rows.append(rep.to_dict())
         return rows
@@ -112,7 +114,7 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker(conn: Connection, git_dir: str, repo_url: str | None, parent_pid: int) -> None:
+def _worker(conn: Connection, git_dir: str, repo_url: str | None, filters: dict | None, parent_pid: int) -> None:
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # its own group, so a kill also takes the git processes it started
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -124,7 +126,7 @@ def _worker(conn: Connection, git_dir: str, repo_url: str | None, parent_pid: in
             return
         if pr is None:
             return
-        rows = audit_pr(git_dir, pr, repo_url)  # looked up at call time (tests replace it)
+        rows = audit_pr(git_dir, pr, repo_url, filters)  # looked up at call time (tests replace it)
         try:
             conn.send(rows)
         except OSError:
@@ -132,9 +134,9 @@ def _worker(conn: Connection, git_dir: str, repo_url: str | None, parent_pid: in
 
 
 class _Worker:
-    def __init__(self, ctx, git_dir: str, repo_url: str | None) -> None:
+    def __init__(self, ctx, git_dir: str, repo_url: str | None, filters: dict | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker, args=(child, git_dir, repo_url, os.getpid()), daemon=True)
+        self.proc = ctx.Process(target=_worker, args=(child, git_dir, repo_url, filters, os.getpid()), daemon=True)
         self.proc.start()
         child.close()
 
@@ -167,7 +169,13 @@ def _mp_context():
 
 
 def iter_audits(
-    git_dir: str, prs: list[int], *, jobs: int, repo_url: str | None = None, pr_timeout: float = PR_TIMEOUT_S
+    git_dir: str,
+    prs: list[int],
+    *,
+    jobs: int,
+    repo_url: str | None = None,
+    pr_timeout: float = PR_TIMEOUT_S,
+    filters: dict | None = None,
 ) -> Iterator[list[dict] | None]:
     """Each PR's rows as it finishes (completion order), a timeout row for a PR past `pr_timeout`, and None
     now and then while waiting (so the caller can refresh a display)."""
@@ -178,7 +186,7 @@ def iter_audits(
     try:
         while queue or busy:
             while queue and (idle or len(busy) < jobs):
-                w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url)
+                w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url, filters)
                 pr = queue.popleft()
                 try:
                     w.conn.send(pr)
@@ -217,6 +225,14 @@ def iter_audits(
             w.stop()
 
 
+def pr_order(rows: list[dict]) -> list[dict]:
+    return sorted(rows, key=lambda r: (r.get("pr") if isinstance(r.get("pr"), int) else -1, r.get("folder") or ""))
+
+
+def jsonl(rows: list[dict]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in rows)
+
+
 def run_batch(
     git_dir: str,
     prs: list[int],
@@ -226,17 +242,23 @@ def run_batch(
     repo_url: str | None = None,
     pr_timeout: float = PR_TIMEOUT_S,
     resume: bool = False,
+    filters: dict | None = None,
+    render: Callable[[list[dict]], str] = jsonl,
+    stream: bool = True,
 ) -> list[dict]:
-    """Audit `prs`, one JSON line per record folder. With `output`, lines go to `output.partial` and the file is
-    renamed into place at the end, so a rerun never truncates a finished output; `resume` keeps the rows of
-    PRs already in `output` (or its `.partial`) and audits only the others."""
+    """Audit `prs`; returns the rows (one per record folder) in PR order.
+
+    With `output`, every finished row is appended to `output.partial` at once (a killed batch loses nothing) and at
+    the end `render(rows)` replaces `output` in one step, so a rerun never truncates a finished output; `resume`
+    keeps the rows of PRs already in `output` (or its `.partial`) and audits only the others. Without `output`,
+    `stream` writes each row to stdout as a JSON line as it finishes."""
     rows: list[dict] = _finished_rows(output) if resume and output else []
     done = {r.get("pr") for r in rows}
     prs = [p for p in prs if p not in done]
     partial = Path(f"{output}.partial") if output else None
-    out = partial.open("w", encoding="utf-8") if partial else sys.stdout
-    for row in rows:
-        out.write(json.dumps(row) + "\n")
+    out = partial.open("w", encoding="utf-8") if partial else (sys.stdout if stream else None)
+    if partial:
+        out.write(jsonl(rows))
     console = Console(stderr=True)
     if done:
         console.print(f"resuming: {len(done)} PR(s) already audited, {len(prs)} to go", markup=False)
@@ -247,14 +269,20 @@ def run_batch(
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
             console=console,
             auto_refresh=False,
         ) as progress:
             task = progress.add_task("audit", total=len(prs))
-            for pr_rows in iter_audits(git_dir, prs, jobs=max(1, jobs), repo_url=repo_url, pr_timeout=pr_timeout):
+            audits = iter_audits(
+                git_dir, prs, jobs=max(1, jobs), repo_url=repo_url, pr_timeout=pr_timeout, filters=filters
+            )
+            for pr_rows in audits:
                 for row in pr_rows or ():
-                    out.write(json.dumps(row) + "\n")
-                    out.flush()  # a killed batch keeps every finished line
+                    if out is not None:
+                        out.write(json.dumps(row) + "\n")
+                        out.flush()  # a killed batch keeps every finished line
                     rows.append(row)
                 if pr_rows is not None:
                     progress.advance(task)
@@ -262,25 +290,38 @@ def run_batch(
     finally:
         if partial:
             out.close()
-    if partial:
-        os.replace(partial, output)  # only a finished queue replaces the previous output
+    rows = pr_order(rows)
+    if output:
+        tmp = Path(f"{output}.tmp")
+        tmp.write_text(render(rows), encoding="utf-8")
+        os.replace(tmp, output)  # only a finished queue replaces the previous output
+        partial.unlink(missing_ok=True)
     print_summary(rows, console)
     return rows
 
 
 def _finished_rows(output: str) -> list[dict]:
-    """Rows of an earlier run: the finished output, else what an interrupted run left in its `.partial`."""
-    rows: list[dict] = []
+    """Rows of an earlier run: what an interrupted run left in its `.partial`, else the finished output (JSON
+    lines, or a `--format json` document)."""
     for path in (Path(f"{output}.partial"), Path(output)):
         if not path.exists():
             continue
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue  # a line cut by the interruption
-            if isinstance(row, dict) and isinstance(row.get("pr"), int) and row.get("verdict") != "error":
-                rows.append(row)
+        text = path.read_text(encoding="utf-8", errors="replace")
+        candidates: list = []
+        try:
+            doc = json.loads(text)
+            candidates = doc.get("submissions", []) if isinstance(doc, dict) else []
+        except ValueError:
+            for line in text.splitlines():
+                try:
+                    candidates.append(json.loads(line))
+                except ValueError:
+                    continue  # a line cut by the interruption
+        rows = [
+            r
+            for r in candidates
+            if isinstance(r, dict) and isinstance(r.get("pr"), int) and r.get("verdict") != "error"
+        ]
         if rows:
-            break
-    return rows
+            return rows
+    return []

@@ -10,7 +10,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .batch import PR_TIMEOUT_S, run_batch
+from .batch import PR_TIMEOUT_S, jsonl, run_batch
 from .clirun import run_click
 from .codes import select_codes
 from .engine import AuditReport, audit_submission
@@ -28,6 +28,7 @@ from .load.git import (
 )
 from .report.console import print_report
 from .report.github import annotations
+from .report.html import triage_html
 from .report.markdown import review_markdown
 from .report.sarif import sarif_document
 from .rules import CODES
@@ -110,29 +111,28 @@ def repo_relative_name(path: Path) -> str:
     return Path(os.path.normpath(path)).as_posix()
 
 
+def render_docs(docs: list[dict], fmt: str, verbose: bool, collection: bool = False) -> str:
+    """The machine formats, from the JSON documents (reports or batch rows)."""
+    if fmt == "json":  # always one document: the report, or {"submissions": [...]} for several
+        doc = docs[0] if len(docs) == 1 and not collection else {"schema_version": 1, "submissions": docs}
+        return json.dumps(doc, indent=2) + "\n"
+    if fmt == "sarif":
+        return json.dumps(sarif_document(docs, include_info=verbose), indent=2) + "\n"
+    if fmt == "github":  # workflow commands: annotations on the PR's files
+        return annotations(docs, include_info=verbose)
+    return jsonl(docs)  # jsonl, and text written to a file
+
+
 def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: bool) -> None:
+    text: str | None
     if fmt == "text":
         for rep in reports:
             print_report(rep, verbose=verbose)
-        text = None
-        if output:
-            text = "\n".join(json.dumps(r.to_dict()) for r in reports) + "\n"
-    elif fmt == "json":  # always one document: the report, or {"submissions": [...]} for several folders
-        doc = (
-            reports[0].to_dict()
-            if len(reports) == 1
-            else {"schema_version": 1, "submissions": [r.to_dict() for r in reports]}
-        )
-        text = json.dumps(doc, indent=2) + "\n"
-    elif fmt == "jsonl":  # a stream: one report per line
-        text = "".join(json.dumps(r.to_dict()) + "\n" for r in reports)
+        text = jsonl([r.to_dict() for r in reports]) if output else None
     elif fmt == "markdown":
         text = "\n\n".join(review_markdown(r) for r in reports)
-    elif fmt == "github":  # workflow commands: annotations on the PR's files
-        text = annotations([r.to_dict() for r in reports], include_info=verbose)
     else:
-        text = json.dumps(sarif_document([r.to_dict() for r in reports], include_info=verbose), indent=2) + "\n"
-    if fmt != "text":
+        text = render_docs([r.to_dict() for r in reports], fmt, verbose)
         for rep in reports:  # the verdict line still goes to the human channel
             click.echo(f"{rep.verdict}\t{rep.folder}", err=True)
     if text is None:
@@ -143,15 +143,16 @@ def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: boo
         sys.stdout.write(text)
 
 
-def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int:
+def _exit_code(docs: list[dict], fail_on: str, exit_zero: bool) -> int:
     level = FAIL_ON[fail_on]
     if exit_zero or level is None:
         return 0
-    for rep in reports:
-        if rep.verdict in ("flag", "needs-human"):  # a part that could not be judged is never a pass
+    for doc in docs:
+        if doc.get("verdict") in ("flag", "needs-human", "error"):  # a part that could not be judged never passes
             return 1
-        if any(f.severity.rank >= level.rank and (f.category or level is not Severity.ERROR) for f in rep.findings):
-            return 1
+        for f in doc.get("findings", ()):
+            if Severity(f["severity"]).rank >= level.rank and (f.get("category") or level is not Severity.ERROR):
+                return 1
     return 0
 
 
@@ -179,6 +180,7 @@ def _exit_code(reports: list[AuditReport], fail_on: str, exit_zero: bool) -> int
     show_default=True,
 )
 @click.option("--output", "-o", help="Write the machine output here instead of stdout.")
+@click.option("--html", help="Also write a static triage page (sortable, filterable; one row per folder) here.")
 @click.option("--fail-on", type=click.Choice(list(FAIL_ON)), default="error", show_default=True)
 @click.option("--exit-zero", is_flag=True, help="Always exit 0 unless the input is unusable.")
 @click.option("--repo-url", help="Repository URL for permalinks (e.g. https://github.com/openai/parameter-golf).")
@@ -215,6 +217,7 @@ def cli(
     base,
     fmt,
     output,
+    html,
     fail_on,
     exit_zero,
     repo_url,
@@ -236,12 +239,19 @@ def cli(
         for c in CODES:
             click.echo(f"{c.rule_id}\t{c.category or '-'}\t{c.summary}")
         return 0
+    # validated here so a typo is a usage error before any work (an unknown selector never selects nothing)
+    filters = {"select": select_codes(_codes(select), CODES), "ignore": select_codes(_codes(ignore), CODES)}
     if all_prs or prs:
         if not git_dir:
             raise InputError("--all-prs / --prs need --git-dir")
         if resume and not output:
             raise InputError("--resume needs --output (the file to resume)")
+        if fmt == "markdown":
+            raise InputError(
+                "the review comment is written per PR: use --pr N --format markdown (batch: json, jsonl, sarif, github)"
+            )
         numbers = list_prs(git_dir) if all_prs else _parse_prs(prs)
+        streaming = fmt in ("text", "jsonl")
         rows = run_batch(
             git_dir,
             numbers,
@@ -250,14 +260,24 @@ def cli(
             repo_url=repo_url,
             pr_timeout=pr_timeout,
             resume=resume,
+            filters=filters,
+            render=lambda docs: render_docs(docs, fmt, verbose, collection=True),
+            stream=streaming,
         )
-        flagged = sum(1 for r in rows if r.get("verdict") == "flag")
-        return 1 if flagged and not exit_zero and FAIL_ON[fail_on] is not None else 0
-    # validated here so a typo is a usage error before any work (an unknown selector never selects nothing)
-    filters = {"select": select_codes(_codes(select), CODES), "ignore": select_codes(_codes(ignore), CODES)}
+        if not output and not streaming:
+            sys.stdout.write(render_docs(rows, fmt, verbose, collection=True))
+        _write_html(html, rows, repo_url)
+        return _exit_code(rows, fail_on, exit_zero)
     reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
     _emit(reports, fmt, output, verbose)
-    return _exit_code(reports, fail_on, exit_zero)
+    docs = [r.to_dict() for r in reports]
+    _write_html(html, docs, repo_url)
+    return _exit_code(docs, fail_on, exit_zero)
+
+
+def _write_html(path: str | None, docs: list[dict], repo_url: str | None) -> None:
+    if path:
+        Path(path).write_text(triage_html(docs, repo_url), encoding="utf-8")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -31,7 +31,8 @@ def print_report(rep, console: Console | None = None, verbose: bool = False) -> 
 
 
 def print_summary(rows: list[dict], console: Console | None = None) -> None:
-    """Batch summary: verdict counts and categories."""
+    """Batch summary: verdict counts, categories, then every PR a maintainer must open (flagged, needs-human,
+    errors), in PR order."""
     con = console or Console(stderr=True)
     counts: dict[str, int] = {}
     cats: dict[str, int] = {}
@@ -53,3 +54,17 @@ def print_summary(rows: list[dict], console: Console | None = None) -> None:
         for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
             t2.add_row(Text(k), str(v))
         con.print(t2)
+    to_open = [r for r in rows if r.get("verdict") in ("flag", "needs-human", "error")]
+    if to_open:
+        t3 = Table(box=None, title="to review", title_justify="left")
+        for col in ("PR", "verdict", "categories", "folder", "reason"):
+            t3.add_column(col, overflow="fold")
+        for r in to_open:
+            t3.add_row(
+                str(r.get("pr", "")),
+                Text(r.get("verdict", ""), style=STYLE.get(r.get("verdict", ""), "")),
+                Text(", ".join(r.get("categories", []))),
+                Text(r.get("folder") or ""),
+                Text(r.get("reason", "")[:160]),
+            )
+        con.print(t3)
