@@ -26,10 +26,11 @@ from .load.git import (
     pr_folders,
     resolve_commit,
 )
+from .post import post_comment, pr_number, repo_slug
 from .report.console import print_report
 from .report.github import annotations
 from .report.html import triage_html
-from .report.markdown import review_markdown
+from .report.markdown import review_comment, review_markdown
 from .report.sarif import sarif_document
 from .rules import CODES
 
@@ -203,6 +204,12 @@ def _exit_code(docs: list[dict], fail_on: str, exit_zero: bool) -> int:
     show_default=True,
     help="Batch: seconds one PR may take; past it the PR is recorded as needs-human and the queue goes on.",
 )
+@click.option(
+    "--post",
+    is_flag=True,
+    help="Post the review comment on the PR (or update the one posted before) with the gh CLI; needs --pr N (or "
+    "GITHUB_REF) and --repo-url (or GITHUB_REPOSITORY).",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
@@ -230,6 +237,7 @@ def cli(
     checkout,
     pr_timeout,
     resume,
+    post,
 ):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
@@ -246,6 +254,8 @@ def cli(
             raise InputError("--all-prs / --prs need --git-dir")
         if resume and not output:
             raise InputError("--resume needs --output (the file to resume)")
+        if post:
+            raise InputError("--post comments on one PR: use --pr N (batch writes --output/--html instead)")
         if fmt == "markdown":
             raise InputError(
                 "the review comment is written per PR: use --pr N --format markdown (batch: json, jsonl, sarif, github)"
@@ -269,7 +279,11 @@ def cli(
         _write_html(html, rows, repo_url)
         return _exit_code(rows, fail_on, exit_zero)
     reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
+    if post:  # checked before writing anything: a bad slug or PR number is a usage error
+        target = (pr_number(pr), repo_slug(repo_url))
     _emit(reports, fmt, output, verbose)
+    if post:
+        click.echo(f"pgolf-audit: {post_comment(review_comment(reports), *target)}", err=True)
     docs = [r.to_dict() for r in reports]
     _write_html(html, docs, repo_url)
     return _exit_code(docs, fail_on, exit_zero)

@@ -9,6 +9,7 @@ from urllib.parse import quote
 from .. import __version__
 from ..challenge import ARTIFACT_CAP_BYTES, CATEGORIES
 from ..findings import Reachability, Severity
+from ..post import MARKER
 from ..rules import RULES
 from .escape import block, code, lang_of, text
 
@@ -58,6 +59,11 @@ def _summary_line(rep) -> str:
         )
     parts.append(f"**Compliance:** {COMPLIANCE[rep.verdict]} — {text(rep.reason)}")
     return " | ".join(parts)
+
+
+def review_comment(reports) -> str:
+    """The one comment for a PR: the sticky marker, then a section per record folder."""
+    return MARKER + "\n" + "\n".join(review_markdown(r) for r in reports)
 
 
 def review_markdown(rep) -> str:
