@@ -16,7 +16,8 @@ from .codes import select_codes
 from .engine import AuditReport, audit_submission
 from .errors import InputError
 from .findings import Severity
-from .load.folder import load_folder, not_a_record_folder
+from .fix import apply_code_fixes, find_fixes
+from .load.folder import Folder, load_folder, not_a_record_folder
 from .load.git import (
     check_rev,
     checkout_folders,
@@ -50,7 +51,8 @@ def _codes(text: str | None) -> set[str] | None:
 
 def _reports_for(
     path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout=False
-) -> list[AuditReport]:
+) -> list[tuple[Folder, AuditReport]]:
+    """Each record folder to audit, with its report."""
     if base is not None:
         check_rev(base, "--base")
         if not (git_dir or checkout):
@@ -74,7 +76,7 @@ def _reports_for(
             sub = sub.at(sub.head_sha, repo_url)
             rep = audit_submission(sub, **filters)
             rep.pr = pr
-            reports.append(rep)
+            reports.append((sub, rep))
         return reports
     if path is None:
         raise InputError("give a record folder, a repository checkout, or --git-dir with --ref/--pr/--all-prs")
@@ -92,13 +94,13 @@ def _reports_for(
         reports = []
         for f in folders:
             sub = load_folder(p / f, name=f).at(head_sha or head, repo_url)
-            reports.append(audit_submission(sub, **filters))
+            reports.append((sub, audit_submission(sub, **filters)))
         return reports
     sub = load_folder(p, name=repo_relative_name(p)).at(head_sha, repo_url)
     not_one = not_a_record_folder(sub)
     if not_one:
         raise InputError(f"{path}: {not_one}")
-    return [audit_submission(sub, **filters)]
+    return [(sub, audit_submission(sub, **filters))]
 
 
 def repo_relative_name(path: Path) -> str:
@@ -210,6 +212,12 @@ def _exit_code(docs: list[dict], fail_on: str, exit_zero: bool) -> int:
     help="Post the review comment on the PR (or update the one posted before) with the gh CLI; needs --pr N (or "
     "GITHUB_REF) and --repo-url (or GITHUB_REPOSITORY).",
 )
+@click.option(
+    "--fix",
+    is_flag=True,
+    help="Turn off the switch a violation hangs on: rewrite its default in the code (formatting kept), print the "
+    "run-command change, and re-audit.",
+)
 @click.option("--verbose", "-v", is_flag=True, help="Show info findings too.")
 @click.option("--list-rules", is_flag=True, help="List the rules and exit.")
 @click.version_option(__version__, prog_name="pgolf-audit")
@@ -238,6 +246,7 @@ def cli(
     pr_timeout,
     resume,
     post,
+    fix,
 ):
     """Review a Parameter Golf submission statically. Never runs submission code.
 
@@ -278,7 +287,15 @@ def cli(
             sys.stdout.write(render_docs(rows, fmt, verbose, collection=True))
         _write_html(html, rows, repo_url)
         return _exit_code(rows, fail_on, exit_zero)
-    reports = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
+    if fix and (git_dir or checkout or path is None):
+        raise InputError("--fix rewrites files of a record folder: give the folder's PATH")
+    pairs = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
+    reports = [rep for _, rep in pairs]
+    if fix or fmt == "markdown" or post:  # the comment carries the fixes as suggestions
+        for sub, rep in pairs:
+            rep.fixes = find_fixes(sub, rep, filters)
+    if fix:
+        return _apply_fixes(Path(path), pairs[0], filters, fail_on, exit_zero)
     if post:  # checked before writing anything: a bad slug or PR number is a usage error
         target = (pr_number(pr), repo_slug(repo_url))
     _emit(reports, fmt, output, verbose)
@@ -287,6 +304,25 @@ def cli(
     docs = [r.to_dict() for r in reports]
     _write_html(html, docs, repo_url)
     return _exit_code(docs, fail_on, exit_zero)
+
+
+def _apply_fixes(path: Path, pair: tuple[Folder, AuditReport], filters: dict, fail_on: str, exit_zero: bool) -> int:
+    """Rewrite the switch defaults the fixes name, print the run-command changes, re-audit from disk."""
+    sub, rep = pair
+    print_report(rep)
+    if not rep.fixes:
+        click.echo("pgolf-audit --fix: no violation here hangs on a switch; nothing to change", err=True)
+        return _exit_code([rep.to_dict()], fail_on, exit_zero)
+    for f in rep.fixes:
+        click.echo(f"{'fixed' if f.kind == 'code-default' else 'change by hand'}: {f.describe()}", err=True)
+        click.echo(f"  - {f.old.strip()}\n  + {f.new.strip()}", err=True)
+    for rel, text in apply_code_fixes(sub, rep.fixes).items():
+        target = path / rel
+        target.write_bytes(text.encode("utf-8"))
+    after = audit_submission(load_folder(path, name=repo_relative_name(path)), **filters)
+    click.echo("after --fix:", err=True)
+    print_report(after)
+    return _exit_code([after.to_dict()], fail_on, exit_zero)
 
 
 def _write_html(path: str | None, docs: list[dict], repo_url: str | None) -> None:

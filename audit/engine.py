@@ -15,13 +15,14 @@ from .analysis.context import Analyses
 from .analysis.program import Program
 from .checks.claims import ClaimsSummary, check_claims
 from .checks.folder import package_findings
+from .checks.logsource import log_source_findings, provenance
 from .checks.suppressions import suppression_findings
 from .codes import select_codes
 from .findings import Confidence, Finding, Location, report_order
-from .load.folder import Folder
-from .load.messages import message_lines
+from .load.folder import Folder, decode_text
+from .load.messages import LogProvenance, message_lines
 from .load.resolve import Sources, resolve
-from .load.runcmd import effective_env
+from .load.runcmd import RecordRun, record_run
 from .load.scripts import scripts_that_ran
 from .logs import LogResult, parse_log
 from .logs.model import LoggedLine
@@ -60,6 +61,7 @@ class AuditReport:
     pr: int | None = None
     rules_run: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    fixes: list = field(default_factory=list)  # mechanical fixes (audit/fix.py), found when the CLI asks
 
     def to_dict(self) -> dict:
         from .report.jsonout import report_dict
@@ -161,16 +163,22 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     st = _Stages()
     sources = st.run("source resolution", resolve, folder, default=Sources())
     launchers = {p.rsplit("/", 1)[-1]: folder.text(p) for p in folder.files if p.endswith(".sh") and "/" not in p}
-    env, _cmd = st.run("run commands", effective_env, folder.readme_text, launchers, default=({}, None))
+    outside = {p: decode_text(b) for p, b in folder.outside_launchers.items()}
+    run = st.run("run commands", record_run, folder.readme_text, launchers, outside, folder.name, sources.entry)
+    run = run or RecordRun()
     logs = st.run("log parsing", read_logs, folder, default=Logs({}, {}, ()))
     messages = message_lines(list(logs.lines))
     sources = st.run("scripts that ran", scripts_that_ran, folder, sources, messages, default=sources)
     st.findings.extend(sources.findings)
-    config = Config(env=env, logged=logs.hyperparams)
+    config = Config(env=run.env, logged=logs.hyperparams, source=run.source)
     program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build(
         [], config
     )
-    analyses = Analyses(program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines])
+    log_provenance = st.run("log provenance", provenance, folder, sources, logs.results, default=LogProvenance())
+    st.findings.extend(log_source_findings(log_provenance))
+    analyses = Analyses(
+        program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines], log_provenance, folder.files
+    )
     rules_run = _rules(analyses, folder, select, ignore, st)
     st.findings.extend(st.run("folder checks", package_findings, folder, sources, default=[]))
     for src in sources.sources:

@@ -4,6 +4,7 @@ Everything that comes from the submission goes through `escape` (paths, snippets
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import quote
 
 from .. import __version__
@@ -28,6 +29,13 @@ def _permalink(rep, path: str, start: int, end: int) -> str | None:
     folder = rep.folder.strip("/")
     anchor = f"#L{start}" + (f"-L{end}" if end > start else "")
     return f"{rep.repo_url.rstrip('/')}/blob/{quote(rep.head_sha)}/{quote(folder)}/{quote(path)}{anchor}"
+
+
+@dataclass(frozen=True)
+class _Loc:
+    path: str
+    start_line: int
+    end_line: int = 0
 
 
 def _where(rep, loc) -> str:
@@ -117,6 +125,15 @@ def review_markdown(rep) -> str:
             lines.append(f"- Compliant alternative: {f.fix_hint}")
         lines.append("- Maintainer status: confirm / dismiss (false positive) / needs author response")
         lines.append("")
+    if rep.fixes:
+        lines += ["### Mechanical fixes", ""]
+        for fx in rep.fixes:
+            where = _where(rep, _Loc(fx.path, fx.line))
+            how = "its default in the code" if fx.kind == "code-default" else "the run command"
+            removes = ", ".join(code(r) for r in fx.removes)
+            lines.append(f"{where}: turn {code(fx.switch)} off in {how} (removes {removes}):")
+            # a fence inside the line would end the suggestion early: then the line is shown, not suggested
+            lines += ["```suggestion", fx.new, "```", ""] if "```" not in fx.new else [block(fx.new, "python"), ""]
     fired = {f.category for f in rep.findings if f.category and f.severity is not Severity.INFO}
     lines += ["### Checks not triggered", ""]
     for cat in CATEGORIES:
