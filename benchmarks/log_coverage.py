@@ -46,11 +46,13 @@ class Corpus:
     peak_mem: int = 0
     seconds: float = 0.0
     nbytes: int = 0
+    lines: int = 0  # every line of every log (the parser's per-line cost is seconds / lines)
     unmatched: list[tuple[str, int, str]] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
 
     def add(self, path: str, res: LogResult) -> None:
         self.files += 1
+        self.lines += res.n_lines
         self.data_lines += res.data_lines
         self.matched += res.data_matched
         runs = res.runs
@@ -125,6 +127,7 @@ def print_table(corpora: list[Corpus]) -> None:
         "peak mem",
         "parse s",
         "MB/s",
+        "µs/line",
     )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
@@ -132,7 +135,8 @@ def print_table(corpora: list[Corpus]) -> None:
         mbps = c.nbytes / 1e6 / c.seconds if c.seconds else 0.0
         print(
             f"| {c.name} | {c.files} | {c.data_lines:,} | {c.matched:,} ({pct(c.matched, c.data_lines)}) | {c.scored} | "
-            f"{c.train_time} | {c.artifact} | {c.seed} | {c.peak_mem} | {c.seconds:.2f} | {mbps:.1f} |"
+            f"{c.train_time} | {c.artifact} | {c.seed} | {c.peak_mem} | {c.seconds:.2f} | {mbps:.1f} | "
+            f"{1e6 * c.seconds / max(1, c.lines):.2f} |"
         )
 
 

@@ -8,12 +8,11 @@ import re
 from .echo import source_spans
 from .model import LogLine, LogResult, Metric, RunLog, SizeLine, Step, Timing
 from .patterns import (
-    COMPILED_ORDER,
-    DATA_RE,
-    DIGIT_RE,
+    BY_FIRST_CHAR,
     MAX_LINE_CHARS,
     NUM,
     NVSMI_RE,
+    OTHER_FIRST_CHAR,
     PREFIX_RE,
     PREFIX_START,
     PROGRESS_PREFIXES,
@@ -114,7 +113,7 @@ class _Parser:
     def line(self, lineno: int, text: str) -> str:
         if text.startswith(PROGRESS_PREFIXES):
             return "progress"
-        for name, rx in COMPILED_ORDER:
+        for name, rx in BY_FIRST_CHAR.get(text[0], OTHER_FIRST_CHAR):
             m = rx.match(text)
             if m is not None:
                 handler = getattr(self, "h_" + name, None)
@@ -578,12 +577,7 @@ def parse_log(text: str, path: str = "") -> LogResult:
         if text_i[:1] == "=" and RULE_RE.match(text_i):
             events.append(LogLine(lineno, text_i, "rule"))
             continue
-        kind = p.line(lineno, text_i)
-        events.append(LogLine(lineno, text_i, kind))
-        if DATA_RE.search(text_i) and DIGIT_RE.search(text_i):
-            res.data_lines += 1
-            if kind in ("other", "header"):
-                res.unmatched.append((lineno, text_i))
+        events.append(LogLine(lineno, text_i, p.line(lineno, text_i)))
     for run in res.runs:
         _finish(run, n)
     if len(res.runs) > 1 and not res.runs[-1].has_content and not res.runs[-1].sizes:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import re
 
+from .dispatch import dispatch_table
+
 NUM = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?"
 
 # Lines are matched on their first MAX_LINE_CHARS characters (a longer line is truncated, not dropped): every
@@ -267,6 +269,9 @@ ORDERED: tuple[str, ...] = (
     "hparam_kv",
 )
 COMPILED_ORDER: tuple[tuple[str, re.Pattern[str]], ...] = tuple((n, P[n]) for n in ORDERED)
+# The patterns a line can match, by its first character: a line is tried only against the patterns that can start
+# with that character, in ORDERED order, so the first match is the one the full scan finds (dispatch.py).
+BY_FIRST_CHAR, OTHER_FIRST_CHAR = dispatch_table(COMPILED_ORDER)
 
 # Python-source markers used to find the echoed script (see echo.py).
 PY_START_RE = re.compile(r'^(?:"""|\'\'\'|"[A-Z]|#!|# |from __future__|import \w|from [\w.]+ import )')
