@@ -31,7 +31,7 @@ from rich.progress import (
 
 from .engine import audit_submission
 from .errors import InputError
-from .load.git import load_git_folder, pr_folders, resolve_commit
+from .load.git import load_git_folder, pr_diff, pr_folders, resolve_commit
 from .report.console import print_summary
 
 PR_TIMEOUT_S = 120.0  # wall-clock seconds one PR may take in a batch
@@ -58,7 +58,8 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None, filters: dict |
     t0 = time.perf_counter()
     try:
         sha = resolve_commit(git_dir, f"refs/pull/{int(pr)}/head", "--pr")
-        folders = pr_folders(git_dir, sha)
+        diff = pr_diff(git_dir, sha)  # once per PR: its folders, the launchers outside them, the base README
+        folders = pr_folders(git_dir, sha, diff=diff)
         if not folders:
             return [
                 _row(
@@ -71,7 +72,7 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None, filters: dict |
             ]
         rows = []
         for folder in folders:
-            sub = load_git_folder(git_dir, sha, folder)
+            sub = load_git_folder(git_dir, sha, folder, diff=diff)
             sub = sub.at(sub.head_sha, repo_url)
             rep = audit_submission(sub, **(filters or {}))
             rep.pr = pr

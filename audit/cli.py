@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -16,7 +17,6 @@ from .codes import select_codes
 from .engine import AuditReport, audit_submission
 from .errors import InputError
 from .findings import Severity
-from .fix import apply_code_fixes, find_fixes
 from .load.folder import Folder, load_folder, not_a_record_folder
 from .load.git import (
     check_rev,
@@ -24,6 +24,7 @@ from .load.git import (
     list_prs,
     load_git_folder,
     looks_like_repo_root,
+    pr_diff,
     pr_folders,
     resolve_commit,
 )
@@ -31,7 +32,7 @@ from .post import post_comment, pr_number, repo_slug
 from .report.console import print_report
 from .report.github import annotations
 from .report.html import triage_html
-from .report.markdown import review_comment, review_markdown
+from .report.markdown import review_comment
 from .report.sarif import sarif_document
 from .rules import CODES
 
@@ -67,12 +68,18 @@ def _reports_for(
         if not ref:
             raise InputError("--git-dir needs --ref REF, --pr N, --prs LIST or --all-prs")
         sha = resolve_commit(git_dir, ref, "--ref" if pr is None else "--pr")
-        folders = [folder.strip("/")] if folder else pr_folders(git_dir, sha, base)
+        try:
+            diff = pr_diff(git_dir, sha, base)
+        except InputError:
+            if base or not folder:
+                raise
+            diff = None  # a ref with no main to compare with: its folder still reads
+        folders = [folder.strip("/")] if folder else pr_folders(git_dir, sha, base, diff)
         if not folders:
             raise InputError(f"{ref}: adds or changes no record folder under records/")
         reports = []
         for f in folders:
-            sub = load_git_folder(git_dir, sha, f)
+            sub = load_git_folder(git_dir, sha, f, base, diff)
             sub = sub.at(sub.head_sha, repo_url)
             rep = audit_submission(sub, **filters)
             rep.pr = pr
@@ -93,25 +100,44 @@ def _reports_for(
             )
         reports = []
         for f in folders:
-            sub = load_folder(p / f, name=f).at(head_sha or head, repo_url)
+            sub = replace(load_folder(p / f, name=f), base_readme=root_readme(p)).at(head_sha or head, repo_url)
             reports.append((sub, audit_submission(sub, **filters)))
         return reports
-    sub = load_folder(p, name=repo_relative_name(p)).at(head_sha, repo_url)
+    sub = replace(load_folder(p, name=repo_relative_name(p)), base_readme=root_readme(work_tree_root(p)))
+    sub = sub.at(head_sha, repo_url)
     not_one = not_a_record_folder(sub)
     if not_one:
         raise InputError(f"{path}: {not_one}")
     return [(sub, audit_submission(sub, **filters))]
 
 
+def work_tree_root(path: Path) -> Path | None:
+    """The root of the git work tree that holds the folder; the folder's own `.git` is never consulted (the
+    search starts at its parent)."""
+    return next((root for root in path.resolve().parents if (root / ".git").exists()), None)
+
+
 def repo_relative_name(path: Path) -> str:
-    """The folder's path from the root of the git work tree that holds it, whatever the working directory (links
-    and SARIF URIs are relative to that root); the path as given, normalised, outside any work tree. The folder's
-    own `.git` is never consulted: the search starts at its parent."""
-    real = path.resolve()
-    for root in real.parents:
-        if (root / ".git").exists():
-            return real.relative_to(root).as_posix()
-    return Path(os.path.normpath(path)).as_posix()
+    """The folder's path from the root of its work tree, whatever the working directory (links and SARIF URIs are
+    relative to that root); the path as given, normalised, outside any work tree."""
+    root = work_tree_root(path)
+    return path.resolve().relative_to(root).as_posix() if root else Path(os.path.normpath(path)).as_posix()
+
+
+MAX_README_BYTES = 1_000_000
+
+
+def root_readme(root: Path | None) -> str:
+    """The challenge README of the work tree (its leaderboard), bounded; empty when there is none."""
+    if root is None:
+        return ""
+    readme = root / "README.md"
+    try:
+        if readme.is_file() and not readme.is_symlink() and readme.stat().st_size <= MAX_README_BYTES:
+            return readme.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        pass
+    return ""
 
 
 def render_docs(docs: list[dict], fmt: str, verbose: bool, collection: bool = False) -> str:
@@ -133,7 +159,7 @@ def _emit(reports: list[AuditReport], fmt: str, output: str | None, verbose: boo
             print_report(rep, verbose=verbose)
         text = jsonl([r.to_dict() for r in reports]) if output else None
     elif fmt == "markdown":
-        text = "\n\n".join(review_markdown(r) for r in reports)
+        text = review_comment(reports)  # one comment: a section per folder
     else:
         text = render_docs([r.to_dict() for r in reports], fmt, verbose)
         for rep in reports:  # the verdict line still goes to the human channel
@@ -292,6 +318,8 @@ def cli(
     pairs = _reports_for(path, git_dir, ref, pr, folder, base, head_sha, repo_url, filters, checkout)
     reports = [rep for _, rep in pairs]
     if fix or fmt == "markdown" or post:  # the comment carries the fixes as suggestions
+        from .fix import find_fixes  # libcst: imported only when fixes are wanted
+
         for sub, rep in pairs:
             rep.fixes = find_fixes(sub, rep, filters)
     if fix:
@@ -316,6 +344,8 @@ def _apply_fixes(path: Path, pair: tuple[Folder, AuditReport], filters: dict, fa
     for f in rep.fixes:
         click.echo(f"{'fixed' if f.kind == 'code-default' else 'change by hand'}: {f.describe()}", err=True)
         click.echo(f"  - {f.old.strip()}\n  + {f.new.strip()}", err=True)
+    from .fix import apply_code_fixes
+
     for rel, text in apply_code_fixes(sub, rep.fixes).items():
         target = path / rel
         target.write_bytes(text.encode("utf-8"))

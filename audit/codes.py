@@ -221,6 +221,20 @@ COLLAPSED = _code(
     "not 100,000).",
     origin="engine",
 )
+LOGS_FROM_OTHER_CODE = _code(
+    "PG008",
+    "logs-from-other-code",
+    UNANALYSED,
+    Severity.WARNING,
+    "The logs were printed by code that is not shipped (their scored line or mechanism messages, or their echo)",
+    "Every log call of the shipped sources is rebuilt as a whole-line template (literal text and holes, conditional "
+    "fragments included). A metric line, or two messages about a mechanism (TTT, caches and count tables, "
+    "mixtures, calibration), that no template matches and that hold words found in no shipped source, or an echoed "
+    "source mostly absent from the shipped files, show that other code produced the run. The shipped code did not "
+    "produce the claimed number: a human must look, and the mechanism the logs show is judged from the logs.",
+    RULES_URL,
+    origin="check",
+)
 
 # --- the folder (PG010–PG019) ---------------------------------------------------------------------------------
 MISSING_FILE = _code(
@@ -403,6 +417,17 @@ WALLCLOCK_OVER_BUDGET = _code(
     "The run's configured wall-clock budget exceeds 600 s",
     ruling=RULES_URL,
 )
+RUN_OFF_RECORD_HARDWARE = _code(
+    "PG224",
+    "run-off-record-hardware",
+    "other",
+    Severity.ERROR,
+    "The record's run trained past 600 s on fewer than 8 GPUs",
+    "The cap is 600 s of training on 8xH100. A run on fewer GPUs that trained longer is not shown to break it "
+    "(its time, scaled to 8 GPUs, fits), but the claimed score comes from a run outside the record track's "
+    "conditions.",
+    RULES_URL,
+)
 VAL_SUBSET = _code(
     "PG230",
     "val-subset",
@@ -442,4 +467,57 @@ BYTES_PER_TOKEN_MISMATCH = _code(
     Severity.WARNING,
     "Logged bytes per token do not match the tokenizer family",
     ruling=RULES_URL,
+)
+
+# --- record checks (audit/checks/record.py): is the claim a record? Never a rule category --------------------
+RECORD_URL = "https://github.com/openai/parameter-golf#submission-process"
+RECORD_SEED_COUNT = _code(
+    "PG240",
+    "record-seed-count",
+    None,
+    Severity.WARNING,
+    "A record-track submission with fewer than 3 scored seed runs in its logs",
+    "Records are accepted on the mean of at least three seeds, each with its own log. Fewer runs cannot show that "
+    "the improvement is not seed noise; the statistics table needs them too.",
+    RECORD_URL,
+)
+RECORD_BEST_SEED_HEADLINE = _code(
+    "PG241",
+    "record-best-seed-headline",
+    None,
+    Severity.WARNING,
+    "The headline score is the best seed, not the mean of the seeds",
+    "The record's number is the mean over its seed runs. A headline equal to the best seed (and not to the mean) "
+    "overstates the improvement.",
+    RECORD_URL,
+)
+RECORD_TRACK_MISMATCH = _code(
+    "PG242",
+    "record-track-mismatch",
+    None,
+    Severity.WARNING,
+    "The folder is in the record track but the submission calls itself non-record",
+    "Non-record submissions belong in `records/track_non_record_16mb/`; a folder in the 10-minute record track is "
+    "read as a claim to the leaderboard.",
+    RECORD_URL,
+)
+RECORD_NOT_BETTER = _code(
+    "PG243",
+    "record-not-better",
+    None,
+    Severity.WARNING,
+    "The claimed score does not beat the leaderboard's best at the base commit",
+    "A record must improve on the best leaderboard row of the README the PR was written against (its base commit).",
+    RECORD_URL,
+)
+RECORD_SIGNIFICANCE = _code(
+    "PG244",
+    "record-significance",
+    None,
+    Severity.INFO,
+    "pgolf-stats against the leaderboard's best row: the progression and written verdicts",
+    "One-sided tests of the seed runs against the best leaderboard row (a constant, its seeds not being in the "
+    "folder): the progression rule (p < 0.25, no margin) and the written rule (0.005 nats, p < 0.01). The review "
+    "comment embeds the table.",
+    RECORD_URL,
 )

@@ -14,15 +14,17 @@ from .analysis.config import Config
 from .analysis.context import Analyses
 from .analysis.program import Program
 from .checks.claims import ClaimsSummary, check_claims
+from .checks.facts import Facts, gather_facts
 from .checks.folder import package_findings
 from .checks.logsource import log_source_findings, provenance
+from .checks.record import record_findings
 from .checks.suppressions import suppression_findings
 from .codes import select_codes
 from .findings import Confidence, Finding, Location, report_order
 from .load.folder import Folder, decode_text
 from .load.messages import LogProvenance, message_lines
 from .load.resolve import Sources, resolve
-from .load.runcmd import RecordRun, record_run
+from .load.runcmd import RecordRun, code_defaults, record_run
 from .load.scripts import scripts_that_ran
 from .logs import LogResult, parse_log
 from .logs.model import LoggedLine
@@ -62,6 +64,7 @@ class AuditReport:
     rules_run: list[str] = field(default_factory=list)
     seconds: float = 0.0
     fixes: list = field(default_factory=list)  # mechanical fixes (audit/fix.py), found when the CLI asks
+    facts: Facts | None = None  # track and per-seed runs (audit/checks/facts.py)
 
     def to_dict(self) -> dict:
         from .report.jsonout import report_dict
@@ -156,16 +159,22 @@ def _rules(analyses: Analyses, folder: Folder, select, ignore, stages: _Stages) 
     return rules_run
 
 
+def record_config(folder: Folder, sources: Sources) -> RecordRun:
+    """The record run's env: README commands, the folder's launchers, launchers the PR adds outside it; the
+    code's own defaults tell a switch (`TTT_ENABLED=1`) from a limit (`VAL_MAX_TOKENS=0`)."""
+    launchers = {p.rsplit("/", 1)[-1]: folder.text(p) for p in folder.files if p.endswith(".sh") and "/" not in p}
+    outside = {p: decode_text(b) for p, b in folder.outside_launchers.items()}
+    defaults = code_defaults(s.text for s in sources.sources)
+    return record_run(folder.readme_text, launchers, outside, folder.name, sources.entry, defaults)
+
+
 def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
     """Folder → Sources → Logs → Program → findings → verdict. Each stage reads frozen values and returns one."""
     t0 = time.perf_counter()
     select, ignore = select_codes(select, CODES), select_codes(ignore, CODES)
     st = _Stages()
     sources = st.run("source resolution", resolve, folder, default=Sources())
-    launchers = {p.rsplit("/", 1)[-1]: folder.text(p) for p in folder.files if p.endswith(".sh") and "/" not in p}
-    outside = {p: decode_text(b) for p, b in folder.outside_launchers.items()}
-    run = st.run("run commands", record_run, folder.readme_text, launchers, outside, folder.name, sources.entry)
-    run = run or RecordRun()
+    run = st.run("run commands", record_config, folder, sources, default=RecordRun())
     logs = st.run("log parsing", read_logs, folder, default=Logs({}, {}, ()))
     messages = message_lines(list(logs.lines))
     sources = st.run("scripts that ran", scripts_that_ran, folder, sources, messages, default=sources)
@@ -174,7 +183,9 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build(
         [], config
     )
-    log_provenance = st.run("log provenance", provenance, folder, sources, logs.results, default=LogProvenance())
+    log_provenance = st.run(
+        "log provenance", provenance, folder, sources, logs.results, program.indexes, default=LogProvenance()
+    )
     st.findings.extend(log_source_findings(log_provenance))
     analyses = Analyses(
         program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines], log_provenance, folder.files
@@ -186,6 +197,22 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
     report = st.run("claims check", check_claims, folder, sources, logs.results)
     if report is not None:
         st.findings.extend(report.findings)
+    facts = gather_facts(folder.name, logs.results)
+    claimed = report.summary.claimed_bpb if report is not None and report.summary is not None else None
+    sj = folder.submission_json_path
+    st.findings.extend(
+        st.run(
+            "record checks",
+            record_findings,
+            folder.name,
+            folder.readme_text,
+            folder.text(sj) if sj else "",
+            facts,
+            claimed,
+            folder.base_readme,
+            default=[],
+        )
+    )
     findings = _collapse([f for f in _dedupe(st.findings) if _wanted(f, select, ignore)])
     v = decide(findings)
     return AuditReport(
@@ -204,6 +231,7 @@ def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set
         repo_url=folder.repo_url,
         rules_run=rules_run,
         seconds=time.perf_counter() - t0,
+        facts=facts,
     )
 
 

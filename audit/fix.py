@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import libcst as cst
 
+from .codes import REGISTRY
 from .engine import AuditReport, audit_submission
 from .findings import Severity
 from .load.folder import Folder
@@ -124,15 +125,21 @@ def _readme_candidates(readme: str) -> list[tuple[str, int, str]]:
     return out
 
 
+def _is_rule_violation(f) -> bool:
+    """An error of a rule class (the code as shipped), not of the claims/log checks."""
+    code = REGISTRY.of(f)
+    return f.severity is Severity.ERROR and bool(f.category) and code is not None and code.origin == "rule"
+
+
 def _violations(folder: Folder, report_filters: dict) -> set[str]:
     rep = audit_submission(folder, **report_filters)
-    return {f.rule for f in rep.findings if f.severity is Severity.ERROR and f.category and f.code < "PG200"}
+    return {f.rule for f in rep.findings if _is_rule_violation(f)}
 
 
 def find_fixes(folder: Folder, report: AuditReport, filters: dict | None = None) -> list[Fix]:
     """The switches whose change removes a rule violation of `report`, one Fix each (code defaults first)."""
     filters = filters or {}
-    if not any(f.severity is Severity.ERROR and f.category and f.code < "PG200" for f in report.findings):
+    if not any(_is_rule_violation(f) for f in report.findings):
         return []
     no_logs = replace(
         folder,

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 
 from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
+from .scopes import single_bindings
+from .valueflow import ValFlow
 
 SPACE_MARK = "\u2581"
 PIECE_CALLS = {"id_to_piece", "IdToPiece"}
@@ -631,6 +633,266 @@ def _guard_false(program: Program, idx: SourceIndex, node: ast.AST, fn: ast.AST 
     return False
 
 
+# --- constant byte denominators ---------------------------------------------------------------------------
+LN2_VALUE = 0.6931471805599453
+# Bytes per token a constant denominator may stand for: above 1 (a byte-level model's bits/token *are* its
+# bits/byte) and below any real tokenizer's average.
+BPT_RANGE = (1.05, 16.0)
+
+
+@dataclass
+class ConstantDenominator:
+    """`loss / (ln 2 × c)`: bits per token turned into bits per byte by a constant, not by counted bytes."""
+
+    idx: SourceIndex
+    node: ast.AST  # the whole multiplicative expression
+    bytes_per_token: float  # the constant the loss is divided by (besides ln 2)
+    loss: ast.AST  # the one non-constant factor
+    from_val: bool  # the loss is computed from validation data
+
+
+def _ln2_power(program: Program, node: ast.AST, local: dict) -> int:
+    """+1 for `math.log(2)` (or a name bound to it, or 0.6931…), -1 for `1/ln 2` written as 1.4427…, 0 else."""
+    for _ in range(4):  # follow a few name bindings: `LN2 = math.log(2.0)`
+        if isinstance(node, ast.Name) and node.id in local:
+            node = local[node.id]
+        elif isinstance(node, ast.Name) and node.id in program.consts:
+            node = program.consts[node.id][1]
+        else:
+            break
+    if isinstance(node, ast.Call) and call_name(node) == "log" and len(node.args) == 1:
+        if program.fold(node.args[0], local=local) == 2:
+            return 1
+    if isinstance(node, ast.Call) and call_name(node) == "log2" and len(node.args) == 1:
+        arg = dotted(node.args[0]) or ""
+        if arg.rsplit(".", 1)[-1] == "e":  # `math.log2(math.e)` = 1 / ln 2
+            return -1
+    if isinstance(node, ast.Constant) and isinstance(node.value, float):  # `0.693`, `1.4427` written out
+        if abs(node.value / LN2_VALUE - 1) < 1e-3:
+            return 1
+        if abs(node.value * LN2_VALUE - 1) < 1e-3:
+            return -1
+    return 0
+
+
+def _factors(program: Program, expr: ast.AST, local: dict, sign: int = 1, depth: int = 0):
+    """(factor, ±1) of a product/quotient; a local name is expanded when its value divides by ln 2
+    (`bits = loss / math.log(2); bpb = bits / 3.5`)."""
+    if isinstance(expr, ast.BinOp) and isinstance(expr.op, (ast.Mult, ast.Div)):
+        right = -sign if isinstance(expr.op, ast.Div) else sign
+        return _factors(program, expr.left, local, sign, depth) + _factors(program, expr.right, local, right, depth)
+    if isinstance(expr, ast.Name) and expr.id in local and depth < 3:
+        inner = _factors(program, local[expr.id], local, sign, depth + 1)
+        if any(_ln2_power(program, f, local) for f, _ in inner):
+            return inner
+    return [(expr, sign)]
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def constant_denominators(program: Program, valflow: ValFlow | None = None) -> list[ConstantDenominator]:
+    """Every `x / (ln 2 × c)` (in one expression or across local names) whose only non-constant parts are the
+    loss (and at most one divisor, `nll_sum / n_tokens`), with a constant `c` in the range of a bytes-per-token:
+    a per-token byte count would be a second divisor and leave no such constant (`bits × tokens / bytes`)."""
+    out: list[ConstantDenominator] = []
+    for idx in program.indexes:
+        for expr in idx.nodes(ast.BinOp):
+            if not isinstance(expr.op, (ast.Mult, ast.Div)):
+                continue
+            parent = idx.parents.get(expr)
+            if isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Mult, ast.Div)):
+                continue  # judged at the whole product
+            fn = idx.enclosing(expr, ast.FunctionDef, ast.AsyncFunctionDef)
+            local = single_bindings(fn)
+            ln2, const, loose = 0, 1.0, []
+            for f, sign in _factors(program, expr, local):
+                power = _ln2_power(program, f, local)
+                if power:
+                    ln2 += power * sign
+                    continue
+                v = program.fold(f, local=local)
+                if _is_number(v) and v != 0:
+                    const *= float(v) ** sign
+                else:
+                    loose.append((f, sign))
+            if ln2 != -1 or const <= 0 or sorted(sign for _, sign in loose) not in ([1], [-1, 1]):
+                continue
+            bpt = 1.0 / const
+            if not BPT_RANGE[0] < bpt < BPT_RANGE[1]:
+                continue
+            if len(loose) == 2 and float(bpt).is_integer():
+                continue  # `nll / (ln 2 × n × 8)`: an integer is a rank or batch count next to a mean, not bytes
+            loss = next(f for f, sign in loose if sign == 1)
+            scope = fn or idx.tree
+            from_val = bool(valflow is not None and valflow.is_val(scope, loss, expr.lineno))
+            out.append(ConstantDenominator(idx, expr, bpt, loss, from_val))
+    return out
+
+
+# --- evaluation over a constant number of batches ------------------------------------------------------------
+@dataclass
+class FixedEvalLoop:
+    """`for i in range(50): … val[i*B : …]` accumulating a loss: the eval stops after a fixed number of batches."""
+
+    idx: SourceIndex
+    loop: ast.For
+    batches: int
+    tokens: int | None  # tokens the loop can reach (batches × the read's stride); None: batches of a loader
+    read: ast.AST  # the validation read indexed by the loop variable, or the loader enumerated
+
+
+def _accumulates(loop: ast.For, program: Program, local: dict) -> bool:
+    """The body adds a computed value to something that outlives an iteration (`total += loss.item()`)."""
+    for n in ast.walk(loop):
+        if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+            if not _is_number(program.fold(n.value, local=local)):
+                return True
+        if isinstance(n, ast.Call) and call_name(n) == "append" and n.args:
+            return True
+    return False
+
+
+def _divides_by_ln2(program: Program, scope: ast.AST) -> bool:
+    """Does the scope turn a loss into bits (`/ math.log(2)`)? Marks a scoring function."""
+    local = single_bindings(scope)
+    return any(
+        isinstance(n, ast.BinOp)
+        and isinstance(n.op, ast.Div)
+        and any(_ln2_power(program, f, local) for f, _ in _factors(program, n, local))
+        for n in walk_scope(scope)
+    )
+
+
+def _in_scorer(program: Program, idx: SourceIndex, fn: ast.AST | None) -> bool:
+    """The loop's function converts the loss to bits itself, or a direct caller does with what it returns
+    (calibration or statistics loops over validation windows never do)."""
+    scope = fn or idx.tree
+    if _divides_by_ln2(program, scope):
+        return True
+    name = getattr(fn, "name", None)
+    for cidx in program.indexes if name else ():
+        for call in cidx.nodes(ast.Call):
+            if call_name(call) == name:
+                caller = cidx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or cidx.tree
+                if caller is not scope and _divides_by_ln2(program, caller):
+                    return True
+    return False
+
+
+def _read_offset(sl: ast.AST) -> ast.AST | None:
+    """Where a window read starts: the lower bound of a slice (the first axis of a tuple index). A single
+    element (`grid[step]`) is not a window of tokens."""
+    if isinstance(sl, ast.Tuple) and sl.elts:
+        sl = sl.elts[0]
+    return sl.lower if isinstance(sl, ast.Slice) else None
+
+
+def _fold_local(program: Program, expr: ast.expr, fn: ast.AST | None, local: dict):
+    """Fold through the function's single-bound locals, else through its parameters' defaults."""
+    v = program.fold(expr, local=local)
+    return v if _is_number(v) else fold_with_defaults(program, expr, fn)
+
+
+def fixed_eval_loops(
+    program: Program, valflow: ValFlow | None, *, full_split_min: int = 40_000_000
+) -> list[FixedEvalLoop]:
+    """Loops over `range(<constant>)` whose variable moves a read through validation data, whose body
+    accumulates a loss that the scorer turns into bits, and whose reads end before the smallest full split.
+    A stride that does not fold (a chunk size derived from the data length) is the whole-split shape and is
+    not reported; nor is a loop that accumulates nothing (a thrown-away warm-up)."""
+    out: list[FixedEvalLoop] = []
+    if valflow is None:
+        return out
+    for idx in program.indexes:
+        for loop in idx.nodes(ast.For):
+            it = loop.iter
+            fn = idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef)
+            local = single_bindings(fn)
+            capped = _capped_enumeration(program, valflow, idx, loop, fn, local)
+            if capped is not None:
+                out.append(capped)
+                continue
+            if not (isinstance(it, ast.Call) and call_name(it) == "range" and isinstance(loop.target, ast.Name)):
+                continue
+            bounds = [_fold_local(program, a, fn, local) for a in it.args]
+            if not bounds or not all(_is_number(b) and float(b).is_integer() for b in bounds):
+                continue
+            steps = range(*(int(b) for b in bounds))
+            if not steps or not _accumulates(loop, program, local) or not _in_scorer(program, idx, fn):
+                continue
+            var = loop.target.id
+            inner = {  # variables of nested loops/comprehensions read at their first value
+                t.id: ast.Constant(0)
+                for n in ast.walk(loop)
+                if isinstance(n, (ast.For, ast.comprehension)) and n is not loop
+                for t in ast.walk(n.target)
+                if isinstance(t, ast.Name)
+            }
+            scope = fn or idx.tree
+            for sub in ast.walk(loop):
+                if not isinstance(sub, ast.Subscript) or not isinstance(sub.ctx, ast.Load):
+                    continue
+                offset = _read_offset(sub.slice)
+                if offset is None:
+                    continue
+                at = [
+                    program.fold(offset, local={**local, **inner, var: ast.Constant(v)})
+                    for v in (steps[0], steps[0] + steps.step)
+                ]
+                if not all(_is_number(a) for a in at) or at[1] == at[0]:
+                    continue
+                if not valflow.is_val(scope, sub.value, sub.lineno):
+                    continue
+                tokens = len(steps) * abs(int(at[1] - at[0]))
+                if tokens < full_split_min:
+                    out.append(FixedEvalLoop(idx, loop, len(steps), tokens, sub))
+                break
+    return out
+
+
+def _capped_enumeration(
+    program: Program, valflow: ValFlow, idx: SourceIndex, loop: ast.For, fn: ast.AST | None, local: dict
+) -> FixedEvalLoop | None:
+    """`for i, batch in enumerate(val_loader): if i >= 50: break` with an accumulated loss: the loader's
+    batches are cut at a constant count (found by folding the guard over `i`). A guard switched off by its
+    default (`if cap > 0 and i >= cap`) folds to False for every `i` and is not a cap."""
+    it, target = loop.iter, loop.target
+    if not (
+        isinstance(it, ast.Call)
+        and call_name(it) == "enumerate"
+        and it.args
+        and isinstance(target, ast.Tuple)
+        and target.elts
+        and isinstance(target.elts[0], ast.Name)
+    ):
+        return None
+    var = target.elts[0].id
+    if not valflow.is_val(fn or idx.tree, it.args[0], loop.lineno) or not _accumulates(loop, program, local):
+        return None
+    if not _in_scorer(program, idx, fn):
+        return None
+
+    defaults = _param_defaults(fn)
+    for stmt in loop.body:
+        if not (isinstance(stmt, ast.If) and ends_with(stmt.body, (ast.Break,))):
+            continue
+        test = _Substitute(defaults).visit(copy.deepcopy(stmt.test)) if defaults else stmt.test
+
+        def stops_at(i: int, test=test):
+            return program.fold(test, local={**local, var: ast.Constant(i)})
+
+        if stops_at(0) is not False or stops_at(10**12) is not True:
+            continue
+        lo, hi = 0, 10**12  # the first index that stops the loop: the number of batches scored
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if stops_at(mid) is True else (mid, hi)
+        return FixedEvalLoop(idx, loop, hi, None, it.args[0])
+    return None
+
+
 @dataclass(frozen=True)
 class ByteAccounting:
     """Everything the byte-accounting rule reads, computed once per submission."""
@@ -641,9 +903,12 @@ class ByteAccounting:
     tokenizers: list[tuple[SourceIndex, ast.AST, str]]
     subsets: list[SubsetSlice]
     sidecar: bool
+    constant_denominators: list[ConstantDenominator] = field(default_factory=list)
+    fixed_eval_loops: list[FixedEvalLoop] = field(default_factory=list)
 
 
-def byte_accounting(program: Program) -> ByteAccounting:
+def byte_accounting(program: Program, valflow: ValFlow | None = None) -> ByteAccounting:
+    """`valflow` (the shared `ValFlow`) decides which losses and reads are validation data."""
     return ByteAccounting(
         tables=byte_tables(program),
         scorer=scorer_space_sites(program),
@@ -651,4 +916,6 @@ def byte_accounting(program: Program) -> ByteAccounting:
         tokenizers=tokenizer_paths(program),
         subsets=subset_slices(program),
         sidecar=uses_byte_sidecar(program),
+        constant_denominators=constant_denominators(program, valflow),
+        fixed_eval_loops=fixed_eval_loops(program, valflow),
     )

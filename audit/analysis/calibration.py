@@ -8,6 +8,11 @@ every such *collector*, and for each live call of one we trace where its data co
 - `train`: training shards (allowed inside the 600 s training budget only);
 - `selfgen`: tokens the model generated itself (allowed at any time: no dataset is read).
 
+A name reaching a calibration call is judged by every definition that can reach it (an `if`/`else` that picks
+validation or generated text, a default overwritten under a switch, a helper's guarded `return`s), each branch's
+guard folded under the effective config: a dead branch adds nothing, an undecided switch makes its data
+conditional (a warning), a live one counts.
+
 For training data we also decide whether the read happens after the wallclock-capped training loop, and
 whether the submission reserves part of the training budget for it (`max_wallclock_ms -= gptq_reserve_ms`,
 the pattern of the merged GPTQ records). Weight-only clip search ("GPTQ-lite") registers no hooks and reads no
@@ -20,9 +25,9 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, is_val_name
+from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
-from .scopes import definitions, param_names
+from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -48,6 +53,8 @@ _FILE_CALLS = {"glob", "open", "load", "load_data_shard", "fromfile", "memmap", 
 TRACE_DEPTH = 6  # assignments and call sites followed back from a calibration call
 
 Evidence = tuple[SourceIndex, ast.AST, str]
+_PARAM = object()  # a reaching "definition" that is the function's parameter (what its callers pass)
+Switch = ast.expr | bool  # False, or the undecided `if` test a definition sits behind
 
 
 @dataclass
@@ -58,6 +65,11 @@ class DataOrigin:
     undecided: list[Evidence] = field(default_factory=list)
     # kinds reached only through an undecided switch
     conditional: set[str] = field(default_factory=set)
+
+    def merge(self, other: DataOrigin) -> None:
+        for kind, ev in other.kinds.items():
+            self.add(kind, ev, kind in other.conditional)
+        self.undecided.extend(other.undecided)
 
     def add(self, kind: str, ev: Evidence, conditional: bool) -> None:
         if kind not in self.kinds:
@@ -110,6 +122,8 @@ class CalibrationAnalysis:
         self._clock_candidates: list[tuple[SourceIndex, ast.AST]] = []
         self._matmul_fns: set[ast.AST] = set()
         self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
+        self._reach_memo: dict[tuple[int, str, tuple[int, int]], list[tuple[object, bool]]] = {}
+        self._bound_args: dict[int, dict[str, tuple[SourceIndex, ast.AST, ast.AST]]] = {}  # helper -> param -> arg
         for idx in program.indexes:
             for c in idx.nodes(ast.ClassDef):
                 self._classes.setdefault(c.name, []).append((idx, c))
@@ -271,19 +285,61 @@ class CalibrationAnalysis:
                 t(child)
 
     def _trace_name(self, idx, scope, name: ast.Name, line, origin, depth, cond) -> None:
-        defs = [
-            d for d in self._scope_defs(scope).get(name.id, []) if d[0] < line or (d[0] == line and d[1] is not name)
-        ]
-        if defs:
-            def_line, value = defs[-1]
-            self._trace(idx, scope, value, def_line if def_line < line else line - 1, origin, depth + 1, cond)
-            return
-        if isinstance(scope, FUNCS) and name.id in param_names(scope):
-            self._trace_param(scope, name.id, origin, depth, cond)
-            return
-        if name.id in self.p.consts:
+        """Follow every definition of `name` that can reach its use (not just the last one above it)."""
+        reaching = self._reaching(idx, scope, name)
+        if reaching is None:  # the use is not in `scope`'s body (a nested hook closure): last definition above
+            defs = [d for d in self._scope_defs(scope).get(name.id, []) if d[0] < line]
+            reaching = [(defs[-1][1], False)] if defs else []
+            if not defs and isinstance(scope, FUNCS) and name.id in param_names(scope):
+                reaching = [(_PARAM, False)]
+        for value, switch in reaching:
+            c = cond or bool(switch)
+            if isinstance(switch, ast.AST):  # the `if` whose undecided test this definition sits behind
+                origin.undecided.append((idx, switch, "calibration source switch not decidable statically"))
+            if value is _PARAM:
+                bound = self._bound_args.get(id(scope), {}).get(name.id)
+                if bound is not None:  # a helper's return traced for one call: that call's argument
+                    bidx, bscope, arg = bound
+                    self._trace(bidx, bscope, arg, getattr(arg, "lineno", line), origin, depth + 1, c)
+                else:
+                    self._trace_param(scope, name.id, origin, depth, c)
+            else:
+                self._trace(idx, scope, value, getattr(value, "lineno", line), origin, depth + 1, c)
+        if not reaching and name.id in self.p.consts:
             cidx, value = self.p.consts[name.id]
-            self._trace(cidx, cidx.tree, value, getattr(value, "lineno", 0) + 1, origin, depth + 1, cond)
+            if value is not name:
+                self._trace(cidx, cidx.tree, value, getattr(value, "lineno", 0) + 1, origin, depth + 1, cond)
+
+    # --- reaching definitions ------------------------------------------------------------------
+    def _reaching(self, idx: SourceIndex, scope: ast.AST, name: ast.Name) -> list[tuple[object, bool]] | None:
+        """[(value, conditional)] of the bindings of `name` that can reach `name` in `scope`, branches folded
+        under the effective config (`conditional`: only through a switch that cannot be decided). The
+        parameter itself is `_PARAM`. None when the use does not sit in `scope`'s own statements."""
+        pos = (getattr(name, "lineno", 0), getattr(name, "col_offset", 0))
+        key = (id(scope), name.id, pos)
+        if key not in self._reach_memo:
+            start = [(_PARAM, False)] if isinstance(scope, FUNCS) and name.id in param_names(scope) else []
+            flow = _Flow(self, idx, scope, name.id, pos)
+            state, found = flow.run(getattr(scope, "body", []), start)
+            self._reach_memo[key] = state if found else None
+        return self._reach_memo[key]
+
+    def _branch(self, idx: SourceIndex, stmts: list[ast.stmt]) -> bool | None:
+        """Can this block run under the effective config? False: dead; None: behind an undecided switch."""
+        if not stmts:
+            return True
+        live, _ = self.p.guard_status(idx, stmts[0], self.p.config)
+        return live
+
+    def _returns(self, idx: SourceIndex, fn: ast.AST) -> list[tuple[ast.Return, bool]]:
+        """The live `return`s of `fn` with a value, each with whether it sits behind an undecided switch."""
+        out = []
+        for n in walk_scope(fn):
+            if isinstance(n, ast.Return) and n.value is not None:
+                live, _ = self.p.guard_status(idx, n, self.p.config)
+                if live is not False:
+                    out.append((n, live is None))
+        return out
 
     def _trace_param(self, fn: ast.AST, pname: str, origin, depth, cond) -> None:
         """A parameter carries what its live call sites pass in that position."""
@@ -306,6 +362,22 @@ class CalibrationAnalysis:
     def _trace_call(self, idx, scope, call: ast.Call, line, origin, depth, cond) -> None:
         name = call_name(call)
         user = self._user_callables(name)
+        if user and any(self._samples(fn) for _, fn in user):
+            origin.add("selfgen", (idx, call, f"`{name}()` generates tokens from the model itself"), cond)
+            return
+        helpers = [(uidx, fn) for uidx, fn in user if isinstance(fn, FUNCS) and self._returns(uidx, fn)]
+        if helpers:
+            # a helper that returns the data: what its live returns carry, its parameters bound to this call
+            sub = DataOrigin()
+            for uidx, fn in helpers:
+                self._trace_returns(idx, scope, call, uidx, fn, sub, depth, cond)
+                self._scan_body(uidx, fn, sub, skip=set(param_names(fn)), cond=cond)
+            if not sub.kinds and any(self._is_selfgen(fn) for _, fn in helpers):
+                sub.add("selfgen", (idx, call, f"`{name}()` generates tokens from the model itself"), cond)
+            origin.merge(sub)
+            if sub.kinds:
+                return
+            # the returns say nothing we can read: fall back to the data handed in (fail closed)
         if user and any(self._is_selfgen(fn) for _, fn in user):
             origin.add("selfgen", (idx, call, f"`{name}()` generates tokens from the model itself"), cond)
             return
@@ -315,6 +387,24 @@ class CalibrationAnalysis:
             self._trace(idx, scope, arg, line, origin, depth + 1, cond)
         for uidx, fn in user:  # loaders that open the shards themselves (`ShuffledSequenceLoader(h, device)`)
             self._scan_body(uidx, fn, origin, skip=set(param_names(fn)) if isinstance(fn, FUNCS) else set(), cond=cond)
+
+    def _trace_returns(self, idx, scope, call: ast.Call, fidx, fn, origin, depth, cond) -> None:
+        if id(fn) in self._bound_args:
+            return  # recursion
+        params = param_names(fn)
+        offset = 1 if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute) else 0
+        bound = {p: (idx, scope, a) for p, a in zip(params[offset:], call.args)}
+        bound.update({kw.arg: (idx, scope, kw.value) for kw in call.keywords if kw.arg in params})
+        self._bound_args[id(fn)] = bound
+        try:
+            for ret, switched in self._returns(fidx, fn):
+                if switched:
+                    origin.undecided.append(
+                        (fidx, ret, "returned only when a switch that cannot be decided selects it")
+                    )
+                self._trace(fidx, fn, ret.value, ret.lineno, origin, depth + 1, cond or switched)
+        finally:
+            del self._bound_args[id(fn)]
 
     def _user_callables(self, name: str) -> list[tuple[SourceIndex, ast.AST]]:
         out = list(self.p.functions.get(name, []))
@@ -326,7 +416,12 @@ class CalibrationAnalysis:
             return False
         if _SELFGEN_FUNC.search(fn.name) and re.search(r"calib|tokens|seq|data", fn.name, re.I):
             return True
-        # samples from the model's own distribution inside a loop
+        return self._samples(fn)
+
+    def _samples(self, fn: ast.AST) -> bool:
+        """Does `fn` sample from the model's own distribution inside a loop (generation, whatever its name)?"""
+        if not isinstance(fn, FUNCS):
+            return False
         return any(
             isinstance(n, ast.Call)
             and call_name(n) in _SAMPLING_CALLS
@@ -341,24 +436,44 @@ class CalibrationAnalysis:
             if isinstance(fn, ast.ClassDef) and not isinstance(root, FUNCS):
                 continue  # class-level settings (Hyperparameters) are not reads
             called = {id(c.func) for c in ast.walk(root) if isinstance(c, ast.Call)}
+            # `if args.calib_val:` reads a switch, not data
+            called |= {
+                id(x) for s in ast.walk(root) if isinstance(s, (ast.If, ast.IfExp, ast.While)) for x in ast.walk(s.test)
+            }
             for n in ast.walk(root):
                 if id(n) in called:
                     continue  # `model.eval()` is a method, not data
+                if isinstance(n, (ast.Attribute, ast.Name, ast.Call)) and self._reads(n):
+                    live, _ = self.p.guard_status(idx, n, self.p.config)
+                    if live is False:
+                        continue  # a read in a branch that is off under the effective config
+                    cond_n = cond or live is None
+                else:
+                    cond_n = cond
                 if isinstance(n, ast.Attribute) and isinstance(n.ctx, ast.Load):
                     if is_val_name(n.attr):
-                        origin.add("val", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond)
+                        origin.add("val", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond_n)
                     elif _TRAIN_DATA.search(n.attr):
-                        origin.add("train", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond)
+                        origin.add("train", (idx, n, f"`{ast.unparse(n)}` read inside `{fn.name}`"), cond_n)
                 elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in skip:
                     if is_val_name(n.id) and not self._local_to(idx, n, n.id):
-                        origin.add("val", (idx, n, f"`{n.id}` read inside `{fn.name}`"), cond)
+                        origin.add("val", (idx, n, f"`{n.id}` read inside `{fn.name}`"), cond_n)
                 elif isinstance(n, ast.Call) and call_name(n) in _FILE_CALLS:
                     for a in n.args:
                         if isinstance(a, ast.Constant) and isinstance(a.value, str):
                             if _VAL_SHARD_PATH.search(a.value):
-                                origin.add("val", (idx, a, f"validation shards opened in `{fn.name}`"), cond)
+                                origin.add("val", (idx, a, f"validation shards opened in `{fn.name}`"), cond_n)
                             elif _TRAIN_PATH_LIT.search(a.value):
-                                origin.add("train", (idx, a, f"training shards opened in `{fn.name}`"), cond)
+                                origin.add("train", (idx, a, f"training shards opened in `{fn.name}`"), cond_n)
+
+    @staticmethod
+    def _reads(n: ast.AST) -> bool:
+        """Could this node be a data read `_scan_body` reports (checked before the costlier guard fold)?"""
+        if isinstance(n, ast.Attribute):
+            return is_val_name(n.attr) or bool(_TRAIN_DATA.search(n.attr))
+        if isinstance(n, ast.Name):
+            return is_val_name(n.id)
+        return call_name(n) in _FILE_CALLS
 
     def _local_to(self, idx: SourceIndex, node: ast.AST, name: str) -> bool:
         """Is `name` a parameter or local of a function enclosing `node` (not a global)?"""
@@ -459,6 +574,151 @@ class CalibrationAnalysis:
             if name in self.p.consts:
                 return self.p.fold(self.p.consts[name][1])
         return UNKNOWN
+
+
+class _Flow:
+    """Reaching definitions of one name at one use, over a function body's statements in order: an assignment
+    replaces what reaches, an `if` merges its live branches (a branch behind an undecided switch marks its new
+    definitions conditional, a dead one adds nothing), a loop or `try` body may or may not have run."""
+
+    def __init__(self, analysis: CalibrationAnalysis, idx: SourceIndex, scope: ast.AST, name: str, pos):
+        self.a = analysis
+        self.idx = idx
+        self.name = name
+        self.pos = pos
+        self.local = single_bindings(scope) if isinstance(scope, FUNCS) else {}
+
+    def run(self, stmts: list[ast.stmt], state: list, cond: Switch = False) -> tuple[list, bool]:
+        """(definitions reaching the end of `stmts`, or the use if it lies inside them; whether it did)."""
+        for st in stmts:
+            start = (st.lineno, st.col_offset)
+            end = (st.end_lineno or st.lineno, st.end_col_offset or 0)
+            if self.pos < start:
+                return state, True
+            if start <= self.pos <= end:
+                return self._into(st, state, cond)
+            state = self._through(st, state, cond)
+        return state, False
+
+    def _contains(self, stmts: list[ast.stmt]) -> bool:
+        return bool(stmts) and (stmts[0].lineno, stmts[0].col_offset) <= self.pos <= (
+            stmts[-1].end_lineno or stmts[-1].lineno,
+            stmts[-1].end_col_offset or 0,
+        )
+
+    def _into(self, st: ast.stmt, state: list, cond: Switch) -> tuple[list, bool]:
+        """The use lies inside `st`: the definitions reaching it there."""
+        if isinstance(st, ast.If):
+            for branch in (st.body, st.orelse):
+                if self._contains(branch):
+                    return self.run(branch, state, cond or self._switch(st, branch)[1] or False)
+        elif isinstance(st, (ast.For, ast.AsyncFor, ast.While)):
+            if self._contains(st.body):  # later iterations see the body's own definitions too
+                state = self._merge(state, self._loop_target(st, state, cond))
+                return self.run(st.body, self._merge(state, self._body(st.body, state, cond)), cond)
+            if self._contains(st.orelse):
+                return self.run(st.orelse, self._merge(state, self._body(st.body, state, cond)), cond)
+        elif isinstance(st, (ast.With, ast.AsyncWith)):
+            if self._contains(st.body):
+                return self.run(st.body, self._with_items(st, state, cond), cond)
+        elif isinstance(st, ast.Try) or type(st).__name__ == "TryStar":
+            for block in (st.body, *[h.body for h in st.handlers], st.orelse, st.finalbody):
+                if self._contains(block):
+                    before = state if block is st.body else self._merge(state, self._body(st.body, state, cond))
+                    return self.run(block, before, cond)
+        return state, True  # in the statement's own expression (or a nested def): what reached the statement
+
+    def _through(self, st: ast.stmt, state: list, cond: Switch) -> list:
+        """The definitions reaching the end of `st`."""
+        if isinstance(st, ast.If):
+            v = self.a.p.fold(st.test, local=self.local)
+            outs = []
+            for branch, want in ((st.body, True), (st.orelse, False)):
+                dead, switch = self._switch(st, branch)
+                if dead or (v is not UNKNOWN and bool(v) != want):
+                    continue  # off under the effective config
+                out = self._body(branch, state, cond or switch or False)
+                if not ends_with(branch):
+                    outs.append(out)
+            return self._merge(*outs) if outs else state
+        if isinstance(st, (ast.For, ast.AsyncFor, ast.While)):
+            body = self._body(st.body, self._loop_target(st, state, cond), cond)
+            return self._merge(state, body, self._body(st.orelse, state, cond))
+        if isinstance(st, (ast.With, ast.AsyncWith)):
+            return self._body(st.body, self._with_items(st, state, cond), cond)
+        if isinstance(st, ast.Try) or type(st).__name__ == "TryStar":
+            body = self._body(st.body, state, cond)
+            handled = [self._body(h.body, self._merge(state, body), cond) for h in st.handlers]
+            return self._body(st.finalbody, self._merge(self._body(st.orelse, body, cond), *handled), cond)
+        if isinstance(st, ast.Match):
+            return self._merge(state, *[self._body(c.body, state, cond) for c in st.cases])
+        if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            return state
+        for n in walk_scope(st) if not isinstance(st, (ast.Assign, ast.AnnAssign, ast.AugAssign)) else [st]:
+            if (  # `xs.append(batch)`: the container now holds that data too
+                isinstance(n, ast.Call)
+                and isinstance(n.func, ast.Attribute)
+                and n.func.attr in _MUTATORS
+                and _root_name(n.func.value) == self.name
+            ):
+                state = self._merge(state, [(a, cond) for a in n.args])
+            for target, value in binding_pairs(n):
+                if isinstance(target, (ast.Subscript, ast.Attribute)):
+                    if _root_name(target) == self.name:  # `xs[i] = batch`
+                        state = self._merge(state, [(value, cond)])
+                elif self.name in bound_names(target):
+                    new = [(value, cond)]
+                    # `x += …` and a walrus inside an expression add to what reaches; an assignment replaces it
+                    state = self._merge(state, new) if isinstance(n, (ast.AugAssign, ast.NamedExpr)) else new
+        return state
+
+    def _switch(self, st: ast.If, branch: list[ast.stmt]) -> tuple[bool, ast.expr | None]:
+        """(is `branch` off under the effective config, the `if` test when an undecided switch — configuration,
+        or the command line — selects it)."""
+        live = self.a._branch(self.idx, branch) if branch else True
+        if live is True and self.a.p.fold(st.test, local=self.local) is UNKNOWN:
+            # a command-line switch is a switch too, though the reachability engine lets runtime tests run
+            live = None if any(dotted(n) == "sys.argv" for n in ast.walk(st.test)) else True
+        return live is False, (st.test if live is None else None)
+
+    def _body(self, stmts: list[ast.stmt], state: list, cond: Switch) -> list:
+        for st in stmts:
+            state = self._through(st, state, cond)
+        return state
+
+    def _loop_target(self, st: ast.stmt, state: list, cond: Switch) -> list:
+        if isinstance(st, (ast.For, ast.AsyncFor)) and self.name in bound_names(st.target):
+            return [(st.iter, cond)]
+        return state
+
+    def _with_items(self, st: ast.stmt, state: list, cond: Switch) -> list:
+        for item in st.items:
+            if self.name in bound_names(item.optional_vars):
+                state = [(item.context_expr, cond)]
+        return state
+
+    @staticmethod
+    def _merge(*states: list) -> list:
+        out, seen = [], {}
+        for s in states:
+            for value, c in s:
+                if id(value) in seen:
+                    i = seen[id(value)]
+                    out[i] = (value, out[i][1] and c)  # reached unconditionally on one path: unconditional
+                else:
+                    seen[id(value)] = len(out)
+                    out.append((value, c))
+        return out
+
+
+_MUTATORS = {"append", "extend", "insert", "add", "update", "copy_", "put"}
+
+
+def _root_name(expr: ast.AST) -> str | None:
+    """`xs` for `xs`, `xs[i]`, `xs.data`: the name whose value a write or mutation changes."""
+    while isinstance(expr, (ast.Subscript, ast.Attribute)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
 
 
 def _pos(node: ast.AST) -> tuple[int, int]:

@@ -27,6 +27,8 @@ def literal_from_text(v: str):
 class Config:
     """What decides which code runs: env overrides (README run command) and the logged hyperparameters."""
 
-    env: dict[str, str] = field(default_factory=dict)  # README run command, strings as the shell gives them
+    env: dict[str, str] = field(default_factory=dict)  # the record's run command, strings as the shell gives them
     logged: dict[str, str] = field(default_factory=dict)  # attribute name (lowercase) -> value from log dump
-    source: dict[str, str] = field(default_factory=dict)  # key -> where the override came from
+    # env key -> where its value came from, or why a value a README/launcher shows for it was not taken
+    # (an ablation's switch-off, an off value only some runs set: load/runcmd.py)
+    source: dict[str, str] = field(default_factory=dict)

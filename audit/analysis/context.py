@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Mapping
 
 from ..findings import Location
+from ..load.messages import LogProvenance
 from ..logs.model import LoggedLine
 from .bytetables import ByteAccounting, byte_accounting
 from .calibration import CalibrationAnalysis
+from .evaluation import Evaluation
+from .native import NativeAnalysis
 from .network import NetCall, network_calls
 from .ngram import NgramAnalysis
 from .program import Program
@@ -25,14 +29,21 @@ from .valueflow import ValFlow
 class Analyses:
     program: Program
     log_lines: list[LoggedLine] = field(default_factory=list)  # non-source lines of every log
+    log_provenance: LogProvenance = field(default_factory=LogProvenance)  # log lines other code printed
+    files: Mapping[str, bytes] = field(default_factory=dict)  # the folder's readable files (sibling native sources)
 
     @cached_property
     def valflow(self) -> ValFlow:
         return ValFlow(self.program)
 
     @cached_property
+    def evaluation(self) -> Evaluation:
+        """The evaluation model: scoring passes, the states they read, every update in program order."""
+        return Evaluation(self.program, self.valflow)
+
+    @cached_property
     def ttt(self) -> TTTAnalysis:
-        return TTTAnalysis(self.program, self.valflow)
+        return TTTAnalysis(self.program, self.valflow, [s.backward for s in self.slot_sites])
 
     @cached_property
     def ttt_sites(self) -> list[TTTSite]:
@@ -73,4 +84,9 @@ class Analyses:
 
     @cached_property
     def byte_accounting(self) -> ByteAccounting:
-        return byte_accounting(self.program)
+        return byte_accounting(self.program, self.valflow)
+
+    @cached_property
+    def native(self) -> NativeAnalysis:
+        """Native code built or loaded by the submission, read for the byte-spread and target-gate shapes."""
+        return NativeAnalysis(self.program, self.files)

@@ -1,17 +1,25 @@
 """N-gram cache and byte-mixture analysis, shared by the `ngram_target_key` and `ngram_unnormalized` rules.
 
-Two questions are answered once per submission:
+Four questions are answered once per submission, each named after the condition it breaks:
 
-- **Target-keyed reads.** A *count table* is anything the code increments (`np.add.at(T, k, 1)`,
-  `T[k] += 1`, `d[k] = d.get(k, 0) + 1`, `T.index_add_`). A read of such a table whose key is a *hash*
-  (xor / multiply / mask / modulo / shift) that contains the token being predicted is the disallowed
-  pattern. The target is recognised either by name (`tgt`, `target`, `y_batch[i, t]` …) or structurally: the
-  key holds `tokens[P]` next to shifted `tokens[P - k]` while a sibling read of a count table in the same
-  function uses only the shifted context (the ctx-count / full-count pair of every hashed backoff cache).
-  Writes at a target-bearing key after scoring are the legal cache update and are ignored.
-- **Unnormalised byte mixtures.** A token's log-probability divided by that token's byte length (or
-  `p ** (1 / L)`), i.e. the token's NLL spread over its bytes, which is not a distribution over 256 bytes;
-  and mixing weights chosen from the NLL of the realised symbol.
+- **Target-keyed reads (C1).** A *count table* is anything the code increments (`np.add.at(T, k, 1)`,
+  `T[k] += 1`, `d[k] = d.get(k, 0) + 1`, `T.index_add_`, `T += np.bincount(k)`, or a helper that does one of
+  these to a table passed as an argument). A read of such a table whose key is a *hash* (xor / multiply /
+  mask / modulo / shift) that contains the token being predicted is the disallowed pattern. The target is
+  recognised either by name (`tgt`, `target`, `y_batch[i, t]` …) or structurally: the key holds `tokens[P]`
+  next to shifted `tokens[P - k]` (or the aligned slices `tok[a:b]` next to `tok[a-k:b-k]`) while a sibling
+  read of a count table in the same function uses only the shifted context (the ctx-count / full-count pair
+  of every hashed backoff cache). Writes at a target-bearing key after scoring are the legal cache update and
+  are ignored; a token used as the exact column of a hashed row (`T[hash(ctx), y]`) reads a distribution.
+- **Target-only mixtures (C2).** The count read at the target's key, or one candidate picked from the hashed
+  counts of every candidate, divided by a context counter instead of a sum over the vocabulary.
+- **Unnormalised byte mixtures (C2).** A token's log-probability divided by that token's byte length (or
+  `p ** (1 / L)`), i.e. the token's NLL spread over its bytes, which is not a distribution over 256 bytes.
+  The token's log-probability is found by name or by data flow (a gather of the log-softmax at the target).
+- **Target-conditioned gates (C1).** A hint written for position `i` only when the token at `i` passes a test;
+  a tilt applied `where(LUT[y], …)` at the scored target; a mixing weight chosen from the realised symbol's
+  own probability. The scored targets are found by use (the gather index of a softmax, the target of
+  `cross_entropy`), not by name.
 
 Reachability adds two things the shared guard folding cannot see: guards on *local* variables bound from the
 environment (`use_ngram = bool(int(os.environ.get("NGRAM_CACHE", d)))`), folded with `world_size = 8` (the
@@ -39,6 +47,8 @@ TARGET_NAME = re.compile(
     r"|^(tgt|target|targets|true)_|_(tgt|tgts|target|targets)$",
     re.I,
 )
+# Hash parameters named after their role (`target_prime`, `tgt_mult`) are not tokens.
+_NOT_TARGET = re.compile(r"prime|mult|mask|hash|seed|salt|bucket|shift", re.I)
 _HASH_OPS = (ast.BitXor, ast.BitAnd, ast.BitOr, ast.Mod, ast.LShift, ast.RShift, ast.Mult)
 _HASH_CALLS = {"bitwise_xor", "bitwise_and", "hash", "crc32", "xxhash", "fmix"}
 # A token's log-probability (not a sum over many tokens).
@@ -63,9 +73,18 @@ class KeyFacts:
     # (array, position name, shifted?) for every `tokens[P]` / `tokens[P - k]` in the key
     tokens: set[tuple[str, str, bool]] = field(default_factory=set)
     token_nodes: dict[tuple[str, str, bool], tuple[SourceIndex, ast.AST]] = field(default_factory=dict)
+    # an `arange` broadcast against the context (`ctx[:, None] * M + arange(V)[None, :]`): one key per candidate
+    arange: bool = False
+    broadcast: bool = False
+
+    @property
+    def candidates(self) -> bool:
+        return self.arange and self.broadcast
 
     def merge(self, other: "KeyFacts") -> None:
         self.hashed |= other.hashed
+        self.arange |= other.arange
+        self.broadcast |= other.broadcast
         self.target.extend(t for t in other.target if t not in self.target)
         self.tokens |= other.tokens
         for k, v in other.token_nodes.items():
@@ -79,6 +98,7 @@ class TableRead:
     table: str
     fn: ast.AST | None
     facts: KeyFacts
+    row_column: bool = False  # hashed row, exact token column (`T[hash(ctx), y]`)
 
 
 @dataclass
@@ -125,6 +145,14 @@ class NgramAnalysis:
         self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST, int | None]]]] = {}
         self._appends: dict[ast.AST, dict[str, list[ast.AST]]] = {}
         self._memo: dict[tuple[int, int, int | None], KeyFacts] = {}
+        self._target_only: list[UnnormSite] | None = None
+        self._gates: list[UnnormSite] | None = None
+        self._unnorm: list[UnnormSite] | None = None
+        self._key_sites: list[TargetKeySite] | None = None
+        self._reads: list[TableRead] | None = None
+        self._byte_callers: dict[ast.AST, bool] = {}
+        self._byte_scopes: dict[ast.AST, bool] = {}
+        self.row_aliases: set[str] = set()
         self.tables = self._count_tables()
 
     # --- count tables ----------------------------------------------------------------------------
@@ -163,8 +191,75 @@ class NgramAnalysis:
                         )
                     ):
                         tables.add(b)
+            for aug in idx.nodes(ast.AugAssign):  # whole-table build: `T += np.bincount(keys, minlength=B)`
+                if isinstance(aug.op, ast.Add) and _calls(aug.value, "bincount"):
+                    tables.add(_base(aug.target))
+        # helpers that increment a table handed to them: every argument in that position is a count table
+        helpers = self._incrementing_helpers()
+        for idx in self.p.indexes:
+            for call in idx.nodes(ast.Call):
+                for pos, param in helpers.get(call_name(call), ()):
+                    arg = call.args[pos] if pos < len(call.args) else None
+                    arg = arg or next((k.value for k in call.keywords if k.arg == param), None)
+                    if arg is not None and not isinstance(arg, ast.Starred):
+                        tables.add(_base(arg))
+        # `row = caches.setdefault(ctx, {})` … `row[y] = row.get(y, 0) + 1` makes `caches` a container of count
+        # rows; another name bound from it (`counts = caches[ctx]`) reads the same counts
+        aliases: list[tuple[str, str]] = []
+        for idx in self.p.indexes:
+            for asg in idx.nodes(ast.Assign):
+                if len(asg.targets) != 1 or not isinstance(asg.targets[0], ast.Name):
+                    continue
+                v = asg.value
+                if isinstance(v, ast.Subscript):
+                    aliases.append((asg.targets[0].id, _base(v)))
+                elif (
+                    isinstance(v, ast.Call)
+                    and call_name(v) in ("get", "setdefault")
+                    and isinstance(v.func, ast.Attribute)
+                ):
+                    aliases.append((asg.targets[0].id, _base(v.func.value)))
+        containers = {base for name, base in aliases if name in tables}
+        self.row_aliases = {name for name, base in aliases if base in containers} - tables - {""}
         tables.discard("")
         return tables
+
+    def _incrementing_helpers(self) -> dict[str, list[tuple[int, str]]]:
+        """Function name -> (argument position, parameter) of every parameter the function increments in place:
+        `table[k] += 1`, `table += np.bincount(k)` (or counts derived from one), `np.add.at(table, k, 1)`,
+        `table.index_add_(…)`. A method's `self` is not counted among the argument positions."""
+        out: dict[str, list[tuple[int, str]]] = {}
+        for idx in self.p.indexes:
+            for fn in idx.nodes(*FUNCS):
+                params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+                skip = 1 if params and params[0] in ("self", "cls") else 0
+                hit: set[str] = set()
+                for n in walk_scope(fn):
+                    if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+                        b = _base(n.target)
+                        if b in params and (isinstance(n.target, ast.Subscript) or self._counts(fn, n.value)):
+                            hit.add(b)
+                    elif isinstance(n, ast.Call):
+                        name = dotted(n.func) or ""
+                        if name.endswith("add.at") and n.args:
+                            hit.add(_base(n.args[0]))
+                        elif call_name(n) in ("index_add_", "scatter_add_") and isinstance(n.func, ast.Attribute):
+                            hit.add(_base(n.func.value))
+                slots = [(params.index(b) - skip, b) for b in hit if b in params and params.index(b) >= skip]
+                if slots:
+                    out.setdefault(fn.name, []).extend(slots)
+        return out
+
+    def _counts(self, scope: ast.AST, expr: ast.AST) -> bool:
+        """`expr` is (or is bound from) a histogram of keys: `np.bincount(k)`, `counts[:B].astype(…)`."""
+        if _calls(expr, "bincount"):
+            return True
+        defs = self._scope_defs(scope)
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Name):
+                if any(_calls(value, "bincount") for _, value, _ in defs.get(n.id, [])):
+                    return True
+        return False
 
     # --- definitions -----------------------------------------------------------------------------
     def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST, int | None]]]:
@@ -242,18 +337,21 @@ class NgramAnalysis:
             elif isinstance(n, ast.Call):
                 if call_name(n) in _HASH_CALLS:
                     facts.hashed = True
+                facts.arange |= call_name(n) == "arange"
+                facts.broadcast |= call_name(n) == "unsqueeze"
                 facts.merge(self._callee_facts(n, depth, None))
             elif isinstance(n, ast.Subscript):
                 base = _base(n)
-                if TARGET_NAME.search(base):
+                if TARGET_NAME.search(base) and not _NOT_TARGET.search(base):
                     facts.target.append((idx, n, f"`{base}` holds the predicted tokens"))
-                pos = _position(n.slice)
+                facts.broadcast |= _broadcasts(n.slice)
+                pos = self._position(scope, n.slice, line)
                 if pos is not None:
                     k = (base, pos[0], pos[1])
                     facts.tokens.add(k)
                     facts.token_nodes.setdefault(k, (idx, n))
             elif isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load):
-                if TARGET_NAME.search(n.id):
+                if TARGET_NAME.search(n.id) and not _NOT_TARGET.search(n.id):
                     facts.target.append((idx, n, f"`{n.id}` is the token being predicted"))
                     continue
                 for dline, value, dslot in defs.get(n.id, []):
@@ -261,6 +359,34 @@ class NgramAnalysis:
                         facts.merge(self.key_facts(idx, scope, value, dline, depth + 1, dslot))
             stack.extend(ast.iter_child_nodes(n))
         return facts
+
+    def _position(self, scope: ast.AST, sl: ast.AST, line: int) -> tuple[str, bool] | None:
+        """Where in the token stream an index points, relative to a named position.
+
+        `P` -> ("P", False); `P - k` / `P + k` -> ("P", True); a slice by its start, so the aligned slices of a
+        vectorised hash compare like single positions (`tok[a:b]` -> ("a", False), `tok[a - k:b - k]` -> ("a",
+        True)); a name bound to an offset from another position resolves to it (`off = a - (n - 1) + j`);
+        a constant slice start `c` -> ("#c", False) (`tok[:-1]` next to `tok[1:]`); anything else -> None."""
+        if isinstance(sl, ast.Slice):
+            if sl.lower is None:
+                return "#0", False
+            if isinstance(sl.lower, ast.Constant) and isinstance(sl.lower.value, int):
+                return f"#{sl.lower.value}", False
+            sl = sl.lower
+        if isinstance(sl, ast.Name):
+            for dline, value, dslot in reversed(self._scope_defs(scope).get(sl.id, [])):
+                if dline < line and dslot is None:
+                    if isinstance(value, ast.BinOp) and isinstance(value.op, (ast.Sub, ast.Add)):
+                        start = _leftmost(value)
+                        if start is not None and start != sl.id:
+                            return start, True
+                    break
+            return sl.id, False
+        if isinstance(sl, ast.BinOp) and isinstance(sl.op, (ast.Sub, ast.Add)):
+            start = _leftmost(sl)
+            if start is not None:
+                return start, True
+        return None
 
     def _callee_facts(self, call: ast.Call, depth: int, slot: int | None) -> KeyFacts:
         facts = KeyFacts()
@@ -275,6 +401,14 @@ class NgramAnalysis:
 
     # --- reads -----------------------------------------------------------------------------------
     def reads(self) -> list[TableRead]:
+        if self._reads is None:
+            self._reads = self._table_reads()
+        return self._reads
+
+    def _table_reads(self, rows: bool = False) -> list[TableRead]:
+        """Reads of the count tables; with `rows`, reads of the per-context rows bound from a table container
+        instead (`counts = caches[ctx]; counts.get(y, 0)`): a token column of one row."""
+        tables = self.row_aliases if rows else self.tables
         out: list[TableRead] = []
         for idx in self.p.indexes:
             for node in idx.nodes(ast.Subscript, ast.Call):
@@ -293,13 +427,19 @@ class NgramAnalysis:
                         continue
                     table = _base(node.func.value)
                     keys = [node.args[0]]
-                if table not in self.tables or self._is_update(idx, node, table):
+                if table not in tables or self._is_update(idx, node, table):
                     continue
                 scope = self._scope_of(idx, node)
                 facts = KeyFacts()
-                for k in keys:
-                    facts.merge(self.key_facts(idx, scope, k, node.lineno))
-                out.append(TableRead(idx, node, table, scope if isinstance(scope, FUNCS) else None, facts))
+                axes = [e for k in keys for e in (k.elts if isinstance(k, ast.Tuple) else [k])]
+                per_axis = [self.key_facts(idx, scope, k, node.lineno) for k in axes]
+                for f in per_axis:
+                    facts.merge(f)
+                # `T[hash(ctx), y]`: the token is an exact column of a hashed row, so the row is a distribution
+                # over tokens (its sum is the bucket's count); the token is not hashed into a key
+                targeted = [f for f in per_axis if f.target or any(not t[2] for t in f.tokens)]
+                row = bool(targeted) and any(f.hashed for f in per_axis) and not any(f.hashed for f in targeted)
+                out.append(TableRead(idx, node, table, scope if isinstance(scope, FUNCS) else None, facts, row or rows))
         return out
 
     @staticmethod
@@ -316,6 +456,11 @@ class NgramAnalysis:
         return False
 
     def target_key_sites(self) -> list[TargetKeySite]:
+        if self._key_sites is None:
+            self._key_sites = self._target_key_sites()
+        return self._key_sites
+
+    def _target_key_sites(self) -> list[TargetKeySite]:
         reads = self.reads()
         by_fn: dict[int, list[TableRead]] = {}
         for r in reads:
@@ -323,28 +468,29 @@ class NgramAnalysis:
         sites: list[TargetKeySite] = []
         for r in reads:
             f = r.facts
-            if not f.hashed:
+            if not f.hashed or r.row_column:
                 continue  # an exact index (unigram counts, a per-context distribution) is a real distribution
             if f.target:
                 t_idx, t_node, note = f.target[0]
                 sites.append(TargetKeySite(r, [(t_idx, t_node, note)], "by name"))
                 continue
-            # structural: tokens[P] next to tokens[P - k] in this key, while a sibling read keys on the context only
-            for arr, pos, shifted in sorted(f.tokens):
-                if shifted or (arr, pos, True) not in f.tokens:
-                    continue
+            # structural: tokens[P] next to tokens[P - k] in this key (or the latest of several aligned slices
+            # `tok[2:]`, `tok[1:-1]`, `tok[:-2]`), while a sibling read keys on the context only
+            for target, context in _target_context_pairs(f.tokens):
                 sibling = next(
                     (
                         s
                         for s in by_fn.get(id(r.fn), [])
-                        if s is not r and (arr, pos, True) in s.facts.tokens and (arr, pos, False) not in s.facts.tokens
+                        if s is not r and context in s.facts.tokens and target not in s.facts.tokens
                     ),
                     None,
                 )
                 if sibling is None:
                     continue
-                t_idx, t_node = f.token_nodes[(arr, pos, False)]
-                c_idx, c_node = f.token_nodes[(arr, pos, True)]
+                arr, pos = target[0], target[1]
+                pos = f"{pos[1:]}:" if pos.startswith("#") else pos
+                t_idx, t_node = f.token_nodes[target]
+                c_idx, c_node = f.token_nodes[context]
                 sites.append(
                     TargetKeySite(
                         r,
@@ -383,7 +529,31 @@ class NgramAnalysis:
                     names.add(n.attr)
         return names, has_len
 
-    def _per_token_len(self, idx, scope, expr, line) -> bool:
+    def _byte_level(self, scope: ast.AST) -> bool:
+        if scope not in self._byte_scopes:
+            self._byte_scopes[scope] = _byte_level(scope)
+        return self._byte_scopes[scope]
+
+    def _called_from_byte_level(self, scope: ast.AST) -> bool:
+        """A helper (`share(v, k)`) whose callers work on bytes."""
+        if not isinstance(scope, FUNCS):
+            return False
+        if scope not in self._byte_callers:
+            self._byte_callers[scope] = any(
+                self._byte_level(self._scope_of(i, r))
+                for i, r in self.p.refs.get(scope.name, [])
+                if isinstance(i.parents.get(r), ast.Call) and i.parents[r].func is r
+            )
+        return self._byte_callers[scope]
+
+    def _per_token_len(self, idx, scope, expr, line, depth: int = 0) -> bool:
+        if isinstance(expr, ast.Name) and expr.id in _params(scope) and depth < 2:
+            # a helper's parameter: what its callers pass
+            if any(
+                self._per_token_len(i, caller, arg, arg.lineno, depth + 1)
+                for i, arg, caller in self._call_args(scope, expr.id)
+            ):
+                return True
         direct = [
             n.id if isinstance(n, ast.Name) else n.attr
             for n in ast.walk(expr)
@@ -395,7 +565,12 @@ class NgramAnalysis:
             return True
         names, has_len = self._names_in(idx, scope, expr, line, depth=1)
         return any(_BYTE_LEN.search(x) and not _NOT_BYTE_LEN.search(x) for x in direct) or (
-            has_len and any(_BYTE_LEN.search(x) or "byte" in x.lower() for x in names)
+            has_len
+            and (
+                any(_BYTE_LEN.search(x) or "byte" in x.lower() for x in names)
+                # `k = len(piece)`: the length of one token's bytes, whatever it is called
+                or not any(_NOT_BYTE_LEN.search(x) for x in names)
+            )
         )
 
     def _token_logp(self, idx, scope, expr, line, prob: bool = False) -> bool:
@@ -407,21 +582,97 @@ class NgramAnalysis:
         if not direct or any(_AGGREGATE.search(x) for x in direct):
             return False
         pat = _PROB_NAME if prob else _LOGP_NAME
-        return any(pat.search(x) for x in direct)
+        return any(pat.search(x) for x in direct) or self._from_scored_target(idx, scope, expr, line)
+
+    def _from_scored_target(self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int = 0) -> bool:
+        """`expr` holds one position's (log-)probability of its target, whatever the names: it is computed from
+        `log_softmax(…).gather(-1, y)`, `softmax(…)[rows, y]` or `cross_entropy(…, reduction="none")`, through
+        local definitions and, for a parameter, the arguments its callers pass."""
+        if depth > 5:
+            return False
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Call):
+                name = call_name(n)
+                if name in ("cross_entropy", "nll_loss") and any(
+                    k.arg == "reduction" and isinstance(k.value, ast.Constant) and k.value.value == "none"
+                    for k in n.keywords
+                ):
+                    return True
+                if name in ("gather", "take_along_axis") and self._softmaxed(scope, n, line):
+                    return True
+            if (
+                isinstance(n, ast.Subscript)
+                and isinstance(n.slice, ast.Tuple)
+                and self._softmaxed(scope, n.value, line)
+            ):
+                return True
+        defs = self._scope_defs(scope)
+        params = _params(scope)
+        for n in _value_nodes(expr):
+            if not isinstance(n, ast.Name) or not isinstance(n.ctx, ast.Load):
+                continue
+            earlier = [(d, v) for d, v, _ in defs.get(n.id, []) if d < line]
+            if earlier:
+                dline, value = earlier[-1]
+                if self._from_scored_target(idx, scope, value, dline, depth + 1):
+                    return True
+            elif n.id in params and isinstance(scope, FUNCS) and depth < 3:
+                for arg_idx, arg, caller in self._call_args(scope, n.id):
+                    if self._from_scored_target(arg_idx, caller, arg, arg.lineno, depth + 2):
+                        return True
+        return False
+
+    def _softmaxed(self, scope: ast.AST, expr: ast.AST, line: int) -> bool:
+        """`expr` is (bound from) a softmax / log-softmax over the vocabulary."""
+        names = {"log_softmax", "softmax"}
+        if any(isinstance(n, ast.Call) and call_name(n) in names for n in ast.walk(expr)):
+            return True
+        defs = self._scope_defs(scope)
+        for n in ast.walk(expr):
+            if isinstance(n, ast.Name):
+                for d, value, _ in defs.get(n.id, []):
+                    if d <= line and any(isinstance(x, ast.Call) and call_name(x) in names for x in ast.walk(value)):
+                        return True
+        return False
+
+    def _call_args(self, fn: ast.AST, param: str) -> list[tuple[SourceIndex, ast.AST, ast.AST]]:
+        """(index, argument, caller scope) for what every call of `fn` passes as `param`."""
+        params = _params(fn)
+        if param not in params:
+            return []
+        pos = params.index(param) - (1 if params and params[0] in ("self", "cls") else 0)
+        out = []
+        for i, ref in self.p.refs.get(fn.name, []):
+            call = i.parents.get(ref)
+            if not isinstance(call, ast.Call) or call.func is not ref:
+                continue
+            arg = next((k.value for k in call.keywords if k.arg == param), None)
+            if arg is None and 0 <= pos < len(call.args) and not isinstance(call.args[pos], ast.Starred):
+                arg = call.args[pos]
+            if arg is not None:
+                out.append((i, arg, self._scope_of(i, call)))
+        return out
 
     def unnormalized_sites(self) -> list[UnnormSite]:
+        if self._unnorm is None:
+            self._unnorm = self._byte_spread_sites() + self.target_only_sites()
+        return self._unnorm
+
+    def _byte_spread_sites(self) -> list[UnnormSite]:
         sites: list[UnnormSite] = []
         for idx in self.p.indexes:
             for node in idx.nodes(ast.BinOp):
+                if not isinstance(node.op, (ast.Div, ast.Pow)):
+                    continue
                 scope = self._scope_of(idx, node)
-                if not _byte_level(scope):
+                if not (self._byte_level(scope) or self._called_from_byte_level(scope)):
                     continue
                 if (
                     isinstance(node.op, ast.Div)
                     and self._token_logp(idx, scope, node.left, node.lineno)
                     and self._per_token_len(idx, scope, node.right, node.lineno)
                 ):
-                    detail = f"`{ast.unparse(node)}` spreads one token's log-probability evenly over its bytes"
+                    detail = f"`{ast.unparse(node)}` spreads one token's log-probability evenly over its bytes (C2)"
                 elif (
                     isinstance(node.op, ast.Pow)
                     and isinstance(node.right, ast.BinOp)
@@ -429,7 +680,9 @@ class NgramAnalysis:
                     and self._token_logp(idx, scope, node.left, node.lineno, prob=True)
                     and self._per_token_len(idx, scope, node.right.right, node.lineno)
                 ):
-                    detail = f"`{ast.unparse(node)}` gives every byte of the realised token the root of its probability"
+                    detail = (
+                        f"`{ast.unparse(node)}` gives every byte of the realised token the root of its probability (C2)"
+                    )
                 else:
                     continue
                 ev = [(idx, node, "per-byte share of the token's log-probability")]
@@ -440,11 +693,161 @@ class NgramAnalysis:
                 sites.append(
                     UnnormSite("byte_spread", idx, node, scope if isinstance(scope, FUNCS) else None, ev, detail)
                 )
-            spread_fns = {id(s.fn) for s in sites if s.idx is idx}
+        return sites
+
+    # --- target-only mixtures (C2) ---------------------------------------------------------------
+    def target_only_sites(self) -> list[UnnormSite]:
+        """Count ratios evaluated for the realised token only, which nothing sums over the vocabulary.
+
+        - A hashed count read at a key that holds the target (a `target_key_sites` read): `count(ctx, y)` exists
+          for `y` alone, so `(1-α)·p(y) + α·count(ctx, y)/count(ctx)` is not a distribution (collisions make
+          the implied one sum past 1).
+        - A hashed read of every candidate token (`ctx[:, None] * M + arange(V)[None, :]`) gathered at one
+          token and divided by a separate context counter instead of the sum of the candidates' counts.
+        Exact (unhashed) counts are not reported: `count(ctx, v) / count(ctx)` sums to one over `v`."""
+        if self._target_only is not None:
+            return self._target_only
+        sites: list[UnnormSite] = []
+        seen: set[int] = set()
+        for site in self.target_key_sites():
+            r = site.read
+            if id(r.node) in seen:
+                continue
+            seen.add(id(r.node))
+            scope = r.fn or r.idx.tree
+            derived, start = self._derived(r.idx, scope, r.node)
+            div = self._ratio(scope, start, derived, {r.node})
+            if div is not None and _reduces(div.right, self._scope_defs(scope)):
+                continue  # divided by a sum over the candidates: normalised
+            what = f"`{_short(div)}`" if div is not None else f"the count `{_short(r.node)}`"
+            den = f"; its denominator `{_short(div.right)}` is not a sum over the vocabulary" if div is not None else ""
+            sites.append(
+                UnnormSite(
+                    "target_ratio",
+                    r.idx,
+                    div if div is not None else r.node,
+                    r.fn,
+                    [(r.idx, r.node, "count read at the (context, target) key: defined for the realised token only")]
+                    + ([(r.idx, div, "the target-only ratio that scores the token")] if div is not None else [])
+                    + site.evidence[:1],
+                    f"{what} scores the realised token with a hashed count looked up at its own key{den} (C2)",
+                )
+            )
+        for r in self.reads():
+            if id(r.node) in seen or not (r.facts.hashed and r.facts.candidates):
+                continue
+            scope = r.fn or r.idx.tree
+            derived, start = self._derived(r.idx, scope, r.node)
+            defs = self._scope_defs(scope)
+            if any(_reduces(d.right, defs) for d in self._divisions(scope, start, derived, {r.node})):
+                continue  # the candidates' counts are normalised before one is picked
+            pick = self._gather(r.idx, scope, start, derived, r.node)
+            if pick is None:
+                continue
+            picked, pstart = self._derived(r.idx, scope, pick)
+            div = self._ratio(scope, pstart, picked, {pick})
+            if div is None or _reduces(div.right, defs):
+                continue
+            seen.add(id(r.node))
+            sites.append(
+                UnnormSite(
+                    "target_ratio",
+                    r.idx,
+                    div,
+                    r.fn,
+                    [
+                        (r.idx, r.node, "hashed counts of every candidate token"),
+                        (r.idx, pick, "one candidate picked per position"),
+                        (r.idx, div, "divided by a separate context counter"),
+                    ],
+                    f"`{_short(div)}` divides the picked token's hashed count by `{_short(div.right)}`, not by the "
+                    "sum of the candidates' counts over the vocabulary (C2)",
+                )
+            )
+        self._target_only = sites
+        return sites
+
+    def _derived(self, idx: SourceIndex, scope: ast.AST, node: ast.AST) -> tuple[set[str], int]:
+        """Names that hold `node`'s value, or values computed from it, after its statement (flow-insensitive
+        within the scope, two rounds so loop-carried values count); and the statement's line."""
+        stmt = next((a for a in idx.ancestors(node) if isinstance(a, ast.stmt)), None)
+        start = getattr(stmt, "lineno", getattr(node, "lineno", 0))
+        names: set[str] = set()
+        if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+            for t in stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]:
+                names |= _stored(t)
+        later = [
+            n
+            for n in walk_scope(scope)
+            if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and n.lineno > start and n.value is not None
+        ]
+        for _ in range(2):
+            for n in later:
+                if any(isinstance(x, ast.Name) and x.id in names for x in ast.walk(n.value)):
+                    for t in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                        names |= _stored(t)
+        return names, start
+
+    @staticmethod
+    def _divisions(scope: ast.AST, start: int, names: set[str], nodes: set) -> list[ast.BinOp]:
+        """Divisions at or after `start` whose numerator holds one of `names` or `nodes`."""
+        out = []
+        for n in walk_scope(scope):
+            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and getattr(n, "lineno", 0) >= start:
+                if any((isinstance(x, ast.Name) and x.id in names) or x in nodes for x in ast.walk(n.left)):
+                    out.append(n)
+        return sorted(out, key=lambda d: (d.lineno, d.col_offset))
+
+    def _ratio(self, scope: ast.AST, start: int, names: set[str], nodes: set) -> ast.BinOp | None:
+        divs = self._divisions(scope, start, names, nodes)
+        return divs[0] if divs else None
+
+    def _gather(self, idx: SourceIndex, scope: ast.AST, start: int, names: set[str], read: ast.AST):
+        """`counts.gather(1, y[:, None])`: the candidate axis evaluated at one token per position, not at a
+        token chosen from the counts themselves (`argmax`/`topk`: a hint, not the scored token)."""
+        defs = self._scope_defs(scope)
+        for n in walk_scope(scope):
+            if not (isinstance(n, ast.Call) and call_name(n) in ("gather", "take_along_axis")):
+                continue
+            if getattr(n, "lineno", 0) < start:
+                continue
+            src = n.func.value if isinstance(n.func, ast.Attribute) and call_name(n) == "gather" else None
+            src = src if src is not None else (n.args[0] if n.args else None)
+            if src is None or not any((isinstance(x, ast.Name) and x.id in names) or x is read for x in ast.walk(src)):
+                continue
+            index = n.args[-1] if n.args else None
+            if index is None:
+                continue
+            chosen = [index] + [v for x in ast.walk(index) if isinstance(x, ast.Name) for _, v, _ in defs.get(x.id, [])]
+            if any(_calls(e, c) for e in chosen for c in ("argmax", "topk", "argsort", "max")):
+                continue
+            return n
+        return None
+
+    # --- target-conditioned gates (C1) -----------------------------------------------------------
+    def target_gate_sites(self) -> list[UnnormSite]:
+        """Gates that read the token being predicted (C1), no hash needed:
+
+        - a sequential hint builder that writes its output for position `i` only when the token *at* `i`
+          passes a test (`if starts_new_word[tok]: hint[i] = best[ctx]`), and only afterwards adds that token
+          to its state: the output at `i` is the forecast for that token, and whether it exists depends on it;
+        - a mixing weight chosen from the realised symbol's own probability (`if nn_nll < thr: lam = 1.0`)
+          outside a byte-spread mixture (where it is evidence of that finding)."""
+        if self._gates is not None:
+            return self._gates
+        sites: list[UnnormSite] = []
+        spread = {id(s.fn) for s in self.unnormalized_sites() if s.kind == "byte_spread"}
+        for idx in self.p.indexes:
             for fn in idx.nodes(*FUNCS):
-                if id(fn) in spread_fns:
+                for loop in walk_scope(fn):
+                    if isinstance(loop, ast.For):
+                        site = self._realised_gate(idx, fn, loop)
+                        if site is not None:
+                            sites.append(site)
+                sites.extend(self._target_where_gates(idx, fn))
+                if id(fn) in spread:
                     continue
-                for gate in self._outcome_gates(fn):
+                for gate in self._outcome_gates(fn, idx):
                     sites.append(
                         UnnormSite(
                             "outcome_gate",
@@ -452,27 +855,323 @@ class NgramAnalysis:
                             gate,
                             fn,
                             [(idx, gate, "mixing weight chosen from the realised symbol's probability")],
-                            f"`{ast.unparse(gate.test)}` picks the mixing weight from the probability of the realised symbol",
+                            f"`{_short(gate.test)}` picks the mixing weight from the probability of the realised "
+                            "symbol (C1)",
                         )
                     )
+                for asg in self._outcome_weights(fn, idx):
+                    sites.append(
+                        UnnormSite(
+                            "outcome_gate",
+                            idx,
+                            asg,
+                            fn,
+                            [(idx, asg, "mixing weight computed from the realised symbol's probability")],
+                            f"`{_short(asg)}` computes the mixing weight from the probability of the realised "
+                            "symbol (C1)",
+                        )
+                    )
+        sites.extend(self._presence_gates())
+        self._gates = sites
         return sites
 
-    def _outcome_gates(self, scope: ast.AST) -> list[ast.If]:
-        """`if nn_nll < thr: lam = 1.0`: the weight depends on how well the model predicted the answer."""
+    def _outcome_weights(self, fn: ast.AST, idx: SourceIndex) -> list[ast.Assign]:
+        """`alpha = a0 * min(2, nll / thr)` then `(1 - alpha) * p + alpha * q`: a mixing weight that is a function
+        of the realised token's NLL (found by name or by data flow), not of the context (entropy, confidence)."""
         out = []
-        for n in walk_scope(scope):
-            if not isinstance(n, ast.If) or not isinstance(n.test, ast.Compare):
+        nodes = walk_scope(fn)
+        for n in nodes:
+            if not (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)):
                 continue
-            names = [x.id for x in ast.walk(n.test) if isinstance(x, ast.Name)]
-            if not any(_LOGP_NAME.search(x) and not _NOT_OUTCOME.search(x) and not _AGGREGATE.search(x) for x in names):
+            w = n.targets[0].id
+            if not _WEIGHT_NAME.match(w) or isinstance(n.value, (ast.Constant, ast.Name, ast.Attribute)):
                 continue
+            called = {id(c.func) for c in ast.walk(n.value) if isinstance(c, ast.Call)}
+            names = [x.id for x in _value_nodes(n.value) if isinstance(x, ast.Name) and id(x) not in called]
+            if any(_NOT_OUTCOME.search(x) and not x.startswith(("thr", "inv_thr")) for x in names):
+                continue  # entropy / confidence of the whole distribution: context only
             if any(
-                isinstance(s, ast.Assign)
-                and any(isinstance(t, ast.Name) and _WEIGHT_NAME.match(t.id) for t in s.targets)
-                for s in n.body
+                isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS - {"min", "max"} for x in ast.walk(n.value)
             ):
+                continue
+            by_name = any(
+                _LOGP_NAME.search(x) and not _AGGREGATE.search(x) and not _NOT_OUTCOME.search(x) for x in names
+            )
+            if not (by_name or self._from_scored_target(idx, fn, n.value, n.lineno)):
+                continue
+            mixes = any(
+                isinstance(m, ast.BinOp)
+                and isinstance(m.op, ast.Add)
+                and m.lineno >= n.lineno
+                and _mentions(m.left, {w})
+                and _mentions(m.right, {w})
+                for m in nodes
+            )
+            if mixes:
                 out.append(n)
         return out
+
+    def _presence_gates(self) -> list[UnnormSite]:
+        """`q = counts.get(y, 0) / total; if q > 0: p = (1 - a) * p_model + a * q`: an exact count read at the
+        token being scored decides whether the mixture applies, so it applies exactly where the answer was seen
+        before (C1). Hashed reads at the target are target-key sites already."""
+        sites: list[UnnormSite] = []
+        for r in self.reads() + self._table_reads(rows=True):
+            if (r.facts.hashed and not r.row_column) or not r.facts.target or r.fn is None:
+                continue
+            derived, start = self._derived(r.idx, r.fn, r.node)
+            for n in walk_scope(r.fn):
+                test = n.test if isinstance(n, (ast.If, ast.IfExp)) else None
+                if test is None and isinstance(n, ast.Call) and call_name(n) == "where" and len(n.args) == 3:
+                    test = n.args[0]
+                if test is None or getattr(n, "lineno", 0) < start:
+                    continue
+                compared = any(
+                    isinstance(c, ast.Compare)
+                    and not all(isinstance(op, (ast.Is, ast.IsNot)) for op in c.ops)
+                    and any((isinstance(x, ast.Name) and x.id in derived) or x is r.node for x in ast.walk(c))
+                    for c in ast.walk(test)
+                )
+                if not compared:
+                    continue
+                if isinstance(n, ast.If) and any(isinstance(x, ast.Break) for b in n.body for x in ast.walk(b)):
+                    continue  # a backoff search (PPM escape): stop at the first order that has the symbol
+                branches = (
+                    n.body + n.orelse
+                    if isinstance(n, ast.If)
+                    else [n.body, n.orelse]
+                    if isinstance(n, ast.IfExp)
+                    else n.args[1:]
+                )
+                uses = any(
+                    isinstance(x, ast.BinOp)
+                    and isinstance(x.op, (ast.Mult, ast.Add, ast.Div))
+                    and _mentions(x, derived)
+                    for b in branches
+                    for x in ast.walk(b)
+                )
+                if not uses:
+                    continue
+                t_idx, t_node, note = r.facts.target[0]
+                sites.append(
+                    UnnormSite(
+                        "presence_gate",
+                        r.idx,
+                        n,
+                        r.fn,
+                        [
+                            (r.idx, r.node, "count read at the token being scored"),
+                            (t_idx, t_node, note),
+                            (r.idx, n, "the mixture applies only where that count passes the test"),
+                        ],
+                        f"`{_short(test)}` decides from the realised token's own count whether the mixture "
+                        "applies (C1)",
+                    )
+                )
+                break
+        return sites
+
+    def _realised_gate(self, idx: SourceIndex, fn: ast.AST, loop: ast.For) -> UnnormSite | None:
+        pos, elem = _loop_vars(loop)
+        if pos is None:
+            return None
+        body = [n for st in loop.body for n in ast.walk(st)]
+        if elem is None:  # `for i in range(n): tok = int(seq[i])`
+            elem = next(
+                (
+                    st.targets[0].id
+                    for st in loop.body
+                    if isinstance(st, ast.Assign)
+                    and len(st.targets) == 1
+                    and isinstance(st.targets[0], ast.Name)
+                    and any(
+                        isinstance(x, ast.Subscript) and isinstance(x.slice, ast.Name) and x.slice.id == pos
+                        for x in ast.walk(st.value)
+                    )
+                ),
+                None,
+            )
+            if elem is None:
+                return None
+        # names computed from the element (its word-start flag, its boundary flag, its pair key)
+        assigns = sorted(
+            (n for n in body if isinstance(n, (ast.Assign, ast.AnnAssign)) and n.value is not None),
+            key=lambda n: n.lineno,
+        )
+        derived = {elem}
+        for _ in range(2):
+            for n in assigns:
+                if _mentions(n.value, derived):
+                    for t in n.targets if isinstance(n, ast.Assign) else [n.target]:
+                        if isinstance(t, ast.Name):
+                            derived.add(t.id)
+        writes = [
+            n
+            for n in assigns
+            if isinstance(n, ast.Assign)
+            and len(n.targets) == 1
+            and isinstance(n.targets[0], ast.Subscript)
+            and isinstance(n.targets[0].slice, ast.Name)
+            and n.targets[0].slice.id == pos
+            and not isinstance(n.value, ast.Constant)
+            and not _mentions(n.value, derived)
+        ]
+        for w in writes:
+            gate = None
+            for a in idx.ancestors(w):
+                if a is loop:
+                    break
+                if isinstance(a, ast.If) and _mentions(a.test, derived) and not _skips_padding(a.test, elem):
+                    gate = a
+                    break
+            if gate is None:  # `if boundary[tok]: continue` before the write
+                gate = next(
+                    (
+                        n
+                        for n in body
+                        if isinstance(n, ast.If)
+                        and n.lineno < w.lineno
+                        and _mentions(n.test, derived)
+                        and not _skips_padding(n.test, elem)
+                        and n.body
+                        and isinstance(n.body[-1], ast.Continue)
+                    ),
+                    None,
+                )
+            if gate is None:
+                continue
+            absorbed = [n.lineno for n in body if _absorbs(n, derived, pos)]
+            if not absorbed or min(absorbed) <= w.lineno:
+                continue  # the state already holds the token: the output is the forecast for the next one
+            return UnnormSite(
+                "realised_gate",
+                idx,
+                gate,
+                fn,
+                [
+                    (idx, w, f"output for position `{pos}` (a forecast of the token there)"),
+                    (idx, gate, f"written only when `{_short(gate.test)}` holds for that very token"),
+                    (
+                        idx,
+                        next(n for n in body if getattr(n, "lineno", 0) == min(absorbed)),
+                        "the token is added to the state only after its forecast is written",
+                    ),
+                ],
+                f"`{_short(w.targets[0])}` is written only when `{_short(gate.test)}`, a test on the token at that "
+                f"position (`{elem}`), which the output forecasts (C1)",
+            )
+        return None
+
+    def _outcome_gates(self, scope: ast.AST, idx: SourceIndex | None = None) -> list[ast.AST]:
+        """`if nn_nll < thr: lam = 1.0` / `lam = 1.0 if p_y > thr else 0.9`: the weight depends on how well the
+        model predicted the answer. The realised symbol's (log-)probability is recognised by name or, given
+        `idx`, by data flow (a gather of the softmax at the target)."""
+        out = []
+        for n in walk_scope(scope):
+            if isinstance(n, ast.If):
+                assigns = [(t, s.value) for s in n.body if isinstance(s, ast.Assign) for t in s.targets]
+            elif isinstance(n, ast.Assign) and isinstance(n.value, ast.IfExp):
+                assigns = [(t, n.value.body) for t in n.targets]
+                n = n.value
+            else:
+                continue
+            named = [t for t, _ in assigns if isinstance(t, ast.Name) and _WEIGHT_NAME.match(t.id)]
+            # a constant weight in [0, 1] counts when the test is the realised symbol's probability by data flow
+            weightlike = named or [t for t, v in assigns if isinstance(t, ast.Name) and _is_weight(v)]
+            if not weightlike or not any(isinstance(x, ast.Compare) for x in ast.walk(n.test)):
+                continue
+            if any(isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS for x in ast.walk(n.test)):
+                continue  # a mean / best-so-far over many tokens is not the realised symbol's probability
+            defs = self._scope_defs(scope)
+            names = [
+                x.id
+                for x in ast.walk(n.test)
+                if isinstance(x, ast.Name)
+                # a loop counter (`for lp in range(k)`) is not a log-probability, whatever it is called
+                and not any(isinstance(v, ast.Call) and call_name(v) == "range" for _, v, _ in defs.get(x.id, []))
+            ]
+            if named and any(
+                _LOGP_NAME.search(x) and not _NOT_OUTCOME.search(x) and not _AGGREGATE.search(x) for x in names
+            ):
+                out.append(n)
+            elif idx is not None and self._from_scored_target(idx, scope, n.test, n.lineno):
+                out.append(n)
+        return out
+
+    def _scored_targets(self, scope: ast.AST) -> set[str]:
+        """Names that hold the scored targets, found by use: the index of a gather (or `[rows, y]` pick) of a
+        softmax / log-softmax, the target argument of `cross_entropy`."""
+        out: set[str] = set()
+        for n in walk_scope(scope):
+            picked: ast.AST | None = None
+            if isinstance(n, ast.Call):
+                name = call_name(n)
+                if name in ("cross_entropy", "nll_loss") and len(n.args) >= 2:
+                    picked = n.args[1]
+                elif name in ("gather", "take_along_axis") and n.args and self._softmaxed(scope, n, n.lineno):
+                    picked = n.args[-1]
+            elif isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Tuple) and n.slice.elts:
+                if self._softmaxed(scope, n.value, n.lineno):
+                    picked = n.slice.elts[-1]
+            if picked is not None:
+                called = {id(c.func) for c in ast.walk(picked) if isinstance(c, ast.Call)}
+                out |= {x.id for x in ast.walk(picked) if isinstance(x, ast.Name) and id(x) not in called}
+        return out
+
+    def _target_where_gates(self, idx: SourceIndex, fn: ast.AST) -> list[UnnormSite]:
+        """`torch.where(starts_new_word[y], tilted, nll)`: whether the tilt / mixture applies at a position is
+        read from a table at the scored target (or from the model's probability of that target), and the
+        branch it picks rescores that same target."""
+        sites: list[UnnormSite] = []
+        targets = None
+        for n in walk_scope(fn):
+            if not (isinstance(n, ast.Call) and call_name(n) == "where" and len(n.args) == 3):
+                continue
+            if targets is None:
+                targets = self._scored_targets(fn)
+            if not targets:
+                return sites
+            cond, a, b = n.args
+            looked_up = next(
+                (
+                    x
+                    for x in ast.walk(cond)
+                    if isinstance(x, ast.Subscript) and _mentions(x.slice, targets) and not _mentions(x.value, targets)
+                ),
+                None,
+            )
+            if looked_up is None:
+                continue
+            rescored = [e for e in (a, b) if self._rescores(idx, fn, e, n.lineno)]
+            base = [e for e in (a, b) if self._from_scored_target(idx, fn, e, n.lineno)]
+            if not rescored or len(base) < 2:
+                continue
+            sites.append(
+                UnnormSite(
+                    "target_lookup_gate",
+                    idx,
+                    n,
+                    fn,
+                    [
+                        (idx, looked_up, "a table read at the token being scored"),
+                        (idx, n, "chooses which score that token gets"),
+                    ],
+                    f"`{_short(n)}` applies the tilt/mixture only where `{_short(looked_up)}`, a lookup at the "
+                    "scored target, says so (C1)",
+                )
+            )
+        return sites
+
+    def _rescores(self, idx: SourceIndex, fn: ast.AST, e: ast.AST, line: int) -> bool:
+        """`e` changes the target's score with something else (a tilt, a mixture), not a clamp or a constant."""
+        if isinstance(e, ast.Name):
+            earlier = [v for d, v, _ in self._scope_defs(fn).get(e.id, []) if d < line]
+            if not earlier:
+                return False
+            e = earlier[-1]
+        if isinstance(e, ast.Call) and call_name(e) in ("clamp", "clamp_", "clip", "maximum", "minimum", "float", "to"):
+            return False
+        return isinstance(e, (ast.BinOp, ast.Call)) and self._from_scored_target(idx, fn, e, line)
 
     # --- reachability ----------------------------------------------------------------------------
     def local_guard(
@@ -554,13 +1253,144 @@ def _has_int_constant(n: ast.BinOp) -> bool:
     )
 
 
-def _position(sl: ast.AST) -> tuple[str, bool] | None:
-    """`P` -> ("P", False); `P - k` / `P + k` -> ("P", True); anything else -> None."""
-    if isinstance(sl, ast.Name):
-        return sl.id, False
-    if isinstance(sl, ast.BinOp) and isinstance(sl.op, (ast.Sub, ast.Add)) and isinstance(sl.left, ast.Name):
-        return sl.left.id, True
-    return None
+def _target_context_pairs(tokens: set[tuple[str, str, bool]]) -> list[tuple[tuple, tuple]]:
+    """(target position, a context position) candidates among the token positions of one key: `P` with `P - k`,
+    or the latest constant slice start with an earlier one."""
+    pairs = []
+    for arr, pos, shifted in sorted(tokens):
+        if pos.startswith("#"):
+            continue
+        if not shifted and (arr, pos, True) in tokens:
+            pairs.append(((arr, pos, False), (arr, pos, True)))
+    starts: dict[str, list[int]] = {}
+    for arr, pos, _ in tokens:
+        if pos.startswith("#"):
+            starts.setdefault(arr, []).append(int(pos[1:]))
+    for arr, cs in sorted(starts.items()):
+        last = max(cs)
+        for c in sorted(set(cs) - {last}):
+            pairs.append(((arr, f"#{last}", False), (arr, f"#{c}", False)))
+    return pairs
+
+
+_AGGREGATE_CALLS = {"mean", "sum", "max", "min", "avg", "median", "nanmean", "std"}
+_REDUCE = {"sum", "nansum", "logsumexp", "softmax", "log_softmax", "normalize"}
+_ABSORB_CALLS = {"append", "appendleft", "add", "extend", "update", "push", "observe", "add_token"}
+
+
+def _reduces(expr: ast.AST, defs: dict | None = None, depth: int = 0) -> bool:
+    """A sum / softmax over some axis appears in `expr`, or (given the scope's `defs`) in the definitions of
+    its names, two levels deep (`d = t + u`, `t = sum(row.values())`): what a normalising denominator needs."""
+    if any(isinstance(n, ast.Call) and call_name(n) in _REDUCE for n in ast.walk(expr)):
+        return True
+    if defs is None or depth >= 2:
+        return False
+    return any(
+        _reduces(value, defs, depth + 1)
+        for n in ast.walk(expr)
+        if isinstance(n, ast.Name)
+        for _, value, _ in defs.get(n.id, [])
+    )
+
+
+def _stored(target: ast.AST) -> set[str]:
+    """Names a store writes: `a`, `a, b`, `arr[i]` -> arr, `self.t` -> t."""
+    if isinstance(target, ast.Name):
+        return {target.id}
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return {x for e in target.elts for x in _stored(e)}
+    if isinstance(target, (ast.Subscript, ast.Attribute)):
+        return {_base(target)} - {""}
+    return set()
+
+
+def _mentions(expr: ast.AST, names: set[str]) -> bool:
+    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
+
+
+def _loop_vars(loop: ast.For) -> tuple[str | None, str | None]:
+    """`for i, tok in enumerate(seq)` -> ("i", "tok"); `for i in range(n)` -> ("i", None); else (None, None)."""
+    it = loop.iter
+    if not isinstance(it, ast.Call):
+        return None, None
+    if call_name(it) == "enumerate" and isinstance(loop.target, ast.Tuple) and len(loop.target.elts) == 2:
+        i, e = loop.target.elts
+        if isinstance(i, ast.Name) and isinstance(e, ast.Name):
+            return i.id, e.id
+    if call_name(it) == "range" and isinstance(loop.target, ast.Name):
+        return loop.target.id, None
+    return None, None
+
+
+def _absorbs(n: ast.AST, derived: set[str], pos: str) -> bool:
+    """`n` stores the element into state: `counts[(ctx, tok)] = …`, `self.words = [tok]`, `hist.append(tok)`."""
+    if isinstance(n, (ast.Assign, ast.AugAssign)):
+        targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+        for t in targets:
+            if isinstance(t, ast.Attribute) and _mentions(n.value, derived):
+                return True
+            if isinstance(t, ast.Subscript) and not (isinstance(t.slice, ast.Name) and t.slice.id == pos):
+                if _mentions(t.slice, derived) or _mentions(n.value, derived):
+                    return True
+        return False
+    if isinstance(n, ast.Call) and call_name(n) in _ABSORB_CALLS and isinstance(n.func, ast.Attribute):
+        return any(_mentions(a, derived) for a in n.args)
+    return False
+
+
+def _params(scope: ast.AST) -> list[str]:
+    if not isinstance(scope, FUNCS):
+        return []
+    a = scope.args
+    return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
+
+
+def _value_nodes(expr: ast.AST):
+    """The nodes whose values flow into `expr`'s value: not its indices (`p[i]`), sizes (`len(x)`, `x.shape`)."""
+    stack = [expr]
+    while stack:
+        n = stack.pop()
+        yield n
+        if isinstance(n, ast.Subscript):
+            stack.append(n.value)
+        elif isinstance(n, ast.Call) and call_name(n) in ("len", "size", "range", "numel"):
+            continue
+        elif isinstance(n, ast.Attribute) and n.attr in ("shape", "size", "ndim", "dtype", "device"):
+            continue
+        else:
+            stack.extend(ast.iter_child_nodes(n))
+
+
+def _skips_padding(test: ast.AST, elem: str) -> bool:
+    """`tok == pad_id` / `tok < 0`: the element compared with a fixed value (ignored positions), not looked up."""
+    if not isinstance(test, ast.Compare):
+        return False
+    operands = [test.left, *test.comparators]
+    return any(isinstance(o, ast.Name) and o.id == elem for o in operands) and all(
+        isinstance(o, (ast.Constant, ast.Name, ast.Attribute, ast.UnaryOp)) for o in operands
+    )
+
+
+def _is_weight(value: ast.AST) -> bool:
+    """A mixing weight written as a constant in [0, 1]."""
+    return isinstance(value, ast.Constant) and isinstance(value.value, float) and 0.0 <= value.value <= 1.0
+
+
+def _calls(expr: ast.AST, name: str) -> bool:
+    return any(isinstance(n, ast.Call) and call_name(n) == name for n in ast.walk(expr))
+
+
+def _leftmost(e: ast.AST) -> str | None:
+    """`P - (n - 1) + k` -> "P": the position an offset expression starts from."""
+    while isinstance(e, ast.BinOp) and isinstance(e.op, (ast.Sub, ast.Add)):
+        e = e.left
+    return e.id if isinstance(e, ast.Name) else None
+
+
+def _broadcasts(sl: ast.AST) -> bool:
+    """`a[None, :]` / `a[:, None]`: a new axis, as when keys are built for every candidate token."""
+    elts = sl.elts if isinstance(sl, ast.Tuple) else [sl]
+    return any(isinstance(e, ast.Constant) and e.value is None for e in elts)
 
 
 def _contains(tree: ast.AST, node: ast.AST) -> bool:

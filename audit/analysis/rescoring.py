@@ -49,9 +49,11 @@ def val_training_functions(program: Program, names: list[str]) -> set[str]:
 @functools.lru_cache(maxsize=4096)
 def model_params(fn: ast.AST) -> set[str]:
     used: set[str] = set()
+    # a parameter only called for its side effect (`log0(f"…")`) is a logger, not a model
+    statements = {id(n.value) for n in ast.walk(fn) if isinstance(n, ast.Expr)}
     for n in ast.walk(fn):
         if isinstance(n, ast.Call):
-            if isinstance(n.func, ast.Name):
+            if isinstance(n.func, ast.Name) and id(n) not in statements:
                 used.add(n.func.id)
             elif isinstance(n.func, ast.Attribute) and isinstance(n.func.value, ast.Name) and n.func.attr in _MODEL_USE:
                 used.add(n.func.value.id)

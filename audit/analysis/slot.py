@@ -9,7 +9,12 @@ flows into (`loss_sum += nll[i, s:wlen].sum()`):
 
 - `scored`: the loss covers the scored span (`mask[i, s:wlen]` then `nll[i, s:wlen]`, or no restriction at all);
 - `context`: the loss stops where scoring starts (`[:s]`, `[focal:s]`): context-only SLOT, unresolved (#1336);
-- `unresolved`: a mask we cannot read, or no scored span found.
+- `unresolved`: a mask we cannot read, or no scored span found;
+- `score_first`: the only scoring the tensor flows into comes before the backward in the loop they share, so each
+  batch is scored before the tensor absorbs it (C3 kept, like score-first TTT);
+- `discarded`: nothing reads the tensor once it is fitted (a thrown-away warm-up).
+
+Order is judged by source position (line, column), so minified one-line loops order the same way.
 
 Guards over function-local names (`use_slot = getattr(args, 'slot_enabled', False)`) are decided by the
 program's one reachability engine (reachability.py), which folds locals bound once through each other.
@@ -20,9 +25,9 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
-from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
+from .astutil import FUNCS, LOOPS, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
-from .scopes import binding_pairs
+from .scopes import binding_pairs, bound_names
 from .valueflow import ValFlow
 
 _OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
@@ -38,6 +43,11 @@ _FACTORIES = {
     "rand",
     "tensor",
     "clone",
+    "new_zeros",
+    "new_ones",
+    "new_empty",
+    "new_full",
+    "new_tensor",
 }
 # Methods that keep a tensor's identity for our purposes: `mask.float()`, `nll.reshape(...)`.
 _PASS_THROUGH = {
@@ -71,7 +81,7 @@ class Span:
 
 @dataclass
 class SlotSite:
-    kind: str  # scored | context | unresolved
+    kind: str  # scored | context | unresolved | score_first | discarded
     idx: SourceIndex
     backward: ast.AST
     loss_def: ast.AST  # the assignment of the optimised loss (reachability is judged here)
@@ -242,6 +252,14 @@ class SlotAnalysis:
                 name = call.func.value.id
                 if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
                     out.setdefault(name, call)
+        for n in walk_scope(sc.node):  # `delta.requires_grad = True`
+            if isinstance(n, ast.Assign) and len(n.targets) == 1:
+                tgt = n.targets[0]
+                if isinstance(tgt, ast.Attribute) and tgt.attr == "requires_grad" and isinstance(tgt.value, ast.Name):
+                    v = self.p.fold(n.value)
+                    name = tgt.value.id
+                    if (v is UNKNOWN or bool(v)) and any(_is_factory(x) for _, x in sc.defs.get(name, [])):
+                        out.setdefault(name, n)
         sc.free = out
         return out
 
@@ -267,9 +285,45 @@ class SlotAnalysis:
         return False
 
     def _optimisers(self, chain: _Chain, free: dict[str, ast.AST]) -> list[tuple[ast.Assign, list[str]]]:
-        return [
-            (stmt, held) for sc in chain.scopes for stmt, held in self._scope_opts(sc) if all(h in free for h in held)
-        ]
+        """Optimisers holding free tensors only: named in the call, or through a list bound to a name
+        (`params = [delta, bias]; AdamW(params)`)."""
+        out = []
+        for sc in chain.scopes:
+            for stmt, held in self._scope_opts(sc):
+                names: list[str] = []
+                for h in held:
+                    lists = [v for _, v in chain.defs(h)] if h not in free else []
+                    if lists and all(isinstance(v, (ast.List, ast.Tuple)) for v in lists):
+                        names.extend(n for v in lists for n in _optimised_names([v]) or ["?"])
+                    else:
+                        names.append(h)
+                if names and all(n in free for n in names):
+                    out.append((stmt, names))
+        return out
+
+    def _manual_steps(self, chain: _Chain, free: dict[str, ast.AST], bwd: ast.AST, loss: ast.AST):
+        """([tensors], first update) when the free tensors the loss reads are stepped by hand after the backward
+        (`delta -= lr * delta.grad`, `delta.data.add_(…)`, `delta = delta - lr * g` from `autograd.grad`) and no
+        optimiser steps anything else there (that is TTT, judged by the TTT analysis)."""
+        names = chain.names(loss) & free.keys()
+        if not names:
+            return [], None
+        idx = chain.idx
+        loops = [a for a in idx.ancestors(bwd) if isinstance(a, LOOPS)]
+        region = loops[0] if loops else chain.scopes[0].node
+        stmt = next((a for a in idx.ancestors(bwd) if isinstance(a, ast.stmt)), None)
+        grads = {n for t in getattr(stmt, "targets", []) for n in bound_names(t)} if stmt is not None else set()
+        held, first = [], None
+        for n in walk_scope(region) if not isinstance(region, LOOPS) else ast.walk(region):
+            if _pos(n) <= _pos(bwd):
+                continue
+            if isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute):
+                return [], None  # an optimiser steps here: not a hand-stepped delta
+            x = _stepped_name(n, names, grads)
+            if x:
+                held.append(x)
+                first = first or n
+        return sorted(set(held)), first
 
     def _scope_opts(self, sc: _Scope) -> list[tuple[ast.Assign, list[str]]]:
         """Optimisers built in this scope over a plain list of names."""
@@ -308,10 +362,15 @@ class SlotAnalysis:
         free = self._free_tensors(chain)
         if not free:
             return []
+        target = _loss_of(bwd)
         opts = self._optimisers(chain, free)
+        stepper = "optimiser over these tensors only (model weights untouched)"
         if not opts:
-            return []
-        target = bwd.func.value if isinstance(bwd.func, ast.Attribute) else (bwd.args[0] if bwd.args else bwd)
+            manual, first = self._manual_steps(chain, free, bwd, target)
+            if not manual:
+                return []
+            opts = [(first, manual)]
+            stepper = "gradient step by hand on these tensors only (model weights untouched)"
         held = {h for _, hs in opts for h in hs}
         if not (chain.names(target) & held):
             return []
@@ -319,7 +378,7 @@ class SlotAnalysis:
             return []
         opt_stmt = opts[0][0]
         owner = next((sc.node for sc in chain.scopes if opt_stmt in _stmts(sc)), chain.scopes[0].node)
-        scored = self._scored_span(chain, held, opt_stmt.lineno)
+        scored, scored_first = self._scored_span(chain, held, bwd)
         # One site per definition of the optimised loss: `if causal: loss = ctx loss else: loss = full loss`.
         loss_defs = chain.defs(target.id) if isinstance(target, ast.Name) else []
         variants = [(stmt, value) for stmt, value in loss_defs] or [(bwd, target)]
@@ -327,11 +386,21 @@ class SlotAnalysis:
         for stmt, value in variants:
             # Drop mask writes in dead branches only when the loss itself is live: a wholly disabled SLOT
             # is still described by all its masks.
-            kind, detail, conf, ev = self._classify(chain, value, scored, self._live(idx, stmt))
+            if scored is None and scored_first is not None and self._fits_scored(idx, chain, value, scored_first):
+                kind, detail, conf, ev = (
+                    "score_first",
+                    "each batch is scored before the tensor is fitted on it (score before update)",
+                    "high",
+                    [(scored_first, "scored here, before the backward of the same iteration")],
+                )
+            elif scored is None and not self._used_after(idx, chain, held, bwd, target, free):
+                kind, detail, conf, ev = ("discarded", "nothing reads the tensor once it is fitted", "high", [])
+            else:
+                kind, detail, conf, ev = self._classify(chain, value, scored, self._live(idx, stmt))
             evidence = [
                 (idx, free[h], f"free tensor `{h}` created with requires_grad") for h in sorted(held) if h in free
             ]
-            evidence.append((idx, opt_stmt, "optimiser over these tensors only (model weights untouched)"))
+            evidence.append((idx, opt_stmt, stepper))
             evidence.extend((idx, n, note) for n, note in ev)
             evidence.append((idx, bwd, "backward on the validation loss"))
             if scored is not None:
@@ -352,8 +421,11 @@ class SlotAnalysis:
                     return True
         return False
 
-    def _scored_span(self, chain: _Chain, held: set[str], after_line: int):
-        """(lo, hi, node, masks) of the first score accumulation after the optimiser that the fitted tensor reaches."""
+    def _scored_span(self, chain: _Chain, held: set[str], bwd: ast.AST):
+        """((lo, hi, node, masks) of the first score accumulation after the backward that the fitted tensor
+        reaches, or None; an accumulation it reaches before the backward, inside a loop they share)."""
+        loops = {id(a) for a in chain.idx.ancestors(bwd) if isinstance(a, LOOPS)}
+        before = None
         for sc in chain.scopes:
             for n in sc.accumulations():
                 value = None
@@ -361,16 +433,53 @@ class SlotAnalysis:
                     value = n.value
                 elif isinstance(n, ast.Call) and call_name(n) in ("append", "extend") and n.args:
                     value = n.args[0]
-                if value is None or getattr(n, "lineno", 0) <= after_line:
+                if value is None:
                     continue
                 clo = chain.closure(value)
                 if not ({x.id for _, x in clo if isinstance(x, ast.Name)} & held):
                     continue
+                if _pos(n) <= _pos(bwd):
+                    if before is None and any(id(a) in loops for a in chain.idx.ancestors(n)):
+                        before = n  # scored earlier in the iteration that then fits on it
+                    continue
                 spans = self._spans(chain, clo, shallowest=True)
                 if spans:
                     sp = spans[0]
-                    return sp.lo, sp.hi, n, sp
-        return None
+                    return (sp.lo, sp.hi, n, sp), before
+        return None, before
+
+    def _fits_scored(self, idx: SourceIndex, chain: _Chain, loss: ast.AST, acc: ast.AST) -> bool:
+        """Does the fitted loss read only validation values that the earlier scoring read too (not the next
+        batch, which would then be scored by a tensor that has absorbed it)?"""
+        scored_names = chain.names(acc)
+        for _, n in chain.closure(loss):
+            if isinstance(n, ast.Name) and n.id not in scored_names:
+                if self.flow.is_val(idx.enclosing(n, *FUNCS) or idx.tree, n, getattr(n, "lineno", 0)):
+                    return False
+        return True
+
+    def _used_after(self, idx: SourceIndex, chain: _Chain, held: set[str], bwd: ast.AST, loss: ast.AST, free) -> bool:
+        """Is a fitted tensor read other than by its own loss once fitting is under way: after the loop around
+        the backward, or (loop-carried) anywhere in a loop the tensor outlives? Returned, stored or passed on
+        counts as read."""
+        loops = [a for a in idx.ancestors(bwd) if isinstance(a, LOOPS)]
+        fit = loops[0] if loops else next((a for a in idx.ancestors(bwd) if isinstance(a, ast.stmt)), bwd)
+        end = (fit.end_lineno or fit.lineno, fit.end_col_offset or 0)
+        fitting = {id(n) for _, n in chain.closure(loss)}
+        for sc in chain.scopes[:-1] or chain.scopes:
+            for n in walk_scope(sc.node):
+                if not (isinstance(n, ast.Name) and n.id in held and isinstance(n.ctx, ast.Load)):
+                    continue
+                if _pos(n) > end:
+                    return True
+                created = free.get(n.id)
+                outlives = [lp for lp in loops if not (created and _within(idx, created, lp))]
+                if _within(idx, n, fit):
+                    if id(n) not in fitting and fit in outlives:
+                        return True  # read beside the fitting, in a loop the tensor outlives
+                elif any(_within(idx, n, lp) for lp in outlives):
+                    return True  # the next iteration reads what this one fitted
+        return False
 
     def _spans(
         self, chain: _Chain, clo: list[tuple[int, ast.AST]], shallowest: bool = False, drop_dead: bool = True
@@ -474,6 +583,36 @@ class SlotAnalysis:
         )
 
 
+_IN_PLACE = {"add_", "sub_", "copy_", "mul_", "addcmul_", "addcdiv_", "lerp_"}
+
+
+def _stepped_name(n: ast.AST, names: set[str], grads: set[str]) -> str | None:
+    """The free tensor this node steps by hand: `x -= …`, `x.data -= …`, `x.data.add_(…)`, or `x = f(x, grad)`."""
+
+    def base(e: ast.AST) -> str | None:
+        e = e.value if isinstance(e, ast.Attribute) and e.attr == "data" else e
+        return e.id if isinstance(e, ast.Name) and e.id in names else None
+
+    if isinstance(n, ast.AugAssign):
+        return base(n.target)
+    if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute) and n.func.attr in _IN_PLACE:
+        return base(n.func.value)
+    if isinstance(n, ast.Assign) and len(n.targets) == 1 and base(n.targets[0]):
+        x = base(n.targets[0])
+        reads = {m.id for m in ast.walk(n.value) if isinstance(m, ast.Name)}
+        grad = grads & reads or any(isinstance(m, ast.Attribute) and m.attr == "grad" for m in ast.walk(n.value))
+        return x if x in reads and grad else None
+    return None
+
+
+def _within(idx: SourceIndex, node: ast.AST, outer: ast.AST) -> bool:
+    return any(a is outer for a in idx.ancestors(node))
+
+
+def _pos(node: ast.AST) -> tuple[int, int]:
+    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+
+
 def _txt(e: ast.AST | None) -> str:
     return "" if e is None else ast.unparse(e)
 
@@ -482,6 +621,13 @@ def _stmts(sc: _Scope):
     for defs in sc.defs.values():
         for stmt, _ in defs:
             yield stmt
+
+
+def _loss_of(bwd: ast.Call) -> ast.AST:
+    """`loss.backward()` -> loss; `torch.autograd.grad(loss, params)` -> loss."""
+    if call_name(bwd) == "backward" and isinstance(bwd.func, ast.Attribute):
+        return bwd.func.value
+    return bwd.args[0] if bwd.args else bwd
 
 
 def _is_backward(call: ast.Call) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
@@ -76,9 +77,11 @@ def _has_backward(fn: ast.AST) -> bool:
 
 
 class TTTAnalysis:
-    def __init__(self, program: Program, flow: ValFlow):
+    def __init__(self, program: Program, flow: ValFlow, delta_fits: Iterable[ast.AST] = ()):
         self.p = program
         self.flow = flow
+        # backward passes the SLOT analysis found fitting only free tensors (however they are stepped)
+        self._delta_fits = {id(b) for b in delta_fits}
         self._scoring_fn_cache: dict[str, bool] = {}
         self._results_cache: dict[ast.AST, set[str]] = {}
 
@@ -169,7 +172,7 @@ class TTTAnalysis:
                 scope = fn or idx.tree
                 if not self.flow.is_val(scope, _backward_target(call), call.lineno):
                     continue
-                if self._steps_only_delta(scope, call):
+                if id(call) in self._delta_fits or self._steps_only_delta(scope, call):
                     kind, detail, ev = "delta", "optimises a free tensor (SLOT-style), not the model", []
                 else:
                     kind, detail, ev = self._classify(idx, fn, call, depth=0)
@@ -182,8 +185,9 @@ class TTTAnalysis:
         pos_line = pos.lineno
         for i, loop in enumerate(loops):
             ops = self.scoring_ops(loop, scope_fn)
-            before = [o for o in ops if o.lineno < pos_line]
-            after = [o for o in ops if o.lineno > pos_line]
+            # by position, not line: minified records put the score and the step on one line
+            before = [o for o in ops if _end(o) <= _start(pos)]
+            after = [o for o in ops if _start(o) >= _end(pos)]
             if before:
                 ev = [(idx, before[0], "scored here (before the update)"), (idx, pos, "then trained")]
                 if (
@@ -425,6 +429,14 @@ class TTTAnalysis:
                 ]
                 return not between
         return False
+
+
+def _start(node: ast.AST) -> tuple[int, int]:
+    return node.lineno, node.col_offset
+
+
+def _end(node: ast.AST) -> tuple[int, int]:
+    return node.end_lineno or node.lineno, node.end_col_offset or 0
 
 
 def _is_weight_copy(value: ast.AST) -> bool:

@@ -33,6 +33,9 @@ class Folder:
     skipped: tuple[tuple[str, str], ...] = ()  # (path, why not read)
     head_sha: str | None = None
     repo_url: str | None = None
+    # launchers the PR adds outside the folder that run it (repo-relative path -> bytes; git mode, load/git.py)
+    outside_launchers: Mapping[str, bytes] = field(default_factory=dict)
+    base_readme: str = ""  # the repository's README at the base the record is compared with (its leaderboard)
 
     def at(self, head_sha: str | None, repo_url: str | None) -> Folder:
         """The same folder, placed at a commit of a repository (for permalinks)."""

@@ -12,10 +12,11 @@ import os
 import re
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
-from .folder import MAX_FILE_BYTES, MAX_FOLDER_FILES, Folder
+from .folder import MAX_FILE_BYTES, MAX_FOLDER_FILES, Folder, decode_text
 
 _RECORD = re.compile(r"^(records/track_[^/]+/[^/]+|records/(?!track_)[^/]+)/")
 
@@ -198,15 +199,32 @@ def _z(out: bytes) -> list[str]:
     return [t for t in out.decode(errors="replace").split("\0") if t]
 
 
-def pr_folders(git_dir: str, head: str, base: str | None = None) -> list[str]:
-    """Record folders the PR itself adds. A fork may carry folders merged in from other people's branches;
-    keep the ones whose commits share the head commit's author (the submitter), else all added ones."""
+@dataclass(frozen=True)
+class PrDiff:
+    """What a PR changes, computed once per PR: its head, the base it is compared with (default the merge-base
+    with main) and (status, path) of every changed path. The folders, the launchers outside them and the
+    leaderboard README are all read from it."""
+
+    head: str
+    base: str
+    status: tuple[tuple[str, str], ...]
+
+
+def pr_diff(git_dir: str, head: str, base: str | None = None) -> PrDiff:
     head = resolve_commit(git_dir, head, "head")
     base = resolve_commit(git_dir, base, "--base") if base else _default_base(git_dir, head)
-    status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"], paths=["records/"]))
+    status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"]))
+    return PrDiff(head, base, tuple(zip(status[0::2], status[1::2])))
+
+
+def pr_folders(git_dir: str, head: str, base: str | None = None, diff: PrDiff | None = None) -> list[str]:
+    """Record folders the PR itself adds. A fork may carry folders merged in from other people's branches;
+    keep the ones whose commits share the head commit's author (the submitter), else all added ones."""
+    diff = diff or pr_diff(git_dir, head, base)
+    head, base = diff.head, diff.base
     added, changed = [], []
-    for kind, name in zip(status[0::2], status[1::2]):
-        if kind == "D":
+    for kind, name in diff.status:
+        if kind == "D" or not name.startswith("records/"):
             continue  # a folder the PR deletes is not a submission
         (added if kind == "A" else changed).append(name)
     folders = _folders(added) or _folders(changed)
@@ -279,10 +297,45 @@ def list_prs(git_dir: str) -> list[int]:
 
 
 # --- reading folders from git objects --------------------------------------------------------------------
-def load_git_folder(git_dir: str, ref: str, folder: str) -> Folder:
-    """Read `folder` at `ref` from a (bare) repository without a checkout."""
+MAX_README_BYTES = 1_000_000  # the base README: its leaderboard is near the top
+MAX_OUTSIDE_LAUNCHERS = 20  # shell launchers read from outside one record folder
+MAX_LAUNCHER_BYTES = 256_000
+
+
+def outside_launchers(git_dir: str, sha: str, folder: str, diff: PrDiff | None) -> dict[str, bytes]:
+    """Shell launchers the PR adds or changes outside `folder` (next to it, above it, `scripts/`) that name it:
+    their run commands set the record's switches too. Bounded in count and size; no base (no main to diff
+    against) means none."""
+    if diff is None:
+        return {}
+    names = [name for kind, name in diff.status if kind != "D"]
+    inside = folder.strip("/") + "/"
+    paths = [n for n in names if n.endswith((".sh", ".bash")) and not n.startswith(inside)][:MAX_OUTSIDE_LAUNCHERS]
+    if not paths:
+        return {}
+    listing = git(git_dir, "ls-tree", "-l", "-z", revs=[sha], paths=paths)
+    blobs: list[tuple[str, str]] = []
+    for entry in listing.split(b"\0"):
+        meta, _, path_b = entry.partition(b"\t")
+        parts = meta.decode(errors="replace").split()
+        if len(parts) == 4 and parts[1] == "blob" and parts[0] != "120000" and parts[3].isdigit():
+            if int(parts[3]) <= MAX_LAUNCHER_BYTES:
+                blobs.append((path_b.decode(errors="replace"), parts[2]))
+    name = inside.rstrip("/").rsplit("/", 1)[-1].encode()
+    return {p: b for p, b in read_blobs(git_dir, blobs).items() if name in b}
+
+
+def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None, diff: PrDiff | None = None) -> Folder:
+    """Read `folder` at `ref` from a (bare) repository without a checkout, with the launchers the PR adds
+    outside it and the README at its base (the leaderboard it is compared with). `base`: what the PR is diffed
+    against, default the merge-base with main; `diff`: the PR's diff when the caller has it already."""
     folder = folder.strip("/")
     sha = resolve_commit(git_dir, ref)
+    if diff is None or diff.head != sha:
+        try:
+            diff = pr_diff(git_dir, sha, base)
+        except InputError:  # no main to compare with: no launchers outside, no leaderboard
+            diff = None
     listing = git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[sha], paths=[folder + "/"])
     sizes: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
@@ -310,9 +363,22 @@ def load_git_folder(git_dir: str, ref: str, folder: str) -> Folder:
     if not sizes:
         raise InputError(f"{folder}: no files at {ref}")
     missing: list[str] = []
-    files = read_blobs(git_dir, blobs, missing)
+    readme_key = "\0base README"  # not a path: cannot collide with a file of the folder
+    extra = [(readme_key, f"{diff.base}:README.md")] if diff is not None else []
+    files = read_blobs(git_dir, blobs + extra, missing)  # one cat-file for the folder and the base README
+    base_readme = files.pop(readme_key, b"")
+    missing = [m for m in missing if m != readme_key]
     skipped.extend((rel, "object absent from this git mirror") for rel in missing)
-    return Folder(folder, files, sizes, tuple(skipped), head_sha=sha)
+    outside = outside_launchers(git_dir, sha, folder, diff)
+    return Folder(
+        folder,
+        files,
+        sizes,
+        tuple(skipped),
+        head_sha=sha,
+        outside_launchers=outside,
+        base_readme=decode_text(base_readme[:MAX_README_BYTES]),
+    )
 
 
 def read_blobs(git_dir: str, blobs: list[tuple[str, str]], missing: list[str] | None = None) -> dict[str, bytes]:

@@ -25,7 +25,7 @@ def _shown(s: str) -> str:
     return _INVISIBLE.sub(lambda m: f"\\u{ord(m.group(0)):04x}", s)
 
 
-def _visible(s: str) -> str:
+def visible(s: str) -> str:
     """For code: invisible characters shown, and HTML comment delimiters broken even there, so that a bot
     reading the raw comment for our `<!-- pgolf-audit … -->` marker finds only ours."""
     return _shown(s).replace("<!--", "<\\!--").replace("-->", "--\\>")
@@ -39,7 +39,7 @@ def text(s: str) -> str:
 
 def code(s: str) -> str:
     """An inline code span: backticks in the content cannot end it, newlines cannot start a new block."""
-    s = _visible(" ".join(str(s).split()))
+    s = visible(" ".join(str(s).split()))
     if not s:
         return "` `"
     longest = max((len(r) for r in re.findall(r"`+", s)), default=0)
@@ -51,7 +51,7 @@ def code(s: str) -> str:
 def block(s: str, lang: str = "") -> str:
     """A fenced code block whose fence is longer than any backtick run inside; `<!--` cannot open a comment
     (markdown does not read HTML inside a fence, but the fence must not be closable from inside)."""
-    body = "\n".join(_visible(line) for line in str(s).splitlines())
+    body = "\n".join(visible(line) for line in str(s).splitlines())
     longest = max((len(r) for r in re.findall(r"`{3,}", body)), default=2)
     fence = "`" * max(3, longest + 1)
     return f"{fence}{lang}\n{body}\n{fence}"

@@ -25,5 +25,6 @@ def report_dict(rep) -> dict:
         "claims": rep.claims.to_dict() if rep.claims is not None else {},
         "rules_run": rep.rules_run,
         "seconds": round(rep.seconds, 4),
+        "facts": rep.facts.to_dict() if rep.facts is not None else None,
         "findings": [f.to_dict() for f in rep.findings],
     }

@@ -33,6 +33,11 @@ class SlotScoredPositions(Rule):
     Score with the frozen model, or restrict any eval-time fitting to positions that were already scored
     (and expect a human ruling on context-only SLOT).
 
+    Order decides the legal neighbours: a tensor that only reaches scoring done *before* its backward in the
+    loop they share (each batch scored, then fitted on — score-first, like TTT) or that nothing reads once fitted
+    (a thrown-away fit) is `info`; a fit on values the earlier scoring did not read (the next batch) is not
+    cleared.
+
     ## Known false positives
     A fitted tensor whose loss is masked by a tensor built from comparisons (`(pos < s).float()`) is not read
     statically and is reported as a warning; a SLOT present in code but disabled is `info`.
@@ -114,6 +119,52 @@ class SlotScoredPositions(Rule):
             """,
             note="a free tensor fitted on training data is not SLOT",
         ),
+        Valid(
+            """
+            import torch
+            import torch.nn.functional as F
+            def evaluate(model, val_tokens, seq_len):
+                total = 0.0
+                bias = torch.zeros(1, model.dim, requires_grad=True)
+                opt = torch.optim.AdamW([bias], lr=1e-3)
+                for i in range(0, val_tokens.numel() - seq_len, seq_len):
+                    x = val_tokens[i:i + seq_len]
+                    y = val_tokens[i + 1:i + seq_len + 1]
+                    with torch.no_grad():
+                        h = model.hidden(x)
+                        total += F.cross_entropy(model.head(h + bias), y, reduction="sum").item()
+                    opt.zero_grad()
+                    F.cross_entropy(model.head(h + bias), y).backward()
+                    opt.step()
+                return total
+            print(evaluate(None, None, 1024))
+            """,
+            note="score-first: each batch is scored, then the carried bias is fitted on it (info)",
+        ),
+        Valid(
+            """
+            import torch
+            import torch.nn.functional as F
+            def evaluate(model, val_tokens, seq_len):
+                total = 0.0
+                for i in range(0, val_tokens.numel() - seq_len, seq_len):
+                    x = val_tokens[i:i + seq_len]
+                    y = val_tokens[i + 1:i + seq_len + 1]
+                    with torch.no_grad():
+                        h = model.hidden(x)
+                    probe = torch.zeros(1, model.dim, requires_grad=True)
+                    opt = torch.optim.AdamW([probe], lr=1e-3)
+                    for _ in range(2):
+                        opt.zero_grad()
+                        F.cross_entropy(model.head(h + probe), y).backward()
+                        opt.step()
+                    with torch.no_grad():
+                        total += F.cross_entropy(model.head(h), y, reduction="sum").item()
+                return total
+            print(evaluate(None, None, 1024))
+            """,
+            note="a fit thrown away before scoring: nothing scored reads it (info)",
+        ),
     ]
     INVALID = [
         Invalid(
@@ -156,6 +207,40 @@ class SlotScoredPositions(Rule):
             """
             import torch
             import torch.nn.functional as F
+            def eval_windows(model, val_tokens, seq_len, stride, bsz):
+                loss_sum = torch.zeros(())
+                starts = list(range(0, val_tokens.numel() - seq_len, stride))
+                for bi in range(0, len(starts), bsz):
+                    ws = starts[bi:bi + bsz]
+                    x = torch.stack([val_tokens[w:w + seq_len] for w in ws])
+                    y = torch.stack([val_tokens[w + 1:w + seq_len + 1] for w in ws])
+                    with torch.no_grad():
+                        h = model.forward_hidden(x).detach()
+                    shift = torch.zeros(1, 1, h.shape[-1], requires_grad=True)
+                    opt = torch.optim.AdamW([shift], lr=1e-3)
+                    for _ in range(3):
+                        opt.zero_grad()
+                        logits = model.compute_logits(h + shift)
+                        F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1)).backward()
+                        opt.step()
+                    with torch.no_grad():
+                        logits = model.compute_logits(h + shift)
+                        nll = F.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1), reduction="none")
+                    nll = nll.view(len(ws), -1)
+                    for i, w in enumerate(ws):
+                        s = 0 if w == 0 else seq_len - stride
+                        loss_sum += nll[i, s:].sum()
+                return loss_sum
+            print(eval_windows(None, None, 2048, 64, 32))
+            """,
+            note="one delta shared by a batch of windows, fitted on all their targets, then scored with",
+            line=18,
+            message="covers the scored span",
+        ),
+        Invalid(
+            """
+            import torch
+            import torch.nn.functional as F
             def eval_val_etlb(model, val_tokens, stride, seq_len):
                 loss_sum = 0.0
                 bias = torch.zeros(1024)
@@ -189,13 +274,16 @@ class SlotScoredPositions(Rule):
     def check(self):
         sites = self.analyses.slot_sites
         for site in sites:
-            severity = Severity.ERROR if site.kind == "scored" else Severity.WARNING
+            legal = site.kind in ("score_first", "discarded")
+            severity = Severity.ERROR if site.kind == "scored" else Severity.INFO if legal else Severity.WARNING
             confidence = Confidence.HIGH if site.confidence == "high" else Confidence.MEDIUM
             tensors = ", ".join(f"`{t}`" for t in site.tensors)
             lead = {
                 "scored": f"SLOT: {tensors} fitted on validation targets that are then scored",
                 "context": f"Context-only SLOT: {tensors} fitted on validation context before the scored span",
                 "unresolved": f"SLOT-style fitting of {tensors} on validation tokens",
+                "score_first": f"Score-first fitting of {tensors} on validation tokens",
+                "discarded": f"{tensors} fitted on validation tokens and thrown away",
             }[site.kind]
             f = self.finding(
                 site.idx,
@@ -205,5 +293,6 @@ class SlotScoredPositions(Rule):
                 severity=severity,
                 confidence=confidence,
                 reach_node=site.loss_def,
+                category=None if legal else "",
             )
             yield f

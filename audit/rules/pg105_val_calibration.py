@@ -31,6 +31,10 @@ class ValCalibration(Rule):
     Calibrate on training shards inside the training budget (reserve the time:
     `max_wallclock_ms -= gptq_reserve_ms`), or on text the model generates itself.
 
+    Every definition that can reach the call is followed (an `if`/`else` choosing validation or generated
+    text, a default overwritten under a switch, a helper's guarded `return`s), each branch's guard folded
+    under the effective config: a dead branch adds nothing, one the config cannot decide is a warning.
+
     ## Known false positives
     A source switch that cannot be folded statically (set at run time) is reported as a warning. Weight-only
     clip search ("GPTQ-lite") reads no data and is never reported. Folder or variable names such as "ValCalib"
@@ -142,6 +146,33 @@ class ValCalibration(Rule):
             """,
             note="validation branch of a switch whose effective value selects training data",
         ),
+        Valid(
+            """
+            import os, torch
+            CALIB_VAL = bool(int(os.environ.get("CALIB_VAL", "0")))
+            def sample_tokens(model, n):
+                toks = torch.zeros(n, 1, dtype=torch.long)
+                for _ in range(64):
+                    toks = torch.cat([toks, torch.multinomial(model(toks)[:, -1].softmax(-1), 1)], 1)
+                return toks
+            def act_stats(model, tokens):
+                acc = {}
+                def hook(mod, inp, out):
+                    acc[mod] = acc.get(mod, 0) + inp[0].T @ inp[0]
+                for m in model.modules():
+                    m.register_forward_hook(hook)
+                model(tokens)
+                return acc
+            def main(model, val_tokens):
+                if CALIB_VAL:
+                    data = val_tokens[:4096]
+                else:
+                    data = sample_tokens(model, 16)
+                return act_stats(model, data)
+            main(None, None)
+            """,
+            note="if/else switch whose live branch (the default) calibrates on self-generated text",
+        ),
     ]
     INVALID = [
         Invalid(
@@ -206,6 +237,34 @@ class ValCalibration(Rule):
             note="a slice of the validation tokens",
             line=15,
             message="`calibrate()` collects calibration statistics",
+        ),
+        Invalid(
+            """
+            import os, torch
+            CALIB_VAL = bool(int(os.environ.get("CALIB_VAL", "1")))
+            def sample_tokens(model, n):
+                toks = torch.zeros(n, 1, dtype=torch.long)
+                for _ in range(64):
+                    toks = torch.cat([toks, torch.multinomial(model(toks)[:, -1].softmax(-1), 1)], 1)
+                return toks
+            def act_stats(model, tokens):
+                acc = {}
+                def hook(mod, inp, out):
+                    acc[mod] = acc.get(mod, 0) + inp[0].T @ inp[0]
+                for m in model.modules():
+                    m.register_forward_hook(hook)
+                model(tokens)
+                return acc
+            def main(model, val_tokens):
+                data = sample_tokens(model, 16)
+                if CALIB_VAL:
+                    data = val_tokens[:4096]
+                return act_stats(model, data)
+            main(None, None)
+            """,
+            note="a self-generated default overwritten by validation tokens under a switch that is on",
+            line=21,
+            message="`act_stats()` collects calibration statistics on validation data",
         ),
         Invalid(
             """

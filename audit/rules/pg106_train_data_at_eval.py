@@ -1,15 +1,23 @@
 from __future__ import annotations
 
+import ast
+import re
+
 from ..analysis.astutil import UNKNOWN, call_name
 from ..analysis.calibration import CalibrationAnalysis, log_calibration
 from ..challenge import TRAIN_CAP_SECONDS
 from ..findings import Confidence, Location, Reachability, Severity
+from ..load.messages import Silence, silent_mechanism
 from .base import Invalid, Rule, Valid
 
 RULING = "https://github.com/openai/parameter-golf#rules (training data may only be used inside the 600 s)"
 
 # A run that stopped this close to 600 s used the full training budget (stop overshoot is a few ms).
 _FULL_CAP_MS = 1000.0 * TRAIN_CAP_SECONDS - 1000.0
+# A log message saying that count tables (n-gram tables, caches, an oracle) are filled from the training shards.
+_TABLES = r"(?:n-?gram|gram\b|count|table|cache|oracle|prefill)"
+_TRAIN = r"\btrain(?:ing)?[ _-](?:shards?|data|set|tokens|files)\b"
+_TABLES_FROM_TRAIN = re.compile(rf"(?i){_TABLES}.*{_TRAIN}|{_TRAIN}.*{_TABLES}")
 
 _LOOP = """
             def hessians(model, loader, n):
@@ -42,6 +50,52 @@ _CAPPED_TRAINING = """
                         break
 """
 
+# a plain baseline that prints only its own training and final lines
+_LOG_BASELINE = """
+            def main(log0, step, loss, bpb):
+                log0(f"step:{step} train_loss:{loss:.4f}")
+                log0(f"final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}")
+            main(print, 1, 1.0, 1.0)
+"""
+_FOREIGN_LOG = """
+            step:1 train_loss:3.1000
+            prefilling n-gram tables from training shards (order 12)...
+            ngram_mix:order 12 experts ready
+            final_ngram_mix_exact val_loss:0.10000000 val_bpb:0.06000000
+"""
+
+# calibration on training shards after the clock, with its own first message and the line printed before it
+_SILENT_CALIBRATION = """
+            class Hyperparameters:
+                train_files = "data/fineweb_train_*.bin"
+                max_wallclock_seconds = 600.0
+            def hessians(model, loader, n, log0):
+                log0(f"calibration:collecting hessians over {n} batches")
+                H = {}
+                def hook(mod, inp, out):
+                    x = inp[0].flatten(0, 1)
+                    H[mod] = H.get(mod, 0) + x.T @ x
+                for m in model.modules():
+                    m.register_forward_hook(hook)
+                for _ in range(n):
+                    model(loader.next_batch())
+                return H
+            def main(model, opt, Loader, elapsed_ms, log0):
+                args = Hyperparameters()
+                max_wallclock_ms = 1000.0 * args.max_wallclock_seconds
+                loader = Loader(args.train_files)
+                step = 0
+                while True:
+                    model(loader.next_batch()).backward()
+                    opt.step()
+                    step += 1
+                    if elapsed_ms() >= max_wallclock_ms:
+                        break
+                log0(f"training done, exporting the model step:{step}")
+                return hessians(model, Loader(args.train_files), 256, log0)
+            main(None, None, None, None, print)
+"""
+
 
 class TrainDataAtEval(Rule):
     """
@@ -59,6 +113,10 @@ class TrainDataAtEval(Rule):
     The same holds for optimiser steps: a function with a backward pass, called after the capped training loop,
     whose batches come from the training shards (test-time training on a training slice) is reported too.
 
+    When the logs were printed by code that is not shipped (PG008) and they say that count tables (n-gram
+    tables, a cache, an oracle) are filled from the training shards, the mechanism the logs show is judged: the
+    evaluation reads state built from training data outside the artifact.
+
     ## Example
     ```python
     while True:  # stops when train_time reaches max_wallclock_ms (600 s)
@@ -75,6 +133,9 @@ class TrainDataAtEval(Rule):
     A training cap lowered by hand (`MAX_WALLCLOCK_SECONDS=590`) instead of an explicit reserve is reported as a
     warning: whether calibration fits in the remaining seconds needs a human. Train time plus calibration time
     in the logs is deliberately not used (merged records with a reserve add up to 600.7–604 s).
+    Negative log evidence lowers a finding to a warning: when every log prints the line printed just before the
+    collector is called and none prints the collector's first (unconditional) message, the claimed runs may not
+    have gone through it.
     """
 
     CODE = "PG106"
@@ -203,6 +264,16 @@ class TrainDataAtEval(Rule):
             """,
             note="warm-up on training data before the clock, TTT on validation data after it (other rules judge that)",
         ),
+        Valid(
+            _LOG_BASELINE
+            + """
+            def prefill(log0, tables, shards):
+                log0(f"prefilling n-gram tables from training shards ({len(shards)} files)...")
+                log0(f"ngram_mix:order {len(tables)} experts ready")
+            """,
+            logs={"train.log": _FOREIGN_LOG.replace("final_ngram_mix_exact", "final_int8_zlib_roundtrip_exact")},
+            note="the shipped code prints the prefill itself: the code analyses judge it, not the logs",
+        ),
     ]
     INVALID = [
         Invalid(
@@ -300,6 +371,23 @@ class TrainDataAtEval(Rule):
             message="calibration on training data after training stopped",
             path="train.log",
         ),
+        Invalid(
+            _SILENT_CALIBRATION,
+            logs={"train.log": "step:6000 train_loss:2.1000\ntraining done, exporting the model step:6000\n"},
+            severity=Severity.WARNING,
+            note="negative log evidence: every log reaches the line before the collector, none prints its first "
+            "message",
+            line=28,
+            message="may not have run in the claimed runs",
+        ),
+        Invalid(
+            _LOG_BASELINE,
+            logs={"train.log": _FOREIGN_LOG},
+            note="the shipped script is a plain baseline; the logs come from code that prefills n-gram tables",
+            line=3,
+            message="count tables filled from the training shards by code that is not shipped",
+            path="train.log",
+        ),
     ]
 
     def check(self):
@@ -336,33 +424,71 @@ class TrainDataAtEval(Rule):
             )
             if lowered is not None:
                 msg += f" (the training cap is lowered to {lowered:g} s by hand; check that calibration fits)"
+            silence = None if log_ev else self._silence(site.idx, site.call, site.collector_idx, site.collector)
+            if silence is not None:
+                msg += self._silence_note(silence)
+                evidence.append(self._silence_location(silence))
             yield self.finding(
                 site.idx,
                 site.call,
                 msg,
                 evidence=evidence,
-                severity=Severity.WARNING if lowered is not None else Severity.ERROR,
+                severity=Severity.WARNING if lowered is not None or silence is not None else Severity.ERROR,
                 confidence=Confidence.HIGH if log_ev else Confidence.MEDIUM,
             )
             emitted = True
         for site in analysis.adaptation_sites():
             tidx, tnode, note = site.origin.kinds["train"]
             cidx, cnode, cnote = site.after_clock
+            evidence = [
+                self.location(cidx, cnode, cnote),
+                self.location(site.collector_idx, site.collector, "backward pass and optimiser steps here"),
+                self.location(tidx, tnode, note),
+            ]
+            msg = (
+                f"`{call_name(site.call)}()` takes optimiser steps on training data after the training clock "
+                "stopped (test-time training on a training slice), and no time is reserved for it in the budget"
+            )
+            silence = self._silence(site.idx, site.call, site.collector_idx, site.collector)
+            if silence is not None:
+                msg += self._silence_note(silence)
+                evidence.append(self._silence_location(silence))
             yield self.finding(
                 site.idx,
                 site.call,
-                f"`{call_name(site.call)}()` takes optimiser steps on training data after the training clock "
-                "stopped (test-time training on a training slice), and no time is reserved for it in the budget",
-                evidence=[
-                    self.location(cidx, cnode, cnote),
-                    self.location(site.collector_idx, site.collector, "backward pass and optimiser steps here"),
-                    self.location(tidx, tnode, note),
-                ],
+                msg,
+                evidence=evidence,
+                severity=Severity.WARNING if silence is not None else Severity.ERROR,
                 confidence=Confidence.MEDIUM,
             )
             emitted = True
         if not emitted:
             yield from self._log_only(logs)
+        yield from self._tables_from_train_by_other_code()
+
+    def _silence(self, idx, call, mech_idx, mechanism) -> Silence | None:
+        """Negative log evidence (load/messages.py): every log prints the line just before this call, none
+        prints the mechanism's first message, so the claimed runs did not go through it."""
+        scope = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
+        return silent_mechanism(scope, call, mechanism, list(self.ctx.log_events), idx.src.text, mech_idx.src.text)
+
+    @staticmethod
+    def _silence_note(silence: Silence) -> str:
+        return (
+            f"; but no log prints its first message `{silence.first.text[:80]}` although every log prints the "
+            f"line before it (`{silence.before[2][:80]}`): it may not have run in the claimed runs, check"
+        )
+
+    @staticmethod
+    def _silence_location(silence: Silence) -> Location:
+        path, line, text = silence.before
+        return Location(
+            path=path,
+            start_line=line,
+            end_line=line,
+            snippet=text[:200],
+            note=f"printed just before the mechanism; its first message `{silence.first.text[:80]}` never is",
+        )
 
     def _reserve_live(self, r) -> bool:
         if r.value is not UNKNOWN and isinstance(r.value, (int, float)) and r.value <= 0:
@@ -421,3 +547,23 @@ class TrainDataAtEval(Rule):
                 ),
             )
             return
+
+    def _tables_from_train_by_other_code(self):
+        """Logs printed by code that is not shipped (checks/logsource.py) saying that count tables are filled
+        from the training shards: those tables are state built from training data that the scored evaluation
+        reads, and no shipped code builds them inside the artifact. Judged from the logs, as the logs are all
+        there is."""
+        prov = self.analyses.log_provenance
+        if not prov.other_code_ran:
+            return
+        for path, line, text in prov.mechanism:
+            if _TABLES_FROM_TRAIN.search(text):
+                yield self.log_finding(
+                    "The logs show count tables filled from the training shards by code that is not shipped "
+                    f"(`{text[:120]}`): the evaluation reads state built from training data that is not in the "
+                    "submitted artifact",
+                    Location(path=path, start_line=line, end_line=line, snippet=text[:200]),
+                    severity=Severity.ERROR,
+                    confidence=Confidence.MEDIUM,
+                )
+                return

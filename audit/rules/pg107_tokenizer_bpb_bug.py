@@ -8,6 +8,7 @@ from ..analysis.bytetables import (
     is_canonical_tokenizer,
     read_sentencepiece_model,
 )
+from ..challenge import TOKENIZER_FAMILIES
 from ..findings import Confidence, Location, Severity
 from .base import Invalid, Rule, Valid
 
@@ -29,13 +30,18 @@ class TokenizerBpbBug(Rule):
     scorer, control/unknown pieces are 0-byte boundaries. Also checks that a non-standard tokenizer is
     guarded by the standalone-`▁` assertion, that shipped `.model` files have a `▁` piece and no
     user-defined symbols counted as text (unless a CaseOps byte sidecar supplies the bytes), and that the
-    validation tokens are not cut to a fixed count before scoring.
+    validation tokens are not cut to a fixed count before scoring. Two shapes with no table at all: bits per
+    byte formed as `loss / (ln 2 × c)` with a constant `c` (a literal or a config value, traced through
+    local names) that no per-token byte count reaches, and an evaluation loop over `range(<constant>)` whose
+    variable moves a validation window and stops before the split ends.
 
     ## Why it breaks the rules
     `val_bpb` divides by the bytes of the validation text. Counting `<0xAB>` as 6 bytes, counting the
     leading space in the table and again in the scorer, or counting a space as three byte-fallback tokens
     inflates the denominator and lowers the score (PRs #1545/#1576 closed, #1806 removed, issue #897).
-    Scoring a subset of the split is not the challenge's metric.
+    Scoring a subset of the split is not the challenge's metric. A constant bytes-per-token is not the bytes
+    of the text scored (RULES: `loss / (ln 2 × constant)` is a byte-denominator bug), and a loop over a fixed
+    number of batches scores a subset.
 
     ## Example
     ```python
@@ -51,12 +57,13 @@ class TokenizerBpbBug(Rule):
     The baseline `build_sentencepiece_luts`: skip control/unknown/unused ids, `is_byte` → 1, strip one
     leading `▁`, and add `has_leading_space[tgt] & ~is_boundary[prev]` in the scorer only. With a custom
     tokenizer, `assert sp.piece_to_id("▁") != sp.unk_id()`; with user-defined symbols, count bytes from a
-    sidecar.
+    sidecar. Divide the summed NLL by the summed bytes of the scored tokens, over every window of the split.
 
     ## Known false positives
     Byte tables used only for a diagnostic print would be reported like scoring tables. A custom tokenizer
     without the `▁` assertion is reported from the code alone when its `.model` file cannot be inspected;
-    the file itself (or the logged implied byte count) settles it.
+    the file itself (or the logged implied byte count) settles it. A constant-denominator bpb printed only
+    as a training-loss estimate is info when the scorer counts bytes per token, a warning when nothing does.
     """
 
     CODE = "PG107"
@@ -64,7 +71,9 @@ class TokenizerBpbBug(Rule):
     CATEGORY = "tokenizer_bpb_bug"
     SEVERITY = Severity.ERROR
     RULING = RULING
-    SUMMARY = "wrong byte denominator: byte look-up table, missing ▁ piece, or a validation subset"
+    SUMMARY = (
+        "wrong byte denominator: byte look-up table, missing ▁ piece, a constant bytes/token, or a validation subset"
+    )
     FIX_HINT = (
         "Use the baseline build_sentencepiece_luts (is_byte -> 1, strip one leading ▁, space added once in the "
         "scorer), assert sp.piece_to_id('▁') != sp.unk_id(), and score the full validation split."
@@ -145,6 +154,91 @@ class TokenizerBpbBug(Rule):
                 print(debug_lut(None))
             """,
             note="a naive table that never runs: info only",
+        ),
+        Valid(
+            """
+            import math
+            import torch
+            def eval_val(model, val_tokens, base_bytes, has_space, is_boundary, seq_len=1024, batch_seqs=8):
+                total_seqs = (val_tokens.numel() - 1) // seq_len
+                loss_sum = torch.zeros((), dtype=torch.float64)
+                token_count = torch.zeros((), dtype=torch.float64)
+                byte_count = torch.zeros((), dtype=torch.float64)
+                for s in range(0, total_seqs, batch_seqs):
+                    chunk = val_tokens[s * seq_len : (s + batch_seqs) * seq_len + 1]
+                    x, y = chunk[:-1], chunk[1:]
+                    loss_sum += model(x, y).double() * y.numel()
+                    token_count += y.numel()
+                    nbytes = base_bytes[y].double()
+                    nbytes += (has_space[y] & ~is_boundary[x]).double()
+                    byte_count += nbytes.sum()
+                val_loss = loss_sum / token_count
+                bits_per_token = val_loss.item() / math.log(2.0)
+                tokens_per_byte = token_count.item() / byte_count.item()
+                return val_loss.item(), bits_per_token * tokens_per_byte
+            def warmup(model, val_tokens):
+                for i in range(3):
+                    model(val_tokens[i * 1024 : (i + 1) * 1024 + 1])
+            warmup(None, load("fineweb_val_*.bin"))
+            print(eval_val(None, load("fineweb_val_*.bin"), None, None, None))
+            """,
+            note="bytes counted per scored token; a warm-up on a few validation windows that accumulates nothing",
+        ),
+        Valid(
+            """
+            import math
+            def eval_chunks(model, val_tokens, base_bytes, has_space, is_boundary, n_chunks=64):
+                size = len(val_tokens) // n_chunks
+                nll, nbytes = 0.0, 0.0
+                for c in range(n_chunks):
+                    chunk = val_tokens[c * size : (c + 1) * size + 1]
+                    x, y = chunk[:-1], chunk[1:]
+                    nll += model(x, y).sum()
+                    tb = base_bytes[y]
+                    tb += has_space[y] & ~is_boundary[x]
+                    nbytes += tb.sum()
+                return nll / math.log(2) / nbytes
+            def train_estimate(train_loss):
+                return train_loss / math.log(2) / 3.5
+            print(eval_chunks(None, load("fineweb_val_*.bin"), None, None, None), train_estimate(2.0))
+            """,
+            note="a constant number of chunks sized from the data (the whole split); a constant bytes/token only in "
+            "a training-loss estimate, with per-token bytes in the scorer: info at most",
+        ),
+        Valid(
+            """
+            import math, os
+            MAX_VAL_BATCHES = int(os.environ.get("MAX_VAL_BATCHES", "0"))
+            def eval_val(model, val_loader, luts):
+                nll, nbytes = 0.0, 0.0
+                for i, (x, y) in enumerate(val_loader):
+                    if MAX_VAL_BATCHES > 0 and i >= MAX_VAL_BATCHES:
+                        break
+                    nll += model(x, y).sum()
+                    nbytes += luts[y].sum()
+                return nll / math.log(2) / nbytes
+            def warm(model, val_loader):
+                for i, (x, y) in enumerate(val_loader):
+                    if i >= 3:
+                        break
+                    model(x, y)
+            warm(None, load("fineweb_val_*.bin"))
+            print(eval_val(None, load("fineweb_val_*.bin"), None))
+            """,
+            note="a batch cap switched off by its default; a capped warm-up that accumulates nothing",
+        ),
+        Valid(
+            """
+            import torch
+            def collect_hessians(model, val_tokens, n_batches=64, seq_len=2048):
+                hessian = torch.zeros(512, 512)
+                for b in range(n_batches):
+                    x = val_tokens[b * seq_len : (b + 1) * seq_len].float()
+                    hessian += x[:, None] @ x[None, :]
+                return hessian
+            print(collect_hessians(None, load("fineweb_val_*.bin")))
+            """,
+            note="statistics over a constant number of validation windows that no scorer turns into bits",
         ),
     ]
     INVALID = [
@@ -272,6 +366,72 @@ class TokenizerBpbBug(Rule):
             line=5,
             message="cut to 2,000,000 by default before scoring",
         ),
+        Invalid(
+            """
+            import math
+            import numpy as np
+            def evaluate(model, path):
+                data = np.memmap(path, dtype=np.uint16, mode="r")
+                total, count = 0.0, 0
+                for start in range(0, len(data) - 1025, 1024):
+                    total += float(model(data[start:start + 1025]))
+                    count += 1
+                mean = total / count
+                return mean / (math.log(2) * 3.5)
+            print(evaluate(None, "./data/fineweb_val_000000.bin"))
+            """,
+            note="bits per byte from the mean validation loss and a hardcoded 3.5 bytes per token",
+            line=11,
+            message="loss / (ln 2 × 3.5)",
+        ),
+        Invalid(
+            """
+            import math, os
+            BYTES_PER_TOKEN = float(os.environ.get("BYTES_PER_TOKEN", "3.5"))
+            def score(model, tokens):
+                loss = model(tokens).mean().item()
+                bits = loss / math.log(2)
+                return bits / BYTES_PER_TOKEN
+            print(score(None, load("fineweb_val_*.bin")))
+            """,
+            note="the constant comes from a config default and is applied in a second statement",
+            line=7,
+            message="constant 3.5 bytes per token",
+        ),
+        Invalid(
+            """
+            import math
+            def eval_val(model, val_tokens, bytes_lut):
+                nll, nbytes = 0.0, 0.0
+                for b in range(20):
+                    chunk = val_tokens[b * 8192 : b * 8192 + 8193]
+                    nll += model(chunk).sum()
+                    nbytes += bytes_lut[chunk[1:]].sum()
+                return nll / math.log(2) / nbytes
+            print(eval_val(None, load("fineweb_val_*.bin"), None))
+            """,
+            note="per-token bytes, but the evaluation stops after a constant 20 batches",
+            line=5,
+            message="constant 20 batches",
+        ),
+        Invalid(
+            """
+            import math
+            def eval_val(model, val_loader, luts, max_batches=40):
+                nll, nbytes = 0.0, 0.0
+                for i, (x, y) in enumerate(val_loader):
+                    if i >= max_batches:
+                        break
+                    nll += model(x, y).sum()
+                    nbytes += luts[y].sum()
+                return nll / math.log(2) / nbytes
+            print(eval_val(None, load("fineweb_val_*.bin"), None))
+            """,
+            severity=Severity.WARNING,
+            note="the loader's batches are cut at a default of 40; the batch size is not fixed by the code",
+            line=5,
+            message="constant 40 batches of the validation loader",
+        ),
     ]
 
     # --- checks -------------------------------------------------------------------------------------
@@ -282,6 +442,8 @@ class TokenizerBpbBug(Rule):
             yield from self._check_table(table, scorer)
         yield from self._check_tokenizer(facts)
         yield from self._check_subsets(facts.subsets)
+        yield from self._check_constant_denominators(facts)
+        yield from self._check_fixed_loops(facts.fixed_eval_loops)
 
     def _check_table(self, t: ByteTable, scorer):
         major: list[str] = []
@@ -450,3 +612,57 @@ class TokenizerBpbBug(Rule):
                 )
                 msg += f"; the log confirms {cut[0][3]:,} tokens"
             yield self.finding(s.idx, s.node, msg, evidence=ev, severity=sev, confidence=conf)
+
+    def _check_constant_denominators(self, facts):
+        """`loss / (ln 2 × c)`: the bytes are assumed, not counted. Reported at full strength when the loss is
+        computed from validation data; a constant equal to a tokenizer family's full-split average is right only
+        if the whole split is scored, so it needs a human."""
+        counted = bool(facts.tables or facts.scorer or facts.sidecar)
+        for d in facts.constant_denominators:
+            family = next(
+                (f for f in TOKENIZER_FAMILIES.values() if abs(d.bytes_per_token / f.bytes_per_token - 1) < 1e-3),
+                None,
+            )
+            sev, conf = None, Confidence.HIGH
+            note = ""
+            if family is not None:
+                sev, conf = Severity.WARNING, Confidence.MEDIUM
+                note = f" (the {family.name} full-split average: right only if exactly that split is scored)"
+            elif not d.from_val:
+                sev, conf = (Severity.INFO, Confidence.LOW) if counted else (Severity.WARNING, Confidence.MEDIUM)
+                note = " (the loss is not traced to validation data)"
+            elif float(d.bytes_per_token).is_integer():
+                sev, conf = Severity.WARNING, Confidence.MEDIUM
+                note = " (a whole number: it may count passes or ranks rather than bytes)"
+            yield self.finding(
+                d.idx,
+                d.node,
+                f"bits per byte computed as loss / (ln 2 × {d.bytes_per_token:g}): a constant "
+                f"{d.bytes_per_token:g} bytes per token stands in for the bytes of the scored tokens{note}",
+                evidence=[self.location(d.idx, d.loss, "the loss divided by the constant")],
+                severity=sev,
+                confidence=conf,
+            )
+
+    def _check_fixed_loops(self, loops):
+        """A constant batch count over validation data. With a window stride the tokens reached are known (an
+        error); batches drawn from a loader have a size the code does not fix, so a human checks the coverage."""
+        for lp in loops:
+            if lp.tokens is not None:
+                yield self.finding(
+                    lp.idx,
+                    lp.loop,
+                    f"Evaluation runs a constant {lp.batches:,} batches ({lp.tokens:,} tokens at most) over the "
+                    "validation data and stops: the score covers a subset of the split",
+                    evidence=[self.location(lp.idx, lp.read, "validation window moved by the loop variable")],
+                )
+            else:
+                yield self.finding(
+                    lp.idx,
+                    lp.loop,
+                    f"Evaluation stops after a constant {lp.batches:,} batches of the validation loader: unless "
+                    "those batches hold the whole split, the score covers a subset",
+                    evidence=[self.location(lp.idx, lp.read, "validation batches enumerated and cut")],
+                    severity=Severity.WARNING,
+                    confidence=Confidence.MEDIUM,
+                )

@@ -10,6 +10,9 @@ RULING = (
 )
 
 
+_GATE_WHAT = {"realised_gate": "Hint", "target_lookup_gate": "Tilt/mixture", "presence_gate": "Mixture"}
+
+
 class NgramTargetKey(Rule):
     """
     ## What it does
@@ -18,7 +21,18 @@ class NgramTargetKey(Rule):
     `full_key = ctx_hash ^ (tokens[pos] * prime)` read as `full_table[full_key]` and blended into that
     position's probability. The target is recognised by name (`tgt`, `target`, `y_batch[i, t]`) or by shape
     (`tokens[P]` hashed together with `tokens[P - k]` while a sibling read uses the context alone), through
-    helper functions and tuple returns.
+    helper functions and tuple returns; aligned slices count like positions (`tok[a:b]` next to
+    `tok[a-k:b-k]`), and tables filled by a helper that increments its argument (`table += np.bincount(k)`)
+    are count tables too.
+
+    It also finds **gates on the token being predicted** (C1, no hash needed): a sequential hint builder that
+    writes its output for position `i` only when the token *at* `i` passes a test (`starts_new_word[tok]`) and
+    adds that token to its state only afterwards, so whether the forecast exists depends on what it forecasts;
+    a tilt or mixture applied `where(LUT[y], tilted, nll)` with `y` the scored targets (found by use: the
+    gather index of the softmax, the target of `cross_entropy`); a mixture applied only where the realised
+    token's own count passes a test (`if count(ctx, y) > 0: p = mix(…)`); and a mixing weight chosen from, or
+    computed from, the realised symbol's own probability (`if nn_nll < thr: lam = 1.0`,
+    `alpha = a * min(2, nll / t)`).
 
     ## Why it breaks the rules
     Looking up `count(context, target)` for the realised target only, through hashed buckets, scores the answer
@@ -37,7 +51,8 @@ class NgramTargetKey(Rule):
     ## Compliant alternative
     Key the cache on already-scored context only and produce a full distribution (or a hint whose tilt is
     renormalised with the model's own probability of the hint, `Z = 1 + p_hint (e^β − 1)`). Updating the
-    table at `(context, target)` *after* the position is scored is the legal score-first update.
+    table at `(context, target)` *after* the position is scored is the legal score-first update. Decide
+    whether a hint applies from the context (the previous token ended a word), never from the token scored.
 
     ## Known false positives
     BigramHash-style model embeddings hash previous input tokens into an `nn.Embedding`; they have no count
@@ -100,6 +115,38 @@ class NgramTargetKey(Rule):
             print(unigram_nll(None, None, 0, 0))
             """,
             note="exact (unhashed) unigram counts form a real distribution",
+        ),
+        Valid(
+            """
+            import numpy as np
+            def word_hints(seq, starts_word, best):
+                out = np.zeros(len(seq), dtype=np.int64)
+                words = []
+                for i, tok in enumerate(seq):
+                    key = tuple(words[-3:])
+                    if key in best:
+                        out[i] = best[key]
+                    if starts_word[tok]:
+                        words.append(tok)
+                return out
+            print(word_hints([], None, {}))
+            """,
+            note="hint gated on the already-seen words only (causal tilt)",
+        ),
+        Valid(
+            """
+            import numpy as np
+            def next_hints(seq, boundary, best):
+                out = np.zeros(len(seq), dtype=np.int64)
+                words = []
+                for i, tok in enumerate(seq):
+                    words.append(tok)
+                    if boundary[tok]:
+                        out[i] = best.get(tuple(words[-2:]), 0)
+                return out
+            print(next_hints([], None, {}))
+            """,
+            note="the token joins the state first: the output at i forecasts i + 1, gated on context",
         ),
     ]
     INVALID = [
@@ -205,6 +252,51 @@ class NgramTargetKey(Rule):
             line=7,
             message="key containing the token being predicted (by name)",
         ),
+        Invalid(
+            """
+            import numpy as np
+            def keys(tok, lo, hi, mask):
+                h = np.zeros(hi - lo, dtype=np.int64)
+                for j in range(2):
+                    off = lo - 2 + j
+                    h ^= tok[off:off + hi - lo].astype(np.int64) * (36313 + j)
+                return h & mask, (h ^ tok[lo:hi].astype(np.int64) * 27191) & mask
+            def bump(table, k):
+                table += np.bincount(k, minlength=len(table)).astype(table.dtype)
+            def rescore(tok, p_model, mask, ctx_t, full_t):
+                c, f = keys(tok, 2, len(tok), mask)
+                bump(ctx_t, c)
+                bump(full_t, f)
+                cc = ctx_t[c]
+                fc = full_t[f]
+                return -np.log(0.7 * p_model + 0.3 * np.minimum(fc, cc) / np.maximum(cc, 1)).sum()
+            print(rescore(None, None, 0, None, None))
+            """,
+            note="target as an aligned slice next to shifted context slices; tables filled by a helper",
+            line=16,
+            message="key containing the token being predicted (structural)",
+        ),
+        Invalid(
+            """
+            import numpy as np
+            def word_hints(seq, starts_word, best, counts):
+                out = np.zeros(len(seq), dtype=np.int64)
+                words = []
+                for i, raw in enumerate(seq):
+                    tok = int(raw)
+                    key = tuple(words[-3:])
+                    if starts_word[tok] and key in best:
+                        out[i] = best[key]
+                    if starts_word[tok]:
+                        counts[(key, tok)] = counts.get((key, tok), 0) + 1
+                        words.append(tok)
+                return out
+            print(word_hints([], None, {}, {}))
+            """,
+            note="a hint exists only when the token it forecasts starts a word (C1, no hash)",
+            line=9,
+            message="gated on the token being predicted",
+        ),
     ]
 
     def check(self):
@@ -221,11 +313,27 @@ class NgramTargetKey(Rule):
                 r.idx,
                 r.node,
                 f"Hashed n-gram count table `{r.table}` is read{where} at a key containing the token being "
-                f"predicted ({site.how}); the looked-up count scores that same token",
+                f"predicted ({site.how}); the looked-up count scores that same token (C1)",
                 evidence=[self.location(r.idx, r.node, "count read at the target-bearing key")]
                 + [self.location(i, n, note) for i, n, note in site.evidence],
                 confidence=Confidence.HIGH,
             )
             yield refine_reachability(
                 f, self.program, analysis, r.idx, r.node, NGRAM_LOG, self.ctx.log_events, self.ctx.readme
+            )
+        for gate in analysis.target_gate_sites():
+            if (gate.idx.path, gate.node.lineno) in seen:
+                continue
+            seen.add((gate.idx.path, gate.node.lineno))
+            where = f" in `{gate.fn.name}()`" if gate.fn is not None else ""
+            what = _GATE_WHAT.get(gate.kind, "Mixing weight")
+            f = self.finding(
+                gate.idx,
+                gate.node,
+                f"{what}{where} gated on the token being predicted: {gate.detail}",
+                evidence=[self.location(i, n, note) for i, n, note in gate.evidence],
+                confidence=Confidence.HIGH if gate.kind == "realised_gate" else Confidence.MEDIUM,
+            )
+            yield refine_reachability(
+                f, self.program, analysis, gate.idx, gate.node, NGRAM_LOG, self.ctx.log_events, self.ctx.readme
             )

@@ -143,10 +143,10 @@ def test_markdown_review_comment():
         "abc123",
     )
     md = proc.stdout
-    assert md.startswith("<!-- pgolf-audit v1 head=abc123 verdict=flag -->")
-    assert "**Compliance:** FLAG" in md
+    assert md.splitlines()[:2] == ["<!-- pgolf-audit:review -->", "<!-- pgolf-audit v1 head=abc123 verdict=flag -->"]
+    assert md.splitlines()[2].startswith("### pgolf-audit: **FLAG `prequant_ttt`** — Optimiser steps")
     assert "blob/abc123/" in md and "#L" in md
-    assert "### Checks not triggered" in md
+    assert "\nChecks not triggered: `ngram_target_key`" in md
     assert "hypothesis for a human" in md
     assert "layers 9" in md and "dim 512" in md
 

@@ -239,3 +239,120 @@ def main(model, opt, Loader, elapsed_ms):
 main(None, None, None, None)
 """
     assert [f.severity for f in _findings(code, "PG106")] == [Severity.ERROR]
+
+
+# --- calibration behind a switch: every reaching definition, each branch's guard folded -----------------
+GENERATOR = """
+def sample_tokens(model, n):
+    toks = torch.zeros(n, 1, dtype=torch.long)
+    for _ in range(64):
+        p = model(toks)[:, -1].softmax(-1)
+        toks = torch.cat([toks, torch.multinomial(p, 1)], 1)
+    return toks
+"""
+
+
+def _branch_code(switch_line: str, body: str) -> str:
+    return "import os, sys, torch\n" + switch_line + "\n" + COLLECTOR + GENERATOR + body + "main(None, None)\n"
+
+
+IF_ELSE = """
+def main(model, val_tokens):
+    if CALIB_VAL:
+        data = val_tokens[:4096]
+    else:
+        data = sample_tokens(model, 16)
+    return hessians(model, data, 8)
+"""
+
+
+@pytest.mark.parametrize(
+    "default,readme,want",
+    [
+        ("1", "", [Severity.ERROR]),  # the validation branch is the default
+        ("0", "", []),  # the self-generated branch is the default (the legal neighbour)
+        ("0", "```bash\nCALIB_VAL=1 torchrun --nproc_per_node=8 train_gpt.py\n```\n", [Severity.ERROR]),
+    ],
+)
+def test_if_else_switch_folded_under_the_effective_config(default, readme, want):
+    code = _branch_code(f'CALIB_VAL = bool(int(os.environ.get("CALIB_VAL", "{default}")))', IF_ELSE)
+    found = [f for f in _findings(code, "PG105", readme=readme) if f.severity is not Severity.INFO]
+    assert [f.severity for f in found] == want
+    if want:
+        assert any("val_tokens" in e.snippet for e in found[0].evidence)
+
+
+def test_if_else_switch_that_cannot_be_decided_is_a_warning():
+    for switch in ('CALIB_VAL = os.environ["CALIB_VAL"] == "1"', "CALIB_VAL = sys.argv[1] == 'val'"):
+        found = _findings(_branch_code(switch, IF_ELSE), "PG105")
+        assert [f.severity for f in found] == [Severity.WARNING], switch
+        assert any("switch" in e.note for e in found[0].evidence)
+
+
+@pytest.mark.parametrize("default,want", [("1", [Severity.ERROR]), ("0", [])])
+def test_default_overwritten_under_a_switch(default, want):
+    body = """
+def main(model, val_tokens):
+    data = sample_tokens(model, 16)
+    if CALIB_VAL:
+        data = val_tokens[:4096]
+    return hessians(model, data, 8)
+"""
+    code = _branch_code(f'CALIB_VAL = bool(int(os.environ.get("CALIB_VAL", "{default}")))', body)
+    assert [f.severity for f in _findings(code, "PG105") if f.severity is not Severity.INFO] == want
+
+
+@pytest.mark.parametrize("default,want", [("1", [Severity.ERROR]), ("0", [])])
+def test_helper_return_behind_a_switch(default, want):
+    """The data comes back from a helper whose `return`s are guarded; its name says nothing (it even sounds
+    like generation), only what its live return carries counts."""
+    body = """
+class Args:
+    calib_val = bool(int(os.environ.get("CALIB_VAL", "DEFAULT")))
+def generate_calib_data(args, model, val_tokens):
+    if args.calib_val:
+        return val_tokens[:4096]
+    return sample_tokens(model, 16)
+def main(model, val_tokens):
+    args = Args()
+    return hessians(model, generate_calib_data(args, model, val_tokens), 8)
+""".replace("DEFAULT", default)
+    code = _branch_code("", body)
+    assert [f.severity for f in _findings(code, "PG105") if f.severity is not Severity.INFO] == want
+
+
+def test_validation_read_later_overwritten_is_not_calibration_data():
+    body = """
+def main(model, val_tokens):
+    data = val_tokens[:4096]
+    print(data.shape)
+    data = sample_tokens(model, 16)
+    return hessians(model, data, 8)
+"""
+    assert _findings(_branch_code("", body), "PG105") == []
+
+
+def test_fallback_to_validation_in_an_exception_handler_is_reported():
+    body = """
+def main(model, val_tokens):
+    try:
+        data = sample_tokens(model, 16)
+    except RuntimeError:
+        data = val_tokens[:4096]
+    return hessians(model, data, 8)
+"""
+    assert [f.severity for f in _findings(_branch_code("", body), "PG105")] == [Severity.ERROR]
+
+
+def test_helper_that_fills_a_container_from_its_argument():
+    """`out.append(…)` mutates the list the helper returns: the data appended reaches the collector."""
+    body = """
+def take_batches(stream, n):
+    out = []
+    for i in range(n):
+        out.append(stream[i * 512:(i + 1) * 512])
+    return torch.stack(out)
+def main(model, val_tokens):
+    return hessians(model, take_batches(val_tokens, 8), 8)
+"""
+    assert [f.severity for f in _findings(_branch_code("", body), "PG105")] == [Severity.ERROR]

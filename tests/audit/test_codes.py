@@ -83,7 +83,7 @@ def test_the_verdict_reads_categories_not_code_prefixes():
         ("PG101/prequant-ttt", {"PG101"}),
         ("prequant-ttt", {"PG101"}),
         ("prequant_ttt", {"PG101"}),
-        ("PG11", {"PG110", "PG111"}),
+        ("PG11", {"PG110", "PG111", "PG112"}),
     ],
 )
 def test_selectors_accept_codes_prefixes_names_and_categories_in_any_case(selector, expected):

@@ -15,7 +15,12 @@ from audit.api import audit_folder
 from audit.load import folder as folder_mod
 from tests.support import ROOT
 
-CLEAN_CODE = "import torch\n\ndef main():\n    print('val_bpb:1.2')\n\nmain()\n"
+# prints the log's lines itself: logs no shipped code can print are a finding of their own (PG008)
+CLEAN_CODE = (
+    "import torch\n\ndef main():\n    loss, bpb = 2.0, 1.2\n"
+    "    print(f'step:1/1 train_loss:{loss} train_time:1000ms')\n"
+    "    print(f'final_int8_zlib_roundtrip_exact val_loss:{loss:.8f} val_bpb:{bpb:.8f}')\n\nmain()\n"
+)
 LOG = "step:1/1 train_loss:2.0 train_time:1000ms\nfinal_int8_zlib_roundtrip_exact val_loss:2.00000000 val_bpb:1.20000000\n"
 
 
@@ -170,7 +175,7 @@ def test_exec_of_something_not_built_from_literals_needs_a_human(tmp_path, paylo
 def test_allowed_codecs_decode_through_their_aliases(tmp_path):
     import codecs as _codecs
 
-    rot = _codecs.encode("print('val_bpb:1.2')", "rot13")
+    rot = _codecs.encode(CLEAN_CODE, "rot13")
     rep = audit_folder(str(_record(tmp_path, code=f"import codecs\nexec(codecs.decode({rot!r}, 'rot_13'))\n")))
     assert rep.verdict == "clean" and "rot-13" in rep.decode_chain["train_gpt.py"]
 

@@ -41,7 +41,7 @@ def test_a_file_name_cannot_forge_the_marker_a_heading_or_the_verdict():
     assert lines[0].startswith("<!-- pgolf-audit v1 ") and "verdict=needs-human" in lines[0]
     assert sum("<!--" in line for line in lines) == 1  # only our own marker opens a comment
     assert not any(line.startswith("## LOOKS CLEAN") for line in lines)
-    ours = ("## pgolf review — `", "### ", "#### `PG")
+    ours = ("### pgolf-audit: **", "#### `PG", "#### Warnings", "#### Mechanical fixes")
     assert all(line.startswith(ours) for line in lines if re.match(r"\s*#", line))
     assert "\u202e" not in md and "\\u202e" in md  # the bidi override is shown, not obeyed
 

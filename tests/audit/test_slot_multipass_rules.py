@@ -184,6 +184,20 @@ CORPUS = [
         {"error"},
     ),
     (
+        "870",  # pass 1 stores per-token probabilities, the table is built from all of val, pass 2 rescores
+        "21b493b8d57fc5eb87e8fa7f91cfc05d57dae449",
+        "records/track_10min_16mb/2026-03-26_FullRescore_NgramCache_0.0935",
+        "PG104",
+        {"error"},
+    ),
+    (
+        "846",  # pass 1 fills the cache while scoring, pass 2 rescores the cold chunks and replaces them
+        "e4cea2ccf12853e4b8dbca827216211a68d18311",
+        "records/track_10min_16mb/2026-03-27_TwoPassNgram_0.1434",
+        "PG104",
+        {"error"},
+    ),
+    (
         "770",
         "7b786ba0b3dc778d02f179be697a020623a2da36",
         "records/track_10min_16mb/2026-03-25_NgramCache_EntropyAdaptive_0.6672",

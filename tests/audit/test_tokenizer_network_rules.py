@@ -365,3 +365,11 @@ def test_flags_derived_from_piece_text_are_not_byte_tables():
         print(word_starts(None, 8, []))
     """
     assert bytelut.byte_tables(_program(_submission(code))) == []
+
+
+def test_corpus_constant_denominator_and_overcount_are_byte_bugs(mirror):
+    # a hardcoded bytes/token over a constant number of batches; a byte-fallback overcount seen in the logs only
+    for row in _corpus_rows("875", "1184"):
+        rep = audit_git(mirror, row["ref_sha"], row["folder"])
+        assert rep.verdict == "flag" and "tokenizer_bpb_bug" in rep.categories, (row["pr"], rep.categories)
+        assert "other" not in rep.categories, row["pr"]

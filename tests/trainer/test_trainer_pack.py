@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from audit.logs import parse_log
 from reference_trainer import train_gpt as T
-from reference_trainer.cli import main as cli
+from reference_trainer.cli import cli
 from reference_trainer.package import REFERENCE_SCRIPT, pack_source, unpack_source
 from reference_trainer.synthetic import export_synthetic_dataset, tiny_env
 

@@ -202,7 +202,7 @@ def test_no_reachable_slurm_is_an_error_never_a_local_run(tmp_path, capsys, monk
     code, stdout, err = _main(capsys, folder, "--backend", "slurm", "--out", out, "--no-audit")
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("pgolf-verify: --backend slurm: no Slurm here") and words in lines[0]
+    assert lines[0].startswith("pgolf-verify: error: --backend slurm: no Slurm here") and words in lines[0]
     assert not (out / "seeds").exists() and not (tmp_path / "submitted.sh").exists()  # nothing ran anywhere
 
 

@@ -180,5 +180,10 @@ def extract_claims(sub: Folder) -> Claims:
     c = claims_from_json(jp, sub.text(jp), data) if jp and data is not None else Claims()
     rp = sub.find("README.md")
     if rp:
+        json_seeds = list(c.seeds)
         claims_from_readme(rp, sub.text(rp), c)
+        if json_seeds:
+            # submission.json names the record's seeds; other README seed rows (ablations, earlier runs) are
+            # still checked against a log of that seed, but are not claimed seeds that must have one
+            c.seeds = json_seeds
     return c

@@ -1,4 +1,8 @@
-"""Validation integrity: val tokens x val_loss / val_bpb must give the bytes of the challenge's split."""
+"""Validation integrity: val tokens x val_loss / val_bpb must give the bytes of the challenge's split.
+
+The direction of a deviation decides the category, whatever the tokenizer: more bytes than the split holds is
+an overcount (`tokenizer_bpb_bug`); fewer bytes from fewer tokens is a subset or another export of the split
+(`other` when the folder builds its own shards from another document count)."""
 
 from __future__ import annotations
 
@@ -59,6 +63,25 @@ class IntegrityChecks(CheckerBase):
                         (loc,),
                         "tokenizer_bpb_bug",
                     )
+                elif r.val_tokens in HISTORICAL_VAL_TOKENS:
+                    self.add(
+                        codes.VAL_BYTES_DRIFT,
+                        f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): {nums}",
+                        vt_loc,
+                        Severity.INFO,
+                        evidence=(loc,),
+                    )
+                elif dev > INTEGRITY_ERROR:
+                    # more bytes than the split holds: no export of the 50,000 documents has them, whatever the
+                    # tokenizer and however many tokens it makes of them
+                    self._integrity(
+                        codes.BYTE_ACCOUNTING,
+                        f"the score divides by more bytes than the validation split holds: {nums}; "
+                        "the byte count is inflated (byte-fallback, ▁ or space bytes counted wrongly)",
+                        vt_loc,
+                        (loc,),
+                        "tokenizer_bpb_bug",
+                    )
                 elif r.val_tokens < full - TRUNCATION_SLACK and dev < -INTEGRITY_ERROR:
                     builder = self._val_builder()
                     if builder:  # fewer documents exported by the submission's own script: not the challenge's split
@@ -79,18 +102,10 @@ class IntegrityChecks(CheckerBase):
                             (loc,),
                             "tokenizer_bpb_bug",
                         )
-                elif r.val_tokens in HISTORICAL_VAL_TOKENS:
-                    self.add(
-                        codes.VAL_BYTES_DRIFT,
-                        f"validation split of an earlier export ({HISTORICAL_VAL_TOKENS[r.val_tokens]}): {nums}",
-                        vt_loc,
-                        Severity.INFO,
-                        evidence=(loc,),
-                    )
-                elif abs(dev) > INTEGRITY_ERROR:
+                elif dev < -INTEGRITY_ERROR:
                     self._integrity(
                         codes.VAL_SPLIT_MISMATCH,
-                        f"the validation data is not the challenge's split: {nums}",
+                        f"the validation data is not the challenge's split (fewer bytes): {nums}",
                         vt_loc,
                         (loc,),
                         "other",

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Hashable
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 
 from ...findings import Finding
 from ...logs import Metric, RunLog
@@ -87,6 +89,33 @@ def value_matches(claim: ClaimedValue, value: float) -> bool:
         or math.floor(value * scale + 1e-9) == round(claim.value * scale)
         or abs(value - claim.value) < 1e-9
     )
+
+
+def mean_matches(claim: ClaimedValue, mean: float) -> bool:
+    """A claimed mean: the logged mean rounded or truncated to the claim's decimals, or within half a unit of them."""
+    return value_matches(claim, mean) or abs(mean - claim.value) <= 0.5 * 10.0**-claim.decimals + 1e-9
+
+
+# Every subset up to 8 runs (247 sets); past it only the sets that leave out at most 3 runs, so that a claim with
+# few decimals is not "supported" by one of thousands of means by chance.
+EXHAUSTIVE_SUBSETS = 8
+
+
+def matching_subset(claim: ClaimedValue, values: dict[Hashable, float]) -> tuple[Hashable, ...] | None:
+    """The largest set of two or more runs whose mean the claim quotes, or None.
+
+    A README may quote the mean of 3 of 5 logged seeds (re-runs, a seed dropped); every subset is tried before
+    the claim is called unsupported. Larger sets first: the mean of all the runs is the likeliest reading."""
+    if claim.decimals == 0 or len(values) < 2:
+        return None
+    keys = list(values)
+    n = len(keys)
+    smallest = 2 if n <= EXHAUSTIVE_SUBSETS else n - 3
+    for k in range(n, smallest - 1, -1):
+        for subset in combinations(keys, k):
+            if mean_matches(claim, sum(values[x] for x in subset) / k):
+                return subset
+    return None
 
 
 def matching_metrics(claim: ClaimedValue, runs: list[tuple[str, RunLog]]) -> list[tuple[str, Metric]]:

@@ -8,7 +8,7 @@ from ... import codes
 from ...findings import Location, Severity
 from ...logs import Metric, RunLog
 from .base import CheckerBase, fmt_claim, loc_claim, loc_line, seed_from_name
-from .model import ClaimedValue, matching_metrics, value_matches
+from .model import ClaimedValue, matching_metrics, mean_matches
 
 
 class SeedChecks(CheckerBase):
@@ -34,12 +34,17 @@ class SeedChecks(CheckerBase):
             return m.tag, c.value
         means = self._seed_means()
         for label, mean, _runs in means:
-            if value_matches(c, mean) or abs(mean - c.value) <= 0.5 * 10.0**-c.decimals + 1e-9:
+            if mean_matches(c, mean):
                 return f"mean of {label}", c.value
+        subset = self.headline_mean(c)
+        if subset:
+            tag, runs = subset
+            seeds = ", ".join(str(k) for k in runs if isinstance(k, int))
+            return f"mean of {len(runs)} logged runs" + (f" (seeds {seeds})" if seeds else "") + f" ({tag})", c.value
         ev = tuple(loc_line(p, r.scored.lineno, r.scored.line, "scored line") for p, r in self.final if r.scored)[:6]
         self.add(
             codes.CLAIM_NOT_IN_LOGS,
-            f"claimed val_bpb {fmt_claim(c)} is not printed by any log line, nor the mean of the logged seeds"
+            f"claimed val_bpb {fmt_claim(c)} is not printed by any log line, nor the mean of any set of the logged runs"
             + (f" (seed means: {', '.join(f'{m:.6f}' for _, m, _ in means)})" if means else ""),
             loc_claim(c),
             Severity.WARNING,

@@ -1,0 +1,870 @@
+"""The evaluation model: what produces the reported score, built once per submission.
+
+Issue #1017's conditions are properties of the evaluation as a whole (C3: no state used for scoring has
+absorbed position t before t is scored; C4: each position is scored once, and that score is reported), so the
+facts they need are gathered here once, in plain data, for every rule to read:
+
+- **Scoring sites** (`ScoringSite`): where a per-position loss or probability of the targets is formed, and how
+  (`full_vocab`: a softmax / log-softmax / cross-entropy over the vocabulary axis; `at_target`: a logarithm of
+  a probability evaluated only at the realised token — a mixture, ratio or tilt).
+- **Scoring passes** (`ScoringPass`): in each function, a call to a function that scores (directly or through
+  its helpers) fed validation data, or a loop of that function scoring inline. For each pass: the states it
+  reads (count tables and caches, named by the root variable in that function), the states it updates while
+  scoring, the names its result is bound to, whether it returns per-token arrays, and where its result is
+  reported (returned, or logged as a metric).
+- **State updates** (`StateUpdate`): every change of a state in program order — in-place increments
+  (`t[k] += 1`, `d[k] = d.get(k, 0) + 1`), `np.add.at`, `index_add_` / `scatter_add_` / `index_put_`, tables
+  built from counts (`np.bincount`, `histc`), optimiser steps on a model's parameters — including those made
+  inside helpers that update a table passed to them as an argument (or as `self`), followed through calls.
+- **Resets** (`StateReset`): a state rebound to a fresh object or cleared; updates before a reset are gone.
+
+Names never decide anything here: a function scores because of what it computes, a table is a table because
+something increments it. Reachability under the effective config is the shared engine's (`reachability(pass)`,
+and `Rule.finding` applies it to every finding).
+
+Queries rules use: `passes_in(scope)`, `earlier_passes(pass)`, `stale_updates(pass)` (updates of a state the
+pass reads, complete before it starts: C3), `reporting_functions`, `where_reported(idx, scope, node)`,
+`reachability(pass)`.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+from dataclasses import dataclass, field, replace
+
+from .astutil import FUNCS, LOOPS, call_name, dotted, walk_scope
+from .program import Program, SourceIndex
+from .rescoring import exclusive
+from .scopes import binding_pairs, definitions, param_names
+from .valueflow import ValFlow
+
+CALL_DEPTH = 4  # helper calls followed when summarising what a function scores, reads and updates
+GLOBAL = "global:"  # key prefix, in a function summary, of a module-level table the function touches
+
+# How a per-position score is formed.
+FULL_VOCAB = "full_vocab"  # softmax / log_softmax / cross_entropy over the vocabulary axis
+AT_TARGET = "at_target"  # log of a probability evaluated only at the realised token
+
+# Kinds of state update.
+INCREMENT = "increment"  # t[k] += v, d[k] = d.get(k, 0) + v
+ADD_AT = "add_at"  # np.add.at(t, k, v)
+INDEX_ADD = "index_add"  # t.index_add_ / scatter_add_ / index_put_(…, accumulate=True) / put_
+COUNT_BUILD = "count_build"  # a table built from counts: np.bincount, torch.histc, np.histogram
+OPTIMIZER_STEP = "optimizer_step"  # opt.step() on an optimiser built from model.parameters()
+TABLE_KINDS = frozenset({INCREMENT, ADD_AT, INDEX_ADD, COUNT_BUILD})
+
+_FULL_VOCAB_CALLS = {"cross_entropy", "nll_loss", "log_softmax", "softmax"}
+_LOG_CALLS = {"log", "log2", "log10"}
+_COUNT_CALLS = {"bincount", "histc", "histogram"}
+_ACCUMULATE_CALLS = {"index_add_", "scatter_add_", "index_put_", "put_"}
+_CLEAR_CALLS = {"zero_", "fill_", "fill", "clear"}
+_FRESH_CALLS = {"zeros", "zeros_like", "empty", "empty_like", "full", "dict", "defaultdict", "Counter", "list"}
+_ARRAY_CALLS = {"concatenate", "cat", "stack", "hstack", "vstack", "array", "asarray", "from_numpy", "tensor"}
+_METRIC_TEXT = re.compile(r"val_bpb|val_loss|bpb|_exact|nll", re.I)
+_LOG_FUNCS = {"log0", "print", "log", "info", "log_fn", "print0", "logger"}
+
+
+# --- the model -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ScoringSite:
+    """A node forming per-position losses/probabilities of the targets, and how (`FULL_VOCAB` / `AT_TARGET`)."""
+
+    idx: SourceIndex
+    node: ast.Call
+    form: str
+
+
+@dataclass(frozen=True)
+class StateUpdate:
+    """One change of a state, seen from `scope` (the function it happens in, or whose call makes it).
+
+    `state` is the root variable in `scope` (`cache` for `cache.update(…)`, `t` for `t[k] += 1`); `node` the
+    statement or call in `scope` making it; `primitive` the increment itself (maybe inside a helper); `via` the
+    helper called (None when `node` is the primitive); `from_val` whether validation data feeds the update
+    (for an optimiser step written in `scope` itself always False: `analyses.ttt_sites` judges its data);
+    `by_pass` the scoring pass that makes it while scoring (pass 1 filling a cache), if any; `val_args` the
+    validation-data arguments of the helper call (which positions it adds)."""
+
+    idx: SourceIndex
+    scope: ast.AST
+    node: ast.AST
+    state: str
+    kind: str
+    primitive: tuple[SourceIndex, ast.AST]
+    via: str | None = None
+    from_val: bool = False
+    by_pass: "ScoringPass | None" = None
+    val_args: frozenset[str] = frozenset()  # source text of the validation data fed to a helper's update
+
+
+@dataclass(frozen=True)
+class StateReset:
+    """`state` rebound to a new object (`cache = Cache()`) or cleared (`t.zero_()`) at `node` in `scope`."""
+
+    idx: SourceIndex
+    scope: ast.AST
+    node: ast.AST
+    state: str
+
+
+@dataclass(eq=False)
+class ScoringPass:
+    """One pass over validation targets turning per-position scores into a number.
+
+    `node` is the call (`kind == "call"`, `callee` its name) or the loop scoring inline (`kind == "loop"`) in
+    `scope`. `reads` / `updates`: root variables of `scope` holding the tables or caches the pass reads /
+    updates while scoring. `results`: names the pass's result is bound to (accumulators for a loop).
+    `per_token`: the pass hands back per-token arrays (stored probabilities) rather than a sum. `reported`:
+    (node, text) where a value derived from the result is returned (`"return"`) or logged as a metric, or None.
+    `val_args`: source text of the validation-data arguments (what positions the pass scores). `sites`: the
+    scoring sites it reaches."""
+
+    idx: SourceIndex
+    scope: ast.AST
+    node: ast.AST
+    kind: str
+    callee: str | None
+    reads: frozenset[str]
+    updates: frozenset[str]
+    results: frozenset[str]
+    per_token: bool
+    val_args: frozenset[str]
+    sites: tuple[ScoringSite, ...] = ()
+    reported: tuple[ast.AST, str] | None = None
+    derived: frozenset[str] = frozenset()  # names computed from the result later in `scope`
+
+    @property
+    def label(self) -> str:
+        return f"`{self.callee}()`" if self.callee else f"the loop at line {self.node.lineno}"
+
+
+@dataclass
+class _FnFacts:
+    """What one function does to its parameters (names), and whether it scores, following its helpers."""
+
+    mutates: dict[str, tuple[str, tuple[SourceIndex, ast.AST]]] = field(default_factory=dict)
+    reads: set[str] = field(default_factory=set)
+    resets: set[str] = field(default_factory=set)
+    sites: list[ScoringSite] = field(default_factory=list)
+    per_token: bool = False
+
+
+class Evaluation:
+    """The scoring passes, state updates and resets of every function, in program order (see module doc)."""
+
+    def __init__(self, program: Program, flow: ValFlow):
+        self.p = program
+        self.flow = flow
+        self._facts: dict[int, _FnFacts] = {}
+        self.passes: list[ScoringPass] = []
+        self.updates: list[StateUpdate] = []
+        self.resets: list[StateReset] = []
+        self._counting = _count_carriers(program)
+        # constructors: `cache = Cache(val_tokens)` runs `Cache.__init__` with `self` bound to `cache`
+        self._inits: dict[str, list[ast.AST]] = {}
+        for idx in program.indexes:
+            for cls in idx.nodes(ast.ClassDef):
+                for st in cls.body:
+                    if isinstance(st, FUNCS) and st.name == "__init__":
+                        self._inits.setdefault(cls.name, []).append(st)
+        self._prim_memo: dict = {}
+        self._site_memo: dict[int, list] = {}
+        for idx in program.indexes:
+            for scope in [idx.tree, *idx.nodes(*FUNCS)]:
+                self._scan_scope(idx, scope)
+
+    # --- queries ---------------------------------------------------------------------------------
+    def passes_in(self, scope: ast.AST) -> list[ScoringPass]:
+        return [p for p in self.passes if p.scope is scope]
+
+    @property
+    def reporting_functions(self) -> list[ast.AST]:
+        """Functions (or modules) in which a scoring pass's result is reported."""
+        seen: list[ast.AST] = []
+        for p in self.passes:
+            if p.reported is not None and not any(s is p.scope for s in seen):
+                seen.append(p.scope)
+        return seen
+
+    def reachability(self, ps: ScoringPass):
+        """(Reachability, why) of a pass under the effective config — the shared engine, asked on demand."""
+        return self.p.reachability(ps.idx, ps.node)
+
+    def stale_updates(self, ps: ScoringPass, kinds: frozenset[str] = TABLE_KINDS) -> list[StateUpdate]:
+        """Updates from validation data of a state `ps` reads that are complete before `ps` starts: made
+        earlier in the same function, outside any loop that also runs `ps`, on a branch that can run together
+        with it, and not undone by a reset in between. These are the positions the table has absorbed before
+        the pass scores them (C3)."""
+        out = []
+        start = ps.node.lineno
+        for u in self.updates:
+            if u.scope is not ps.scope or u.state not in ps.reads or u.kind not in kinds or not u.from_val:
+                continue
+            end = getattr(u.node, "end_lineno", u.node.lineno) or u.node.lineno
+            if end >= start or u.node is ps.node or _shared_loop(ps.idx, u.node, ps.node, ps.scope):
+                continue
+            if exclusive(ps.idx, u.node, ps.node):
+                continue
+            if any(r.scope is ps.scope and r.state == u.state and end < r.node.lineno < start for r in self.resets):
+                continue
+            out.append(u)
+        return out
+
+    def where_reported(self, idx: SourceIndex, scope: ast.AST, node: ast.AST) -> tuple[ast.AST, str] | None:
+        """(node, text) where the value computed by `node` (an expression in `scope`) is returned (`"return"`)
+        or logged as a metric, following the names it is assigned to; None when it is not reported."""
+        stmt = idx.parents.get(node)
+        names: set[str] = set()
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            names = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+        return _reported(scope, frozenset(_forward(scope, names, _end(node))), _end(node), node)
+
+    def earlier_passes(self, ps: ScoringPass) -> list[ScoringPass]:
+        """Scoring passes of the same function that run before `ps` (not in a loop with it, not exclusive)."""
+        return [
+            q
+            for q in self.passes_in(ps.scope)
+            if q is not ps
+            and (getattr(q.node, "end_lineno", q.node.lineno) or q.node.lineno) < ps.node.lineno
+            and not _shared_loop(ps.idx, q.node, ps.node, ps.scope)
+            and not exclusive(ps.idx, q.node, ps.node)
+        ]
+
+    # --- function summaries ----------------------------------------------------------------------
+    def facts(self, fn: ast.AST, depth: int = 0) -> _FnFacts:
+        key = id(fn)
+        hit = self._facts.get(key)
+        if hit is not None:
+            return hit
+        out = _FnFacts()
+        self._facts[key] = out  # cycle guard: a recursive call sees the partial summary
+        idx = self._index_of(fn)
+        params = set(param_names(fn))
+        defs = definitions(fn)
+
+        own: list[set[str]] = []
+
+        def key(root: str | None) -> str | None:  # the parameter, or the module-level table, a root stands for
+            name = _param_root(root, params, defs)
+            if name is None and root and root in self.p.consts:
+                if not own:
+                    own.append(_local_names(fn))
+                if root not in own[0]:
+                    return GLOBAL + root
+            return name
+
+        for node, root, kind in self._primitives(fn):
+            name = key(root)
+            if name and name not in out.mutates:
+                out.mutates[name] = (kind, (idx, node))
+        for node, root in self._steps(fn):
+            name = key(root)
+            if name and name not in out.mutates:
+                out.mutates[name] = (OPTIMIZER_STEP, (idx, node))
+        out.reads |= {n for n in (key(r) for r in _table_reads(fn)) if n}
+        out.resets |= {n for n in (key(r) for r in _clears(fn)) if n}
+        out.sites.extend(ScoringSite(idx, n, form) for n, form in self._sites(fn))
+        out.per_token = _returns_arrays(fn, defs)
+        if depth < CALL_DEPTH:
+            for call in _nodes(fn, ast.Call):
+                for callee, binding in self._callees(call):
+                    sub = self.facts(callee, depth + 1)
+                    for g, how in sub.mutates.items():
+                        if g.startswith(GLOBAL):
+                            out.mutates.setdefault(g, how)
+                    out.reads |= {g for g in sub.reads if g.startswith(GLOBAL)}
+                    out.resets |= {g for g in sub.resets if g.startswith(GLOBAL)}
+                    for pname, arg in binding.items():
+                        name = _param_root(_root(arg), params, defs)
+                        if not name:
+                            continue
+                        if pname in sub.mutates and name not in out.mutates:
+                            out.mutates[name] = sub.mutates[pname]
+                        if pname in sub.reads:
+                            out.reads.add(name)
+                        if pname in sub.resets:
+                            out.resets.add(name)
+                    if len(out.sites) < 8:
+                        out.sites.extend(sub.sites[:4])
+        return out
+
+    def _primitives(self, scope: ast.AST) -> list:
+        hit = self._prim_memo.get(id(scope))
+        if hit is None:
+            hit = self._prim_memo[id(scope)] = list(_primitives(scope, self._counting))
+        return hit
+
+    def _steps(self, scope: ast.AST) -> list[tuple[ast.AST, str]]:
+        key = ("steps", id(scope))
+        hit = self._prim_memo.get(key)
+        if hit is None:
+            hit = self._prim_memo[key] = _step_targets(scope, definitions(scope))
+        return hit
+
+    def _sites(self, scope: ast.AST) -> list[tuple[ast.Call, str]]:
+        hit = self._site_memo.get(id(scope))
+        if hit is None:
+            hit = self._site_memo[id(scope)] = _sites(scope)
+        return hit
+
+    def _callees(self, call: ast.Call) -> list[tuple[ast.AST, dict[str, ast.AST]]]:
+        """User functions `call` may run, each with its parameters bound to the call's arguments (`self` to
+        the receiver of a method call)."""
+        out = []
+        name = call_name(call)
+        targets = [
+            (fn, call.func.value if isinstance(call.func, ast.Attribute) else None, False)
+            for _, fn in self.p.functions.get(name, [])
+        ]
+        if name in self._inits:
+            stmt = self._index_of(call).parents.get(call)
+            new = stmt.targets[0] if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 else None
+            targets += [(fn, new if isinstance(new, ast.Name) else None, True) for fn in self._inits[name]]
+        for fn, receiver, ctor in targets:
+            params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
+            binding: dict[str, ast.AST] = {}
+            if params and params[0] in ("self", "cls"):
+                if receiver is None and not ctor:
+                    continue
+                if receiver is not None:
+                    binding[params[0]] = receiver
+                params = params[1:]
+            for i, a in enumerate(call.args):
+                if i < len(params) and not isinstance(a, ast.Starred):
+                    binding[params[i]] = a
+            for k in call.keywords:
+                if k.arg:
+                    binding[k.arg] = k.value
+            out.append((fn, binding))
+        return out
+
+    def _index_of(self, node: ast.AST) -> SourceIndex:
+        for idx in self.p.indexes:
+            if node in idx.parents or node is idx.tree:
+                return idx
+        return self.p.indexes[0]
+
+    # --- one function: passes, updates, resets in program order ----------------------------------
+    def _scan_scope(self, idx: SourceIndex, scope: ast.AST) -> None:
+        first_update, first_reset = len(self.updates), len(self.resets)
+        self._scan(idx, scope)
+        order = lambda x: (x.node.lineno, x.node.col_offset)  # noqa: E731 - program order within the function
+        self.updates[first_update:] = sorted(self.updates[first_update:], key=order)
+        self.resets[first_reset:] = sorted(self.resets[first_reset:], key=order)
+
+    def _scan(self, idx: SourceIndex, scope: ast.AST) -> None:
+        first_update = len(self.updates)
+        calls = sorted(_nodes(scope, ast.Call), key=lambda c: (c.lineno, c.col_offset))
+        passes: list[ScoringPass] = []
+        taken: set[int] = set()
+        for call in calls:
+            if id(call) in taken:
+                continue
+            callees = self._callees(call)
+            if not callees:
+                continue
+            sites = [s for fn, _ in callees for s in self.facts(fn).sites]
+            val_args = self._val_args(scope, call)
+            if sites and val_args:
+                ps = self._call_pass(idx, scope, call, callees, sites, val_args)
+                passes.append(ps)
+                taken |= {id(x) for x in ast.walk(call)}
+            self._call_updates(idx, scope, call, callees, passes[-1] if passes and passes[-1].node is call else None)
+        loops = self._loop_passes(idx, scope, taken)
+        passes.extend(loops)
+        for node, root, kind in self._primitives(scope):
+            data = _primitive_data(node)
+            self.updates.append(
+                StateUpdate(idx, scope, node, root, kind, (idx, node), None, self._any_val(scope, data, node.lineno))
+            )
+        if loops:  # an update inside a loop that scores inline is that pass filling the table as it scores
+            for i in range(first_update, len(self.updates)):
+                u = self.updates[i]
+                if u.by_pass is None:
+                    ancestors = {id(a) for a in idx.ancestors(u.node)}
+                    lp = next((lp for lp in loops if id(lp.node) in ancestors), None)
+                    if lp is not None:
+                        self.updates[i] = replace(u, by_pass=lp, from_val=True)
+        for node, root in self._steps(scope):
+            # what the step trains on is the TTT analysis's question (`analyses.ttt_sites`), not decided here
+            self.updates.append(StateUpdate(idx, scope, node, root, OPTIMIZER_STEP, (idx, node), None, False))
+        for node, root in _rebinds(scope):
+            self.resets.append(StateReset(idx, scope, node, root))
+        for node in calls:
+            if call_name(node) in _CLEAR_CALLS and isinstance(node.func, ast.Attribute):
+                root = _root(node.func.value)
+                if root:
+                    self.resets.append(StateReset(idx, scope, node, root))
+        for ps in passes:
+            ps.derived = frozenset(_forward(scope, ps.results, _end(ps.node)))
+            ps.reported = _reported(scope, ps.derived, _end(ps.node), ps.node)
+        self.passes.extend(sorted(passes, key=lambda p: (p.node.lineno, p.node.col_offset)))
+
+    def _call_pass(self, idx, scope, call, callees, sites, val_args) -> ScoringPass:
+        reads: set[str] = set()
+        updates: set[str] = set()
+        per_token = False
+        for fn, binding in callees:
+            per_token |= self.facts(fn).per_token
+            r, u = self._effects(fn, binding)
+            reads |= r
+            updates |= u
+        stmt = idx.parents.get(call)
+        results = set()
+        if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
+            results = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+        return ScoringPass(
+            idx,
+            scope,
+            call,
+            "call",
+            call_name(call),
+            frozenset(reads),
+            frozenset(updates),
+            frozenset(results),
+            per_token,
+            frozenset(val_args),
+            tuple(sites[:4]),
+        )
+
+    def _effects(self, fn: ast.AST, binding: dict[str, ast.AST]) -> tuple[set[str], set[str]]:
+        """(tables read, tables updated) by a call of `fn`, as root variables of the caller: the arguments
+        bound to parameters it reads/updates, and the module-level tables it touches."""
+        f = self.facts(fn)
+        reads = {g[len(GLOBAL) :] for g in f.reads if g.startswith(GLOBAL)}
+        updates = {g[len(GLOBAL) :] for g, how in f.mutates.items() if g.startswith(GLOBAL) and how[0] in TABLE_KINDS}
+        for pname, arg in binding.items():
+            root = _root(arg)
+            if not root:
+                continue
+            if pname in f.reads:
+                reads.add(root)
+            if pname in f.mutates and f.mutates[pname][0] in TABLE_KINDS:
+                updates.add(root)
+        return reads, updates
+
+    def _call_updates(self, idx, scope, call, callees, by_pass: ScoringPass | None) -> None:
+        """States of `scope` that a helper call updates (`cache.update(chunk)`, `add_counts(table, keys)`)."""
+        seen: set[str] = set()
+        for fn, binding in callees:
+            f = self.facts(fn)
+            bound = [(pname, _root(arg)) for pname, arg in binding.items()]
+            bound += [(g, g[len(GLOBAL) :]) for g in (*f.mutates, *f.resets) if g.startswith(GLOBAL)]
+            for pname, root in bound:
+                if not root or root in seen:
+                    continue
+                if pname in f.mutates:
+                    seen.add(root)
+                    kind, prim = f.mutates[pname]
+                    val_args = frozenset(self._val_args(scope, call))
+                    self.updates.append(
+                        StateUpdate(
+                            idx, scope, call, root, kind, prim, call_name(call), bool(val_args), by_pass, val_args
+                        )
+                    )
+                elif pname in f.resets:
+                    seen.add(root)
+                    self.resets.append(StateReset(idx, scope, call, root))
+
+    def _loop_passes(self, idx: SourceIndex, scope: ast.AST, taken: set[int]) -> list[ScoringPass]:
+        """Outermost loops of `scope` that form scores themselves and read validation data."""
+        out = []
+        direct = [n for n, _ in self._sites(scope) if id(n) not in taken]
+        loops: list[ast.AST] = []
+        for site in direct:
+            outer = None
+            for anc in idx.ancestors(site):
+                if anc is scope:
+                    break
+                if isinstance(anc, LOOPS):
+                    outer = anc
+            if outer is not None and not any(outer is lp for lp in loops):
+                loops.append(outer)
+        for loop in loops:
+            iter_val = isinstance(loop, (ast.For, ast.AsyncFor)) and self.flow.is_val(scope, loop.iter, loop.lineno)
+            region = list(ast.walk(loop))
+            region_ids = {id(n) for n in region}
+            sites = [n for n in direct if id(n) in region_ids]
+            site_val = any(self._any_val(scope, s.args, s.lineno) for s in sites)
+            if not (iter_val or site_val):
+                continue
+            reads = {
+                r
+                for r in (_root(n) for n in region if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load))
+                if r
+            }
+            updates = set()
+            for call in (n for n in region if isinstance(n, ast.Call)):
+                for fn, binding in self._callees(call):
+                    r, u = self._effects(fn, binding)
+                    reads |= r
+                    updates |= u
+            updates |= {root for node, root, _ in self._primitives(scope) if id(node) in region_ids}
+            results = {n.target.id for n in region if isinstance(n, ast.AugAssign) and isinstance(n.target, ast.Name)}
+            text = {ast.unparse(loop.iter)} if iter_val else set()
+            form = dict(self._sites(scope))
+            out.append(
+                ScoringPass(
+                    idx,
+                    scope,
+                    loop,
+                    "loop",
+                    None,
+                    frozenset(reads),
+                    frozenset(updates),
+                    frozenset(results),
+                    False,
+                    frozenset(text),
+                    tuple(ScoringSite(idx, s, form.get(s, AT_TARGET)) for s in sites[:4]),
+                )
+            )
+        return out
+
+    def _val_args(self, scope: ast.AST, call: ast.Call) -> set[str]:
+        """Source text of the arguments handing validation data itself to `call` (not a span list or a count
+        computed from its length)."""
+        args = [a for a in call.args if not isinstance(a, ast.Starred)] + [k.value for k in call.keywords]
+        return {
+            ast.unparse(a)
+            for a in args
+            if isinstance(a, (ast.Name, ast.Subscript, ast.Attribute, ast.Call))
+            and self.flow.is_val(scope, a, call.lineno)
+        }
+
+    def _any_val(self, scope: ast.AST, exprs, line: int) -> bool:
+        return any(self.flow.is_val(scope, e, line) for e in exprs)
+
+
+# --- primitives ----------------------------------------------------------------------------------
+def _root(expr: ast.AST | None) -> str | None:
+    """The variable a subscript/attribute chain hangs off: `self.tables[o]` -> `self`."""
+    while isinstance(expr, (ast.Subscript, ast.Attribute, ast.Starred)):
+        expr = expr.value
+    return expr.id if isinstance(expr, ast.Name) else None
+
+
+def _line(node: ast.AST) -> tuple[int, int]:
+    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
+
+
+def _end(node: ast.AST) -> int:
+    return getattr(node, "end_lineno", None) or node.lineno
+
+
+_BUCKETS: dict[int, tuple[ast.AST, dict[type, list[ast.AST]]]] = {}
+
+
+def _nodes(scope: ast.AST, *types: type) -> list[ast.AST]:
+    """The nodes of `scope`'s own body (`walk_scope`) of the given types, bucketed once per scope: every
+    helper below reads only the node kinds it needs."""
+    hit = _BUCKETS.get(id(scope))
+    if hit is None or hit[0] is not scope:
+        buckets: dict[type, list[ast.AST]] = {}
+        for n in walk_scope(scope):
+            buckets.setdefault(type(n), []).append(n)
+        if len(_BUCKETS) > 20_000:
+            _BUCKETS.clear()
+        hit = _BUCKETS[id(scope)] = (scope, buckets)
+    if len(types) == 1:
+        return hit[1].get(types[0], [])
+    return [n for t in types for n in hit[1].get(t, [])]
+
+
+def _count_carriers(program: Program) -> set[int]:
+    """Ids of every node that is or contains a count call (`np.bincount(…)`): one pass over the parents of
+    each count call, so asking "does this expression hold counts?" costs a set lookup."""
+    out: set[int] = set()
+    for idx in program.indexes:
+        for call in idx.nodes(ast.Call):
+            if call_name(call) in _COUNT_CALLS:
+                out.add(id(call))
+                for anc in idx.ancestors(call):
+                    if id(anc) in out:
+                        break
+                    out.add(id(anc))
+    return out
+
+
+def _primitives(scope: ast.AST, counting: set[int]):
+    """(node, root, kind) for every table update written in `scope` itself; `counting` holds the ids of nodes
+    containing a count call (`_count_carriers`)."""
+
+    def _has_count_call(expr: ast.AST) -> bool:
+        return id(expr) in counting
+
+    counted = _count_names(scope, counting) if counting else set()
+    for n in sorted(_nodes(scope, ast.AugAssign, ast.Assign, ast.Call), key=_line):
+        if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+            root = _root(n.target)
+            if root is None:
+                continue
+            if _has_count_call(n.value) or (
+                counted and counted & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
+            ):
+                yield n, root, COUNT_BUILD  # `t += np.bincount(keys)`, `t += counts` with counts from bincount
+            elif isinstance(n.target, ast.Subscript):
+                yield n, root, INCREMENT
+        elif isinstance(n, ast.Assign):
+            for t in n.targets:
+                root = _root(t)
+                if root is None:
+                    continue
+                if _has_count_call(n.value):
+                    yield n, root, COUNT_BUILD
+                elif isinstance(t, ast.Subscript) and _self_increment(t, n.value, root):
+                    yield n, root, INCREMENT
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            attr = n.func.attr
+            if attr == "at" and n.args and (dotted(n.func) or "").endswith("add.at"):
+                root = _root(n.args[0])
+                if root:
+                    yield n, root, ADD_AT
+            elif attr in _ACCUMULATE_CALLS:
+                root = _root(n.func.value)
+                if root:
+                    yield n, root, INDEX_ADD
+            elif attr == "copy_" and n.args and _has_count_call(n.args[0]):
+                root = _root(n.func.value)
+                if root:
+                    yield n, root, COUNT_BUILD
+
+
+def _count_names(scope: ast.AST, counting: set[int]) -> set[str]:
+    """Locals bound to counts: `counts = np.bincount(keys, minlength=n)`."""
+    return {name for name, binds in definitions(scope).items() if any(id(v) in counting for _, v in binds)}
+
+
+def _self_increment(target: ast.Subscript, value: ast.AST, root: str) -> bool:
+    """`d[k] = d.get(k, 0) + v` / `t[k] = t[k] + v`."""
+    if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
+        return False
+    for n in ast.walk(value):
+        if isinstance(n, ast.Call) and call_name(n) == "get" and isinstance(n.func, ast.Attribute):
+            if _root(n.func.value) == root:
+                return True
+        if isinstance(n, ast.Subscript) and _root(n) == root:
+            return True
+    return False
+
+
+def _primitive_data(node: ast.AST) -> list[ast.AST]:
+    """The expressions carrying positions into an update (keys and increments)."""
+    if isinstance(node, ast.AugAssign):
+        return [node.value] + ([node.target.slice] if isinstance(node.target, ast.Subscript) else [])
+    if isinstance(node, ast.Assign):
+        return [node.value] + [t.slice for t in node.targets if isinstance(t, ast.Subscript)]
+    if isinstance(node, ast.Call):
+        return list(node.args[1:] if (dotted(node.func) or "").endswith("add.at") else node.args)
+    return []
+
+
+def _step_targets(scope: ast.AST, defs) -> list[tuple[ast.AST, str]]:
+    """`opt.step()` where `opt` was built in `scope` from `m.parameters()`: (the call, `m`)."""
+    out = []
+    for n in _nodes(scope, ast.Call):
+        if not (isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute)):
+            continue
+        opt = n.func.value
+        if not isinstance(opt, ast.Name):
+            continue
+        for line, value in reversed(defs.get(opt.id, [])):
+            if line > n.lineno or not isinstance(value, ast.Call):
+                continue
+            for x in ast.walk(value):
+                if (
+                    isinstance(x, ast.Call)
+                    and call_name(x) in ("parameters", "named_parameters")
+                    and isinstance(x.func, ast.Attribute)
+                ):
+                    root = _root(x.func.value)
+                    if root:
+                        out.append((n, root))
+                        break
+            break
+    return out
+
+
+def _local_names(fn: ast.AST) -> set[str]:
+    """Names `fn` binds itself (`x = …`, `a, b = …`, loop targets) — not those it only subscripts
+    (`T[k] += 1` updates a table, it does not bind `T`) — unless declared `global`."""
+    out: set[str] = set()
+    declared: set[str] = set()
+    for n in walk_scope(fn):
+        if isinstance(n, ast.Global):
+            declared.update(n.names)
+        for target, _ in binding_pairs(n):
+            stack = [target]
+            while stack:
+                t = stack.pop()
+                if isinstance(t, ast.Name):
+                    out.add(t.id)
+                elif isinstance(t, (ast.Tuple, ast.List, ast.Starred)):
+                    stack.extend(t.elts if not isinstance(t, ast.Starred) else [t.value])
+    return out - declared
+
+
+def _param_root(root: str | None, params: set[str], defs) -> str | None:
+    """The parameter a root variable stands for, through one local alias (`t = self.tables[o]`)."""
+    if root is None:
+        return None
+    if root in params:
+        return root
+    binds = defs.get(root, [])
+    if len(binds) == 1:
+        alias = _root(binds[0][1])
+        if alias in params:
+            return alias
+    return None
+
+
+def _table_reads(scope: ast.AST) -> set[str]:
+    """Roots read as tables in `scope`: `t[k]` loads (not the update's own target) and `d.get(k)`."""
+    out: set[str] = set()
+    for n in _nodes(scope, ast.Subscript, ast.Call):
+        if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load):
+            r = _root(n)
+            if r:
+                out.add(r)
+        elif isinstance(n, ast.Call) and call_name(n) == "get" and isinstance(n.func, ast.Attribute) and n.args:
+            r = _root(n.func.value)
+            if r:
+                out.add(r)
+    return out
+
+
+def _clears(scope: ast.AST) -> set[str]:
+    """Roots `scope` empties: `t.zero_()`, `d.clear()`, `self.t = np.zeros(…)` (a fresh table)."""
+    out: set[str] = set()
+    for n in _nodes(scope, ast.Call, ast.Assign):
+        if isinstance(n, ast.Call) and call_name(n) in _CLEAR_CALLS and isinstance(n.func, ast.Attribute):
+            r = _root(n.func.value)
+            if r:
+                out.add(r)
+        elif isinstance(n, ast.Assign) and _fresh(n.value):
+            for t in n.targets:
+                if isinstance(t, (ast.Attribute, ast.Subscript)):
+                    r = _root(t)
+                    if r:
+                        out.add(r)
+    return out
+
+
+def _fresh(value: ast.AST) -> bool:
+    if (
+        isinstance(value, (ast.Dict, ast.List))
+        and not getattr(value, "keys", None)
+        and not getattr(value, "elts", None)
+    ):
+        return True
+    if isinstance(value, ast.ListComp):
+        return _fresh(value.elt)
+    return isinstance(value, ast.Call) and call_name(value) in _FRESH_CALLS
+
+
+def _rebinds(scope: ast.AST):
+    """(node, name) for every plain rebinding of a name: the old object (and its updates) is gone."""
+    for n in _nodes(scope, ast.Assign):
+        if isinstance(n, ast.Assign):
+            for t in n.targets:
+                if isinstance(t, ast.Name):
+                    yield n, t.id
+
+
+def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
+    """Scoring sites written in `scope`: full-vocabulary scorers, and logs of a non-constant probability."""
+    out = []
+    for n in sorted(_nodes(scope, ast.Call), key=_line):
+        if not isinstance(n, ast.Call):
+            continue
+        name = call_name(n)
+        if name in _FULL_VOCAB_CALLS:
+            out.append((n, FULL_VOCAB))
+        elif name in _LOG_CALLS and not n.keywords:
+            args = [n.func.value] if isinstance(n.func, ast.Attribute) and not n.args else n.args  # `p.log()`
+            if any(isinstance(a, (ast.Constant, ast.JoinedStr, ast.Dict)) for a in args):
+                continue  # `math.log(2.0)`, a logger's `log("…")`
+            if any(isinstance(x, (ast.Name, ast.Subscript, ast.Attribute)) for a in args for x in ast.walk(a)):
+                out.append((n, AT_TARGET))
+    return out
+
+
+def _returns_arrays(fn: ast.AST, defs) -> bool:
+    """`fn` hands back per-token arrays: a return value built by concatenating/stacking or from a list of
+    appended chunks."""
+    for n in _nodes(fn, ast.Return):
+        if not (isinstance(n, ast.Return) and n.value is not None):
+            continue
+        for x in ast.walk(n.value):
+            if isinstance(x, ast.Call) and call_name(x) in _ARRAY_CALLS:
+                return True
+            if isinstance(x, ast.Name):
+                for _, value in defs.get(x.id, []):
+                    if isinstance(value, ast.AST) and any(
+                        isinstance(c, ast.Call) and call_name(c) in ("concatenate", "cat", "stack")
+                        for c in ast.walk(value)
+                    ):
+                        return True
+    return False
+
+
+def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> set[str]:
+    """Names computed from `names` after line `after` in `scope` (assignments, augmented assignments, loop
+    targets), to a fixed point."""
+    out = set(names)
+    if not out:
+        return out
+    stmts = [
+        n
+        for n in _nodes(scope, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)
+        if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor))
+        and getattr(n, "lineno", 0) > after
+    ]
+    for _ in range(6):
+        before = len(out)
+        for n in stmts:
+            value = n.iter if isinstance(n, (ast.For, ast.AsyncFor)) else n.value
+            if value is None or not out & {x.id for x in ast.walk(value) if isinstance(x, ast.Name)}:
+                continue
+            targets = n.targets if isinstance(n, ast.Assign) else [n.target]
+            out |= {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+        if len(out) == before:
+            break
+    return out
+
+
+def _reported(scope: ast.AST, names: frozenset[str], after: int, node: ast.AST) -> tuple[ast.AST, str] | None:
+    """Where a value derived from a pass is returned, or logged with a metric tag, after line `after`."""
+    for n in sorted(_nodes(scope, ast.Return, ast.Call), key=_line):
+        if getattr(n, "lineno", 0) < after:
+            continue
+        if isinstance(n, ast.Return) and n.value is not None:
+            if any(x is node for x in ast.walk(n.value)) or names & {
+                x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)
+            }:
+                return n, "return"
+        if isinstance(n, ast.Call) and call_name(n) in _LOG_FUNCS:
+            used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+            text = " ".join(
+                c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+            )
+            inline = any(x is node for a in n.args for x in ast.walk(a))
+            if (names & used or inline) and _METRIC_TEXT.search(text):
+                return n, text
+    return None
+
+
+def _shared_loop(idx: SourceIndex, a: ast.AST, b: ast.AST, scope: ast.AST) -> bool:
+    """`a` and `b` run in the same loop of `scope`: per-chunk order, not pass order, relates them."""
+    loops_a = {id(x) for x in _loops_until(idx, a, scope)}
+    return any(id(x) in loops_a for x in _loops_until(idx, b, scope))
+
+
+def _loops_until(idx: SourceIndex, node: ast.AST, scope: ast.AST):
+    for anc in idx.ancestors(node):
+        if anc is scope:
+            return
+        if isinstance(anc, LOOPS):
+            yield anc
