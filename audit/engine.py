@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__, codes
-from .analysis.astutil import UNKNOWN
+from .analysis.astutil import UNKNOWN, clear_caches
 from .analysis.config import Config
 from .analysis.context import Analyses
 from .analysis.program import Program
@@ -21,6 +21,7 @@ from .checks.record import record_findings
 from .checks.suppressions import suppression_findings
 from .codes import select_codes
 from .findings import Confidence, Finding, Location, report_order
+from .load import parse as pyparse
 from .load.folder import Folder, decode_text
 from .load.messages import LogProvenance, message_lines
 from .load.resolve import Sources, resolve
@@ -170,6 +171,8 @@ def record_config(folder: Folder, sources: Sources) -> RecordRun:
 
 def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
     """Folder → Sources → Logs → Program → findings → verdict. Each stage reads frozen values and returns one."""
+    clear_caches()  # the previous audit's trees (a batch worker audits many folders)
+    pyparse.clear()
     t0 = time.perf_counter()
     select, ignore = select_codes(select, CODES), select_codes(ignore, CODES)
     st = _Stages()

@@ -96,6 +96,11 @@ def is_val_name(name: str) -> bool:
 _SCOPE_CACHE: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
 
 
+def clear_caches() -> None:
+    """Forget the trees of the previous audit: a batch worker audits many folders, and the cache holds its nodes."""
+    _SCOPE_CACHE.clear()
+
+
 def walk_scope(scope: ast.AST) -> list[ast.AST]:
     """The nodes of a function/module body, not descending into nested function or class definitions.
     Cached per scope: rules and analyses walk the same functions many times."""

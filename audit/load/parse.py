@@ -58,3 +58,8 @@ def parse(text: str) -> tuple[ast.Module | None, str | None]:
     """(tree, None) or (None, "line N: message"). Results are cached: every stage parses each source once."""
     tree, _, err = _parse_cached(text)
     return tree, err
+
+
+def clear() -> None:
+    """Drop the parsed trees of the previous audit (the cache serves the stages of one audit)."""
+    _parse_cached.cache_clear()

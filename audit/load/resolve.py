@@ -332,6 +332,11 @@ def _sibling(path: str, ctx: _Ctx) -> bytes:
     raise DecodeError(f"sibling {path} not in folder")
 
 
+# exec/eval as a name of its own (`exec(`, `(exec)(`, `f = eval`), not an attribute (`model.eval(`) or part of a
+# longer name (`eval_val`). Without one, and without a `builtins` alias, no node can be an exec/eval call.
+_BARE_EXEC = re.compile(r"(?<![\w.])(?:exec|eval)\b")
+
+
 def _collect_aliases(tree: ast.Module) -> dict[str, str]:
     aliases: dict[str, str] = {}
     for node in ast.walk(tree):
@@ -371,6 +376,8 @@ def decode_once(
     """
     if "exec" not in text and "eval" not in text:
         return None  # no payload can run without exec/eval
+    if "builtins" not in text and not _BARE_EXEC.search(text):
+        return None  # `model.eval()` and `eval_val(` are not exec/eval: only a bare or builtins call runs code
     tree, _ = pyparse.parse(text)
     if tree is None:
         return None
