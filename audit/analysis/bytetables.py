@@ -22,6 +22,7 @@ import copy
 import re
 from dataclasses import dataclass, field
 
+from ..load.parse import walk
 from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
 from .scopes import single_bindings
@@ -94,7 +95,7 @@ def _is_space_literal(node: ast.AST) -> bool:
 
 def _space_test(node: ast.AST) -> bool:
     """`p.startswith("▁")`, `p[0] == "▁"`, `"▁" in p[:1]`."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Call) and call_name(n) == "startswith" and n.args and _is_space_literal(n.args[0]):
             return True
         if isinstance(n, ast.Compare) and any(_is_space_literal(c) for c in [n.left, *n.comparators]):
@@ -104,7 +105,7 @@ def _space_test(node: ast.AST) -> bool:
 
 def _strips_marker(node: ast.AST) -> bool:
     """`p[1:]`, `p.replace("▁", …)`, `p.lstrip("▁")`, `p[len("▁"):]`, `removeprefix`."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Subscript) and isinstance(n.slice, ast.Slice) and n.slice.lower is not None:
             low = n.slice.lower
             if isinstance(low, ast.Constant) and low.value == 1 or isinstance(low, ast.Call):
@@ -117,7 +118,7 @@ def _strips_marker(node: ast.AST) -> bool:
 
 def _adds_space(node: ast.AST) -> bool:
     """`len(x) + 1` or `" " + x`: the count carries the space byte itself."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Add):
             sides = (n.left, n.right)
             if any(isinstance(s, ast.Constant) and s.value in (" ", b" ") for s in sides):
@@ -132,12 +133,12 @@ def _is_count_value(node: ast.AST) -> bool:
     """A byte length or the bytes themselves — not a flag derived from the text (`len(p) > 0 and p[0] == "▁"`)."""
     if isinstance(node, (ast.Compare, ast.BoolOp)) or isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.Not):
         return False
-    return any(isinstance(n, ast.Call) and call_name(n) in ("len", "encode") for n in ast.walk(node))
+    return any(isinstance(n, ast.Call) and call_name(n) in ("len", "encode") for n in walk(node))
 
 
 def _byte_parse(node: ast.AST) -> bool:
     """Parsing `<0xAB>` by hand (`int(p[3:5], 16)`, `p.startswith("<0x")`) counts as an is_byte branch."""
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.startswith("<0x"):
             return True
         if isinstance(n, ast.Call) and call_name(n) == "int" and len(n.args) == 2:
@@ -165,7 +166,7 @@ def _is_id_arg(arg: ast.AST, var: str) -> bool:
 
 def piece_call(node: ast.AST, var: str) -> ast.Call | None:
     """The call in `node` that turns token id `var` into its text."""
-    for c in ast.walk(node):
+    for c in walk(node):
         if isinstance(c, ast.Call) and c.args and _is_id_arg(c.args[0], var):
             if call_name(c) in PIECE_CALLS or call_name(c) in DECODE_CALLS:
                 return c
@@ -189,20 +190,18 @@ def _analyse_loop(
     )
     # piece-text names: `piece = sp.id_to_piece(i)` and names derived from it (`b = piece.encode()`)
     text_names: set[str] = {text_name} if text_name else set()
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Assign) and any(c is call or _is_text_call(c) for c in ast.walk(n.value)):
+    for n in walk(loop):
+        if isinstance(n, ast.Assign) and any(c is call or _is_text_call(c) for c in walk(n.value)):
             text_names.update(t.id for t in n.targets if isinstance(t, ast.Name))
     for _ in range(2):
-        for n in ast.walk(loop):
-            if isinstance(n, ast.Assign) and any(
-                isinstance(x, ast.Name) and x.id in text_names for x in ast.walk(n.value)
-            ):
+        for n in walk(loop):
+            if isinstance(n, ast.Assign) and any(isinstance(x, ast.Name) and x.id in text_names for x in walk(n.value)):
                 text_names.update(t.id for t in n.targets if isinstance(t, ast.Name))
 
     def uses_text(expr: ast.AST) -> bool:
-        return any((isinstance(x, ast.Name) and x.id in text_names) or _is_text_call(x) for x in ast.walk(expr))
+        return any((isinstance(x, ast.Name) and x.id in text_names) or _is_text_call(x) for x in walk(expr))
 
-    for n in ast.walk(loop):
+    for n in walk(loop):
         if isinstance(n, ast.Assign):
             for t in n.targets:
                 if (
@@ -224,14 +223,13 @@ def _analyse_loop(
     if table.byte_check is None and (
         _byte_parse(loop)
         or (
-            table.fn is not None
-            and any(isinstance(c, ast.Call) and call_name(c) in BYTE_CALLS for c in ast.walk(table.fn))
+            table.fn is not None and any(isinstance(c, ast.Call) and call_name(c) in BYTE_CALLS for c in walk(table.fn))
         )
     ):
         table.byte_check = next(
             (
                 c
-                for c in ast.walk(loop)
+                for c in walk(loop)
                 if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.startswith("<0x")
             ),
             loop,
@@ -248,8 +246,8 @@ def _analyse_loop(
 
 def _adds_space_via_name(loop: ast.For, store: ast.Assign) -> bool:
     """`b = (" " + p[1:]).encode(); T[i] = len(b)`: the space enters through a local name."""
-    names = {x.id for x in ast.walk(store.value) if isinstance(x, ast.Name)}
-    for n in ast.walk(loop):
+    names = {x.id for x in walk(store.value) if isinstance(x, ast.Name)}
+    for n in walk(loop):
         if (
             isinstance(n, ast.Assign)
             and n.lineno <= store.lineno
@@ -266,12 +264,12 @@ def _boundary_guards(loop: ast.For, first_store: ast.AST) -> bool:
         if stmt.lineno >= first_store.lineno and not (stmt.lineno <= first_store.lineno <= (stmt.end_lineno or 0)):
             break
         if isinstance(stmt, ast.If) and any(
-            isinstance(c, ast.Call) and call_name(c) in BOUNDARY_CALLS for c in ast.walk(stmt.test)
+            isinstance(c, ast.Call) and call_name(c) in BOUNDARY_CALLS for c in walk(stmt.test)
         ):
             if (
                 ends_with(stmt.body, _SKIPS)
                 or stmt.orelse
-                and any(first_store is x for s in stmt.orelse for x in ast.walk(s))
+                and any(first_store is x for s in stmt.orelse for x in walk(s))
             ):
                 return True
     return False
@@ -328,7 +326,7 @@ def _enumerated_pieces(idx: SourceIndex, loop: ast.For) -> tuple[str | None, ast
             ),
             src,
         )
-    for comp in ast.walk(src):
+    for comp in walk(src):
         if isinstance(comp, ast.ListComp) and len(comp.generators) == 1:
             gvar = _loop_var(comp.generators[0])
             call = piece_call(comp.elt, gvar) if gvar else None
@@ -350,7 +348,7 @@ def _analyse_comprehension(idx: SourceIndex, comp: ast.AST, elt: ast.AST, var: s
     )
     scope = [elt, *comp.generators[0].ifs]
     for part in scope:
-        for n in ast.walk(part):
+        for n in walk(part):
             if isinstance(n, ast.Call) and call_name(n) in BYTE_CALLS:
                 table.byte_check = table.byte_check or n
             if isinstance(n, ast.Call) and call_name(n) in BOUNDARY_CALLS:
@@ -435,7 +433,7 @@ def space_piece_checks(program: Program) -> list[tuple[SourceIndex, ast.AST]]:
     out = []
     for idx in program.indexes:
         for n in idx.nodes(ast.Compare):
-            calls = [c for c in ast.walk(n) if isinstance(c, ast.Call)]
+            calls = [c for c in walk(n) if isinstance(c, ast.Call)]
             if any(
                 call_name(c) in ("piece_to_id", "PieceToId") and c.args and _is_space_literal(c.args[0]) for c in calls
             ):
@@ -745,7 +743,7 @@ class FixedEvalLoop:
 
 def _accumulates(loop: ast.For, program: Program, local: dict) -> bool:
     """The body adds a computed value to something that outlives an iteration (`total += loss.item()`)."""
-    for n in ast.walk(loop):
+    for n in walk(loop):
         if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
             if not _is_number(program.fold(n.value, local=local)):
                 return True
@@ -825,13 +823,13 @@ def fixed_eval_loops(
             var = loop.target.id
             inner = {  # variables of nested loops/comprehensions read at their first value
                 t.id: ast.Constant(0)
-                for n in ast.walk(loop)
+                for n in walk(loop)
                 if isinstance(n, (ast.For, ast.comprehension)) and n is not loop
-                for t in ast.walk(n.target)
+                for t in walk(n.target)
                 if isinstance(t, ast.Name)
             }
             scope = fn or idx.tree
-            for sub in ast.walk(loop):
+            for sub in walk(loop):
                 if not isinstance(sub, ast.Subscript) or not isinstance(sub.ctx, ast.Load):
                     continue
                 offset = _read_offset(sub.slice)

@@ -25,6 +25,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
+from ..load.parse import walk
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
@@ -103,7 +104,7 @@ class Reserve:
 
 
 def _load_names(node: ast.AST):
-    for n in ast.walk(node):
+    for n in walk(node):
         if isinstance(n, ast.Name):
             yield n.id, n
         elif isinstance(n, ast.Attribute):
@@ -176,7 +177,7 @@ class CalibrationAnalysis:
                     and calls & NO_GRAD
                     and "backward" not in calls
                     and not self._is_selfgen(fn)
-                    and any(isinstance(n, LOOPS) for n in ast.walk(fn))
+                    and any(isinstance(n, LOOPS) for n in walk(fn))
                 ):
                     # hookless collector: a no-grad loop of forwards whose layers save their inputs
                     out.setdefault(fn.name, []).append((idx, fn))
@@ -426,7 +427,7 @@ class CalibrationAnalysis:
             isinstance(n, ast.Call)
             and call_name(n) in _SAMPLING_CALLS
             and any(isinstance(a, LOOPS) for a in _ancestors_in(fn, n))
-            for n in ast.walk(fn)
+            for n in walk(fn)
         )
 
     def _scan_body(self, idx: SourceIndex, fn: ast.AST, origin: DataOrigin, skip: set[str], cond: bool = False) -> None:
@@ -435,12 +436,10 @@ class CalibrationAnalysis:
         for root in body:
             if isinstance(fn, ast.ClassDef) and not isinstance(root, FUNCS):
                 continue  # class-level settings (Hyperparameters) are not reads
-            called = {id(c.func) for c in ast.walk(root) if isinstance(c, ast.Call)}
+            called = {id(c.func) for c in walk(root) if isinstance(c, ast.Call)}
             # `if args.calib_val:` reads a switch, not data
-            called |= {
-                id(x) for s in ast.walk(root) if isinstance(s, (ast.If, ast.IfExp, ast.While)) for x in ast.walk(s.test)
-            }
-            for n in ast.walk(root):
+            called |= {id(x) for s in walk(root) if isinstance(s, (ast.If, ast.IfExp, ast.While)) for x in walk(s.test)}
+            for n in walk(root):
                 if id(n) in called:
                     continue  # `model.eval()` is a method, not data
                 if isinstance(n, (ast.Attribute, ast.Name, ast.Call)) and self._reads(n):
@@ -524,7 +523,7 @@ class CalibrationAnalysis:
                     cidx is idx
                     and (idx.enclosing(n, *FUNCS) or idx.tree) is scope
                     and _pos(n) < _pos(node)
-                    and not any(a is n for a in ast.walk(node))
+                    and not any(a is n for a in walk(node))
                 ):
                     return (idx, n, f"training (`{name}()`) has finished here"), False
         if not isinstance(scope, FUNCS):
@@ -678,7 +677,7 @@ class _Flow:
         live = self.a._branch(self.idx, branch) if branch else True
         if live is True and self.a.p.fold(st.test, local=self.local) is UNKNOWN:
             # a command-line switch is a switch too, though the reachability engine lets runtime tests run
-            live = None if any(dotted(n) == "sys.argv" for n in ast.walk(st.test)) else True
+            live = None if any(dotted(n) == "sys.argv" for n in walk(st.test)) else True
         return live is False, (st.test if live is None else None)
 
     def _body(self, stmts: list[ast.stmt], state: list, cond: Switch) -> list:
@@ -728,7 +727,7 @@ def _pos(node: ast.AST) -> tuple[int, int]:
 
 def _reserve_term(expr: ast.AST) -> ast.AST | None:
     """The sub-expression naming the reserve (`args.gptq_reserve_ms`, `h.gptq_reserve_seconds * 1000`)."""
-    for n in ast.walk(expr):
+    for n in walk(expr):
         if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub):
             for side in (n.right,):
                 if any(_RESERVE.search(nm) for nm, _ in _load_names(side)):
@@ -752,10 +751,10 @@ def _data_params(fn: ast.AST) -> set[str]:
     params = set(param_names(fn)) - {"self", "cls"}
     model, used_as_data = set(), set()
     parents: dict[ast.AST, ast.AST] = {}
-    for p in ast.walk(fn):
+    for p in walk(fn):
         for c in ast.iter_child_nodes(p):
             parents[c] = p
-    for n in ast.walk(fn):
+    for n in walk(fn):
         if not (isinstance(n, ast.Name) and n.id in params and isinstance(n.ctx, ast.Load)):
             continue
         par = parents.get(n)
@@ -782,7 +781,7 @@ def _data_params(fn: ast.AST) -> set[str]:
 def _ancestors_in(fn: ast.AST, target: ast.AST):
     """Ancestors of `target` inside `fn` (parents computed on demand: collectors are few)."""
     parents: dict[ast.AST, ast.AST] = {}
-    for p in ast.walk(fn):
+    for p in walk(fn):
         for c in ast.iter_child_nodes(p):
             parents[c] = p
     cur = parents.get(target)

@@ -33,6 +33,7 @@ import ast
 import re
 from dataclasses import dataclass, field, replace
 
+from ..load.parse import walk
 from .astutil import FUNCS, LOOPS, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
 from .rescoring import exclusive
@@ -218,7 +219,7 @@ class Evaluation:
         names: set[str] = set()
         if isinstance(stmt, (ast.Assign, ast.AnnAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            names = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+            names = {x.id for t in targets for x in walk(t) if isinstance(x, ast.Name)}
         return _reported(scope, frozenset(_forward(scope, names, _end(node))), _end(node), node)
 
     def earlier_passes(self, ps: ScoringPass) -> list[ScoringPass]:
@@ -370,7 +371,7 @@ class Evaluation:
             if sites and val_args:
                 ps = self._call_pass(idx, scope, call, callees, sites, val_args)
                 passes.append(ps)
-                taken |= {id(x) for x in ast.walk(call)}
+                taken |= {id(x) for x in walk(call)}
             self._call_updates(idx, scope, call, callees, passes[-1] if passes and passes[-1].node is call else None)
         loops = self._loop_passes(idx, scope, taken)
         passes.extend(loops)
@@ -415,7 +416,7 @@ class Evaluation:
         results = set()
         if isinstance(stmt, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
             targets = stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target]
-            results = {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+            results = {x.id for t in targets for x in walk(t) if isinstance(x, ast.Name)}
         return ScoringPass(
             idx,
             scope,
@@ -485,7 +486,7 @@ class Evaluation:
                 loops.append(outer)
         for loop in loops:
             iter_val = isinstance(loop, (ast.For, ast.AsyncFor)) and self.flow.is_val(scope, loop.iter, loop.lineno)
-            region = list(ast.walk(loop))
+            region = list(walk(loop))
             region_ids = {id(n) for n in region}
             sites = [n for n in direct if id(n) in region_ids]
             site_val = any(self._any_val(scope, s.args, s.lineno) for s in sites)
@@ -602,7 +603,7 @@ def _primitives(scope: ast.AST, counting: set[int]):
             if root is None:
                 continue
             if _has_count_call(n.value) or (
-                counted and counted & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
+                counted and counted & {x.id for x in walk(n.value) if isinstance(x, ast.Name)}
             ):
                 yield n, root, COUNT_BUILD  # `t += np.bincount(keys)`, `t += counts` with counts from bincount
             elif isinstance(n.target, ast.Subscript):
@@ -641,7 +642,7 @@ def _self_increment(target: ast.Subscript, value: ast.AST, root: str) -> bool:
     """`d[k] = d.get(k, 0) + v` / `t[k] = t[k] + v`."""
     if not (isinstance(value, ast.BinOp) and isinstance(value.op, ast.Add)):
         return False
-    for n in ast.walk(value):
+    for n in walk(value):
         if isinstance(n, ast.Call) and call_name(n) == "get" and isinstance(n.func, ast.Attribute):
             if _root(n.func.value) == root:
                 return True
@@ -673,7 +674,7 @@ def _step_targets(scope: ast.AST, defs) -> list[tuple[ast.AST, str]]:
         for line, value in reversed(defs.get(opt.id, [])):
             if line > n.lineno or not isinstance(value, ast.Call):
                 continue
-            for x in ast.walk(value):
+            for x in walk(value):
                 if (
                     isinstance(x, ast.Call)
                     and call_name(x) in ("parameters", "named_parameters")
@@ -786,7 +787,7 @@ def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
             args = [n.func.value] if isinstance(n.func, ast.Attribute) and not n.args else n.args  # `p.log()`
             if any(isinstance(a, (ast.Constant, ast.JoinedStr, ast.Dict)) for a in args):
                 continue  # `math.log(2.0)`, a logger's `log("…")`
-            if any(isinstance(x, (ast.Name, ast.Subscript, ast.Attribute)) for a in args for x in ast.walk(a)):
+            if any(isinstance(x, (ast.Name, ast.Subscript, ast.Attribute)) for a in args for x in walk(a)):
                 out.append((n, AT_TARGET))
     return out
 
@@ -797,14 +798,13 @@ def _returns_arrays(fn: ast.AST, defs) -> bool:
     for n in _nodes(fn, ast.Return):
         if not (isinstance(n, ast.Return) and n.value is not None):
             continue
-        for x in ast.walk(n.value):
+        for x in walk(n.value):
             if isinstance(x, ast.Call) and call_name(x) in _ARRAY_CALLS:
                 return True
             if isinstance(x, ast.Name):
                 for _, value in defs.get(x.id, []):
                     if isinstance(value, ast.AST) and any(
-                        isinstance(c, ast.Call) and call_name(c) in ("concatenate", "cat", "stack")
-                        for c in ast.walk(value)
+                        isinstance(c, ast.Call) and call_name(c) in ("concatenate", "cat", "stack") for c in walk(value)
                     ):
                         return True
     return False
@@ -826,10 +826,10 @@ def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> se
         before = len(out)
         for n in stmts:
             value = n.iter if isinstance(n, (ast.For, ast.AsyncFor)) else n.value
-            if value is None or not out & {x.id for x in ast.walk(value) if isinstance(x, ast.Name)}:
+            if value is None or not out & {x.id for x in walk(value) if isinstance(x, ast.Name)}:
                 continue
             targets = n.targets if isinstance(n, ast.Assign) else [n.target]
-            out |= {x.id for t in targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+            out |= {x.id for t in targets for x in walk(t) if isinstance(x, ast.Name)}
         if len(out) == before:
             break
     return out
@@ -841,16 +841,16 @@ def _reported(scope: ast.AST, names: frozenset[str], after: int, node: ast.AST) 
         if getattr(n, "lineno", 0) < after:
             continue
         if isinstance(n, ast.Return) and n.value is not None:
-            if any(x is node for x in ast.walk(n.value)) or names & {
-                x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)
+            if any(x is node for x in walk(n.value)) or names & {
+                x.id for x in walk(n.value) if isinstance(x, ast.Name)
             }:
                 return n, "return"
         if isinstance(n, ast.Call) and call_name(n) in _LOG_FUNCS:
-            used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+            used = {x.id for a in n.args for x in walk(a) if isinstance(x, ast.Name)}
             text = " ".join(
-                c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                c.value for a in n.args for c in walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
             )
-            inline = any(x is node for a in n.args for x in ast.walk(a))
+            inline = any(x is node for a in n.args for x in walk(a))
             if (names & used or inline) and _METRIC_TEXT.search(text):
                 return n, text
     return None

@@ -30,6 +30,7 @@ from typing import Mapping
 
 from ..findings import Reachability
 from ..load.folder import decode_text, is_binary
+from ..load.parse import walk
 from .astutil import FUNCS, dotted
 from .network import eval_phase
 from .program import Program, SourceIndex
@@ -959,9 +960,7 @@ def _qualified(func: ast.AST, aliases: dict[str, str]) -> str:
 
 def _literal_text(node: ast.AST) -> str:
     return " ".join(
-        n.value
-        for n in ast.walk(node)
-        if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 400
+        n.value for n in walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 400
     )
 
 
@@ -1105,4 +1104,4 @@ class NativeAnalysis:
         arg = call.args[0]
         if isinstance(arg, ast.Constant):
             return arg.value is None or (isinstance(arg.value, str) and bool(_SYSTEM_LIB.search(arg.value)))
-        return any(isinstance(n, ast.Call) and (dotted(n.func) or "").endswith("find_library") for n in ast.walk(arg))
+        return any(isinstance(n, ast.Call) and (dotted(n.func) or "").endswith("find_library") for n in walk(arg))

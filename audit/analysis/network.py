@@ -8,6 +8,7 @@ import ast
 import re
 from dataclasses import dataclass
 
+from ..load.parse import walk
 from .astutil import call_name, dotted
 from .program import Program, SourceIndex
 
@@ -80,7 +81,7 @@ def _command_text(call: ast.Call) -> str:
     """The literal parts of a shell command: `["wget", url]`, `"curl -O …"`, f-strings."""
     parts: list[str] = []
     for arg in call.args[:1]:
-        for n in ast.walk(arg):
+        for n in walk(arg):
             if isinstance(n, ast.Constant) and isinstance(n.value, str):
                 parts.append(n.value)
             elif isinstance(n, ast.Attribute) and n.attr == "executable":  # sys.executable -m pip
@@ -122,7 +123,7 @@ def _training_loop_before(idx: SourceIndex, scope: ast.AST, line: int) -> ast.AS
             continue
         if (_fn(idx, loop) or idx.tree) is not scope:
             continue
-        if any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in ast.walk(loop)):
+        if any(isinstance(n, ast.Call) and call_name(n) == "backward" for n in walk(loop)):
             return loop
     return None
 

@@ -33,6 +33,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..findings import Confidence, Finding, Reachability, Severity
+from ..load.parse import walk
 from ..load.runcmd import run_commands
 from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
 from .config import Config
@@ -187,7 +188,7 @@ class NgramAnalysis:
                                 and _base(n.func.value) == b
                             )
                             or (isinstance(n, ast.Subscript) and _base(n) == b)
-                            for n in ast.walk(asg.value)
+                            for n in walk(asg.value)
                         )
                     ):
                         tables.add(b)
@@ -255,7 +256,7 @@ class NgramAnalysis:
         if _calls(expr, "bincount"):
             return True
         defs = self._scope_defs(scope)
-        for n in ast.walk(expr):
+        for n in walk(expr):
             if isinstance(n, ast.Name):
                 if any(_calls(value, "bincount") for _, value, _ in defs.get(n.id, [])):
                     return True
@@ -516,7 +517,7 @@ class NgramAnalysis:
         todo = [(expr, line, 0)]
         while todo:
             e, ln, d = todo.pop()
-            for n in ast.walk(e):
+            for n in walk(e):
                 if isinstance(n, ast.Call) and call_name(n) == "len":
                     has_len = True
                 if isinstance(n, ast.Name):
@@ -555,9 +556,7 @@ class NgramAnalysis:
             ):
                 return True
         direct = [
-            n.id if isinstance(n, ast.Name) else n.attr
-            for n in ast.walk(expr)
-            if isinstance(n, (ast.Name, ast.Attribute))
+            n.id if isinstance(n, ast.Name) else n.attr for n in walk(expr) if isinstance(n, (ast.Name, ast.Attribute))
         ]
         if any(_NOT_BYTE_LEN.search(x) for x in direct):
             return False
@@ -575,9 +574,7 @@ class NgramAnalysis:
 
     def _token_logp(self, idx, scope, expr, line, prob: bool = False) -> bool:
         direct = [
-            n.id if isinstance(n, ast.Name) else n.attr
-            for n in ast.walk(expr)
-            if isinstance(n, (ast.Name, ast.Attribute))
+            n.id if isinstance(n, ast.Name) else n.attr for n in walk(expr) if isinstance(n, (ast.Name, ast.Attribute))
         ]
         if not direct or any(_AGGREGATE.search(x) for x in direct):
             return False
@@ -590,7 +587,7 @@ class NgramAnalysis:
         local definitions and, for a parameter, the arguments its callers pass."""
         if depth > 5:
             return False
-        for n in ast.walk(expr):
+        for n in walk(expr):
             if isinstance(n, ast.Call):
                 name = call_name(n)
                 if name in ("cross_entropy", "nll_loss") and any(
@@ -625,13 +622,13 @@ class NgramAnalysis:
     def _softmaxed(self, scope: ast.AST, expr: ast.AST, line: int) -> bool:
         """`expr` is (bound from) a softmax / log-softmax over the vocabulary."""
         names = {"log_softmax", "softmax"}
-        if any(isinstance(n, ast.Call) and call_name(n) in names for n in ast.walk(expr)):
+        if any(isinstance(n, ast.Call) and call_name(n) in names for n in walk(expr)):
             return True
         defs = self._scope_defs(scope)
-        for n in ast.walk(expr):
+        for n in walk(expr):
             if isinstance(n, ast.Name):
                 for d, value, _ in defs.get(n.id, []):
-                    if d <= line and any(isinstance(x, ast.Call) and call_name(x) in names for x in ast.walk(value)):
+                    if d <= line and any(isinstance(x, ast.Call) and call_name(x) in names for x in walk(value)):
                         return True
         return False
 
@@ -783,7 +780,7 @@ class NgramAnalysis:
         ]
         for _ in range(2):
             for n in later:
-                if any(isinstance(x, ast.Name) and x.id in names for x in ast.walk(n.value)):
+                if any(isinstance(x, ast.Name) and x.id in names for x in walk(n.value)):
                     for t in n.targets if isinstance(n, ast.Assign) else [n.target]:
                         names |= _stored(t)
         return names, start
@@ -794,7 +791,7 @@ class NgramAnalysis:
         out = []
         for n in walk_scope(scope):
             if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and getattr(n, "lineno", 0) >= start:
-                if any((isinstance(x, ast.Name) and x.id in names) or x in nodes for x in ast.walk(n.left)):
+                if any((isinstance(x, ast.Name) and x.id in names) or x in nodes for x in walk(n.left)):
                     out.append(n)
         return sorted(out, key=lambda d: (d.lineno, d.col_offset))
 
@@ -813,12 +810,12 @@ class NgramAnalysis:
                 continue
             src = n.func.value if isinstance(n.func, ast.Attribute) and call_name(n) == "gather" else None
             src = src if src is not None else (n.args[0] if n.args else None)
-            if src is None or not any((isinstance(x, ast.Name) and x.id in names) or x is read for x in ast.walk(src)):
+            if src is None or not any((isinstance(x, ast.Name) and x.id in names) or x is read for x in walk(src)):
                 continue
             index = n.args[-1] if n.args else None
             if index is None:
                 continue
-            chosen = [index] + [v for x in ast.walk(index) if isinstance(x, ast.Name) for _, v, _ in defs.get(x.id, [])]
+            chosen = [index] + [v for x in walk(index) if isinstance(x, ast.Name) for _, v, _ in defs.get(x.id, [])]
             if any(_calls(e, c) for e in chosen for c in ("argmax", "topk", "argsort", "max")):
                 continue
             return n
@@ -886,12 +883,12 @@ class NgramAnalysis:
             w = n.targets[0].id
             if not _WEIGHT_NAME.match(w) or isinstance(n.value, (ast.Constant, ast.Name, ast.Attribute)):
                 continue
-            called = {id(c.func) for c in ast.walk(n.value) if isinstance(c, ast.Call)}
+            called = {id(c.func) for c in walk(n.value) if isinstance(c, ast.Call)}
             names = [x.id for x in _value_nodes(n.value) if isinstance(x, ast.Name) and id(x) not in called]
             if any(_NOT_OUTCOME.search(x) and not x.startswith(("thr", "inv_thr")) for x in names):
                 continue  # entropy / confidence of the whole distribution: context only
             if any(
-                isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS - {"min", "max"} for x in ast.walk(n.value)
+                isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS - {"min", "max"} for x in walk(n.value)
             ):
                 continue
             by_name = any(
@@ -929,12 +926,12 @@ class NgramAnalysis:
                 compared = any(
                     isinstance(c, ast.Compare)
                     and not all(isinstance(op, (ast.Is, ast.IsNot)) for op in c.ops)
-                    and any((isinstance(x, ast.Name) and x.id in derived) or x is r.node for x in ast.walk(c))
-                    for c in ast.walk(test)
+                    and any((isinstance(x, ast.Name) and x.id in derived) or x is r.node for x in walk(c))
+                    for c in walk(test)
                 )
                 if not compared:
                     continue
-                if isinstance(n, ast.If) and any(isinstance(x, ast.Break) for b in n.body for x in ast.walk(b)):
+                if isinstance(n, ast.If) and any(isinstance(x, ast.Break) for b in n.body for x in walk(b)):
                     continue  # a backoff search (PPM escape): stop at the first order that has the symbol
                 branches = (
                     n.body + n.orelse
@@ -948,7 +945,7 @@ class NgramAnalysis:
                     and isinstance(x.op, (ast.Mult, ast.Add, ast.Div))
                     and _mentions(x, derived)
                     for b in branches
-                    for x in ast.walk(b)
+                    for x in walk(b)
                 )
                 if not uses:
                     continue
@@ -975,7 +972,7 @@ class NgramAnalysis:
         pos, elem = _loop_vars(loop)
         if pos is None:
             return None
-        body = [n for st in loop.body for n in ast.walk(st)]
+        body = [n for st in loop.body for n in walk(st)]
         if elem is None:  # `for i in range(n): tok = int(seq[i])`
             elem = next(
                 (
@@ -986,7 +983,7 @@ class NgramAnalysis:
                     and isinstance(st.targets[0], ast.Name)
                     and any(
                         isinstance(x, ast.Subscript) and isinstance(x.slice, ast.Name) and x.slice.id == pos
-                        for x in ast.walk(st.value)
+                        for x in walk(st.value)
                     )
                 ),
                 None,
@@ -1078,14 +1075,14 @@ class NgramAnalysis:
             named = [t for t, _ in assigns if isinstance(t, ast.Name) and _WEIGHT_NAME.match(t.id)]
             # a constant weight in [0, 1] counts when the test is the realised symbol's probability by data flow
             weightlike = named or [t for t, v in assigns if isinstance(t, ast.Name) and _is_weight(v)]
-            if not weightlike or not any(isinstance(x, ast.Compare) for x in ast.walk(n.test)):
+            if not weightlike or not any(isinstance(x, ast.Compare) for x in walk(n.test)):
                 continue
-            if any(isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS for x in ast.walk(n.test)):
+            if any(isinstance(x, ast.Call) and call_name(x) in _AGGREGATE_CALLS for x in walk(n.test)):
                 continue  # a mean / best-so-far over many tokens is not the realised symbol's probability
             defs = self._scope_defs(scope)
             names = [
                 x.id
-                for x in ast.walk(n.test)
+                for x in walk(n.test)
                 if isinstance(x, ast.Name)
                 # a loop counter (`for lp in range(k)`) is not a log-probability, whatever it is called
                 and not any(isinstance(v, ast.Call) and call_name(v) == "range" for _, v, _ in defs.get(x.id, []))
@@ -1114,8 +1111,8 @@ class NgramAnalysis:
                 if self._softmaxed(scope, n.value, n.lineno):
                     picked = n.slice.elts[-1]
             if picked is not None:
-                called = {id(c.func) for c in ast.walk(picked) if isinstance(c, ast.Call)}
-                out |= {x.id for x in ast.walk(picked) if isinstance(x, ast.Name) and id(x) not in called}
+                called = {id(c.func) for c in walk(picked) if isinstance(c, ast.Call)}
+                out |= {x.id for x in walk(picked) if isinstance(x, ast.Name) and id(x) not in called}
         return out
 
     def _target_where_gates(self, idx: SourceIndex, fn: ast.AST) -> list[UnnormSite]:
@@ -1135,7 +1132,7 @@ class NgramAnalysis:
             looked_up = next(
                 (
                     x
-                    for x in ast.walk(cond)
+                    for x in walk(cond)
                     if isinstance(x, ast.Subscript) and _mentions(x.slice, targets) and not _mentions(x.value, targets)
                 ),
                 None,
@@ -1245,9 +1242,7 @@ def _short(node: ast.AST) -> str:
 
 def _has_int_constant(n: ast.BinOp) -> bool:
     """`tok * 36313`-style multiplication (a hash), not `p * alpha`."""
-    return any(
-        isinstance(x, ast.Constant) and isinstance(x.value, int) and abs(x.value) > 255 for x in ast.walk(n)
-    ) or any(
+    return any(isinstance(x, ast.Constant) and isinstance(x.value, int) and abs(x.value) > 255 for x in walk(n)) or any(
         isinstance(x, (ast.Name, ast.Attribute, ast.Subscript)) and re.search(r"prime|mult|hash", ast.unparse(x), re.I)
         for x in (n.left, n.right)
     )
@@ -1281,13 +1276,13 @@ _ABSORB_CALLS = {"append", "appendleft", "add", "extend", "update", "push", "obs
 def _reduces(expr: ast.AST, defs: dict | None = None, depth: int = 0) -> bool:
     """A sum / softmax over some axis appears in `expr`, or (given the scope's `defs`) in the definitions of
     its names, two levels deep (`d = t + u`, `t = sum(row.values())`): what a normalising denominator needs."""
-    if any(isinstance(n, ast.Call) and call_name(n) in _REDUCE for n in ast.walk(expr)):
+    if any(isinstance(n, ast.Call) and call_name(n) in _REDUCE for n in walk(expr)):
         return True
     if defs is None or depth >= 2:
         return False
     return any(
         _reduces(value, defs, depth + 1)
-        for n in ast.walk(expr)
+        for n in walk(expr)
         if isinstance(n, ast.Name)
         for _, value, _ in defs.get(n.id, [])
     )
@@ -1305,7 +1300,7 @@ def _stored(target: ast.AST) -> set[str]:
 
 
 def _mentions(expr: ast.AST, names: set[str]) -> bool:
-    return any(isinstance(n, ast.Name) and n.id in names for n in ast.walk(expr))
+    return any(isinstance(n, ast.Name) and n.id in names for n in walk(expr))
 
 
 def _loop_vars(loop: ast.For) -> tuple[str | None, str | None]:
@@ -1377,7 +1372,7 @@ def _is_weight(value: ast.AST) -> bool:
 
 
 def _calls(expr: ast.AST, name: str) -> bool:
-    return any(isinstance(n, ast.Call) and call_name(n) == name for n in ast.walk(expr))
+    return any(isinstance(n, ast.Call) and call_name(n) == name for n in walk(expr))
 
 
 def _leftmost(e: ast.AST) -> str | None:
@@ -1394,7 +1389,7 @@ def _broadcasts(sl: ast.AST) -> bool:
 
 
 def _contains(tree: ast.AST, node: ast.AST) -> bool:
-    return any(n is node for n in ast.walk(tree))
+    return any(n is node for n in walk(tree))
 
 
 def _copy(node: ast.AST) -> ast.AST:
@@ -1422,8 +1417,8 @@ def _decided_by_logged(program: Program, why: str) -> bool:
             tree = ast.parse(text, mode="eval")
         except SyntaxError:
             continue
-        words = {n.id.lower() for n in ast.walk(tree) if isinstance(n, ast.Name)}
-        words |= {n.attr.lower() for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        words = {n.id.lower() for n in walk(tree) if isinstance(n, ast.Name)}
+        words |= {n.attr.lower() for n in walk(tree) if isinstance(n, ast.Attribute)}
         if words & set(program.config.logged):
             return True
     return False
@@ -1463,11 +1458,11 @@ def _guard_cores(why: str) -> list[str]:
             tree = ast.parse(text.rstrip("."), mode="eval")
         except SyntaxError:
             continue
-        words = [n.id for n in ast.walk(tree) if isinstance(n, ast.Name)]
-        words += [n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)]
+        words = [n.id for n in walk(tree) if isinstance(n, ast.Name)]
+        words += [n.attr for n in walk(tree) if isinstance(n, ast.Attribute)]
         words += [  # env var names: os.environ.get("PPM_ENABLED", "0")
             n.value
-            for n in ast.walk(tree)
+            for n in walk(tree)
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value.isidentifier()
         ]
         for w in words:

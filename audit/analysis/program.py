@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from ..load.parse import walk
 from ..load.resolve import ResolvedSource
 from .astutil import ENV_FUNCS, call_name, dotted, walk_scope
 from .config import Config
@@ -89,7 +90,7 @@ def assign_pairs(stmt: ast.stmt):
 
 
 def mentions_env(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in ast.walk(node))
+    return any(isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in walk(node))
 
 
 def wraps_env_get(fn: ast.FunctionDef) -> bool:

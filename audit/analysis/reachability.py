@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..findings import Reachability
 from ..load.messages import LogCall, LogText, log_calls
+from ..load.parse import walk
 from .astutil import ENV_FUNCS, FUNCS, UNKNOWN, blocks, dotted, ends_with, inside, short, short_text
 from .config import Config
 from .scopes import single_bindings
@@ -106,7 +107,7 @@ class Liveness:
 
     def _config_undecided(self, test: ast.AST, cfg: Config) -> bool:
         """Does the guard read configuration (env vars, hyperparameters, module constants) we cannot fold?"""
-        for n in ast.walk(test):
+        for n in walk(test):
             cfg_node = (
                 (isinstance(n, ast.Attribute) and (n.attr in self.attrs or n.attr.lower() in cfg.logged))
                 or (isinstance(n, ast.Name) and n.id in self.consts)

@@ -8,6 +8,7 @@ import ast
 import functools
 import re
 
+from ..load.parse import walk
 from .astutil import FUNCS, NO_GRAD, call_name, walk_scope
 from .program import Program, SourceIndex
 
@@ -50,8 +51,8 @@ def val_training_functions(program: Program, names: list[str]) -> set[str]:
 def model_params(fn: ast.AST) -> set[str]:
     used: set[str] = set()
     # a parameter only called for its side effect (`log0(f"…")`) is a logger, not a model
-    statements = {id(n.value) for n in ast.walk(fn) if isinstance(n, ast.Expr)}
-    for n in ast.walk(fn):
+    statements = {id(n.value) for n in walk(fn) if isinstance(n, ast.Expr)}
+    for n in walk(fn):
         if isinstance(n, ast.Call):
             if isinstance(n.func, ast.Name) and id(n) not in statements:
                 used.add(n.func.id)
@@ -103,19 +104,19 @@ def reported(scope: ast.AST, idx: SourceIndex, call: ast.Call):
     stmt = idx.parents.get(call)
     names: set[str] = set()
     if isinstance(stmt, ast.Assign):
-        names = {x.id for t in stmt.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+        names = {x.id for t in stmt.targets for x in walk(t) if isinstance(x, ast.Name)}
     for n in walk_scope(scope):
         if getattr(n, "lineno", 0) < call.lineno:
             continue
         if isinstance(n, ast.Return) and n.value is not None:
-            if n.value is call or names & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
+            if n.value is call or names & {x.id for x in walk(n.value) if isinstance(x, ast.Name)}:
                 return n, "return"
         if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn", "print0"):
-            used = {x.id for a in n.args for x in ast.walk(a) if isinstance(x, ast.Name)}
+            used = {x.id for a in n.args for x in walk(a) if isinstance(x, ast.Name)}
             text = " ".join(
-                c.value for a in n.args for c in ast.walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                c.value for a in n.args for c in walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
             )
-            inline = any(x is call for a in n.args for x in ast.walk(a))
+            inline = any(x is call for a in n.args for x in walk(a))
             if (names & used or inline) and _METRIC.search(text):
                 return n, text
     return None
@@ -132,7 +133,7 @@ def under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
         if isinstance(w, (ast.With, ast.AsyncWith)) and any(
             isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in NO_GRAD for i in w.items
         ):
-            if any(x is node for x in ast.walk(w)):
+            if any(x is node for x in walk(w)):
                 return True
     if isinstance(scope, FUNCS):
         for d in scope.decorator_list:
@@ -143,12 +144,12 @@ def under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
 
 
 def scores_inside(loop: ast.AST, sources: set[str]) -> bool:
-    for n in ast.walk(loop):
+    for n in walk(loop):
         if isinstance(n, ast.AugAssign) and base(n.target) in sources:
             return True
         if (
             isinstance(n, ast.Assign)
-            and any(isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in ast.walk(t))
+            and any(isinstance(x, ast.Name) and x.id in sources for t in n.targets for x in walk(t))
             and isinstance(n.value, ast.Call)
         ):
             return True
@@ -166,17 +167,17 @@ def repeats(loop: ast.For) -> bool:
     if var is None:
         return False
     derived = {var}
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Assign) and derived & {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}:
-            derived |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
-    for n in ast.walk(loop):
-        if isinstance(n, ast.Subscript) and derived & {x.id for x in ast.walk(n.slice) if isinstance(x, ast.Name)}:
+    for n in walk(loop):
+        if isinstance(n, ast.Assign) and derived & {x.id for x in walk(n.value) if isinstance(x, ast.Name)}:
+            derived |= {x.id for t in n.targets for x in walk(t) if isinstance(x, ast.Name)}
+    for n in walk(loop):
+        if isinstance(n, ast.Subscript) and derived & {x.id for x in walk(n.slice) if isinstance(x, ast.Name)}:
             return False
     return True
 
 
 def used_outside(scope: ast.AST, if_node: ast.If, names: set[str]) -> bool:
-    inside = {id(x) for x in ast.walk(if_node)}
+    inside = {id(x) for x in walk(if_node)}
     return any(
         isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names and id(n) not in inside
         for n in walk_scope(scope)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 
+from ..load.parse import walk
 from .astutil import FUNCS, walk_scope
 
 _DEFS_CACHE: dict[int, tuple[ast.AST, dict[str, list[tuple[int, ast.AST]]]]] = {}
@@ -62,7 +63,7 @@ _BINDINGS_CACHE: dict[int, tuple[ast.AST, dict[str, ast.expr]]] = {}
 
 def bound_names(target: ast.AST | None) -> list[str]:
     """Every name an assignment target binds: `a`, `a, (b, c)`, `*rest`."""
-    return [x.id for x in ast.walk(target) if isinstance(x, ast.Name)] if target is not None else []
+    return [x.id for x in walk(target) if isinstance(x, ast.Name)] if target is not None else []
 
 
 def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from ..load.parse import walk
 from .astutil import FUNCS, LOOPS, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names
@@ -188,7 +189,7 @@ class _Chain:
         for depth in range(max_depth + 1):
             nxt: list[ast.AST] = []
             for root in frontier:
-                for n in ast.walk(root):
+                for n in walk(root):
                     out.append((depth, n))
                     if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id not in seen:
                         seen.add(n.id)
@@ -270,7 +271,7 @@ class SlotAnalysis:
         return v is UNKNOWN or bool(v)
 
     def _creates_free_tensor(self, value: ast.AST) -> bool:
-        for n in ast.walk(value):
+        for n in walk(value):
             if not isinstance(n, ast.Call):
                 continue
             if call_name(n) == "requires_grad_" and self._grad_flag(n):
@@ -314,7 +315,7 @@ class SlotAnalysis:
         stmt = next((a for a in idx.ancestors(bwd) if isinstance(a, ast.stmt)), None)
         grads = {n for t in getattr(stmt, "targets", []) for n in bound_names(t)} if stmt is not None else set()
         held, first = [], None
-        for n in walk_scope(region) if not isinstance(region, LOOPS) else ast.walk(region):
+        for n in walk_scope(region) if not isinstance(region, LOOPS) else walk(region):
             if _pos(n) <= _pos(bwd):
                 continue
             if isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute):
@@ -525,7 +526,7 @@ class SlotAnalysis:
                     if not name or chain.slice_writes(name) or name in held:
                         continue
                     defs = chain.defs(name)
-                    if defs and any(isinstance(x, ast.Compare) for _, v in defs for x in ast.walk(v)):
+                    if defs and any(isinstance(x, ast.Compare) for _, v in defs for x in walk(v)):
                         if not (chain.names(side) & held):
                             out.append(side)
         return out
@@ -599,8 +600,8 @@ def _stepped_name(n: ast.AST, names: set[str], grads: set[str]) -> str | None:
         return base(n.func.value)
     if isinstance(n, ast.Assign) and len(n.targets) == 1 and base(n.targets[0]):
         x = base(n.targets[0])
-        reads = {m.id for m in ast.walk(n.value) if isinstance(m, ast.Name)}
-        grad = grads & reads or any(isinstance(m, ast.Attribute) and m.attr == "grad" for m in ast.walk(n.value))
+        reads = {m.id for m in walk(n.value) if isinstance(m, ast.Name)}
+        grad = grads & reads or any(isinstance(m, ast.Attribute) and m.attr == "grad" for m in walk(n.value))
         return x if x in reads and grad else None
     return None
 
@@ -643,7 +644,7 @@ def _is_factory(value: ast.AST) -> bool:
 def _mentions_params(value: ast.AST) -> bool:
     return any(
         isinstance(n, ast.Attribute) and n.attr in ("parameters", "named_parameters", "weight", "state_dict")
-        for n in ast.walk(value)
+        for n in walk(value)
     )
 
 

@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
+from ..load.parse import walk
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, walk_scope
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
@@ -93,23 +94,20 @@ class TTTAnalysis:
         names: set[str] = set()
         for n in walk_scope(fn):
             if isinstance(n, ast.Return) and n.value is not None:
-                names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
+                names |= {x.id for x in walk(n.value) if isinstance(x, ast.Name)}
             if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn"):
                 text = " ".join(
-                    c.value
-                    for a in n.args
-                    for c in ast.walk(a)
-                    if isinstance(c, ast.Constant) and isinstance(c.value, str)
+                    c.value for a in n.args for c in walk(a) if isinstance(c, ast.Constant) and isinstance(c.value, str)
                 )
                 if _METRIC_TEXT.search(text):
                     for a in n.args:
-                        names |= {x.id for x in ast.walk(a) if isinstance(x, ast.Name)}
+                        names |= {x.id for x in walk(a) if isinstance(x, ast.Name)}
         for _ in range(4):
             before = len(names)
             for n in walk_scope(fn):
                 targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
                 if any(isinstance(t, ast.Name) and t.id in names for t in targets):
-                    names |= {x.id for x in ast.walk(n.value) if isinstance(x, ast.Name)}
+                    names |= {x.id for x in walk(n.value) if isinstance(x, ast.Name)}
             if len(names) == before:
                 break
         self._results_cache[fn] = names
@@ -133,7 +131,7 @@ class TTTAnalysis:
 
     def _accumulates(self, region: ast.AST, fn: ast.AST) -> bool:
         results = self._result_names(fn)
-        for n in ast.walk(region):
+        for n in walk(region):
             if isinstance(n, ast.AugAssign) and isinstance(n.target, (ast.Name, ast.Subscript)):
                 tname = n.target.id if isinstance(n.target, ast.Name) else dotted(n.target.value) or ""
                 if _SCORE_NAME.search(tname) and (tname in results or isinstance(n.target, ast.Subscript)):
@@ -301,7 +299,7 @@ class TTTAnalysis:
 
     @staticmethod
     def _parent_of(root: ast.AST, target: ast.AST) -> ast.AST | None:
-        for n in ast.walk(root):
+        for n in walk(root):
             for c in ast.iter_child_nodes(n):
                 if c is target:
                     return n
@@ -321,7 +319,7 @@ class TTTAnalysis:
         text = ast.unparse(expr)
         if depth >= 2:
             return text
-        for n in ast.walk(expr):
+        for n in walk(expr):
             if isinstance(n, ast.Name):
                 v = self._assigned_value(scope, n.id, before)
                 if v is not None:
@@ -352,7 +350,7 @@ class TTTAnalysis:
             return False
         mods = {
             x.value.id
-            for x in ast.walk(ctor.args[0])
+            for x in walk(ctor.args[0])
             if isinstance(x, ast.Attribute) and x.attr == "parameters" and isinstance(x.value, ast.Name)
         }
         if not mods:
@@ -414,12 +412,12 @@ class TTTAnalysis:
             if not (isinstance(n, ast.Call) and n.lineno > end):
                 continue
             restores = call_name(n) == "load_state_dict" and any(
-                isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a)
+                isinstance(x, ast.Name) and x.id in saved for a in n.args for x in walk(a)
             )
             restores |= (
                 call_name(n) == "copy_"
                 and _in_loop_over_params(idx, n)
-                and any(isinstance(x, ast.Name) and x.id in saved for a in n.args for x in ast.walk(a))
+                and any(isinstance(x, ast.Name) and x.id in saved for a in n.args for x in walk(a))
             )
             if restores:
                 between = [
@@ -446,7 +444,7 @@ def _is_weight_copy(value: ast.AST) -> bool:
 
 def _detached(value: ast.AST) -> bool:
     """`loss.item()` / `loss.detach()` / `float(loss)`: a number taken for the score, not the graph."""
-    for n in ast.walk(value):
+    for n in walk(value):
         if isinstance(n, ast.Call) and call_name(n) in ("item", "detach", "float", "double", "sum"):
             return True
     return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ast
 from dataclasses import dataclass, field
 
+from ..load.parse import walk
 from .astutil import FUNCS, VAL_PATH_LIT, is_val_name
 from .program import Program
 from .scopes import definitions, param_names
@@ -50,7 +51,7 @@ class ValFlow:
 
     def _is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int) -> bool:
         sd = self._scope_defs(scope)
-        for n in ast.walk(expr):
+        for n in walk(expr):
             if isinstance(n, ast.Attribute) and is_val_name(n.attr):
                 return True
             if isinstance(n, ast.Constant) and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):

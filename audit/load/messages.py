@@ -17,6 +17,8 @@ import bisect
 import re
 from dataclasses import dataclass
 
+from .parse import walk
+
 MIN_CHUNK = 10  # shorter literal pieces ("val_bpb:") are printed by every script
 _LOG_NAME = re.compile(r"(^|_)(log\w*|print\w*|info|warning|warn|write)$", re.I)
 _PLACEHOLDER = re.compile(r"\{[^{}]*\}|%[-+ #0-9.]*[sdifgexr]")
@@ -66,7 +68,7 @@ def message_chunks(call: ast.Call) -> tuple[str, ...]:
 
 def log_calls(tree: ast.AST) -> list[LogCall]:
     out = []
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Call):
             chunks = message_chunks(node)
             if chunks:

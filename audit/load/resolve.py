@@ -25,6 +25,7 @@ from .. import codes
 from ..findings import Finding, Location
 from . import parse as pyparse
 from .folder import Folder, decode_text
+from .parse import walk
 from .runcmd import run_commands
 
 DECODE_BYTES = 32_000_000  # all values one file's decoding may produce, together: more is a bomb
@@ -320,7 +321,7 @@ def _opened_path(node: ast.AST, ctx: _Ctx) -> str | None:
 
 def _path_literal(node: ast.AST, ctx: _Ctx) -> str | None:
     """`os.path.join(os.path.dirname(__file__), "x.py")`, `Path(__file__).parent / "x.py"` → "x.py"."""
-    strs = [n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+    strs = [n.value for n in walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
     return strs[-1] if strs and strs[-1].endswith(".py") else None
 
 
@@ -339,7 +340,7 @@ _BARE_EXEC = re.compile(r"(?<![\w.])(?:exec|eval)\b")
 
 def _collect_aliases(tree: ast.Module) -> dict[str, str]:
     aliases: dict[str, str] = {}
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if isinstance(node, ast.Import):
             for a in node.names:
                 aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
@@ -391,7 +392,7 @@ def decode_once(
             except (DecodeError, RecursionError):
                 pass
     opaque = None
-    for node in ast.walk(tree):
+    for node in walk(tree):
         if _is_exec_call(node, ctx) and node.args:
             ctx.chain.clear()
             try:

@@ -20,6 +20,7 @@ from ..analysis.rescoring import (
 )
 from ..analysis.ttt import TTTAnalysis
 from ..findings import Confidence, Severity
+from ..load.parse import walk
 from .base import Invalid, Rule, Valid
 
 _SCORING_KINDS = {"score_first", "multi_epoch", "train_then_score"}  # the TTT pass scored the tokens itself
@@ -499,7 +500,7 @@ class MultipassRescore(Rule):
                             for p in passes
                             if p.node.lineno <= call.lineno
                             and p not in picked
-                            and (names & p.results or any(x is p.node for x in ast.walk(a)))
+                            and (names & p.results or any(x is p.node for x in walk(a)))
                         ),
                         None,
                     )
@@ -669,7 +670,7 @@ class MultipassRescore(Rule):
             left, right = node.test.left, node.test.comparators[0]
             assigned = {base(t) for st in node.body if isinstance(st, ast.Assign) for t in st.targets} - {None}
             for cand, best in ((left, right), (right, left)):
-                best_names = {n.id for n in ast.walk(best) if isinstance(n, ast.Name)} & assigned
+                best_names = {n.id for n in walk(best) if isinstance(n, ast.Name)} & assigned
                 if not best_names or not (chain.names(cand) & sources):
                     continue
                 loop = self._repeat_loop(idx, node, scope, sources, val_backwards)
@@ -700,7 +701,7 @@ class MultipassRescore(Rule):
                 and ttt.is_scoring_function(call_name(n.value))
             ):
                 if self._has_val_arg(scope, n.value):
-                    out |= {x.id for t in n.targets for x in ast.walk(t) if isinstance(x, ast.Name)}
+                    out |= {x.id for t in n.targets for x in walk(t) if isinstance(x, ast.Name)}
             elif isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
                 name = base(n.target)
                 if (
@@ -722,7 +723,7 @@ class MultipassRescore(Rule):
                 continue
             if not scores_inside(anc, sources) or not repeats(anc):
                 continue
-            backs = [c for c in ast.walk(anc) if isinstance(c, ast.Call) and call_name(c) == "backward"]
+            backs = [c for c in walk(anc) if isinstance(c, ast.Call) and call_name(c) == "backward"]
             if any(id(b) not in val_backwards for b in backs):
                 continue  # a training loop (checkpoint selection), not a re-scoring pass
             return anc
@@ -739,7 +740,7 @@ def _sliced(a: frozenset[str], b: frozenset[str]) -> bool:
 
 
 def _names(node: ast.AST) -> set[str]:
-    return {x.id for x in ast.walk(node) if isinstance(x, ast.Name)}
+    return {x.id for x in walk(node) if isinstance(x, ast.Name)}
 
 
 def _update_text(u) -> str:

@@ -151,3 +151,40 @@ def test_batch_writes_the_triage_page(repo, tmp_path):  # noqa: F811
     batch(repo, "--html", str(html), "--repo-url", "https://github.com/openai/parameter-golf")
     text = html.read_text()
     assert '"pr": 7' in text and '"verdict": "flag"' in text and '"pr": 99' in text
+
+
+def test_ctrl_c_stops_at_once_and_keeps_the_finished_rows(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    from tests.support import ROOT
+
+    out = tmp_path / "rows.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import time
+        from audit import batch
+        from audit.cli import main
+        def audit(git_dir, pr, repo_url=None, filters=None):
+            if pr != 1:
+                time.sleep(300)
+            return [{{"schema_version": 1, "pr": pr, "verdict": "clean", "categories": [], "findings": [],
+                      "reason": "ok"}}]
+        batch.audit_pr = audit
+        main(["--git-dir", "unused", "--prs", "1,2,3", "--jobs", "2", "-o", {str(out)!r}])
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    partial = tmp_path / "rows.jsonl.partial"
+    end = time.monotonic() + 60
+    while not (partial.exists() and '"pr": 1' in partial.read_text()) and time.monotonic() < end:
+        time.sleep(0.05)
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    code = proc.wait(timeout=30)
+    assert time.monotonic() - t0 < 10  # the 300 s audits were not waited for
+    assert code == 130 and "pgolf-audit: interrupted" in proc.stderr.read()
+    assert '"pr": 1' in partial.read_text() and not out.exists()  # the finished row is kept for --resume
