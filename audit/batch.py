@@ -7,7 +7,6 @@ on. Workers never outlive the batch: they are killed on the way out, and one who
 
 from __future__ import annotations
 
-import gc
 import json
 import multiprocessing
 import os
@@ -129,7 +128,6 @@ def _worker(conn: Connection, git_dir: str, repo_url: str | None, filters: dict 
         if pr is None:
             return
         rows = audit_pr(git_dir, pr, repo_url, filters)  # looked up at call time (tests replace it)
-        gc.collect()  # the cycles of this PR's audits, once (audits run with the cycle collector off)
         try:
             conn.send(rows)
         except OSError:

@@ -121,6 +121,7 @@ def audit(mirror: str, prs: list[int], jobs: int) -> dict:
         rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     rss_kb = next((int(line.split()[1]) for line in proc.stderr.splitlines() if line.startswith("MAXRSS_CHILD_KB")), 0)
     secs = sorted(r.get("seconds", 0.0) for r in rows if "seconds" in r)
+    slowest = sorted((r for r in rows if "seconds" in r), key=lambda r: -r["seconds"])[:5]
     verdicts: dict[str, int] = {}
     for r in rows:
         verdicts[r.get("verdict", "?")] = verdicts.get(r.get("verdict", "?"), 0) + 1
@@ -135,6 +136,7 @@ def audit(mirror: str, prs: list[int], jobs: int) -> dict:
         "verdicts": verdicts,
         "rc": proc.returncode,
         "stderr_tail": proc.stderr[-500:] if proc.returncode not in (0, 1) else "",
+        "slowest": [(r.get("pr"), r.get("folder"), r["seconds"]) for r in slowest],
     }
 
 
@@ -163,6 +165,7 @@ def main() -> int:
         f"per folder: median {r['median']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s; "
         f"peak RSS of the largest worker {r['worker_rss_mb']:.0f} MB ({a.jobs} jobs)"
     )
+    print("slowest folders: " + "; ".join(f"PR {p} {f} {s:.1f} s" for p, f, s in r["slowest"]))
     if r["stderr_tail"]:
         print(f"audit exit {r['rc']}: {r['stderr_tail']}", file=sys.stderr)
     return 0

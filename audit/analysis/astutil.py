@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -96,9 +97,21 @@ def is_val_name(name: str) -> bool:
 _SCOPE_CACHE: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
 
 
+_PER_AUDIT: list[Callable[[], None]] = []
+
+
+def per_audit_cache(clear: Callable[[], None]) -> Callable[[], None]:
+    """Register the `clear` of a cache keyed by AST nodes: it is emptied before every audit, so a batch worker
+    never keeps the trees of the folders it audited before (they were most of its memory)."""
+    _PER_AUDIT.append(clear)
+    return clear
+
+
 def clear_caches() -> None:
-    """Forget the trees of the previous audit: a batch worker audits many folders, and the cache holds its nodes."""
+    """Forget the trees of the previous audit."""
     _SCOPE_CACHE.clear()
+    for clear in _PER_AUDIT:
+        clear()
 
 
 def walk_scope(scope: ast.AST) -> list[ast.AST]:

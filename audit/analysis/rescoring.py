@@ -9,7 +9,7 @@ import functools
 import re
 
 from ..load.parse import walk
-from .astutil import FUNCS, NO_GRAD, call_name, walk_scope
+from .astutil import FUNCS, NO_GRAD, call_name, per_audit_cache, walk_scope
 from .program import Program, SourceIndex
 
 _METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
@@ -61,6 +61,9 @@ def model_params(fn: ast.AST) -> set[str]:
         elif isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.attr in _MODEL_USE:
             used.add(n.value.id)
     return used
+
+
+per_audit_cache(model_params.cache_clear)
 
 
 def exclusive(idx: SourceIndex, a: ast.AST, b: ast.AST) -> bool:

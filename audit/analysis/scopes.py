@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 
 from ..load.parse import walk
-from .astutil import FUNCS, walk_scope
+from .astutil import FUNCS, per_audit_cache, walk_scope
 
 _DEFS_CACHE: dict[int, tuple[ast.AST, dict[str, list[tuple[int, ast.AST]]]]] = {}
 CACHE_LIMIT = 20_000
@@ -59,6 +59,8 @@ def definitions(scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
 
 
 _BINDINGS_CACHE: dict[int, tuple[ast.AST, dict[str, ast.expr]]] = {}
+per_audit_cache(_DEFS_CACHE.clear)
+per_audit_cache(_BINDINGS_CACHE.clear)
 
 
 def bound_names(target: ast.AST | None) -> list[str]:
