@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .clirun import run_click
+from .clirun import VERSION, run_click
 
 
 def record_folders(files: list[str]) -> list[Path]:
@@ -24,6 +24,7 @@ def record_folders(files: list[str]) -> list[Path]:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(VERSION, prog_name="pgolf-audit-hook")
 @click.argument("files", nargs=-1)
 @click.option("--fail-on", type=click.Choice(["error", "warning", "info", "never"]), default="error", show_default=True)
 def cli(files: tuple[str, ...], fail_on: str) -> int:

@@ -6,11 +6,18 @@ import pytest
 
 from audit import __version__
 from audit.cli import main as audit_main
+from audit.precommit import main as hook_main
 from reference_trainer.cli import main as train_main
 from verify.cli import main as verify_main
 from verify.stats.cli import main as stats_main
 
-CLIS = {"pgolf-audit": audit_main, "pgolf-verify": verify_main, "pgolf-stats": stats_main, "pgolf-train": train_main}
+CLIS = {
+    "pgolf-audit": audit_main,
+    "pgolf-verify": verify_main,
+    "pgolf-stats": stats_main,
+    "pgolf-train": train_main,
+    "pgolf-audit-hook": hook_main,
+}
 
 
 def run(capsys, main, *args: str) -> tuple[int, str, str]:
