@@ -7,15 +7,15 @@ The review comment's facts table, the triage page and the record checks read the
 
 from __future__ import annotations
 
-import re
 import statistics
 from dataclasses import asdict, dataclass, field
 
 from ..logs import LogResult
+from .claims.base import seed_from_name
 
 RECORD_TRACK = "track_10min_16mb"
 NON_RECORD_TRACK = "track_non_record_16mb"
-_SEED_IN_NAME = re.compile(r"(?:seed|_s)[_\-=]?(\d{1,9})(?!\d)", re.I)
+HEADLINE_TOL = 5e-5
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,19 @@ class Facts:
         vals = [r.val_bpb for r in self.scored_runs]
         return statistics.fmean(vals) if vals else None
 
+    def headline(self, claimed: float | None) -> str:
+        """How a claimed score relates to the logged seed scores: "" (nothing to compare), "single", "mean",
+        "best" (the best seed, not the mean) or "neither". Within half a unit of the 4th decimal, the precision
+        records print."""
+        values = [r.val_bpb for r in self.scored_runs]
+        if claimed is None or not values:
+            return ""
+        if len(values) == 1:
+            return "single"
+        if abs(claimed - statistics.fmean(values)) <= HEADLINE_TOL:
+            return "mean"
+        return "best" if abs(claimed - min(values)) <= HEADLINE_TOL else "neither"
+
     @property
     def ratio(self) -> float | None:
         """r = val_loss / val_bpb of the scored lines (converts the nats margin to bpb), when they print both."""
@@ -74,12 +87,6 @@ def track_of(folder: str) -> str | None:
     return None
 
 
-def _seed_from_name(path: str) -> int | None:
-    name = path.rsplit("/", 1)[-1]
-    m = _SEED_IN_NAME.search(name)
-    return int(m.group(1)) if m else None
-
-
 def gather_facts(folder_name: str, results: dict[str, LogResult]) -> Facts:
     runs: list[SeedRun] = []
     for path in sorted(results):
@@ -88,7 +95,7 @@ def gather_facts(folder_name: str, results: dict[str, LogResult]) -> Facts:
             continue
         seed, seed_from = run.seed, "log" if run.seed is not None else ""
         if seed is None:
-            seed = _seed_from_name(path)
+            seed = seed_from_name(path)
             seed_from = "file name" if seed is not None else ""
         scored = run.scored
         eval_s, _ = run.eval_seconds()

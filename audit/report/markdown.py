@@ -55,29 +55,28 @@ def _num(v, fmt: str) -> str:
 
 
 # --- facts ---------------------------------------------------------------------------------------------------
-def _aggregation(claimed: float | None, values: list[float]) -> str:
-    """How the headline relates to the logged seed scores."""
-    if claimed is None or not values:
+def _aggregation(facts, claimed: float | None) -> str:
+    """How the headline relates to the logged seed scores (`Facts.headline`), in words."""
+    values = [r.val_bpb for r in facts.scored_runs] if facts else []
+    relation = facts.headline(claimed) if facts else ""
+    if not relation:
         return ""
-    if len(values) == 1:
-        return "a single run"
-    mean, best = statistics.fmean(values), min(values)
-    tol = 5e-5 if len(f"{claimed}".split(".")[-1]) >= 4 else 5e-3
-    if abs(claimed - mean) <= tol:
-        return f"the mean of {len(values)} seeds"
-    if abs(claimed - best) <= tol:
-        return f"the best of {len(values)} seeds (their mean is {mean:.5f})"
-    return f"neither the mean ({mean:.5f}) nor the best of the {len(values)} logged seeds"
+    mean = statistics.fmean(values)
+    return {
+        "single": "a single run",
+        "mean": f"the mean of {len(values)} seeds",
+        "best": f"the best of {len(values)} seeds (their mean is {mean:.5f})",
+        "neither": f"neither the mean ({mean:.5f}) nor the best of the {len(values)} logged seeds",
+    }[relation]
 
 
 def _facts(rep) -> list[str]:
     facts, claims = rep.facts, rep.claims
     runs = facts.scored_runs if facts else ()
-    values = [r.val_bpb for r in runs]
     claimed = claims.claimed_bpb if claims else None
     rows: list[tuple[str, str]] = []
     if claimed is not None:
-        how = _aggregation(claimed, values)
+        how = _aggregation(facts, claimed)
         rows.append(("claimed val_bpb", f"{claimed}" + (f" — {how}" if how else "")))
     else:
         rows.append(("claimed val_bpb", "not stated"))
