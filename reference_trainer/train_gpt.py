@@ -1825,8 +1825,20 @@ def main() -> int:
     return shutdown(run, artifact)
 
 
+def exit_process(code: int) -> None:
+    """Leave with `code`. Under torchrun the process group's C++ threads can still be joinable when the
+    interpreter's destructors run, and the rank then dies with `terminate called without an active exception`
+    (SIGABRT) after a run that finished and printed its score; a launched rank therefore flushes and leaves
+    without running those destructors."""
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
     try:
-        sys.exit(main())
+        exit_process(main())
     except LaunchError as e:
         sys.exit(f"train_gpt.py: error: {e}")
