@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -31,7 +32,9 @@ from rich.progress import (
 
 from .engine import audit_submission
 from .errors import InputError
+from .load.folder import Folder
 from .load.git import load_git_folder, pr_diff, pr_folders, resolve_commit
+from .memo import ReportMemo, folder_digest, reuse
 from .report.console import print_summary
 
 PR_TIMEOUT_S = 120.0  # wall-clock seconds one PR may take in a batch
@@ -52,9 +55,30 @@ def _row(pr: int, verdict: str, reason: str, **extra) -> dict:
     }
 
 
-def audit_pr(git_dir: str, pr: int, repo_url: str | None = None, filters: dict | None = None) -> list[dict]:
+def audit_folder(sub: Folder, pr: int, filters: dict | None, memo: ReportMemo | None) -> dict:
+    """One record folder's report as a JSON-ready dict; the memo's report when the same bytes were audited."""
+    t0 = time.perf_counter()
+    digest = folder_digest(sub, filters) if memo is not None else ""
+    hit = memo.get(digest) if memo is not None else None
+    if hit is not None:
+        return {**reuse(hit, sub, round(time.perf_counter() - t0, 4)), "pr": pr}
+    rep = audit_submission(sub, **(filters or {}))
+    rep.pr = pr
+    row = rep.to_dict()
+    if memo is not None:
+        memo.put(digest, row)
+    return row
+
+
+def audit_pr(
+    git_dir: str,
+    pr: int,
+    repo_url: str | None = None,
+    filters: dict | None = None,
+    memo: ReportMemo | None = None,
+) -> list[dict]:
     """All record folders a PR adds, as JSON-ready dicts; errors become a row, never an exception. `filters` are
-    `audit_submission`'s select/ignore code sets."""
+    `audit_submission`'s select/ignore code sets; `memo` holds the reports of folders audited before."""
     t0 = time.perf_counter()
     try:
         sha = resolve_commit(git_dir, f"refs/pull/{int(pr)}/head", "--pr")
@@ -73,10 +97,7 @@ def audit_pr(git_dir: str, pr: int, repo_url: str | None = None, filters: dict |
         rows = []
         for folder in folders:
             sub = load_git_folder(git_dir, sha, folder, diff=diff)
-            sub = sub.at(sub.head_sha, repo_url)
-            rep = audit_submission(sub, **(filters or {}))
-            rep.pr = pr
-            rows.append(rep.to_dict())
+            rows.append(audit_folder(sub.at(sub.head_sha, repo_url), pr, filters, memo))
         return rows
     except InputError as e:
         return [_row(pr, "error", str(e))]
@@ -115,11 +136,14 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def _worker(conn: Connection, git_dir: str, repo_url: str | None, filters: dict | None, parent_pid: int) -> None:
+def _worker(
+    conn: Connection, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str | None, parent_pid: int
+) -> None:
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # its own group, so a kill also takes the git processes it started
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent_pid)
+    memo = ReportMemo(memo_dir) if memo_dir is not None else None
     while True:
         try:
             pr = conn.recv()
@@ -127,7 +151,7 @@ def _worker(conn: Connection, git_dir: str, repo_url: str | None, filters: dict 
             return
         if pr is None:
             return
-        rows = audit_pr(git_dir, pr, repo_url, filters)  # looked up at call time (tests replace it)
+        rows = audit_pr(git_dir, pr, repo_url, filters, memo)  # looked up at call time (tests replace it)
         try:
             conn.send(rows)
         except OSError:
@@ -135,9 +159,10 @@ def _worker(conn: Connection, git_dir: str, repo_url: str | None, filters: dict 
 
 
 class _Worker:
-    def __init__(self, ctx, git_dir: str, repo_url: str | None, filters: dict | None) -> None:
+    def __init__(self, ctx, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str | None) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
-        self.proc = ctx.Process(target=_worker, args=(child, git_dir, repo_url, filters, os.getpid()), daemon=True)
+        args = (child, git_dir, repo_url, filters, memo_dir, os.getpid())
+        self.proc = ctx.Process(target=_worker, args=args, daemon=True)
         self.proc.start()
         child.close()
 
@@ -184,10 +209,11 @@ def iter_audits(
     queue = deque(prs)
     idle: list[_Worker] = []
     busy: dict[Connection, tuple[_Worker, int, float]] = {}
+    memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
     try:
         while queue or busy:
             while queue and (idle or len(busy) < jobs):
-                w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url, filters)
+                w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url, filters, memo.name)
                 pr = queue.popleft()
                 try:
                     w.conn.send(pr)
@@ -224,6 +250,7 @@ def iter_audits(
             w.kill()
         for w in idle:
             w.stop()
+        memo.cleanup()
 
 
 def pr_order(rows: list[dict]) -> list[dict]:

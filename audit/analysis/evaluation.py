@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, call_name, dotted, walk_scope
+from .astutil import FUNCS, LOOPS, call_name, dotted, per_audit_cache, walk_scope
 from .program import Program, SourceIndex
 from .rescoring import exclusive
 from .scopes import binding_pairs, definitions, param_names
@@ -556,6 +556,7 @@ def _end(node: ast.AST) -> int:
 
 
 _BUCKETS: dict[int, tuple[ast.AST, dict[type, list[ast.AST]]]] = {}
+per_audit_cache(_BUCKETS.clear)
 
 
 def _nodes(scope: ast.AST, *types: type) -> list[ast.AST]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..load.parse import walk
 from ..load.resolve import ResolvedSource
-from .astutil import ENV_FUNCS, call_name, dotted, walk_scope
+from .astutil import ENV_FUNCS, call_name, dotted
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
@@ -49,8 +49,7 @@ class Program(Folding, Liveness):
     def _index(self, idx: SourceIndex) -> None:
         for fn in idx.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
             self.functions.setdefault(fn.name, []).append((idx, fn))
-            if wraps_env_get(fn):
-                self.env_helpers.add(fn.name)
+        self.env_helpers.update(env_get_wrappers(idx))
         for n in idx.nodes(ast.Name):
             if isinstance(n.ctx, ast.Load):
                 self.refs.setdefault(n.id, []).append((idx, n))
@@ -93,13 +92,16 @@ def mentions_env(node: ast.AST) -> bool:
     return any(isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in walk(node))
 
 
-def wraps_env_get(fn: ast.FunctionDef) -> bool:
-    """`def env_int(name, default): return int(os.environ.get(name, default))`-style helpers."""
-    if not fn.args.args:
-        return False
-    first = fn.args.args[0].arg
-    for n in walk_scope(fn):
-        if isinstance(n, ast.Call) and (dotted(n.func) or "") in ENV_FUNCS | {"os.environ.get"}:
-            if n.args and isinstance(n.args[0], ast.Name) and n.args[0].id == first:
-                return True
-    return False
+def env_get_wrappers(idx: SourceIndex) -> set[str]:
+    """Names of `def env_int(name, default): return int(os.environ.get(name, default))`-style helpers: a function
+    whose own body (not a nested def, class or lambda) reads the environment at its first parameter. Found from
+    the source's environment calls up to their scope, rather than by walking every function."""
+    out: set[str] = set()
+    for call in idx.nodes(ast.Call):
+        if not (call.args and isinstance(call.args[0], ast.Name)) or (dotted(call.func) or "") not in ENV_FUNCS:
+            continue
+        fn = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.args.args:
+            if fn.args.args[0].arg == call.args[0].id:
+                out.add(fn.name)
+    return out

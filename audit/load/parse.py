@@ -63,11 +63,31 @@ def parse(text: str) -> tuple[ast.Module | None, str | None]:
 def clear() -> None:
     """Drop the parsed trees of the previous audit (the cache serves the stages of one audit)."""
     _parse_cached.cache_clear()
+    _WALKS.clear()
+
+
+# Modules, classes, functions and loops are walked again and again by the analyses (a module by resolution, the
+# message index and the log calls; a function by each analysis that reads it). Their walks are kept for the audit,
+# keyed by the node's identity (the node is held too, so an id is never reused while cached). Callers only iterate
+# the list; trees are never mutated (analyses that substitute work on copies).
+_CACHED_WALKS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef, ast.For, ast.While)
+_WALKS: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
 
 
 def walk(node: ast.AST) -> list[ast.AST]:
     """Every node under `node`, in `ast.walk`'s order (breadth first, the node itself first), as a list. The same
     traversal without ast's generators: ~1.6x faster, and audits walk trees millions of times."""
+    if isinstance(node, _CACHED_WALKS):
+        hit = _WALKS.get(id(node))
+        if hit is not None and hit[0] is node:
+            return hit[1]
+        out = _walk(node)
+        _WALKS[id(node)] = (node, out)
+        return out
+    return _walk(node)
+
+
+def _walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     i = 0
     while i < len(out):

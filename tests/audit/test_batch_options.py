@@ -168,7 +168,7 @@ def test_ctrl_c_stops_at_once_and_keeps_the_finished_rows(tmp_path):
         import time
         from audit import batch
         from audit.cli import main
-        def audit(git_dir, pr, repo_url=None, filters=None):
+        def audit(git_dir, pr, repo_url=None, filters=None, memo=None):
             if pr != 1:
                 time.sleep(300)
             return [{{"schema_version": 1, "pr": pr, "verdict": "clean", "categories": [], "findings": [],

@@ -248,7 +248,7 @@ def test_git_function_never_passes_an_option_as_a_ref(hostile):
 
 # --- batch: a per-PR wall-clock limit ------------------------------------------------------------------------
 def _fake_audit(pid_dir: Path, slow: set[int]):
-    def audit(git_dir, pr, repo_url=None, filters=None):
+    def audit(git_dir, pr, repo_url=None, filters=None, memo=None):
         (pid_dir / f"{pr}.pid").write_text(str(os.getpid()))
         if pr in slow:
             time.sleep(60)
@@ -287,7 +287,7 @@ def test_batch_times_out_one_pr_and_goes_on(tmp_path, monkeypatch):
     assert _dead(int((tmp_path / "2.pid").read_text()))  # the stuck worker was killed
 
 
-def _crash_on_2(git_dir, pr, repo_url=None, filters=None):
+def _crash_on_2(git_dir, pr, repo_url=None, filters=None, memo=None):
     if pr == 2:
         os._exit(3)
     return [{"schema_version": 1, "pr": pr, "verdict": "clean", "categories": [], "findings": []}]
@@ -307,7 +307,7 @@ def test_batch_workers_do_not_outlive_a_killed_parent(tmp_path):
         import os, time
         from pathlib import Path
         from audit import batch
-        def slow(git_dir, pr, repo_url=None, filters=None):
+        def slow(git_dir, pr, repo_url=None, filters=None, memo=None):
             Path({str(tmp_path)!r}, f"{{pr}}.pid").write_text(str(os.getpid()))
             time.sleep(120)
             return []

@@ -1,0 +1,26 @@
+"""A batch worker audits thousands of folders: nothing of one audit may outlive the next (issue 17: ≤ 500 MB per
+worker). Every cache keyed by AST nodes must be emptied per audit; one that is not keeps every tree it saw."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+from audit.engine import audit_submission
+from audit.load import parse as pyparse
+from audit.load.folder import load_folder
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_no_tree_of_an_earlier_audit_survives_the_next():
+    first, second = load_folder(EXAMPLES / "score_first_ttt"), load_folder(EXAMPLES / "prequant_ttt")
+    audit_submission(first)
+    trees = [pyparse.parse(first.text(p))[0] for p in first.files if p.endswith(".py")]
+    refs = [weakref.ref(t) for t in trees if t is not None]
+    assert refs
+    del trees
+    audit_submission(second)
+    gc.collect()
+    assert [r for r in refs if r() is not None] == []
