@@ -33,7 +33,7 @@ from .logs import LogResult, parse_log
 from .logs.model import LoggedLine
 from .rules import CODES, RULES
 from .rules.base import RuleContext
-from .verdict import decide
+from .verdict import Verdict, decide
 
 RULESET = "pgolf-rules-2026.11"
 
@@ -130,8 +130,9 @@ class _Stages:
         self.deadline = time.perf_counter() + (AUDIT_BUDGET_S if budget_s is None else budget_s)
         self.skipped: list[str] = []
 
-    def run(self, name: str, stage, *args, default=None):
-        if time.perf_counter() > self.deadline:
+    def run(self, name: str, stage, *args, default=None, budgeted: bool = True):
+        """`budgeted=False`: a closing step (the findings, the verdict) that runs however late it is."""
+        if budgeted and time.perf_counter() > self.deadline:
             if not self.skipped:
                 self.findings.append(
                     codes.INTERNAL_ERROR.finding(
@@ -197,31 +198,30 @@ def _audit(folder: Folder, select: set[str] | None, ignore: set[str] | None) -> 
     t0 = time.perf_counter()
     select, ignore = select_codes(select, CODES), select_codes(ignore, CODES)
     st = _Stages()
+    # every step is a stage: an exception anywhere is a PG000 finding and the steps after it still run
     sources = st.run("source resolution", resolve, folder, default=Sources())
     run = st.run("run commands", record_config, folder, sources, default=RecordRun())
     logs = st.run("log parsing", read_logs, folder, default=Logs({}, {}, ()))
-    messages = message_lines(list(logs.lines))
+    messages = st.run("log messages", message_lines, list(logs.lines), default=[])
     sources = st.run("scripts that ran", scripts_that_ran, folder, sources, messages, default=sources)
     st.findings.extend(sources.findings)
     config = Config(env=run.env, logged=logs.hyperparams, source=run.source)
-    program = st.run("program model", Program.build, list(sources.sources), config, messages) or Program.build(
-        [], config
-    )
+    program = st.run("program model", Program.build, list(sources.sources), config, messages)
+    if program is None:
+        program = Program(indexes=[], config=config)
     log_provenance = st.run(
         "log provenance", provenance, folder, sources, logs.results, program.indexes, default=LogProvenance()
     )
-    st.findings.extend(log_source_findings(log_provenance))
-    analyses = Analyses(
-        program, [LoggedLine(path, line, text) for path, line, text, _ in logs.lines], log_provenance, folder.files
-    )
-    rules_run = _rules(analyses, folder, select, ignore, st)
+    st.findings.extend(st.run("log provenance findings", log_source_findings, log_provenance, default=[]))
+    analyses = st.run("analysis context", _analyses, program, logs, log_provenance, folder)
+    rules_run = _rules(analyses, folder, select, ignore, st) if analyses is not None else []
     st.findings.extend(st.run("folder checks", package_findings, folder, sources, default=[]))
     for src in sources.sources:
         st.findings.extend(st.run("suppression comments", suppression_findings, src, default=[]))
     report = st.run("claims check", check_claims, folder, sources, logs.results)
     if report is not None:
         st.findings.extend(report.findings)
-    facts = gather_facts(folder.name, logs.results)
+    facts = st.run("facts", gather_facts, folder.name, logs.results, default=Facts(track=None))
     claimed = report.summary.claimed_bpb if report is not None and report.summary is not None else None
     sj = folder.submission_json_path
     st.findings.extend(
@@ -237,8 +237,14 @@ def _audit(folder: Folder, select: set[str] | None, ignore: set[str] | None) -> 
             default=[],
         )
     )
-    findings = _collapse([f for f in _dedupe(st.findings) if _wanted(f, select, ignore)])
-    v = decide(findings)
+    shape = st.run("model shape", model_shape, program, default={})
+    findings = st.run("findings", _final, st.findings, select, ignore, budgeted=False)
+    if findings is None:  # the PG000 that says so is the last finding
+        findings = [f for f in st.findings if _wanted(f, select, ignore)]
+    v = st.run("verdict", decide, findings, budgeted=False)
+    if v is None:
+        findings.append(st.findings[-1])
+        v = Verdict("needs-human", (), "the verdict could not be decided (an internal error); a reviewer decides")
     return AuditReport(
         folder=folder.name,
         verdict=v.verdict,
@@ -249,7 +255,7 @@ def _audit(folder: Folder, select: set[str] | None, ignore: set[str] | None) -> 
         code_bytes=sources.code_bytes,
         code_files=list(sources.code_files),
         decode_chain={s.path: list(s.chain) for s in sources.sources if s.chain},
-        model_shape=st.run("model shape", model_shape, program, default={}),
+        model_shape=shape,
         claims=report.summary if report is not None else None,
         head_sha=folder.head_sha,
         repo_url=folder.repo_url,
@@ -257,6 +263,15 @@ def _audit(folder: Folder, select: set[str] | None, ignore: set[str] | None) -> 
         seconds=time.perf_counter() - t0,
         facts=facts,
     )
+
+
+def _analyses(program: Program, logs: Logs, log_provenance: LogProvenance, folder: Folder) -> Analyses:
+    lines = [LoggedLine(path, line, text) for path, line, text, _ in logs.lines]
+    return Analyses(program, lines, log_provenance, folder.files)
+
+
+def _final(findings: list[Finding], select: set[str] | None, ignore: set[str] | None) -> list[Finding]:
+    return _collapse([f for f in _dedupe(findings) if _wanted(f, select, ignore)])
 
 
 def _wanted(f: Finding, select: set[str] | None, ignore: set[str] | None) -> bool:

@@ -60,7 +60,9 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
                     )
                 )
     for path, why in sub.skipped:
-        if is_source_path(path):  # code the auditor did not read may hold a mechanism
+        if is_source_path(path) or path.endswith(
+            "/"
+        ):  # code it did not read (or a folder not listed) may hold a mechanism
             out.append(_f(codes.SOURCE_NOT_READ, f"{path}: {why}; its code was not analysed", path))
         else:
             out.append(_f(codes.FILE_SKIPPED, f"{path}: {why}", path, Severity.INFO))

@@ -117,10 +117,16 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
     stack: list[tuple[Path, int]] = [(root, 0)]
     while stack:
         folder, depth = stack.pop()
+        if len(sizes) + len(skipped) >= MAX_FOLDER_FILES:  # the rest is not even listed: one entry says so
+            rest = sorted(f"{p.relative_to(root).as_posix()}/" if p != root else "./" for p, _ in [(folder, 0), *stack])
+            skipped.append(
+                (rest[0], f"more than {MAX_FOLDER_FILES:,} entries; this folder and {len(rest) - 1} more not listed")
+            )
+            break
         try:
             entries = sorted(os.scandir(folder), key=lambda e: e.name, reverse=True)
         except OSError as e:
-            skipped.append((folder.relative_to(root).as_posix() or ".", f"cannot list: {e.strerror}"))
+            skipped.append((folder.relative_to(root).as_posix() + "/", f"cannot list: {e.strerror}"))
             continue
         for entry in entries:
             full = Path(entry.path)
@@ -129,13 +135,14 @@ def load_folder(path: str | os.PathLike, name: str | None = None) -> Folder:
                 if entry.name in {".git", "__pycache__"}:
                     continue
                 if depth + 1 > MAX_DEPTH:
-                    skipped.append((rel, f"nested deeper than {MAX_DEPTH} folders; not read"))
+                    skipped.append((rel + "/", f"nested deeper than {MAX_DEPTH} folders; not read"))
                 else:
                     stack.append((full, depth + 1))
                 continue
             if len(sizes) + len(skipped) >= MAX_FOLDER_FILES:
-                skipped.append((rel, "too many files in folder"))
-                continue
+                here = folder.relative_to(root).as_posix() + "/" if folder != root else "./"
+                skipped.append((here, f"more than {MAX_FOLDER_FILES:,} entries; the rest of this folder not listed"))
+                break
             if entry.is_symlink():
                 try:
                     inside = full.resolve(strict=True).is_relative_to(real_root)

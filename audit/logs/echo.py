@@ -9,6 +9,7 @@ Runs concatenated into one file echo their source again; each block is found.
 from __future__ import annotations
 
 import re
+from itertools import accumulate
 
 from .patterns import PY_START_RE, PY_STRONG_RE, RULE_RE
 
@@ -22,6 +23,7 @@ _CODE_LIKE_RE = re.compile(
 _INDENTED_LOG_RE = re.compile(r"^ {1,2}(?:[a-z_][a-z0-9_]*: \S|ttt_chunk \[|sliding_eval \[)")
 
 _START_CHARS = frozenset("\"'#fi")
+_STRONG_CHARS = frozenset("dcifr")  # a PY_STRONG_RE line starts with one of these or with white space
 MIN_STRONG = 3  # def/class/import/return lines required to call a block source
 PROBE = 400  # lines inspected to decide (enough to see imports and the first defs)
 
@@ -31,6 +33,7 @@ def source_spans(lines: list[str]) -> list[tuple[int, int]]:
     rules = [i for i, line in enumerate(lines) if line[:1] == "=" and RULE_RE.match(line)]
     if not rules:
         return []
+    strong = _strong_prefix(lines)
     spans: list[tuple[int, int]] = []
     ri = 0
     i = 0
@@ -43,15 +46,27 @@ def source_spans(lines: list[str]) -> list[tuple[int, int]]:
             if ri == len(rules):
                 break  # no closing rule: not an echo the script wrote
             end = rules[ri]
-            if _looks_like_source(lines, i, end):
+            if strong[min(end, i + PROBE)] - strong[i] >= MIN_STRONG:  # enough def/class/import lines to be code
                 spans.append((i, end))
                 i = end + 1
                 continue
         i += 1
-    return _add_headless(lines, rules, spans)
+    return _add_headless(lines, rules, spans, strong)
 
 
-def _add_headless(lines: list[str], rules: list[int], spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+def _strong_prefix(lines: list[str]) -> list[int]:
+    """prefix[k] = how many of lines[:k] are strong Python lines (def/class/import/return): any window's count
+    in O(1), so a log of 100,000 lines that each open a candidate echo costs one pass, not 400 reads a line."""
+    match = PY_STRONG_RE.match
+    return [
+        0,
+        *accumulate(1 if (line[:1] in _STRONG_CHARS or line[:1].isspace()) and match(line) else 0 for line in lines),
+    ]
+
+
+def _add_headless(
+    lines: list[str], rules: list[int], spans: list[tuple[int, int]], strong: list[int]
+) -> list[tuple[int, int]]:
     """Echoes whose first lines were cut (a truncated or concatenated file): walk back from the closing rule."""
     starts = {e: s for s, e in spans}
     out: list[tuple[int, int]] = []
@@ -61,7 +76,7 @@ def _add_headless(lines: list[str], rules: list[int], spans: list[tuple[int, int
             out.append((_walk_back(lines, starts[r], prev), r))
         else:
             lo = max(prev + 1, r - PROBE)
-            if sum(1 for j in range(lo, r) if PY_STRONG_RE.match(lines[j])) >= MIN_STRONG:
+            if strong[r] - strong[lo] >= MIN_STRONG:
                 k = _walk_back(lines, r, prev)
                 if r - k >= MIN_STRONG:
                     out.append((k, r))
@@ -73,13 +88,3 @@ def _walk_back(lines: list[str], k: int, floor: int) -> int:
     while k - 1 > floor and _CODE_LIKE_RE.match(lines[k - 1]) and not _INDENTED_LOG_RE.match(lines[k - 1]):
         k -= 1
     return k
-
-
-def _looks_like_source(lines: list[str], start: int, end: int) -> bool:
-    strong = 0
-    for j in range(start, min(end, start + PROBE)):
-        if PY_STRONG_RE.match(lines[j]):
-            strong += 1
-            if strong >= MIN_STRONG:
-                return True
-    return False

@@ -76,11 +76,25 @@ def test_a_notebook_needs_a_human(tmp_path):
     assert rep.verdict == "needs-human" and codes.SOURCE_NOT_READ.code in _codes(rep)
 
 
-def test_many_files_collapse_into_one_finding(tmp_path, monkeypatch):
+def test_past_the_file_cap_the_rest_is_not_listed_and_a_human_looks(tmp_path, monkeypatch):
     monkeypatch.setattr(folder_mod, "MAX_FOLDER_FILES", 30)
     d = _record(tmp_path)
     for i in range(200):
         (d / f"data_{i:03}.bin").write_bytes(b"\0")
+    (d / "sub").mkdir()
+    (d / "sub" / "x.py").write_text("x = 1\n")
+    f = folder_mod.load_folder(d)
+    assert len(f.sizes) + len(f.skipped) <= 32  # one pass stops at the cap: nothing past it is listed
+    rep = audit_folder(str(d))
+    unlisted = [f for f in rep.findings if f.code == codes.SOURCE_NOT_READ.code and "not listed" in f.message]
+    assert unlisted and rep.verdict == "needs-human" and len(rep.findings) <= 10
+
+
+def test_many_skipped_files_collapse_into_one_finding(tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_mod, "MAX_FILE_BYTES", 10)
+    d = _record(tmp_path)
+    for i in range(200):
+        (d / f"data_{i:03}.bin").write_bytes(b"\0" * 11)
     rep = audit_folder(str(d))
     skipped = [f for f in rep.findings if f.code == codes.FILE_SKIPPED.code]
     more = [f for f in rep.findings if f.code == codes.COLLAPSED.code]
