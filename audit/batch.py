@@ -30,14 +30,14 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .engine import audit_submission
+from .engine import PR_TIMEOUT_S, audit_submission
 from .errors import InputError
 from .load.folder import Folder
 from .load.git import load_git_folder, pr_diff, pr_folders, resolve_commit
 from .memo import ReportMemo, folder_digest, reuse
 from .report.console import print_summary
+from .report.jsonout import jsonl
 
-PR_TIMEOUT_S = 120.0  # wall-clock seconds one PR may take in a batch
 _TICK_S = 0.5  # how often the parent wakes up to refresh progress and check deadlines
 _ORPHAN_POLL_S = 0.5  # how often a worker checks that its parent is still there
 _JOIN_S = 2.0
@@ -255,10 +255,6 @@ def iter_audits(
 
 def pr_order(rows: list[dict]) -> list[dict]:
     return sorted(rows, key=lambda r: (r.get("pr") if isinstance(r.get("pr"), int) else -1, r.get("folder") or ""))
-
-
-def jsonl(rows: list[dict]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in rows)
 
 
 def run_batch(

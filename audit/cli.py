@@ -11,10 +11,9 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .batch import PR_TIMEOUT_S, jsonl, run_batch
 from .clirun import run_click
 from .codes import select_codes
-from .engine import AuditReport, audit_submission
+from .engine import PR_TIMEOUT_S, AuditReport, audit_submission
 from .errors import InputError
 from .findings import Severity
 from .load.folder import Folder, load_folder, not_a_record_folder
@@ -32,6 +31,7 @@ from .post import post_comment, pr_number, repo_slug
 from .report.console import print_report
 from .report.github import annotations
 from .report.html import triage_html
+from .report.jsonout import jsonl
 from .report.markdown import review_comment
 from .report.sarif import sarif_document
 from .rules import CODES
@@ -297,6 +297,8 @@ def cli(
             )
         numbers = list_prs(git_dir) if all_prs else _parse_prs(prs)
         streaming = fmt in ("text", "jsonl")
+        from .batch import run_batch  # worker processes: loaded only for a batch
+
         rows = run_batch(
             git_dir,
             numbers,

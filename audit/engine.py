@@ -119,6 +119,7 @@ def model_shape(program: Program) -> dict[str, object]:
 
 
 AUDIT_BUDGET_S = 120.0  # wall clock for one folder; stages not started by then are reported, not run
+PR_TIMEOUT_S = 120.0  # wall clock for one PR in a batch (all its folders); past it the worker is killed
 
 
 class _Stages:

@@ -18,9 +18,10 @@ import os
 import tempfile
 from pathlib import Path
 
+from . import codes
 from .load.folder import Folder
 
-_UNCACHEABLE = "PG000"
+_UNCACHEABLE = codes.INTERNAL_ERROR.code
 
 
 def folder_digest(folder: Folder, filters: dict | None = None) -> str:

@@ -13,6 +13,8 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ..load.parse import children
+
 if TYPE_CHECKING:
     from .source import SourceIndex
 
@@ -114,6 +116,9 @@ def clear_caches() -> None:
         clear()
 
 
+_NEW_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
+
+
 def walk_scope(scope: ast.AST) -> list[ast.AST]:
     """The nodes of a function/module body, not descending into nested function or class definitions.
     Cached per scope: rules and analyses walk the same functions many times."""
@@ -121,13 +126,13 @@ def walk_scope(scope: ast.AST) -> list[ast.AST]:
     if hit is not None and hit[0] is scope:
         return hit[1]
     out: list[ast.AST] = []
-    stack = list(ast.iter_child_nodes(scope))
+    stack = children(scope)
     while stack:
         n = stack.pop()
         out.append(n)
-        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+        if n.__class__ in _NEW_SCOPES:
             continue
-        stack.extend(ast.iter_child_nodes(n))
+        stack.extend(children(n))
     if len(_SCOPE_CACHE) > 20_000:
         _SCOPE_CACHE.clear()
     _SCOPE_CACHE[id(scope)] = (scope, out)

@@ -23,9 +23,16 @@ def param_names(fn: ast.AST) -> list[str]:
     return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
 
 
+_BINDERS = frozenset(  # the node classes that bind a name
+    {ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension, ast.withitem, ast.NamedExpr}
+)
+
+
 def binding_pairs(n: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
     """(target, value) for every binding `n` makes: assignments, loop and comprehension targets, `with … as`,
     the walrus. A loop target's value is the iterable; a `with` target's is the context expression."""
+    if n.__class__ not in _BINDERS:
+        return []
     if isinstance(n, ast.Assign):
         return [(t, n.value) for t in n.targets]
     if isinstance(n, (ast.AnnAssign, ast.AugAssign)) and n.value is not None:
@@ -46,6 +53,8 @@ def definitions(scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
         return hit[1]
     defs: dict[str, list[tuple[int, ast.AST]]] = {}
     for n in walk_scope(scope):
+        if n.__class__ not in _BINDERS:  # most nodes bind nothing: skip them by class
+            continue
         line = getattr(n, "lineno", 0)
         for target, value in binding_pairs(n):
             for name in bound_names(target):
@@ -65,7 +74,11 @@ per_audit_cache(_BINDINGS_CACHE.clear)
 
 def bound_names(target: ast.AST | None) -> list[str]:
     """Every name an assignment target binds: `a`, `a, (b, c)`, `*rest`."""
-    return [x.id for x in walk(target) if isinstance(x, ast.Name)] if target is not None else []
+    if target is None:
+        return []
+    if target.__class__ is ast.Name:
+        return [target.id]
+    return [x.id for x in walk(target) if isinstance(x, ast.Name)]
 
 
 def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:

@@ -60,9 +60,9 @@ class ValFlow:
                 continue
             if is_val_name(n.id):
                 return True
-            defs = [d for d in sd.defs.get(n.id, []) if d[0] <= line and d[1] is not expr]
-            if defs:
-                def_line, value = defs[-1]
+            last = _last_def(sd.defs.get(n.id), line, expr)
+            if last is not None:
+                def_line, value = last
                 if value is not None and def_line < line and self.is_val(scope, value, def_line, depth + 1):
                     return True
                 if (
@@ -76,29 +76,48 @@ class ValFlow:
                 return True
         return False
 
+    def _calls(self) -> list[tuple[ast.Call, ast.AST, list[tuple[ast.AST, list[str]]]]]:
+        """Every call of a user function: (call, the scope it is made in, [(callee, its positional params)])."""
+        out = []
+        for idx in self.p.indexes:
+            for call in idx.nodes(ast.Call):
+                name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
+                if not name or name not in self.p.functions:
+                    continue
+                caller = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
+                callees = []
+                for _, fn in self.p.functions[name]:
+                    params = [a.arg for a in fn.args.args]
+                    if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
+                        params = params[1:]
+                    callees.append((fn, params))
+                out.append((call, caller, callees))
+        return out
+
     def _solve_params(self) -> None:
+        calls = self._calls()
         for _ in range(4):
             changed = False
-            for idx in self.p.indexes:
-                for call in idx.nodes(ast.Call):
-                    name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
-                    if not name or name not in self.p.functions:
-                        continue
-                    caller = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
-                    for _, fn in self.p.functions[name]:
-                        params = [a.arg for a in fn.args.args]
-                        if params and params[0] in ("self", "cls") and isinstance(call.func, ast.Attribute):
-                            params = params[1:]
-                        got = self.param_val.setdefault(fn, set())
-                        for i, arg in enumerate(call.args):
-                            if i < len(params) and params[i] not in got and self.is_val(caller, arg, call.lineno):
-                                got.add(params[i])
-                                changed = True
-                        for kw in call.keywords:
-                            if kw.arg and kw.arg not in got and self.is_val(caller, kw.value, call.lineno):
-                                got.add(kw.arg)
-                                changed = True
+            for call, caller, callees in calls:
+                for fn, params in callees:
+                    got = self.param_val.setdefault(fn, set())
+                    for i, arg in enumerate(call.args):
+                        if i < len(params) and params[i] not in got and self.is_val(caller, arg, call.lineno):
+                            got.add(params[i])
+                            changed = True
+                    for kw in call.keywords:
+                        if kw.arg and kw.arg not in got and self.is_val(caller, kw.value, call.lineno):
+                            got.add(kw.arg)
+                            changed = True
             if changed:
                 self._memo.clear()  # parameter facts grew: earlier "not val" answers may change
             if not changed:
                 break
+
+
+def _last_def(defs: list[tuple[int, ast.AST | None]] | None, line: int, expr: ast.AST) -> tuple | None:
+    """The last definition at or before `line` that is not `expr` itself (defs are sorted by line)."""
+    for d in reversed(defs or ()):
+        if d[0] <= line and d[1] is not expr:
+            return d
+    return None

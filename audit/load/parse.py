@@ -100,3 +100,15 @@ def _walk(node: ast.AST) -> list[ast.AST]:
             elif v.__class__ is list:
                 out.extend(x for x in v if isinstance(x, ast.AST))
     return out
+
+
+def children(node: ast.AST) -> list[ast.AST]:
+    """`ast.iter_child_nodes(node)` as a list, without its generators."""
+    out: list[ast.AST] = []
+    for name in node._fields:
+        v = getattr(node, name, None)
+        if isinstance(v, ast.AST):
+            out.append(v)
+        elif v.__class__ is list:
+            out.extend([x for x in v if isinstance(x, ast.AST)])
+    return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from .. import __version__
 
 SCHEMA_VERSION = 1
@@ -28,3 +30,8 @@ def report_dict(rep) -> dict:
         "facts": rep.facts.to_dict() if rep.facts is not None else None,
         "findings": [f.to_dict() for f in rep.findings],
     }
+
+
+def jsonl(rows: list[dict]) -> str:
+    """One JSON document per line."""
+    return "".join(json.dumps(r) + "\n" for r in rows)
