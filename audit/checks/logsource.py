@@ -18,6 +18,7 @@ import re
 from .. import codes
 from ..analysis.source import SourceIndex, index_source
 from ..findings import Confidence, Finding, Location
+from ..load import parse as pyparse
 from ..load.folder import Folder
 from ..load.messages import EchoDiff, LogProvenance, Template, explained, indexed_log_templates, shell_templates
 from ..load.resolve import Sources, resolve_file
@@ -61,28 +62,33 @@ def shipped_templates(folder: Folder, sources: Sources, indexes: list[SourceInde
     out: list[Template] = []
     seen = {s.path for s in sources.sources}
     extra = [p for p in sorted(folder.files) if p.endswith(".py") and p not in seen][:MAX_SOURCES]
-    indexes = list(indexes)
+    for idx in indexes:
+        out.extend(_templates(idx))
+    keep = {s.text for s in sources.sources}
     budget = MAX_SOURCE_BYTES
-    for path in extra:
+    for path in extra:  # one at a time: each file's tree is dropped once its templates are made
         budget -= len(folder.files[path])
         if budget >= 0:
-            idx = index_source(resolve_file(folder, path, "ran")[0])
+            src = resolve_file(folder, path, "ran")[0]
+            idx = index_source(src)
             if idx is not None:
-                indexes.append(idx)
-    for idx in indexes:
-        out.extend(
-            indexed_log_templates(
-                idx.nodes(ast.Call),
-                idx.nodes(ast.Assign, ast.AugAssign),
-                lambda n, i=idx: i.enclosing(n, *_SCOPES) or i.tree,
-                idx.path,
-                idx.src.text,
-            )
-        )
+                out.extend(_templates(idx))
+            if src.text not in keep:
+                pyparse.forget(src.text)
     for path in sorted(folder.files):
         if path.endswith(".sh") and len(folder.files[path]) <= MAX_SOURCE_BYTES:
             out.extend(shell_templates(folder.text(path), path))
     return out
+
+
+def _templates(idx: SourceIndex) -> list[Template]:
+    return indexed_log_templates(
+        idx.nodes(ast.Call),
+        idx.nodes(ast.Assign, ast.AugAssign),
+        lambda n: idx.enclosing(n, *_SCOPES) or idx.tree,
+        idx.path,
+        idx.src.text,
+    )
 
 
 def _shipped_texts(folder: Folder, sources: Sources) -> dict[str, str]:

@@ -158,11 +158,20 @@ def git(
 def resolve_commit(git_dir: str, rev: str, what: str = "ref", *, work_tree: str | os.PathLike | None = None) -> str:
     """The commit SHA `rev` names; `rev` is user input (validated, never an option)."""
     check_rev(rev, what)
+    if (git_dir, rev) in _KNOWN_COMMITS:  # a full commit id this process resolved already names itself
+        return rev
     out = git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{rev}^{{commit}}"], work_tree=work_tree, check=False)
     sha = out.decode(errors="replace").strip()
     if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
         raise InputError(f"{what} {rev!r}: no such commit")
+    if len(_KNOWN_COMMITS) > 4096:
+        _KNOWN_COMMITS.clear()
+    _KNOWN_COMMITS.add((git_dir, sha))
     return sha
+
+
+# (git dir, commit id) pairs already verified: a PR's head is resolved by the batch, its diff and its folders
+_KNOWN_COMMITS: set[tuple[str, str]] = set()
 
 
 # --- which folders a ref adds -------------------------------------------------------------------------------

@@ -108,11 +108,11 @@ def message_lines(events: list[tuple[str, int, str, str]]) -> list[tuple[str, in
     return [(p, n, t) for p, n, t, kind in events if kind != "kv_line" and not _CODE_LINE.search(t)]
 
 
-def printed_by(tree: ast.AST, others: str, logs: LogText) -> list[tuple[str, tuple[str, int, str]]]:
-    """Log lines printed by the script `tree` and by none of `others` (the source text of the other code):
+def printed_by(calls: list[LogCall], others: str, logs: LogText) -> list[tuple[str, tuple[str, int, str]]]:
+    """Log lines printed by a script's log `calls` and by none of `others` (the source text of the other code):
     [(the literal piece, the log line)], one per piece."""
     out = []
-    for lc in log_calls(tree):
+    for lc in calls:
         for chunk in lc.chunks:
             if chunk in others:
                 continue

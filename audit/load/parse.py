@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import ast
 import re
-from functools import lru_cache
 
 MAX_REPAIRS = 200
 _FSTRING_START = re.compile(r"""(?<![\w])[rRbB]?[fF][rR]?("|')""")
@@ -33,8 +32,7 @@ def _blank_fstring(line: str, col: int | None) -> str | None:
     return line[: m.end()] + " " * inner + line[end:]
 
 
-@lru_cache(maxsize=64)
-def _parse_cached(text: str) -> tuple[ast.Module | None, str, str | None]:
+def _parse_text(text: str) -> tuple[ast.Module | None, str, str | None]:
     lines = text.split("\n")
     last_err: SyntaxError | None = None
     for _ in range(MAX_REPAIRS):
@@ -54,15 +52,30 @@ def _parse_cached(text: str) -> tuple[ast.Module | None, str, str | None]:
     return None, text, f"line {last_err.lineno}: {last_err.msg}"
 
 
+MAX_TREES = 64  # parsed sources kept for the stages of one audit
+_TREES: dict[str, tuple[ast.Module | None, str, str | None]] = {}
+
+
 def parse(text: str) -> tuple[ast.Module | None, str | None]:
     """(tree, None) or (None, "line N: message"). Results are cached: every stage parses each source once."""
-    tree, _, err = _parse_cached(text)
-    return tree, err
+    hit = _TREES.get(text)
+    if hit is None:
+        if len(_TREES) >= MAX_TREES:
+            del _TREES[next(iter(_TREES))]  # the oldest
+        hit = _TREES[text] = _parse_text(text)
+    return hit[0], hit[2]
+
+
+def forget(text: str) -> None:
+    """Drop one source's tree: a stage that only looked at it (a script that did not run) frees its memory."""
+    hit = _TREES.pop(text, None)
+    if hit is not None and hit[0] is not None:
+        _WALKS.pop(id(hit[0]), None)  # its module walk; the stages that look at a whole script walk only that
 
 
 def clear() -> None:
     """Drop the parsed trees of the previous audit (the cache serves the stages of one audit)."""
-    _parse_cached.cache_clear()
+    _TREES.clear()
     _WALKS.clear()
 
 

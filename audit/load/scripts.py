@@ -9,7 +9,7 @@ from .. import codes
 from ..findings import Location
 from . import parse as pyparse
 from .folder import Folder
-from .messages import LogText, log_calls, printed_by
+from .messages import LogCall, LogText, log_calls, printed_by
 from .resolve import Sources, resolve_file
 
 
@@ -23,24 +23,31 @@ def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, in
         return sources
     logs = LogText(lines)
     audited = {s.path for s in sources.sources} | set(sources.code_files)
+    paths = [p for p in sorted(folder.files) if p.endswith(".py") and p not in audited]
+    paths = [p for p in paths if p.rsplit("/", 1)[-1] not in _NOT_SCRIPTS]
+    if not paths:
+        return sources
+    # Only each candidate's log calls are kept, not its tree: an ablation folder holds megabytes of near-copies
+    # (their trees were most of a worker's memory); the one that ran is parsed again when it is audited.
     candidates = []
-    for path in sorted(p for p in folder.files if p.endswith(".py") and p not in audited):
-        if path.rsplit("/", 1)[-1] in _NOT_SCRIPTS:
-            continue
+    keep = {s.text for s in sources.sources}  # a copy of an audited source: its tree stays for the later stages
+    for path in paths:
         src, _, _ = resolve_file(folder, path, "ran")  # a file that did not run is not worth a loader finding
         tree, _ = pyparse.parse(src.text) if not src.parse_error else (None, None)
         if tree is not None:
-            candidates.append((path, src, tree))
+            candidates.append((path, src, log_calls(tree)))
+        if src.text not in keep:
+            pyparse.forget(src.text)
     if not candidates or len(candidates) > MAX_CANDIDATES:
         return sources
     # messages compared as printed (implicitly concatenated literals joined), and as raw text
-    audited = [s.text for s in sources.sources] + [_printed_text(t) for t in _trees(sources.sources)]
+    audited = [s.text for s in sources.sources] + [_printed_text(log_calls(t)) for t in _trees(sources.sources)]
     ran = []
-    printed = {path: _printed_text(tree) for path, _, tree in candidates}
+    printed = {path: _printed_text(calls) for path, _, calls in candidates}
     findings = []
-    for path, src, tree in candidates:
+    for path, src, calls in candidates:
         others = "\n".join(audited + [s.text + "\n" + printed[p] for p, s, _ in candidates if p != path])
-        hits = printed_by(tree, others, logs)
+        hits = printed_by(calls, others, logs)
         if len({hit[1] for hit in hits}) < 2:
             continue  # one matching line may be chance
         chunk, (log_path, line, text) = hits[0]
@@ -62,8 +69,8 @@ def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, in
     return sources.adding(ran, findings)
 
 
-def _printed_text(tree: ast.AST) -> str:
-    return "\0".join(ch for lc in log_calls(tree) for ch in lc.chunks)
+def _printed_text(calls: list[LogCall]) -> str:
+    return "\0".join(ch for lc in calls for ch in lc.chunks)
 
 
 def _trees(sources) -> list[ast.AST]:
