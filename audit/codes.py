@@ -195,10 +195,11 @@ SOURCE_NOT_READ = _code(
     "source-not-read",
     UNANALYSED,
     Severity.WARNING,
-    "A source was not analysed: too large, unreadable, not text, a notebook, or a payload that could not be decoded",
+    "A source was not analysed: too large, unreadable, not text, a notebook, a payload that could not be decoded, "
+    "or a folder that was not listed",
     "Whatever code the auditor could not read — a Python file over the size bound, bytes that are not text, a "
-    "Jupyter notebook, an `exec` of something it cannot evaluate statically — may hold a mechanism; the "
-    "verdict is at least `needs-human`.",
+    "Jupyter notebook, an `exec` of something it cannot evaluate statically, a folder nested past the depth "
+    "bound or past the file cap (not listed at all) — may hold a mechanism; the verdict is at least `needs-human`.",
     origin="load",
 )
 NO_LOGS = _code(

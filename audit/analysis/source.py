@@ -6,6 +6,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load import parse as pyparse
+from ..load.parse import children
 from ..load.resolve import ResolvedSource
 
 
@@ -65,16 +66,9 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
             by_type[kind] = [node]
         else:
             bucket.append(node)
-        for name in node._fields:
-            v = getattr(node, name, None)
-            if isinstance(v, ast.AST):
-                parents[v] = node
-                stack.append(v)
-            elif v.__class__ is list:
-                for child in v:
-                    if isinstance(child, ast.AST):
-                        parents[child] = node
-                        stack.append(child)
+        for child in children(node):
+            parents[child] = node
+            stack.append(child)
     for nodes in by_type.values():
         nodes.sort(key=_position)
     return idx

@@ -103,25 +103,43 @@ def walk(node: ast.AST) -> list[ast.AST]:
 def _walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     i = 0
+    fields = _FIELDS
     while i < len(out):
         n = out[i]
         i += 1
-        for name in n._fields:
+        names = fields.get(n.__class__)
+        if names is None:
+            names = _child_fields(n.__class__)
+        for name in names:
             v = getattr(n, name, None)
             if isinstance(v, ast.AST):
                 out.append(v)
             elif v.__class__ is list:
-                out.extend(x for x in v if isinstance(x, ast.AST))
+                out.extend([x for x in v if isinstance(x, ast.AST)])
     return out
 
 
 def children(node: ast.AST) -> list[ast.AST]:
-    """`ast.iter_child_nodes(node)` as a list, without its generators."""
+    """The child nodes of `node` (as `ast.iter_child_nodes`, less the shared context/operator leaves), as a list."""
     out: list[ast.AST] = []
-    for name in node._fields:
+    names = _FIELDS.get(node.__class__) or _child_fields(node.__class__)
+    for name in names:
         v = getattr(node, name, None)
         if isinstance(v, ast.AST):
             out.append(v)
         elif v.__class__ is list:
             out.extend([x for x in v if isinstance(x, ast.AST)])
     return out
+
+
+# The fields that hold child nodes worth visiting, per node class. `ctx` (Load/Store/Del), `op` and `ops`
+# (operators) hold leaves that the parser shares between all nodes (one `Load` object for a whole tree): a
+# third of every tree's nodes, never a mechanism, so walks and indexes skip them. Rules read them as attributes
+# (`node.ctx`, `node.op`).
+_LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
+_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _child_fields(cls: type) -> tuple[str, ...]:
+    names = _FIELDS[cls] = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)
+    return names
