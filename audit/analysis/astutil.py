@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..load.parse import children
+from ..load.parse import CHILD_FIELDS, child_fields, children
 
 if TYPE_CHECKING:
     from .source import SourceIndex
@@ -121,19 +121,28 @@ _NEW_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, as
 
 def walk_scope(scope: ast.AST) -> list[ast.AST]:
     """The nodes of a function/module body, not descending into nested function or class definitions.
-    Cached per scope: rules and analyses walk the same functions many times."""
-    hit = _SCOPE_CACHE.get(id(scope))
-    if hit is not None and hit[0] is scope:
-        return hit[1]
+    Cached per scope (a module, class, function or lambda): rules and analyses walk the same functions many
+    times. Any other node (a statement) is walked the same way, uncached."""
+    cached = scope.__class__ in _NEW_SCOPES or scope.__class__ is ast.Module
+    if cached:
+        hit = _SCOPE_CACHE.get(id(scope))
+        if hit is not None and hit[0] is scope:
+            return hit[1]
     out: list[ast.AST] = []
     stack = children(scope)
+    fields = CHILD_FIELDS
     while stack:
         n = stack.pop()
         out.append(n)
-        if n.__class__ in _NEW_SCOPES:
+        cls = n.__class__
+        if cls in _NEW_SCOPES:
             continue
-        stack.extend(children(n))
-    if len(_SCOPE_CACHE) > 20_000:
-        _SCOPE_CACHE.clear()
-    _SCOPE_CACHE[id(scope)] = (scope, out)
+        for name in fields.get(cls) or child_fields(cls):  # children(n), inlined: this loop runs millions of times
+            v = getattr(n, name, None)
+            if isinstance(v, ast.AST):
+                stack.append(v)
+            elif v.__class__ is list:
+                stack.extend([x for x in v if isinstance(x, ast.AST)])
+    if cached:
+        _SCOPE_CACHE[id(scope)] = (scope, out)
     return out

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import ast
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..load import parse as pyparse
-from ..load.parse import children
+from ..load.parse import CHILD_FIELDS, child_fields
 from ..load.resolve import ResolvedSource
 
 
@@ -66,12 +67,27 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
             by_type[kind] = [node]
         else:
             bucket.append(node)
-        for child in children(node):
-            parents[child] = node
-            stack.append(child)
+        for name in CHILD_FIELDS.get(kind) or child_fields(kind):  # children(node), inlined
+            v = getattr(node, name, None)
+            if isinstance(v, ast.AST):
+                parents[v] = node
+                stack.append(v)
+            elif v.__class__ is list:
+                for child in v:
+                    if isinstance(child, ast.AST):
+                        parents[child] = node
+                        stack.append(child)
     for nodes in by_type.values():
-        nodes.sort(key=_position)
+        if not hasattr(nodes[0], "lineno"):
+            continue  # a class without positions: every key is (0, 0), the stable sort keeps this order
+        try:
+            nodes.sort(key=_LINE_COL)  # the same order as `_position`, read in C
+        except AttributeError:  # a node without a position (the list is left as it was)
+            nodes.sort(key=_position)
     return idx
+
+
+_LINE_COL = attrgetter("lineno", "col_offset")
 
 
 def _position(n: ast.AST) -> tuple[int, int]:

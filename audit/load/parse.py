@@ -103,13 +103,13 @@ def walk(node: ast.AST) -> list[ast.AST]:
 def _walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     i = 0
-    fields = _FIELDS
+    fields = CHILD_FIELDS
     while i < len(out):
         n = out[i]
         i += 1
         names = fields.get(n.__class__)
         if names is None:
-            names = _child_fields(n.__class__)
+            names = child_fields(n.__class__)
         for name in names:
             v = getattr(n, name, None)
             if isinstance(v, ast.AST):
@@ -122,7 +122,7 @@ def _walk(node: ast.AST) -> list[ast.AST]:
 def children(node: ast.AST) -> list[ast.AST]:
     """The child nodes of `node` (as `ast.iter_child_nodes`, less the shared context/operator leaves), as a list."""
     out: list[ast.AST] = []
-    names = _FIELDS.get(node.__class__) or _child_fields(node.__class__)
+    names = CHILD_FIELDS.get(node.__class__) or child_fields(node.__class__)
     for name in names:
         v = getattr(node, name, None)
         if isinstance(v, ast.AST):
@@ -137,9 +137,9 @@ def children(node: ast.AST) -> list[ast.AST]:
 # third of every tree's nodes, never a mechanism, so walks and indexes skip them. Rules read them as attributes
 # (`node.ctx`, `node.op`).
 _LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
-_FIELDS: dict[type, tuple[str, ...]] = {}
+CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def _child_fields(cls: type) -> tuple[str, ...]:
-    names = _FIELDS[cls] = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)
+def child_fields(cls: type) -> tuple[str, ...]:
+    names = CHILD_FIELDS[cls] = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)
     return names
