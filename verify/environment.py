@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from audit.errors import InputError
-from audit.load.parse import _parse_cached
+from audit.load.parse import repaired
 from audit.load.resolve import ResolvedSource
 
 PROBE_TIMEOUT_S = 180.0
@@ -73,7 +73,7 @@ class PythonNeed:
 def _pep701_line(text: str) -> int | None:
     """First line of an f-string that only Python 3.12+ parses, or None."""
     if sys.version_info < (3, 12):
-        _tree, fixed, _err = _parse_cached(text)
+        fixed = repaired(text)
         if fixed == text:
             return None
         for i, (a, b) in enumerate(zip(text.split("\n"), fixed.split("\n")), 1):

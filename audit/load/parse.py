@@ -66,6 +66,13 @@ def parse(text: str) -> tuple[ast.Module | None, str | None]:
     return hit[0], hit[2]
 
 
+def repaired(text: str) -> str:
+    """The text the parser accepted: `text` with each Python 3.12-only f-string blanked (equal to `text` when it
+    needed no repair)."""
+    hit = _TREES.get(text)
+    return (hit or _parse_text(text))[1]
+
+
 def forget(text: str) -> None:
     """Drop one source's tree: a stage that only looked at it (a script that did not run) frees its memory."""
     hit = _TREES.pop(text, None)
