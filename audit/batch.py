@@ -58,14 +58,14 @@ def _row(pr: int, verdict: str, reason: str, **extra) -> dict:
 def audit_folder(sub: Folder, pr: int, filters: dict | None, memo: ReportMemo | None) -> dict:
     """One record folder's report as a JSON-ready dict; the memo's report when the same bytes were audited."""
     t0 = time.perf_counter()
-    digest = folder_digest(sub, filters) if memo is not None else ""
-    hit = memo.get(digest) if memo is not None else None
+    digest = folder_digest(sub, filters) if memo is not None else None
+    hit = memo.get(digest) if digest is not None else None
     if hit is not None:
         return {**reuse(hit, sub, round(time.perf_counter() - t0, 4)), "pr": pr}
     rep = audit_submission(sub, **(filters or {}))
     rep.pr = pr
     row = rep.to_dict()
-    if memo is not None:
+    if digest is not None:
         memo.put(digest, row)
     return row
 
@@ -137,13 +137,13 @@ def _die_with_parent(parent_pid: int) -> None:
 
 
 def _worker(
-    conn: Connection, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str | None, parent_pid: int
+    conn: Connection, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str, parent_pid: int
 ) -> None:
     if hasattr(os, "setpgid"):
         os.setpgid(0, 0)  # its own group, so a kill also takes the git processes it started
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _die_with_parent(parent_pid)
-    memo = ReportMemo(memo_dir) if memo_dir is not None else None
+    memo = ReportMemo(memo_dir)
     while True:
         try:
             pr = conn.recv()
@@ -159,7 +159,7 @@ def _worker(
 
 
 class _Worker:
-    def __init__(self, ctx, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str | None) -> None:
+    def __init__(self, ctx, git_dir: str, repo_url: str | None, filters: dict | None, memo_dir: str) -> None:
         self.conn, child = ctx.Pipe(duplex=True)
         args = (child, git_dir, repo_url, filters, memo_dir, os.getpid())
         self.proc = ctx.Process(target=_worker, args=args, daemon=True)

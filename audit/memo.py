@@ -49,16 +49,12 @@ def folder_digest(folder: Folder, filters: dict | None = None) -> str:
 
 
 class ReportMemo:
-    """Report dicts by folder digest, in a directory (shared by processes) or, without one, in memory."""
+    """Report dicts by folder digest, one JSON file each in a directory the batch's workers share."""
 
-    def __init__(self, directory: str | os.PathLike | None = None) -> None:
-        self.directory = Path(directory) if directory is not None else None
-        self._mem: dict[str, dict] = {}
+    def __init__(self, directory: str | os.PathLike) -> None:
+        self.directory = Path(directory)
 
     def get(self, digest: str) -> dict | None:
-        if self.directory is None:
-            hit = self._mem.get(digest)
-            return dict(hit) if hit is not None else None
         try:
             return json.loads((self.directory / f"{digest}.json").read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -67,14 +63,10 @@ class ReportMemo:
     def put(self, digest: str, report: dict) -> None:
         if any(str(f.get("rule", "")).startswith(_UNCACHEABLE) for f in report.get("findings", ())):
             return
-        kept = dict(report)
-        if self.directory is None:
-            self._mem[digest] = kept
-            return
         try:
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(kept, f)
+                json.dump(report, f)
             os.replace(tmp, self.directory / f"{digest}.json")
         except OSError:  # a memo that cannot be written only costs time
             pass

@@ -78,17 +78,11 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
                         parents[child] = node
                         stack.append(child)
     for nodes in by_type.values():
-        if not hasattr(nodes[0], "lineno"):
-            continue  # a class without positions: every key is (0, 0), the stable sort keeps this order
-        try:
-            nodes.sort(key=_LINE_COL)  # the same order as `_position`, read in C
-        except AttributeError:  # a node without a position (the list is left as it was)
-            nodes.sort(key=_position)
+        # by position; a class without positions (arguments, withitem …) keeps its traversal order. The parser
+        # gives every node of a positioned class its line and column.
+        if hasattr(nodes[0], "lineno"):
+            nodes.sort(key=_LINE_COL)
     return idx
 
 
 _LINE_COL = attrgetter("lineno", "col_offset")
-
-
-def _position(n: ast.AST) -> tuple[int, int]:
-    return (getattr(n, "lineno", 0), getattr(n, "col_offset", 0))

@@ -60,9 +60,8 @@ def package_findings(sub: Folder, sources: Sources) -> list[Finding]:
                     )
                 )
     for path, why in sub.skipped:
-        if is_source_path(path) or path.endswith(
-            "/"
-        ):  # code it did not read (or a folder not listed) may hold a mechanism
+        # code it did not read may hold a mechanism, and so may a folder it did not list (a path ending in "/")
+        if is_source_path(path) or path.endswith("/"):
             out.append(_f(codes.SOURCE_NOT_READ, f"{path}: {why}; its code was not analysed", path))
         else:
             out.append(_f(codes.FILE_SKIPPED, f"{path}: {why}", path, Severity.INFO))
