@@ -63,7 +63,9 @@ def floor(mirror: str, prs: list[int]) -> dict:
     t0, c0, ch0 = time.perf_counter(), time.process_time(), _children_cpu()
     blobs: list[tuple[str, str]] = []
     for pr in prs:
-        blobs.extend(folder_blobs(mirror, pr))
+        # keyed by PR and path: two PRs filing the same folder path are two folders to read (a key of the
+        # path alone kept one of them, and the floor missed a sixth of the queue)
+        blobs.extend((f"{pr}:{path}", obj) for path, obj in folder_blobs(mirror, pr))
     data = read_blobs(mirror, blobs)
     n_py = n_lines = 0
     for path, raw in data.items():

@@ -819,10 +819,22 @@ class LogCalibration:
         return [(n, t) for n, t in self.calib_after_stop if TRAIN_DATA_LOG_RE.search(t)]
 
 
+# Every pattern above needs one of these words (STOP_RE the literal `stopping_early`; the others, any case):
+# an ASCII line without them is skipped unmatched. A non-ASCII line always goes to the patterns, since
+# `(?i)` also matches `İ`/`ı` for `i`.
+_LOG_WORDS = ("gptq", "calib", "hessian", "quant", "stopping_early")
+
+
 def log_calibration(events: list[tuple[str, int, str]]) -> list[LogCalibration]:
     per: dict[str, LogCalibration] = {}
     for path, line, text in events:
-        lc = per.setdefault(path, LogCalibration(path=path))
+        lc = per.get(path)
+        if lc is None:
+            lc = per[path] = LogCalibration(path=path)
+        if text.isascii():
+            low = text.lower()
+            if not any(w in low for w in _LOG_WORDS):
+                continue
         m = RESERVE_LOG_RE.search(text)
         if m:
             ms = float(m.group(1)) * (1000.0 if m.group(2).lower() == "s" else 1.0)

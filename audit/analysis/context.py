@@ -14,7 +14,7 @@ from ..findings import Location
 from ..load.messages import LogProvenance
 from ..logs.model import LoggedLine
 from .bytetables import ByteAccounting, byte_accounting
-from .calibration import CalibrationAnalysis
+from .calibration import CalibrationAnalysis, LogCalibration, log_calibration
 from .evaluation import Evaluation
 from .native import NativeAnalysis
 from .network import NetCall, network_calls
@@ -65,6 +65,11 @@ class Analyses:
     @cached_property
     def calibration(self) -> CalibrationAnalysis:
         return CalibrationAnalysis(self.program)
+
+    @cached_property
+    def log_calibration(self) -> list[LogCalibration]:
+        """What each log says about calibration (the clock stop, a reserve, calibration lines)."""
+        return log_calibration(self.log_lines)
 
     @cached_property
     def ngram(self) -> NgramAnalysis:

@@ -48,7 +48,17 @@ class SizeVerdict:
 
 @lru_cache(maxsize=32)
 def _lzma_bytes(code: bytes) -> int:
-    return len(lzma.compress(code, preset=9 | lzma.PRESET_EXTREME))
+    """The size `lzma.compress(code, preset=9 | PRESET_EXTREME)` gives. The preset's 64 MiB dictionary is cut
+    to the smallest power of two that holds the input: every match stays in reach, and the compressor no longer
+    sets up tables for 64 MiB (4-5x faster on a 60 KB script). The sizes are equal on all 453 scripts of a
+    296-folder sample of the queue (tests/audit/test_size_lzma.py checks a spread of inputs)."""
+    dict_size = min(_PRESET9_DICT, max(_MIN_DICT, 1 << max(0, len(code) - 1).bit_length()))
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": dict_size}]
+    return len(lzma.compress(code, filters=filters))
+
+
+_PRESET9_DICT = 64 << 20
+_MIN_DICT = 1 << 16
 
 
 def shipped_code(files: dict[str, bytes], code_files: Iterable[str]) -> bytes:

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from ..analysis.astutil import call_name
-from ..analysis.calibration import log_calibration
 from ..findings import Confidence, Location, Severity
 from .base import Invalid, Rule, Valid
 
@@ -292,7 +291,7 @@ class ValCalibration(Rule):
 
     def check(self):
         analysis = self.analyses.calibration
-        logs = log_calibration(self.ctx.log_events)
+        logs = self.analyses.log_calibration
         log_lines = [(lc.path, n, t) for lc in logs for n, t in lc.val_calib]
         log_evidence = [
             Location(

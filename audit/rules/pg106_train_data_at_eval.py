@@ -4,7 +4,7 @@ import ast
 import re
 
 from ..analysis.astutil import UNKNOWN, call_name
-from ..analysis.calibration import CalibrationAnalysis, log_calibration
+from ..analysis.calibration import CalibrationAnalysis
 from ..challenge import TRAIN_CAP_SECONDS
 from ..findings import Confidence, Location, Reachability, Severity
 from ..load.messages import Silence, silent_mechanism
@@ -392,7 +392,7 @@ class TrainDataAtEval(Rule):
 
     def check(self):
         analysis = self.analyses.calibration
-        logs = log_calibration(self.ctx.log_events)
+        logs = self.analyses.log_calibration
         log_reserve = [lc.reserve for lc in logs if lc.reserve is not None]
         all_reserves = analysis.reserves()
         reserves = [r for r in all_reserves if self._reserve_live(r)]

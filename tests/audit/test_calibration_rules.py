@@ -8,7 +8,10 @@ import csv
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from audit.analysis import calibration as cal
 from audit.analysis.calibration import log_calibration
 from audit.api import audit_git
 from audit.engine import audit_submission
@@ -356,3 +359,55 @@ def main(model, val_tokens):
     return hessians(model, take_batches(val_tokens, 8), 8)
 """
     assert [f.severity for f in _findings(_branch_code("", body), "PG105")] == [Severity.ERROR]
+
+
+# --- the log reading: the word filter skips only lines no pattern can match ---------------------------------
+def _log_calibration_unfiltered(events):
+    """Every pattern on every line (what `log_calibration` did before its word filter)."""
+    per: dict[str, cal.LogCalibration] = {}
+    for path, line, text in events:
+        lc = per.setdefault(path, cal.LogCalibration(path=path))
+        m = cal.RESERVE_LOG_RE.search(text)
+        if m:
+            lc.reserve = (line, text, float(m.group(1)) * (1000.0 if m.group(2).lower() == "s" else 1.0))
+            continue
+        m = cal.STOP_RE.search(text)
+        if m:
+            lc.stop = (line, text, float(m.group(1)))
+            continue
+        if cal.VAL_CALIB_LOG_RE.search(text) and not cal.NEGATION_RE.search(text):
+            lc.val_calib.append((line, text))
+            continue
+        if lc.stop is not None and cal.CALIB_LOG_RE.search(text) and not cal.SELFGEN_LOG_RE.search(text):
+            lc.calib_after_stop.append((line, text))
+    return list(per.values())
+
+
+_WORDS = [
+    "GPTQ",
+    "calibrating",
+    "hessians",
+    "quant",
+    "stopping_early",
+    "train_time: 590000 ms",
+    "reserved 12 s",
+    "source=val",
+    "on validation data",
+    "training shards",
+    "no",
+    "generated",
+    "İ",
+    "HESSİAN",
+    "cal",
+    "x",
+    " ",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.tuples(st.sampled_from(["a.log", "b.txt"]), st.lists(st.sampled_from(_WORDS), max_size=6)), max_size=12)
+)
+def test_the_word_filter_changes_nothing(lines):
+    events = [(path, n, " ".join(words)) for n, (path, words) in enumerate(lines, 1)]
+    assert cal.log_calibration(events) == _log_calibration_unfiltered(events)
