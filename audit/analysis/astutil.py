@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ..load.parse import CHILD_FIELDS, child_fields, children
+from ..load.parse import CHILD_SPECS, MANY, ONE, children, nodes_in
 
 if TYPE_CHECKING:
     from .source import SourceIndex
@@ -130,19 +130,22 @@ def walk_scope(scope: ast.AST) -> list[ast.AST]:
             return hit[1]
     out: list[ast.AST] = []
     stack = children(scope)
-    fields = CHILD_FIELDS
+    specs = CHILD_SPECS
     while stack:
         n = stack.pop()
         out.append(n)
         cls = n.__class__
         if cls in _NEW_SCOPES:
             continue
-        for name in fields.get(cls) or child_fields(cls):  # children(n), inlined: this loop runs millions of times
+        for name, kind in specs[cls]:  # children(n), inlined: this loop runs millions of times
             v = getattr(n, name, None)
-            if isinstance(v, ast.AST):
-                stack.append(v)
-            elif v.__class__ is list:
-                stack.extend([x for x in v if isinstance(x, ast.AST)])
+            if kind is ONE:
+                if v is not None:
+                    stack.append(v)
+            elif kind is MANY:
+                stack.extend(v)
+            else:
+                stack.extend(nodes_in(v, kind))
     if cached:
         _SCOPE_CACHE[id(scope)] = (scope, out)
     return out

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..load import parse as pyparse
-from ..load.parse import CHILD_FIELDS, child_fields
+from ..load.parse import CHILD_SPECS, MANY, ONE, nodes_in
 from ..load.resolve import ResolvedSource
 
 
@@ -59,6 +59,7 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
     parents = idx.parents
     by_type = idx.by_type
     stack = [tree]
+    specs = CHILD_SPECS
     while stack:  # one traversal: parents and a by-type index (ast's generators cost twice as much)
         node = stack.pop()
         kind = node.__class__
@@ -67,16 +68,16 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
             by_type[kind] = [node]
         else:
             bucket.append(node)
-        for name in CHILD_FIELDS.get(kind) or child_fields(kind):  # children(node), inlined
+        for name, how in specs[kind]:  # children(node), inlined
             v = getattr(node, name, None)
-            if isinstance(v, ast.AST):
-                parents[v] = node
-                stack.append(v)
-            elif v.__class__ is list:
-                for child in v:
-                    if isinstance(child, ast.AST):
-                        parents[child] = node
-                        stack.append(child)
+            if how is ONE:
+                if v is not None:
+                    parents[v] = node
+                    stack.append(v)
+                continue
+            kids = v if how is MANY else nodes_in(v, how)
+            parents.update(dict.fromkeys(kids, node))
+            stack.extend(kids)
     for nodes in by_type.values():
         # by position; a class without positions (arguments, withitem …) keeps its traversal order. The parser
         # gives every node of a positioned class its line and column.

@@ -110,43 +110,93 @@ def walk(node: ast.AST) -> list[ast.AST]:
 def _walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
     i = 0
-    fields = CHILD_FIELDS
+    specs = CHILD_SPECS
     while i < len(out):
         n = out[i]
         i += 1
-        names = fields.get(n.__class__)
-        if names is None:
-            names = child_fields(n.__class__)
-        for name in names:
+        for name, kind in specs[n.__class__]:  # children(n), inlined: this loop runs millions of times
             v = getattr(n, name, None)
-            if isinstance(v, ast.AST):
-                out.append(v)
-            elif v.__class__ is list:
-                out.extend([x for x in v if isinstance(x, ast.AST)])
+            if kind is ONE:
+                if v is not None:
+                    out.append(v)
+            elif kind is MANY:
+                out.extend(v)
+            else:
+                out.extend(nodes_in(v, kind))
     return out
 
 
 def children(node: ast.AST) -> list[ast.AST]:
     """The child nodes of `node` (as `ast.iter_child_nodes`, less the shared context/operator leaves), as a list."""
     out: list[ast.AST] = []
-    names = CHILD_FIELDS.get(node.__class__) or child_fields(node.__class__)
-    for name in names:
+    for name, kind in CHILD_SPECS[node.__class__]:
         v = getattr(node, name, None)
-        if isinstance(v, ast.AST):
-            out.append(v)
-        elif v.__class__ is list:
-            out.extend([x for x in v if isinstance(x, ast.AST)])
+        if kind is ONE:
+            if v is not None:
+                out.append(v)
+        elif kind is MANY:
+            out.extend(v)
+        else:
+            out.extend(nodes_in(v, kind))
     return out
 
 
-# The fields that hold child nodes worth visiting, per node class. `ctx` (Load/Store/Del), `op` and `ops`
-# (operators) hold leaves that the parser shares between all nodes (one `Load` object for a whole tree): a
-# third of every tree's nodes, never a mechanism, so walks and indexes skip them. Rules read them as attributes
-# (`node.ctx`, `node.op`).
+# Which fields of a node class hold child nodes, and how, read once per class from the grammar that
+# `ast` prints in each class's docstring (`Call(expr func, expr* args, keyword* keywords)`):
+# - ONE: a node or None (`expr func`, `expr? returns`);
+# - MANY: a list of nodes (`stmt* body`);
+# - HOLEY: a list of nodes and Nones (`Dict.keys`: None for `**d`; `arguments.kw_defaults`: None for no default);
+# - ANY: a field the grammar does not describe (a class whose docstring is not the grammar): checked value by value.
+# Fields of builtin types (`identifier id`, `constant value`, `int level`) are never nodes and are not visited,
+# nor are `ctx` (Load/Store/Del), `op` and `ops` (operators): leaves the parser shares between all nodes (one
+# `Load` object for a whole tree), a third of every tree's nodes and never a mechanism. Rules read them as
+# attributes (`node.ctx`, `node.op`). Walks visit the fields in the grammar's order, as `ast.walk` does.
+ONE, MANY, HOLEY, ANY = "one", "many", "holey", "any"
 _LEAF_FIELDS = frozenset({"ctx", "op", "ops"})
-CHILD_FIELDS: dict[type, tuple[str, ...]] = {}
+_BUILTIN_TYPES = frozenset({"identifier", "int", "string", "constant"})
+_HOLEY_FIELDS = frozenset({("Dict", "keys"), ("arguments", "kw_defaults")})
+_GRAMMAR = re.compile(r"(\w+)\((.*)\)")
 
 
-def child_fields(cls: type) -> tuple[str, ...]:
-    names = CHILD_FIELDS[cls] = tuple(f for f in cls._fields if f not in _LEAF_FIELDS)
-    return names
+class _Specs(dict):
+    """class -> its child fields; a class seen for the first time is read from its grammar."""
+
+    def __missing__(self, cls: type) -> tuple[tuple[str, str], ...]:
+        return child_spec(cls)
+
+
+CHILD_SPECS: dict[type, tuple[tuple[str, str], ...]] = _Specs()
+
+
+def child_spec(cls: type) -> tuple[tuple[str, str], ...]:
+    fields = [f for f in getattr(cls, "_fields", ()) if f not in _LEAF_FIELDS]
+    declared: dict[str, str] = {}
+    m = _GRAMMAR.fullmatch((cls.__doc__ or "").strip())
+    if m and m.group(1) == cls.__name__:
+        for part in filter(None, (x.strip() for x in m.group(2).split(","))):
+            typ, _, name = part.partition(" ")
+            declared[name] = typ
+    spec: list[tuple[str, str]] = []
+    for f in fields:
+        typ = declared.get(f)
+        if typ is None:
+            spec.append((f, ANY))
+        elif typ.rstrip("*?") in _BUILTIN_TYPES:
+            continue
+        elif typ.endswith("*"):
+            spec.append((f, HOLEY if (cls.__name__, f) in _HOLEY_FIELDS else MANY))
+        else:
+            spec.append((f, ONE))
+    CHILD_SPECS[cls] = out = tuple(spec)
+    return out
+
+
+def nodes_in(value, kind: str) -> list[ast.AST]:
+    """The nodes of a HOLEY or ANY field's value."""
+    if kind is HOLEY:
+        return [x for x in value if x is not None]
+    if isinstance(value, ast.AST):
+        return [value]
+    if value.__class__ is list:
+        return [x for x in value if isinstance(x, ast.AST)]
+    return []

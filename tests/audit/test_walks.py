@@ -1,0 +1,131 @@
+"""The tree walks the analyses share visit exactly what `ast` visits, less the shared context/operator leaves,
+in the same order: the child fields are read from the grammar once per class (see `audit.load.parse`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from audit.analysis.astutil import clear_caches, walk_scope
+from audit.analysis.source import index_source
+from audit.load import parse as pyparse
+from audit.load.resolve import ResolvedSource
+
+ROOT = Path(__file__).resolve().parents[2]
+_LEAVES = (ast.expr_context, ast.operator, ast.unaryop, ast.boolop, ast.cmpop)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+EVERY_SHAPE = """
+import os, sys as system
+from .pkg import (a as b, c)
+global_table: dict[str, int] = {**os.environ, "k": 1, None: 2}
+def f(a, /, b=1, *args, c, d=2, e, **kw) -> int:
+    global global_table
+    nonlocal_free = lambda x, *, y=3, z: x + y
+    x = [i async for i in g() if i] if False else {k: v for k, v in kw.items()}
+    y = f"{a!r:>{b}} and {c=}" + rf"\\d{d}"
+    del x[0], y
+    assert a, "msg"
+    with open("p") as fh, open("q"):
+        pass
+    try:
+        pass
+    except* ValueError as e:
+        raise RuntimeError() from e
+    else:
+        pass
+    finally:
+        pass
+    match a:
+        case {"k": 1, **rest} if rest:
+            pass
+        case [1, *others] | Point(x=0, y=_) as p:
+            pass
+        case None:
+            pass
+    return (yield from g()) if not a < b <= c else -a @ b
+@decorator(arg)
+class C(Base, metaclass=Meta):
+    attr: int = 0
+    async def m(self):
+        async with ctx() as (u, v):
+            await u
+        async for w in v:
+            print(w, sep="")
+        while True:
+            break
+        for i in range(3):
+            continue
+        else:
+            pass
+"""
+
+
+def _sources() -> list[str]:
+    texts = [EVERY_SHAPE]
+    for pattern in ("audit/**/*.py", "reference_trainer/*.py", "examples/**/*.py"):
+        texts += [p.read_text() for p in sorted(ROOT.glob(pattern))][:40]
+    return texts
+
+
+def _reference_walk(node: ast.AST) -> list[ast.AST]:
+    return [n for n in ast.walk(node) if not isinstance(n, _LEAVES)]
+
+
+def _reference_scope(scope: ast.AST) -> list[ast.AST]:
+    out: list[ast.AST] = []
+    stack = [c for c in ast.iter_child_nodes(scope) if not isinstance(c, _LEAVES)]
+    while stack:
+        n = stack.pop()
+        out.append(n)
+        if not isinstance(n, _SCOPES):
+            stack.extend(c for c in ast.iter_child_nodes(n) if not isinstance(c, _LEAVES))
+    return out
+
+
+def _same(a: list[ast.AST], b: list[ast.AST]) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("text", _sources()[:12], ids=lambda t: str(len(t)))
+def test_walks_visit_what_ast_visits_in_its_order(text):
+    clear_caches()
+    pyparse.clear()
+    tree = ast.parse(text)
+    assert _same(pyparse.walk(tree), _reference_walk(tree))
+    for node in ast.walk(tree):
+        if isinstance(node, _LEAVES):
+            continue
+        kids = [c for c in ast.iter_child_nodes(node) if not isinstance(c, _LEAVES)]
+        assert _same(pyparse.children(node), kids)
+        if isinstance(node, (ast.Module, *_SCOPES, ast.stmt)):
+            assert _same(walk_scope(node), _reference_scope(node))
+
+
+def test_the_index_holds_every_node_and_its_parent():
+    for text in _sources():
+        tree = ast.parse(text)
+        idx = index_source(ResolvedSource(path="x.py", text=text))
+        nodes = _reference_walk(idx.tree)
+        assert sum(len(v) for v in idx.by_type.values()) == len(nodes)
+        for node in nodes:
+            for child in ast.iter_child_nodes(node):
+                if not isinstance(child, _LEAVES):
+                    assert idx.parents[child] is node
+        assert len(idx.parents) == len(nodes) - 1
+        assert tree is not None
+
+
+def test_holes_in_lists_are_not_nodes():
+    tree = ast.parse("d = {**a, 'k': 1}\ndef f(*, x, y=1): pass")
+    assert all(isinstance(n, ast.AST) for n in pyparse.walk(tree))
+
+
+def test_a_class_the_grammar_does_not_describe_is_read_value_by_value():
+    class Odd(ast.AST):  # no grammar docstring: every field is checked for nodes
+        _fields = ("a", "b", "c")
+
+    odd = Odd(a=ast.Name(id="x"), b=[ast.Constant(1), "text", None], c="not a node")
+    assert [type(n).__name__ for n in pyparse.walk(odd)] == ["Odd", "Name", "Constant"]
