@@ -464,12 +464,12 @@ def is_canonical_tokenizer(path: str) -> bool:
 
 def uses_byte_sidecar(program: Program) -> bool:
     """CaseOps-style accounting: bytes come from a per-token sidecar file, not from the LUT."""
+    names: set[str] = set()  # each name searched once: a script repeats a few hundred names thousands of times
     for idx in program.indexes:
-        for n in idx.nodes(ast.Name, ast.Attribute, ast.FunctionDef):
-            name = getattr(n, "id", None) or getattr(n, "attr", None) or getattr(n, "name", "")
-            if SIDECAR_NAME.search(name):
-                return True
-    return False
+        names.update(n.id for n in idx.nodes(ast.Name))
+        names.update(n.attr for n in idx.nodes(ast.Attribute))
+        names.update(n.name for n in idx.nodes(ast.FunctionDef))
+    return any(SIDECAR_NAME.search(name) for name in names)
 
 
 # --- shipped SentencePiece models ------------------------------------------------------------------------

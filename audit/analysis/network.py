@@ -89,13 +89,17 @@ def _command_text(call: ast.Call) -> str:
     return " ".join(parts)
 
 
+_API_NAMES = frozenset(api for api in NETWORK_APIS if not api.endswith("."))  # the API itself
+_API_PREFIXES = tuple(api for api in NETWORK_APIS if api.endswith("."))  # anything in the package
+
+
 def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
         aliases = _aliases(idx)
         for call in idx.nodes(ast.Call):
             full, bound = _qualified(call, aliases)
-            if any(full == api or (api.endswith(".") and full.startswith(api)) for api in NETWORK_APIS):
+            if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers
                 out.append(NetCall(idx, call, full, "download", bound))

@@ -423,7 +423,7 @@ _PY_IN_CMD_LEAD = re.compile(r"[\s=]")
 # starts after its `(` (bisected from a list made in one pass). `(?!execv)` keeps `execvexecv…` linear;
 # every call in one word ends at the same `(`, so the same literal is found.
 _LAUNCH_SIBLING = re.compile(r"(?:run_path|run_module|subprocess\.\w+|os\.system|execv(?:(?!execv)\w)*)\s*\(")
-_PY_LITERAL = re.compile(r"""(?<=["'])[\w.\-/]+(?=["'])""")
+_PY_LITERAL = re.compile(r"""(?<=["'])[\w.\-/]+\.py(?=["'])""")  # a quoted `x.py`, whole
 
 
 def _py_in_cmd(text: str) -> list[str]:
@@ -447,11 +447,7 @@ def _py_in_cmd(text: str) -> list[str]:
 
 def _launch_targets(text: str) -> list[str]:
     """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
-    lits = [
-        (m.start(), m.end() + 1, m.group())
-        for m in _PY_LITERAL.finditer(text)
-        if len(m.group()) > 3 and m.group().endswith(".py")
-    ]
+    lits = [(m.start(), m.end() + 1, m.group()) for m in _PY_LITERAL.finditer(text)]
     starts = [s - 1 for s, _, _ in lits]  # the opening quote
     out: list[str] = []
     pos = 0
