@@ -1,16 +1,21 @@
 """Which record folders a branch or PR adds — from a checkout or straight from git objects.
 
-Every git process goes through `git()`, which runs it with the repository's own configuration defused: a
-submission can ship a `.git/` whose config names commands (`core.fsmonitor`, hooks, filter and diff drivers,
-lazy-fetch transports), and a ref or path given on the command line must never be read as a git option.
+Every git process starts from `_git_command()` (through `git()`, or the long-lived blob reader behind
+`read_blobs`), which runs it with the repository's own configuration defused: a submission can ship a `.git/`
+whose config names commands (`core.fsmonitor`, hooks, filter and diff drivers, lazy-fetch transports), and a ref
+or path given on the command line must never be read as a git option.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import os
 import re
+import selectors
 import subprocess
+import threading
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -115,6 +120,20 @@ def _c_args() -> list[str]:
     return [a for kv in SAFE_CONFIG for a in ("-c", kv)]
 
 
+def _git_command(git_dir: str, work_tree: str | os.PathLike | None = None) -> tuple[list[str], dict[str, str]]:
+    """The argv prefix and environment of every git process on `git_dir`: config defused (see SAFE_CONFIG)."""
+    env = _git_env()
+    overrides = _driver_overrides(str(git_dir))
+    if overrides:  # GIT_CONFIG_KEY_n: names are taken whole, never parsed as `key=value`
+        env["GIT_CONFIG_COUNT"] = str(len(overrides))
+        for i, (key, value) in enumerate(overrides):
+            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
+    argv = ["git", "--no-pager", *_c_args(), f"--git-dir={git_dir}"]
+    if work_tree is not None:
+        argv.append(f"--work-tree={work_tree}")
+    return argv, env
+
+
 def git(
     git_dir: str,
     *args: str,
@@ -129,15 +148,7 @@ def git(
     `args` are options the caller wrote; anything that came from the user, a PR or a folder goes in `revs`
     (validated, after `--end-of-options`) or `paths` (after `--`). `work_tree` runs git in that checkout.
     """
-    env = _git_env()
-    overrides = _driver_overrides(str(git_dir))
-    if overrides:  # GIT_CONFIG_KEY_n: names are taken whole, never parsed as `key=value`
-        env["GIT_CONFIG_COUNT"] = str(len(overrides))
-        for i, (key, value) in enumerate(overrides):
-            env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = key, value
-    argv = ["git", "--no-pager", *_c_args(), f"--git-dir={git_dir}"]
-    if work_tree is not None:
-        argv.append(f"--work-tree={work_tree}")
+    argv, env = _git_command(git_dir, work_tree)
     argv.extend(args)
     if revs:
         bad = [r for r in revs if _OPTION_LIKE.search(r)]
@@ -391,21 +402,245 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
 
 
 def read_blobs(git_dir: str, blobs: list[tuple[str, str]], missing: list[str] | None = None) -> dict[str, bytes]:
-    """Read many blobs with one `git cat-file --batch` process; absent objects go to `missing`."""
+    """Read many blobs ((key, object name) pairs) through this process's `git cat-file --batch` on `git_dir`;
+    absent objects go to `missing`."""
     if not blobs:
         return {}
-    out = git(git_dir, "cat-file", "--batch", input="".join(f"{o}\n" for _, o in blobs).encode())
+    names = [_object_name(obj) for _, obj in blobs]
     files: dict[str, bytes] = {}
-    pos = 0
-    for rel, _ in blobs:
-        nl = out.index(b"\n", pos)
-        header = out[pos:nl].split()
-        if len(header) < 3:  # "<sha> missing": a partial mirror lacks the object
-            if missing is not None:
-                missing.append(rel)
-            pos = nl + 1
-            continue
-        size = int(header[2])
-        files[rel] = out[nl + 1 : nl + 1 + size]
-        pos = nl + 1 + size + 1
+    for (rel, _), data in zip(blobs, _read_objects(str(git_dir), names)):
+        if data is not None:
+            files[rel] = data
+        elif missing is not None:  # "<name> missing": a partial mirror lacks the object
+            missing.append(rel)
     return files
+
+
+# --- one long-lived `git cat-file --batch` per process and git dir -----------------------------------------
+# A batch worker reads every folder of every PR it audits through one reader instead of starting git for each.
+_BAD_OBJECT_NAME = re.compile(r"[\x00\n\r]")  # a newline would be a second request on the reader's stdin
+_PIPE_CHUNK = 1 << 16  # a pipe's default capacity: one read takes what git has written
+_MAX_READERS = 4  # git dirs with a live reader per process (tests open many; a batch uses one)
+
+
+class _ReaderDiedError(Exception):
+    pass
+
+
+class _ReaderTimeoutError(Exception):
+    pass
+
+
+def _object_name(obj: str) -> bytes:
+    if not isinstance(obj, str) or _BAD_OBJECT_NAME.search(obj):
+        raise InputError(f"invalid object name {str(obj)[:80]!r}: a newline, carriage return or NUL")
+    try:
+        return obj.encode()
+    except UnicodeEncodeError:
+        raise InputError(f"invalid object name {obj[:80]!r}: not UTF-8") from None
+
+
+def _spawn(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
+    # no new session: the reader stays in its starter's process group, so a batch worker's killpg takes it too
+    try:
+        return subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, bufsize=0
+        )
+    except OSError as e:
+        raise InputError(f"cannot run git: {e.strerror or e}") from None
+
+
+class _BlobReader:
+    """`git cat-file --batch` on one git dir, started by (and only ever used from) the process `pid`."""
+
+    def __init__(self, git_dir: str) -> None:
+        argv, env = _git_command(git_dir)
+        self.pid = os.getpid()
+        self.proc = _spawn([*argv, "cat-file", "--batch"], env)
+        self.lock = threading.Lock()
+        self.err = b""  # the tail of its stderr, for the message when it dies
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            os.set_blocking(f.fileno(), False)
+
+    def read(self, names: list[bytes], deadline: float) -> list[bytes | None]:
+        """Each object's content, None where git answers "<name> missing" (or "ambiguous")."""
+        if not self.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise _ReaderTimeoutError
+        try:
+            return self._exchange(names, deadline)
+        finally:
+            self.lock.release()
+
+    def _exchange(self, names: list[bytes], deadline: float) -> list[bytes | None]:
+        request = memoryview(b"".join(n + b"\n" for n in names))
+        sent = 0
+        self.err = b""  # what it says during this read only
+        buf = bytearray()
+        sel = selectors.DefaultSelector()
+        stdin, stdout, stderr = (f.fileno() for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr))
+
+        def pump() -> None:  # one round: write what git will take of the request, read what it has written
+            nonlocal sent
+            left = deadline - time.monotonic()
+            events = sel.select(left) if left > 0 else []
+            if not events:
+                raise _ReaderTimeoutError
+            for key, _ in events:
+                try:
+                    if key.fd == stdin:
+                        sent += os.write(stdin, request[sent : sent + _PIPE_CHUNK])
+                        if sent == len(request):
+                            sel.unregister(stdin)
+                        continue
+                    chunk = os.read(key.fd, _PIPE_CHUNK)
+                except BlockingIOError:
+                    continue
+                except OSError as e:  # EPIPE: it exited
+                    raise _ReaderDiedError(e.strerror or str(e)) from None
+                if key.fd == stdout:
+                    if not chunk:
+                        raise _ReaderDiedError("exited without answering")
+                    buf.extend(chunk)
+                elif chunk:
+                    self.err = (self.err + chunk)[-4096:]
+                else:
+                    sel.unregister(stderr)
+
+        try:
+            sel.register(stdin, selectors.EVENT_WRITE)
+            sel.register(stdout, selectors.EVENT_READ)
+            sel.register(stderr, selectors.EVENT_READ)
+            out: list[bytes | None] = []
+            pos = 0
+            for _ in names:
+                while (nl := buf.find(b"\n", pos)) < 0:
+                    pump()
+                header = buf[pos:nl].split()
+                if len(header) != 3 or not header[2].isdigit():
+                    out.append(None)
+                    pos = nl + 1
+                    continue
+                end = nl + 1 + int(header[2])
+                while len(buf) <= end:  # the content and the newline after it
+                    pump()
+                if buf[end] != 0x0A:
+                    raise _ReaderDiedError("unexpected output")
+                out.append(bytes(buf[nl + 1 : end]))
+                pos = end + 1
+                if pos >= _PIPE_CHUNK:  # drop what is parsed; what is left is at most one read
+                    del buf[:pos]
+                    pos = 0
+            if pos != len(buf) or sent != len(request):
+                raise _ReaderDiedError("unexpected output")  # out of step with its requests: never reuse it
+            return out
+        finally:
+            sel.close()
+
+    def close(self, kill: bool = False) -> None:
+        """End it: EOF on its stdin ends cat-file at once; killed when asked or when it does not end."""
+        if kill:
+            self.proc.kill()
+        self.proc.stdin.close()
+        try:
+            self.proc.wait(timeout=1)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # unkillable (D state): nothing more to do here
+                pass
+        try:  # what it said before it ended, for the error message
+            while chunk := os.read(self.proc.stderr.fileno(), _PIPE_CHUNK):
+                self.err = (self.err + chunk)[-4096:]
+        except (OSError, ValueError):  # nothing more without waiting (BlockingIOError), or closed already
+            pass
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+    def last_error(self) -> str:
+        lines = self.err.decode(errors="replace").strip().splitlines()
+        return lines[-1] if lines else ""
+
+
+_READERS: dict[tuple[int, str], _BlobReader] = {}  # (pid, git dir) → reader; least recently used first
+_READERS_LOCK = threading.Lock()
+_INHERITED: list[_BlobReader] = []  # a parent's readers seen in a forked child: kept so nothing reaps them here
+
+
+def _reader(git_dir: str) -> tuple[_BlobReader, bool]:
+    """This process's reader on `git_dir` (started now when it has none or its process has ended) and whether
+    it was used before."""
+    key = (os.getpid(), git_dir)  # a forked child never finds its parent's reader
+    with _READERS_LOCK:
+        reader = _READERS.pop(key, None)
+        if reader is not None and reader.proc.poll() is None:
+            _READERS[key] = reader
+            return reader, True
+        stale = [reader] if reader is not None else []
+        reader = _BlobReader(git_dir)
+        _READERS[key] = reader
+        while len(_READERS) > _MAX_READERS:
+            stale.append(_READERS.pop(next(iter(_READERS))))
+    for old in stale:
+        old.close()
+    return reader, False
+
+
+def _drop(reader: _BlobReader, kill: bool = True) -> None:
+    with _READERS_LOCK:
+        for key, r in list(_READERS.items()):
+            if r is reader:
+                del _READERS[key]
+    reader.close(kill=kill)
+
+
+def _read_objects(git_dir: str, names: list[bytes]) -> list[bytes | None]:
+    """Fail closed: a reader that hangs past GIT_TIMEOUT_S, dies or answers out of step is killed and dropped
+    (the next call starts a fresh one) and the read is an InputError. A reused reader that died since its last
+    use gets one fresh retry: reads have no side effects."""
+    deadline = time.monotonic() + GIT_TIMEOUT_S
+    for attempt in range(2):
+        reader, reused = _reader(git_dir)
+        try:
+            return reader.read(names, deadline)
+        except _ReaderTimeoutError:
+            _drop(reader)
+            raise InputError(f"git cat-file --batch: timed out after {GIT_TIMEOUT_S} s") from None
+        except _ReaderDiedError as e:
+            _drop(reader)
+            if reused and attempt == 0:
+                continue
+            raise InputError(f"git cat-file --batch: {reader.last_error() or e}") from None
+        except BaseException:  # interrupted mid-answer: its stream is out of step
+            _drop(reader)
+            raise
+    raise AssertionError("unreachable")
+
+
+def _close_readers() -> None:
+    """This process's readers, at exit (a parent's, inherited over fork, are not ours to end)."""
+    with _READERS_LOCK:
+        mine = [r for (pid, _), r in _READERS.items() if pid == os.getpid()]
+        _READERS.clear()
+    for reader in mine:
+        reader.close()
+
+
+def _forget_after_fork() -> None:
+    """In a forked child: close our copies of the parent's pipes (so its reader sees EOF when the parent closes
+    it), never signal or wait for the parent's git."""
+    global _READERS_LOCK
+    _READERS_LOCK = threading.Lock()  # another thread may have held it at the fork
+    for reader in _READERS.values():
+        for f in (reader.proc.stdin, reader.proc.stdout, reader.proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+        _INHERITED.append(reader)
+    _READERS.clear()
+
+
+atexit.register(_close_readers)
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_after_fork)
