@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..load import parse as pyparse
-from ..load.parse import CHILD_SPECS, MANY, ONE, nodes_in
 from ..load.resolve import ResolvedSource
 
 
@@ -55,32 +54,19 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
     tree, _ = pyparse.parse(src.text)
     if tree is None:
         return None
-    idx = SourceIndex(src=src, tree=tree, lines=src.text.splitlines())
-    parents = idx.parents
+    # the module's walk and parent map (one traversal, shared with every other walk of the module), bucketed
+    idx = SourceIndex(src=src, tree=tree, parents=pyparse.parents(tree), lines=src.text.splitlines())
     by_type = idx.by_type
-    stack = [tree]
-    specs = CHILD_SPECS
-    while stack:  # one traversal: parents and a by-type index (ast's generators cost twice as much)
-        node = stack.pop()
-        kind = node.__class__
-        bucket = by_type.get(kind)
+    for node in pyparse.walk(tree):
+        bucket = by_type.get(node.__class__)
         if bucket is None:
-            by_type[kind] = [node]
+            by_type[node.__class__] = [node]
         else:
             bucket.append(node)
-        for name, how in specs[kind]:  # children(node), inlined
-            v = getattr(node, name, None)
-            if how is ONE:
-                if v is not None:
-                    parents[v] = node
-                    stack.append(v)
-                continue
-            kids = v if how is MANY else nodes_in(v, how)
-            parents.update(dict.fromkeys(kids, node))
-            stack.extend(kids)
     for nodes in by_type.values():
-        # by position; a class without positions (arguments, withitem …) keeps its traversal order. The parser
-        # gives every node of a positioned class its line and column.
+        # by position (nodes at the same position: the outer first, then in source order); a class without
+        # positions (arguments, withitem …) keeps the walk's order. The parser positions every node of a
+        # positioned class.
         if hasattr(nodes[0], "lineno"):
             nodes.sort(key=_LINE_COL)
     return idx

@@ -78,12 +78,14 @@ def forget(text: str) -> None:
     hit = _TREES.pop(text, None)
     if hit is not None and hit[0] is not None:
         _WALKS.pop(id(hit[0]), None)  # its module walk; the stages that look at a whole script walk only that
+        _PARENTS.pop(id(hit[0]), None)
 
 
 def clear() -> None:
     """Drop the parsed trees of the previous audit (the cache serves the stages of one audit)."""
     _TREES.clear()
     _WALKS.clear()
+    _PARENTS.clear()
 
 
 # Modules, classes, functions and loops are walked again and again by the analyses (a module by resolution, the
@@ -94,6 +96,9 @@ _CACHED_WALKS = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef
 _WALKS: dict[int, tuple[ast.AST, list[ast.AST]]] = {}
 
 
+_PARENTS: dict[int, tuple[ast.Module, dict[ast.AST, ast.AST]]] = {}  # a module's nodes -> their parent nodes
+
+
 def walk(node: ast.AST) -> list[ast.AST]:
     """Every node under `node`, in `ast.walk`'s order (breadth first, the node itself first), as a list. The same
     traversal without ast's generators: ~1.6x faster, and audits walk trees millions of times."""
@@ -101,10 +106,45 @@ def walk(node: ast.AST) -> list[ast.AST]:
         hit = _WALKS.get(id(node))
         if hit is not None and hit[0] is node:
             return hit[1]
+        if node.__class__ is ast.Module:
+            return _walk_module(node)[0]
         out = _walk(node)
         _WALKS[id(node)] = (node, out)
         return out
     return _walk(node)
+
+
+def parents(tree: ast.Module) -> dict[ast.AST, ast.AST]:
+    """Each node of the module -> the node that holds it (the module's walk records them as it goes)."""
+    hit = _PARENTS.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
+    return _walk_module(tree)[1]
+
+
+def _walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[ast.AST, ast.AST]]:
+    """A module's walk and its parent map in one traversal (each module is walked and indexed once per audit)."""
+    out: list[ast.AST] = [tree]
+    up: dict[ast.AST, ast.AST] = {}
+    i = 0
+    specs = CHILD_SPECS
+    while i < len(out):
+        n = out[i]
+        i += 1
+        for name, kind in specs[n.__class__]:
+            v = getattr(n, name, None)
+            if kind is ONE:
+                if v is not None:
+                    out.append(v)
+                    up[v] = n
+                continue
+            kids = v if kind is MANY else nodes_in(v, kind)
+            if kids:
+                out.extend(kids)
+                up.update(dict.fromkeys(kids, n))
+    _WALKS[id(tree)] = (tree, out)
+    _PARENTS[id(tree)] = (tree, up)
+    return out, up
 
 
 def _walk(node: ast.AST) -> list[ast.AST]:

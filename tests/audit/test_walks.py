@@ -129,3 +129,13 @@ def test_a_class_the_grammar_does_not_describe_is_read_value_by_value():
 
     odd = Odd(a=ast.Name(id="x"), b=[ast.Constant(1), "text", None], c="not a node")
     assert [type(n).__name__ for n in pyparse.walk(odd)] == ["Odd", "Name", "Constant"]
+
+
+def test_nodes_at_one_position_are_indexed_outer_first_then_in_source_order():
+    text = 'x = f"{a}one{b}two"\ny = p.q.r\n'
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    pieces = [n.value for n in idx.nodes(ast.Constant) if n.lineno == 1]
+    assert pieces == ["one", "two"]  # Python 3.11 gives the f-string's pieces the string's own position
+    chain = [ast.unparse(n) for n in idx.nodes(ast.Attribute)]
+    assert chain == ["p.q.r", "p.q"]
+    assert idx.parents is pyparse.parents(idx.tree)  # one parent map per module, shared with its walk
