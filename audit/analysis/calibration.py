@@ -111,6 +111,10 @@ def _load_names(node: ast.AST):
             yield n.attr, n
 
 
+_FUNC_CLASSES = frozenset(FUNCS)  # class tests on the parse tree's own node classes
+_LOOP_CLASSES = frozenset(LOOPS)
+
+
 class CalibrationAnalysis:
     def __init__(self, program: Program):
         self.p = program
@@ -136,15 +140,18 @@ class CalibrationAnalysis:
         self._trainers = self._find_trainers()
 
     def _index_calls(self, idx: SourceIndex) -> None:
+        parents = idx.parents
         for call in idx.nodes(ast.Call):
             name = call_name(call)
             self._calls_by_name.setdefault(name, []).append((idx, call))
             outer_loop = None
-            for anc in idx.ancestors(call):
-                if isinstance(anc, FUNCS):
+            anc = parents.get(call)
+            while anc is not None:  # idx.ancestors(call), inlined: this runs for every call of the program
+                if anc.__class__ in _FUNC_CLASSES:
                     self._fn_calls.setdefault(anc, set()).add(name)
-                elif isinstance(anc, LOOPS):
+                elif anc.__class__ in _LOOP_CLASSES:
                     outer_loop = anc
+                anc = parents.get(anc)
             if outer_loop is not None:
                 self._loop_calls.setdefault(outer_loop, set()).add(name)
         for op in idx.nodes(ast.BinOp):

@@ -263,6 +263,10 @@ class NgramAnalysis:
         return False
 
     # --- definitions -----------------------------------------------------------------------------
+    _DEF_NODES = frozenset(
+        {ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension, ast.NamedExpr, ast.Call}
+    )
+
     def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST, int | None]]]:
         if scope in self._defs:
             return self._defs[scope]
@@ -277,7 +281,10 @@ class NgramAnalysis:
                     if isinstance(elt, ast.Name):
                         defs.setdefault(elt.id, []).append((line, value, i))
 
+        kinds = self._DEF_NODES
         for n in walk_scope(scope):
+            if n.__class__ not in kinds:  # most nodes define nothing: skipped by class
+                continue
             line = getattr(n, "lineno", 0)
             if isinstance(n, ast.Assign):
                 for t in n.targets:
