@@ -26,6 +26,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..load.parse import walk
+from ..logs.patterns import may_contain
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
@@ -826,9 +827,7 @@ class LogCalibration:
         return [(n, t) for n, t in self.calib_after_stop if TRAIN_DATA_LOG_RE.search(t)]
 
 
-# Every pattern above needs one of these words (STOP_RE the literal `stopping_early`; the others, any case):
-# an ASCII line without them is skipped unmatched. A non-ASCII line always goes to the patterns, since
-# `(?i)` also matches `İ`/`ı` for `i`.
+# Every pattern above needs one of these words (STOP_RE the literal `stopping_early`; the others, any case).
 _LOG_WORDS = ("gptq", "calib", "hessian", "quant", "stopping_early")
 
 
@@ -838,10 +837,8 @@ def log_calibration(events: list[tuple[str, int, str]]) -> list[LogCalibration]:
         lc = per.get(path)
         if lc is None:
             lc = per[path] = LogCalibration(path=path)
-        if text.isascii():
-            low = text.lower()
-            if not any(w in low for w in _LOG_WORDS):
-                continue
+        if not may_contain(text, _LOG_WORDS):
+            continue
         m = RESERVE_LOG_RE.search(text)
         if m:
             ms = float(m.group(1)) * (1000.0 if m.group(2).lower() == "s" else 1.0)

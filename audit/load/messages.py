@@ -103,9 +103,19 @@ _CODE_LINE = re.compile(
 )
 
 
+# What each branch of _CODE_LINE needs: a `(`, a quote, or a keyword at the start (after any whitespace).
+_CODE_KEYWORDS = ("def", "class", "import", "from", "return", "if", "elif", "for", "while", "with")
+
+
+def _may_be_code(t: str) -> bool:
+    return "(" in t or '"' in t or "'" in t or t[:1].isspace() or t.startswith(_CODE_KEYWORDS)
+
+
 def message_lines(events: list[tuple[str, int, str, str]]) -> list[tuple[str, int, str]]:
     """The log lines that can prove a message was printed: not hyperparameter dumps (`key: value`), not code."""
-    return [(p, n, t) for p, n, t, kind in events if kind != "kv_line" and not _CODE_LINE.search(t)]
+    return [
+        (p, n, t) for p, n, t, kind in events if kind != "kv_line" and not (_may_be_code(t) and _CODE_LINE.search(t))
+    ]
 
 
 def printed_by(calls: list[LogCall], others: str, logs: LogText) -> list[tuple[str, tuple[str, int, str]]]:

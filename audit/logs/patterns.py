@@ -16,6 +16,17 @@ NUM = r"[-+]?(?:\d+\.\d*|\.\d+|\d+)(?:[eE][-+]?\d+)?"
 # pattern below runs in time linear in what it is given, and this bounds what it is given.
 MAX_LINE_CHARS = 4096
 
+
+def may_contain(text: str, words: tuple[str, ...]) -> bool:
+    """False only when an ASCII `text` holds none of `words` (given in lowercase) in any case, so a `(?i)` pattern
+    that needs one of them cannot match it: scans of every log line skip most lines at C speed. Non-ASCII text is
+    always True: `(?i)` also matches `İ`/`ı` for `i` and the Kelvin sign for `k`."""
+    if not text.isascii():
+        return True
+    low = text.lower()
+    return any(w in low for w in words)
+
+
 # Prefixes added by launchers: torchrun `--tee` ranks, epoch timestamps, `[hh:mm:ss]` clocks. May repeat.
 PREFIX_RE = re.compile(r"^(?:\[default\d+\]:|\[rank\d+\]:\s*|\d{10}\.\d{1,6}\s|\[\d{2}:\d{2}:\d{2}\]\s+)+")
 PREFIX_START = frozenset("[0123456789")

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from audit.engine import read_logs
 from audit.load.folder import Folder
+from audit.load.messages import _CODE_LINE, _may_be_code
 from audit.logs import parse_log
+from audit.logs.patterns import may_contain
 
 SOURCE_ECHO = '''\
 """A training script, echoed into its own log."""
@@ -308,3 +313,29 @@ def test_long_log_keeps_every_step():
     res = parse_log("seed:5\n" + body)
     assert len(res.runs) == 1 and len(res.last.steps) == 20000
     assert res.last.train_time_ms == 800000 and res.last.stop_reason == "iterations"
+
+
+# --- the word filter in front of whole-log `(?i)` scans --------------------------------------------------------
+@settings(max_examples=400, deadline=None)
+@example("ıs", ("is",))
+@example("MAX_WALL", ("max_wall",))
+@example("ſ", ("s",))
+@given(
+    st.text(alphabet=st.sampled_from(list("maxwlockisgptqMAXWLOCKISİıKſ_ :=0")), max_size=12),
+    st.sampled_from([("max_wall",), ("gptq", "calib"), ("kick",), ("is",), ("s",)]),
+)
+def test_may_contain_is_never_false_where_an_ignorecase_pattern_matches(text, words):
+    pattern = re.compile("(?i)" + "|".join(map(re.escape, words)))
+    if pattern.search(text):
+        assert may_contain(text, words)
+
+
+@settings(max_examples=400, deadline=None)
+@example("  return x")
+@example("\u2003def f")
+@example("log_x (1)")
+@given(st.lists(st.sampled_from(["def", "if", "log0", "print", "(", "f'", '"', " ", "\u2003", "\t", "x", "=", "1"])))
+def test_the_code_line_filter_passes_every_line_the_pattern_matches(parts):
+    line = "".join(parts)
+    if _CODE_LINE.search(line):
+        assert _may_be_code(line)

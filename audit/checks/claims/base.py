@@ -14,6 +14,7 @@ from ...findings import Confidence, Finding, Location, Severity
 from ...load.folder import Folder
 from ...load.resolve import Sources
 from ...logs import LogResult, RunLog
+from ...logs.patterns import may_contain
 from .extract import SEED_IN_NAME
 from .model import ClaimedValue, Claims, matching_subset, value_matches
 
@@ -154,6 +155,7 @@ def trains(r: RunLog) -> bool:
 # The wall-clock cap as a run prints it: `max_wallclock_seconds:1200`, `MAX_WALLCLOCK_SECONDS=1200`, `…:1200s`.
 _WALLCLOCK_CAP = re.compile(r"(?i)(?<![a-z_])max_wall_?clock(?:_seconds?)?\s*[=:]\s*(\d+(?:\.\d+)?)\s*s?\b")
 _CAP_LINE_CHARS = 4096
+_WALLCLOCK_WORDS = ("max_wall",)  # what _WALLCLOCK_CAP needs, in any case
 
 
 def configured_wallclock_s(res: LogResult, r: RunLog) -> float | None:
@@ -164,7 +166,7 @@ def configured_wallclock_s(res: LogResult, r: RunLog) -> float | None:
     start = r.start_line if r.index else 0  # the first run owns the preamble (a launcher's echo)
     end = r.end_line or res.n_lines
     for e in res.events:
-        if start <= e.lineno <= end:
+        if start <= e.lineno <= end and may_contain(e.text, _WALLCLOCK_WORDS):
             m = _WALLCLOCK_CAP.search(e.text[:_CAP_LINE_CHARS])
             if m:
                 return float(m.group(1))
