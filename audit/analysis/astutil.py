@@ -39,20 +39,24 @@ ENV_FUNCS = {"os.environ.get", "os.getenv", "environ.get", "getenv", "os.environ
 
 def dotted(node: ast.AST) -> str | None:
     """`os.environ.get` for the matching Attribute chain, None for anything else."""
-    if isinstance(node, ast.Name):
+    parts: list[str] = []
+    while node.__class__ is ast.Attribute:  # class tests: these two run for every call of every analysis
+        parts.append(node.attr)
+        node = node.value
+    if node.__class__ is not ast.Name:
+        return None
+    if not parts:
         return node.id
-    if isinstance(node, ast.Attribute):
-        base = dotted(node.value)
-        return f"{base}.{node.attr}" if base else None
-    return None
+    parts.append(node.id)
+    return ".".join(reversed(parts))
 
 
 def call_name(node: ast.Call) -> str:
     """Last component of the called name: `opt.step()` -> "step", `torch.no_grad()` -> "no_grad"."""
     f = node.func
-    if isinstance(f, ast.Attribute):
+    if f.__class__ is ast.Attribute:
         return f.attr
-    if isinstance(f, ast.Name):
+    if f.__class__ is ast.Name:
         return f.id
     return ""
 

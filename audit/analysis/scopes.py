@@ -92,6 +92,8 @@ def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:
     counts: dict[str, int] = {}
     values: dict[str, ast.expr] = {}
     for n in walk_scope(fn):
+        if n.__class__ not in _BINDERS:  # most nodes bind nothing: skip them by class
+            continue
         targets: list[ast.AST | None] = []
         if isinstance(n, ast.Assign):
             targets = list(n.targets)
