@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -96,6 +97,7 @@ _VAL_NOT_DATA = re.compile(
 VAL_PATH_LIT = re.compile(r"fineweb_val|_val_\d|val_\*|validation")
 
 
+@functools.lru_cache(maxsize=8192)  # a pure function of the name; scripts ask about the same names again and again
 def is_val_name(name: str) -> bool:
     return bool(_VAL_DATA.search(name)) and not _VAL_NOT_DATA.search(name)
 

@@ -52,11 +52,12 @@ class ValFlow:
     def _is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int) -> bool:
         sd = self._scope_defs(scope)
         for n in walk(expr):
-            if isinstance(n, ast.Attribute) and is_val_name(n.attr):
+            kind = n.__class__  # class tests: this runs for every node of every argument, four rounds
+            if kind is ast.Attribute and is_val_name(n.attr):
                 return True
-            if isinstance(n, ast.Constant) and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):
+            if kind is ast.Constant and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):
                 return True
-            if not isinstance(n, ast.Name):
+            if kind is not ast.Name:
                 continue
             if is_val_name(n.id):
                 return True

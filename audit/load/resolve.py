@@ -423,7 +423,8 @@ _PY_IN_CMD_LEAD = re.compile(r"[\s=]")
 # starts after its `(` (bisected from a list made in one pass). `(?!execv)` keeps `execvexecv…` linear;
 # every call in one word ends at the same `(`, so the same literal is found.
 _LAUNCH_SIBLING = re.compile(r"(?:run_path|run_module|subprocess\.\w+|os\.system|execv(?:(?!execv)\w)*)\s*\(")
-_PY_LITERAL = re.compile(r"""(?<=["'])[\w.\-/]+\.py(?=["'])""")  # a quoted `x.py`, whole
+# a quoted `x.py`, whole (group 1). Led by the quote, not a look-behind, so the search skips to quotes at C speed
+_PY_LITERAL = re.compile(r"""["']([\w.\-/]+\.py)(?=["'])""")
 
 
 def _py_in_cmd(text: str) -> list[str]:
@@ -447,7 +448,7 @@ def _py_in_cmd(text: str) -> list[str]:
 
 def _launch_targets(text: str) -> list[str]:
     """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
-    lits = [(m.start(), m.end() + 1, m.group()) for m in _PY_LITERAL.finditer(text)]
+    lits = [(m.start(1), m.end(1) + 1, m.group(1)) for m in _PY_LITERAL.finditer(text)]
     starts = [s - 1 for s, _, _ in lits]  # the opening quote
     out: list[str] = []
     pos = 0

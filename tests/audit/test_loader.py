@@ -8,6 +8,7 @@ import gzip
 import json
 import lzma
 import os
+import re
 import zlib
 
 from hypothesis import HealthCheck, given, settings
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from audit.engine import audit_submission
 from audit.load.folder import Folder, load_folder
-from audit.load.resolve import MAX_DECODED_BYTES, choose_entry, decode_once, resolve
+from audit.load.resolve import _PY_LITERAL, MAX_DECODED_BYTES, choose_entry, decode_once, resolve
 from tests.support import make_submission
 
 PROGRAM = "import os\nVALUE = int(os.environ.get('X', '3'))\ndef main():\n    return VALUE\nmain()\n"
@@ -216,3 +217,12 @@ def test_data_preparation_scripts_in_the_readme_are_not_the_entry():
     assert choose_entry(sub_of(files, readme)) == "train_gpt.py"
     readme_no_torchrun = "```bash\npython prepare_caseops_data.py\npython train_gpt.py\n```\n"
     assert choose_entry(sub_of(files, readme_no_torchrun)) == "train_gpt.py"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(["'", '"', "a", ".py", "b/c", "-", " ", "(", "x.pyx", "run_path("]), max_size=14))
+def test_quoted_py_literals_are_every_whole_quoted_name_ending_in_py(parts):
+    text = "".join(parts)
+    whole = re.compile(r"""(?<=["'])[\w.\-/]+(?=["'])""")  # every whole quoted name, then the .py ones
+    expected = [m.group() for m in whole.finditer(text) if len(m.group()) > 3 and m.group().endswith(".py")]
+    assert [m.group(1) for m in _PY_LITERAL.finditer(text)] == expected
