@@ -771,11 +771,10 @@ def _in_scorer(program: Program, idx: SourceIndex, fn: ast.AST | None) -> bool:
         return True
     name = getattr(fn, "name", None)
     for cidx in program.indexes if name else ():
-        for call in cidx.nodes(ast.Call):
-            if call_name(call) == name:
-                caller = cidx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or cidx.tree
-                if caller is not scope and _divides_by_ln2(program, caller):
-                    return True
+        for call in cidx.calls_named(name):
+            caller = cidx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or cidx.tree
+            if caller is not scope and _divides_by_ln2(program, caller):
+                return True
     return False
 
 

@@ -419,7 +419,7 @@ class NgramAnalysis:
         tables = self.row_aliases if rows else self.tables
         out: list[TableRead] = []
         for idx in self.p.indexes:
-            for node in idx.nodes(ast.Subscript, ast.Call):
+            for node in [*idx.nodes(ast.Subscript), *idx.calls_named("get")]:
                 keys: list[ast.AST]
                 if isinstance(node, ast.Subscript):
                     if (

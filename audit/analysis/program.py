@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..load.parse import walk
 from ..load.resolve import ResolvedSource
-from .astutil import ENV_FUNCS, call_name, dotted
+from .astutil import ENV_FUNCS, dotted
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
@@ -72,8 +72,8 @@ class Program(Folding, Liveness):
                 if isinstance(t, ast.Attribute) and mentions_env(n.value):
                     self.attrs.setdefault(t.attr, (idx, n.value))
         # argparse: add_argument("--ttt-epochs", default=3)
-        for call in idx.nodes(ast.Call):
-            if call_name(call) == "add_argument" and call.args and isinstance(call.args[0], ast.Constant):
+        for call in idx.calls_named("add_argument"):
+            if call.args and isinstance(call.args[0], ast.Constant):
                 name = str(call.args[0].value).lstrip("-").replace("-", "_")
                 for kw in call.keywords:
                     if kw.arg == "default":

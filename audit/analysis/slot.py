@@ -350,7 +350,7 @@ class SlotAnalysis:
         for idx in self.p.indexes:
             if "requires_grad" not in idx.src.text and "Parameter(" not in idx.src.text:
                 continue  # no free tensor can be created in this source
-            for call in idx.nodes(ast.Call):
+            for call in idx.calls_named(*_BACKWARD_NAMES):
                 if not _is_backward(call):
                     continue
                 site = self._site(idx, call)
@@ -629,6 +629,9 @@ def _loss_of(bwd: ast.Call) -> ast.AST:
     if call_name(bwd) == "backward" and isinstance(bwd.func, ast.Attribute):
         return bwd.func.value
     return bwd.args[0] if bwd.args else bwd
+
+
+_BACKWARD_NAMES = ("backward", "grad")  # every call _is_backward accepts has one of these names
 
 
 def _is_backward(call: ast.Call) -> bool:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import ast
+import heapq
 from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..load import parse as pyparse
 from ..load.resolve import ResolvedSource
+from .astutil import call_name
 
 
 @dataclass
@@ -19,6 +21,7 @@ class SourceIndex:
     parents: dict[ast.AST, ast.AST] = field(default_factory=dict)
     by_type: dict[type, list[ast.AST]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
+    _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str:
@@ -29,6 +32,19 @@ class SourceIndex:
         for t in types:
             out.extend(self.by_type.get(t, ()))
         return out
+
+    def calls_named(self, *names: str) -> list[ast.Call]:
+        """The calls whose called name (`call_name`: `opt.step()` -> "step") is one of `names`, in the order of
+        `nodes(ast.Call)`. Analyses that look for a few names read them here instead of scanning every call."""
+        if self._calls_by_name is None:
+            table: dict[str, list[tuple[int, ast.Call]]] = {}
+            for rank, call in enumerate(self.by_type.get(ast.Call, ())):
+                table.setdefault(call_name(call), []).append((rank, call))
+            self._calls_by_name = table
+        found = [self._calls_by_name.get(n, []) for n in dict.fromkeys(names)]
+        if len(found) == 1:
+            return [call for _, call in found[0]]
+        return [call for _, call in heapq.merge(*found)]  # ranks are distinct: calls are never compared
 
     def snippet(self, node: ast.AST, max_lines: int = 3) -> str:
         start = getattr(node, "lineno", 0)

@@ -41,6 +41,9 @@ class TTTSite:
     detail: str = ""
 
 
+_BACKWARD_NAMES = ("backward", "grad")  # every call _is_backward accepts has one of these names
+
+
 def _is_backward(call: ast.Call) -> bool:
     if call_name(call) == "backward" and isinstance(call.func, ast.Attribute):
         return True
@@ -163,7 +166,7 @@ class TTTAnalysis:
     def sites(self) -> list[TTTSite]:
         out: list[TTTSite] = []
         for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
+            for call in idx.calls_named(*_BACKWARD_NAMES):
                 if not _is_backward(call):
                     continue
                 fn = idx.enclosing(call, *FUNCS)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from audit.analysis.astutil import clear_caches, walk_scope
+from audit.analysis.astutil import call_name, clear_caches, walk_scope
 from audit.analysis.source import index_source
 from audit.load import parse as pyparse
 from audit.load.resolve import ResolvedSource
@@ -139,3 +139,11 @@ def test_nodes_at_one_position_are_indexed_outer_first_then_in_source_order():
     chain = [ast.unparse(n) for n in idx.nodes(ast.Attribute)]
     assert chain == ["p.q.r", "p.q"]
     assert idx.parents is pyparse.parents(idx.tree)  # one parent map per module, shared with its walk
+
+
+def test_calls_named_are_the_calls_of_those_names_in_index_order():
+    text = "loss.backward()\ng = torch.autograd.grad(y, x)\nf(x)(y)\nloss.backward()\nopt.step()\nf(1)\n"
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    for names in [("backward",), ("backward", "grad"), ("grad", "backward"), ("f", "", "step"), ("absent",)]:
+        expected = [c for c in idx.nodes(ast.Call) if call_name(c) in names]
+        assert idx.calls_named(*names) == expected
