@@ -160,13 +160,11 @@ class NgramAnalysis:
     def _count_tables(self) -> set[str]:
         tables: set[str] = set()
         for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
-                name = dotted(call.func) or ""
-                if name.endswith("add.at") and call.args:
+            for call in idx.calls_named("at"):  # `np.add.at(T, k, 1)`; a set: the order does not matter
+                if call.args and (dotted(call.func) or "").endswith("add.at"):
                     tables.add(_base(call.args[0]))
-                elif call_name(call) in ("index_add_", "scatter_add_", "index_put_") and isinstance(
-                    call.func, ast.Attribute
-                ):
+            for call in idx.calls_named("index_add_", "scatter_add_", "index_put_"):
+                if isinstance(call.func, ast.Attribute):
                     tables.add(_base(call.func.value))
             for aug in idx.nodes(ast.AugAssign):
                 if isinstance(aug.target, ast.Subscript) and isinstance(aug.op, ast.Add):
@@ -240,11 +238,11 @@ class NgramAnalysis:
                         b = _base(n.target)
                         if b in params and (isinstance(n.target, ast.Subscript) or self._counts(fn, n.value)):
                             hit.add(b)
-                    elif isinstance(n, ast.Call):
-                        name = dotted(n.func) or ""
-                        if name.endswith("add.at") and n.args:
+                    elif n.__class__ is ast.Call:
+                        last = call_name(n)  # `np.add.at` is called "at": the dotted name only for those
+                        if last == "at" and n.args and (dotted(n.func) or "").endswith("add.at"):
                             hit.add(_base(n.args[0]))
-                        elif call_name(n) in ("index_add_", "scatter_add_") and isinstance(n.func, ast.Attribute):
+                        elif last in ("index_add_", "scatter_add_") and isinstance(n.func, ast.Attribute):
                             hit.add(_base(n.func.value))
                 slots = [(params.index(b) - skip, b) for b in hit if b in params and params.index(b) >= skip]
                 if slots:
