@@ -466,6 +466,8 @@ def uses_byte_sidecar(program: Program) -> bool:
     """CaseOps-style accounting: bytes come from a per-token sidecar file, not from the LUT."""
     names: set[str] = set()  # each name searched once: a script repeats a few hundred names thousands of times
     for idx in program.indexes:
+        if idx.src.text.isascii() and not SIDECAR_NAME.search(idx.src.text):
+            continue  # an ASCII source's names are in its text as written: none can match
         names.update(n.id for n in idx.nodes(ast.Name))
         names.update(n.attr for n in idx.nodes(ast.Attribute))
         names.update(n.name for n in idx.nodes(ast.FunctionDef))

@@ -29,6 +29,7 @@ class Program(Folding, Liveness):
     indexes: list[SourceIndex]
     config: Config = field(default_factory=Config)
     functions: dict[str, list[tuple[SourceIndex, ast.AST]]] = field(default_factory=dict)
+    # where each of the program's function names is read (a call, a callback): every query names a function
     refs: dict[str, list[tuple[SourceIndex, ast.AST]]] = field(default_factory=dict)
     attrs: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # hyperparameter-like attributes
     consts: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # module-level NAME = expr
@@ -43,18 +44,20 @@ class Program(Folding, Liveness):
         idxs = [i for i in (index_source(s) for s in sources) if i is not None]
         prog = cls(indexes=idxs, config=config or Config(), logs=list(logs or ()))
         for idx in idxs:
+            for fn in idx.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
+                prog.functions.setdefault(fn.name, []).append((idx, fn))
+        for idx in idxs:
             prog._index(idx)
         return prog
 
     def _index(self, idx: SourceIndex) -> None:
-        for fn in idx.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
-            self.functions.setdefault(fn.name, []).append((idx, fn))
         self.env_helpers.update(env_get_wrappers(idx))
+        names = self.functions  # references are kept for function names only (see `refs`)
         for n in idx.nodes(ast.Name):
-            if isinstance(n.ctx, ast.Load):
+            if n.id in names and isinstance(n.ctx, ast.Load):
                 self.refs.setdefault(n.id, []).append((idx, n))
         for n in idx.nodes(ast.Attribute):
-            if isinstance(n.ctx, ast.Load):
+            if n.attr in names and isinstance(n.ctx, ast.Load):
                 self.refs.setdefault(n.attr, []).append((idx, n))
         for stmt in idx.tree.body:
             for target, value in assign_pairs(stmt):
