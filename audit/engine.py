@@ -176,7 +176,13 @@ def record_config(folder: Folder, sources: Sources) -> RecordRun:
 def audit_submission(folder: Folder, select: set[str] | None = None, ignore: set[str] | None = None) -> AuditReport:
     """Folder → Sources → Logs → Program → findings → verdict. Each stage reads frozen values and returns one."""
     with _no_cycle_collection():
-        return _audit(folder, select, ignore)
+        try:
+            return _audit(folder, select, ignore)
+        finally:
+            # the audit's trees and node caches go now, while the collector is still off: re-enabled, its first
+            # pass would otherwise trace every node they hold (all still in its youngest generation)
+            clear_caches()
+            pyparse.clear()
 
 
 @contextmanager

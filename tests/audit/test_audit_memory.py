@@ -24,3 +24,10 @@ def test_no_tree_of_an_earlier_audit_survives_the_next():
     audit_submission(second)
     gc.collect()
     assert [r for r in refs if r() is not None] == []
+
+
+def test_an_audit_drops_its_trees_before_the_collector_runs_again():
+    # the collector is off during an audit; its first pass afterwards must not trace the audit's trees
+    audit_submission(load_folder(EXAMPLES / "score_first_ttt"))
+    assert gc.isenabled()
+    assert not pyparse._TREES and not pyparse._WALKS and not pyparse._PARENTS
