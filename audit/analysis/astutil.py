@@ -62,6 +62,16 @@ def call_name(node: ast.Call) -> str:
     return ""
 
 
+BACKWARD_NAMES = ("backward", "grad")  # the called name of every call `is_backward` accepts
+
+
+def is_backward(call: ast.Call) -> bool:
+    """A gradient computation: `loss.backward()`, `torch.autograd.grad(…)`."""
+    if call_name(call) == "backward" and isinstance(call.func, ast.Attribute):
+        return True
+    return (dotted(call.func) or "").endswith("autograd.grad")
+
+
 def blocks(node: ast.AST) -> list[list[ast.stmt]]:
     return [getattr(node, a) for a in ("body", "orelse", "finalbody") if isinstance(getattr(node, a, None), list)]
 

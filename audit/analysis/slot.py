@@ -26,7 +26,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, UNKNOWN, call_name, dotted, walk_scope
+from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names
 from .valueflow import ValFlow
@@ -350,8 +350,8 @@ class SlotAnalysis:
         for idx in self.p.indexes:
             if "requires_grad" not in idx.src.text and "Parameter(" not in idx.src.text:
                 continue  # no free tensor can be created in this source
-            for call in idx.calls_named(*_BACKWARD_NAMES):
-                if not _is_backward(call):
+            for call in idx.calls_named(*BACKWARD_NAMES):
+                if not is_backward(call):
                     continue
                 site = self._site(idx, call)
                 if site:
@@ -629,15 +629,6 @@ def _loss_of(bwd: ast.Call) -> ast.AST:
     if call_name(bwd) == "backward" and isinstance(bwd.func, ast.Attribute):
         return bwd.func.value
     return bwd.args[0] if bwd.args else bwd
-
-
-_BACKWARD_NAMES = ("backward", "grad")  # every call _is_backward accepts has one of these names
-
-
-def _is_backward(call: ast.Call) -> bool:
-    if call_name(call) == "backward" and isinstance(call.func, ast.Attribute):
-        return True
-    return (dotted(call.func) or "").endswith("autograd.grad")
 
 
 def _is_factory(value: ast.AST) -> bool:

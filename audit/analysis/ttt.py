@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, walk_scope
+from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, is_backward, walk_scope
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
@@ -39,15 +39,6 @@ class TTTSite:
     fn: ast.AST | None
     evidence: list[tuple[SourceIndex, ast.AST, str]] = field(default_factory=list)
     detail: str = ""
-
-
-_BACKWARD_NAMES = ("backward", "grad")  # every call _is_backward accepts has one of these names
-
-
-def _is_backward(call: ast.Call) -> bool:
-    if call_name(call) == "backward" and isinstance(call.func, ast.Attribute):
-        return True
-    return (dotted(call.func) or "").endswith("autograd.grad")
 
 
 def _backward_target(call: ast.Call) -> ast.AST:
@@ -77,7 +68,7 @@ def _decorated_no_grad(fn: ast.AST) -> bool:
 
 
 def _has_backward(fn: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) and _is_backward(n) for n in walk_scope(fn))
+    return any(isinstance(n, ast.Call) and is_backward(n) for n in walk_scope(fn))
 
 
 class TTTAnalysis:
@@ -153,7 +144,7 @@ class TTTAnalysis:
         for n in _walk_region(scope):
             if _is_no_grad_with(n) and self._accumulates(n, fn):
                 ops.append(n)
-            elif isinstance(n, ast.Call) and not _is_backward(n):
+            elif isinstance(n, ast.Call) and not is_backward(n):
                 name = call_name(n)
                 if name and self.is_scoring_function(name):
                     ops.append(n)
@@ -166,8 +157,8 @@ class TTTAnalysis:
     def sites(self) -> list[TTTSite]:
         out: list[TTTSite] = []
         for idx in self.p.indexes:
-            for call in idx.calls_named(*_BACKWARD_NAMES):
-                if not _is_backward(call):
+            for call in idx.calls_named(*BACKWARD_NAMES):
+                if not is_backward(call):
                     continue
                 fn = idx.enclosing(call, *FUNCS)
                 scope = fn or idx.tree
