@@ -200,7 +200,7 @@ def _no_cycle_collection():
 
 
 def _audit(folder: Folder, select: set[str] | None, ignore: set[str] | None) -> AuditReport:
-    clear_caches()  # the previous audit's trees (a batch worker audits many folders)
+    clear_caches()  # trees parsed outside an audit (an audit drops its own when it ends)
     pyparse.clear()
     t0 = time.perf_counter()
     select, ignore = select_codes(select, CODES), select_codes(ignore, CODES)

@@ -170,14 +170,7 @@ def children(node: ast.AST) -> list[ast.AST]:
     """The child nodes of `node` (as `ast.iter_child_nodes`, less the shared context/operator leaves), as a list."""
     out: list[ast.AST] = []
     for name, kind in CHILD_SPECS[node.__class__]:
-        v = getattr(node, name, None)
-        if kind is ONE:
-            if v is not None:
-                out.append(v)
-        elif kind is MANY:
-            out.extend(v)
-        else:
-            out.extend(nodes_in(v, kind))
+        out.extend(nodes_in(getattr(node, name, None), kind))
     return out
 
 
@@ -232,7 +225,11 @@ def child_spec(cls: type) -> tuple[tuple[str, str], ...]:
 
 
 def nodes_in(value, kind: str) -> list[ast.AST]:
-    """The nodes of a HOLEY or ANY field's value."""
+    """The nodes a field of this kind holds. The walks inline the ONE and MANY cases (their hottest loop)."""
+    if kind is ONE:
+        return [] if value is None else [value]
+    if kind is MANY:
+        return value
     if kind is HOLEY:
         return [x for x in value if x is not None]
     if isinstance(value, ast.AST):

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import codecs
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from audit.api import audit_folder
 from audit.load import folder as folder_mod
 from audit.logs.echo import source_spans
 from tests.audit.test_hostile_git import DECOY, _commit, arm, sh
-from tests.support import EXAMPLES, ROOT
+from tests.support import EXAMPLES, ROOT, nested_dirs
 
 CLEAN_CODE = (
     "import torch\n\ndef main():\n    loss, bpb = 2.0, 1.2\n"
@@ -120,15 +119,7 @@ def test_an_entry_script_over_8_mb_needs_a_human(tmp_path):
 
 def test_1500_nested_directories_are_a_finding_not_a_crash(tmp_path):
     d = _record(tmp_path)
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        for _ in range(1500):
-            os.mkdir("n")
-            os.chdir("n")
-        Path("deep.py").write_text("x = 1\n")
-    finally:
-        os.chdir(cwd)
+    nested_dirs(d, 1500, {"deep.py": "x = 1\n"})
     try:
         rep = audit_folder(str(d))
         _no_internal_error(rep)

@@ -13,7 +13,7 @@ import pytest
 from audit import codes
 from audit.api import audit_folder
 from audit.load import folder as folder_mod
-from tests.support import ROOT
+from tests.support import ROOT, nested_dirs
 
 # prints the log's lines itself: logs no shipped code can print are a finding of their own (PG008)
 CLEAN_CODE = (
@@ -115,14 +115,7 @@ def test_symlink_loops_and_deep_nesting_are_findings_not_crashes(tmp_path):
     d = _record(tmp_path)
     os.symlink(d / "loop", d / "loop")
     os.symlink("/etc/hostname", d / "outside.txt")
-    cwd = os.getcwd()
-    os.chdir(d)
-    try:
-        for _ in range(400):
-            os.mkdir("n")
-            os.chdir("n")
-    finally:
-        os.chdir(cwd)
+    nested_dirs(d, 400)
     rep = audit_folder(str(d))
     messages = " ".join(f.message for f in rep.findings)
     assert "symlink loop" in messages and "leaves the folder" in messages and "nested deeper" in messages
