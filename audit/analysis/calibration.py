@@ -22,6 +22,7 @@ data, so it never becomes a collector.
 from __future__ import annotations
 
 import ast
+import bisect
 import re
 from dataclasses import dataclass, field
 
@@ -112,23 +113,20 @@ def _load_names(node: ast.AST):
             yield n.attr, n
 
 
-_FUNC_CLASSES = frozenset(FUNCS)  # class tests on the parse tree's own node classes
-_LOOP_CLASSES = frozenset(LOOPS)
-
-
 class CalibrationAnalysis:
     def __init__(self, program: Program):
         self.p = program
         self._classes: dict[str, list[tuple[SourceIndex, ast.ClassDef]]] = {}
         self._owner: dict[ast.AST, SourceIndex] = {}
-        # One pass over the prebuilt node index: which names each function (nested bodies included) and each
-        # outermost loop calls, and which outermost loops read a wallclock budget.
+        # From the prebuilt node index: which names each function calls (nested bodies included), and which
+        # outermost loops read a wallclock budget.
         self._fn_calls: dict[ast.AST, set[str]] = {}
-        self._loop_calls: dict[ast.AST, set[str]] = {}
+        self._call_spans: dict[int, tuple[list[tuple[int, int]], list[str]]] = {}  # calls by position
         self._clock_candidates: list[tuple[SourceIndex, ast.AST]] = []
         self._matmul_fns: set[ast.AST] = set()
         self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
         self._reach_memo: dict[tuple[int, str, tuple[int, int]], list[tuple[object, bool]]] = {}
+        self._names_in: dict[int, tuple[ast.stmt, frozenset[str]]] = {}  # statement -> the names it mentions
         self._bound_args: dict[int, dict[str, tuple[SourceIndex, ast.AST, ast.AST]]] = {}  # helper -> param -> arg
         for idx in program.indexes:
             for c in idx.nodes(ast.ClassDef):
@@ -141,31 +139,44 @@ class CalibrationAnalysis:
         self._trainers = self._find_trainers()
 
     def _index_calls(self, idx: SourceIndex) -> None:
-        parents = idx.parents
-        for call in idx.nodes(ast.Call):
-            name = call_name(call)
+        calls = idx.nodes(ast.Call)  # in position order: the calls inside a node's span are one slice of them
+        names = idx.call_names()
+        starts = [(c.lineno, c.col_offset) for c in calls]
+        self._call_spans[id(idx)] = (starts, names)
+        for call, name in zip(calls, names):
             self._calls_by_name.setdefault(name, []).append((idx, call))
-            outer_loop = None
-            anc = parents.get(call)
-            while anc is not None:  # idx.ancestors(call), inlined: this runs for every call of the program
-                if anc.__class__ in _FUNC_CLASSES:
-                    self._fn_calls.setdefault(anc, set()).add(name)
-                elif anc.__class__ in _LOOP_CLASSES:
-                    outer_loop = anc
-                anc = parents.get(anc)
-            if outer_loop is not None:
-                self._loop_calls.setdefault(outer_loop, set()).add(name)
+        for fn in idx.nodes(*FUNCS):
+            called = set(self._names_in_span(idx, fn))
+            for deco in fn.decorator_list:  # decorators sit above `def`, outside the span, yet belong to it
+                called.update(call_name(n) for n in walk(deco) if n.__class__ is ast.Call)
+            self._fn_calls[fn] = called
         for op in idx.nodes(ast.BinOp):
             if isinstance(op.op, ast.MatMult):
                 self._matmul_fns.update(a for a in idx.ancestors(op) if isinstance(a, FUNCS))
         seen: set[ast.AST] = set()
+        clocky: dict[str, bool] = {}  # identifier -> names a wallclock budget (a script repeats its names)
         for n in idx.nodes(ast.Name, ast.Attribute):
-            if not _CLOCK.search(n.id if isinstance(n, ast.Name) else n.attr):
+            word = n.id if n.__class__ is ast.Name else n.attr
+            hit = clocky.get(word)
+            if hit is None:
+                hit = clocky[word] = _CLOCK.search(word) is not None
+            if not hit:
                 continue
             loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])
                 self._clock_candidates.append((idx, loops[-1]))
+
+    def _names_in_span(self, idx: SourceIndex, node: ast.AST) -> list[str]:
+        """The called names of the calls that start inside `node`'s source span: every call under a function
+        (nested bodies included) but its decorators', every call under a loop."""
+        starts, names = self._call_spans[id(idx)]
+        lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+        hi = bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo)
+        return names[lo:hi]
+
+    def _loop_calls(self, idx: SourceIndex, loop: ast.AST) -> set[str]:
+        return set(self._names_in_span(idx, loop))
 
     # --- collectors ------------------------------------------------------------------------------
     def _find_collectors(self) -> dict[str, list[tuple[SourceIndex, ast.AST]]]:
@@ -493,7 +504,7 @@ class CalibrationAnalysis:
     def _find_clock_loops(self) -> list[tuple[SourceIndex, ast.AST]]:
         """Outermost loops that train (a backward pass, maybe inside a step helper) and stop on a wallclock budget."""
         steppers = self._closure({"backward"})
-        return [(idx, loop) for idx, loop in self._clock_candidates if self._loop_calls.get(loop, set()) & steppers]
+        return [(idx, loop) for idx, loop in self._clock_candidates if self._loop_calls(idx, loop) & steppers]
 
     def _closure(self, names: set[str]) -> set[str]:
         """`names` plus the user functions that call one of them, directly or through a callee."""
@@ -637,6 +648,10 @@ class _Flow:
 
     def _through(self, st: ast.stmt, state: list, cond: Switch) -> list:
         """The definitions reaching the end of `st`."""
+        if self.name not in self._mentioned(st):
+            # every way a statement changes what reaches (a binding, a mutator call, `xs[i] = …`, a loop or
+            # `with` target) names the variable: a statement that never names it passes the state on as it is
+            return state
         if isinstance(st, ast.If):
             v = self.a.p.fold(st.test, local=self.local)
             outs = []
@@ -678,6 +693,15 @@ class _Flow:
                     # `x += …` and a walrus inside an expression add to what reaches; an assignment replaces it
                     state = self._merge(state, new) if isinstance(n, (ast.AugAssign, ast.NamedExpr)) else new
         return state
+
+    def _mentioned(self, st: ast.stmt) -> frozenset[str]:
+        """The names `st` reads or binds anywhere inside it, kept for the analysis (every flow of a function
+        crosses the same statements, one flow per traced name)."""
+        memo = self.a._names_in
+        hit = memo.get(id(st))
+        if hit is None or hit[0] is not st:
+            hit = memo[id(st)] = (st, frozenset(n.id for n in walk(st) if n.__class__ is ast.Name))
+        return hit[1]
 
     def _switch(self, st: ast.If, branch: list[ast.stmt]) -> tuple[bool, ast.expr | None]:
         """(is `branch` off under the effective config, the `if` test when an undecided switch — configuration,

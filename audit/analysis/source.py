@@ -22,29 +22,49 @@ class SourceIndex:
     by_type: dict[type, list[ast.AST]] = field(default_factory=dict)
     lines: list[str] = field(default_factory=list)
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
+    _call_names: list[str] | None = field(default=None, repr=False)
+    _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
 
     @property
     def path(self) -> str:
         return self.src.path
 
     def nodes(self, *types: type) -> list[ast.AST]:
+        """The nodes of these classes, each class's in position order (nodes at the same position: the outer
+        first, then in source order)."""
         out: list[ast.AST] = []
         for t in types:
-            out.extend(self.by_type.get(t, ()))
+            out.extend(self._bucket(t))
         return out
+
+    def _bucket(self, t: type) -> list[ast.AST]:
+        nodes = self.by_type.get(t, [])
+        if t in self._unsorted:
+            # sorted on first use (a seventh of the nodes are of classes no analysis asks for); the walk is
+            # breadth first and the sort stable, so nodes at one position stay outer first. The parser positions
+            # every node of a positioned class; a class without positions keeps the walk's order.
+            self._unsorted.discard(t)
+            nodes.sort(key=_LINE_COL)
+        return nodes
 
     def calls_named(self, *names: str) -> list[ast.Call]:
         """The calls whose called name (`call_name`: `opt.step()` -> "step") is one of `names`, in the order of
         `nodes(ast.Call)`. Analyses that look for a few names read them here instead of scanning every call."""
         if self._calls_by_name is None:
             table: dict[str, list[tuple[int, ast.Call]]] = {}
-            for rank, call in enumerate(self.by_type.get(ast.Call, ())):
-                table.setdefault(call_name(call), []).append((rank, call))
+            for rank, (call, name) in enumerate(zip(self._bucket(ast.Call), self.call_names())):
+                table.setdefault(name, []).append((rank, call))
             self._calls_by_name = table
         found = [self._calls_by_name.get(n, []) for n in dict.fromkeys(names)]
         if len(found) == 1:
             return [call for _, call in found[0]]
         return [call for _, call in heapq.merge(*found)]  # ranks are distinct: calls are never compared
+
+    def call_names(self) -> list[str]:
+        """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""
+        if self._call_names is None:
+            self._call_names = [call_name(c) for c in self._bucket(ast.Call)]
+        return self._call_names
 
     def snippet(self, node: ast.AST, max_lines: int = 3) -> str:
         start = getattr(node, "lineno", 0)
@@ -79,12 +99,7 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
             by_type[node.__class__] = [node]
         else:
             bucket.append(node)
-    for nodes in by_type.values():
-        # by position (nodes at the same position: the outer first, then in source order); a class without
-        # positions (arguments, withitem …) keeps the walk's order. The parser positions every node of a
-        # positioned class.
-        if hasattr(nodes[0], "lineno"):
-            nodes.sort(key=_LINE_COL)
+    idx._unsorted.update(t for t, nodes in by_type.items() if hasattr(nodes[0], "lineno"))
     return idx
 
 

@@ -122,6 +122,8 @@ def provenance(
         started = False  # a launcher may print anything before the script's first own line
         preamble: list[tuple[str, int, str]] = []
         for e in res.events:
+            if started and e.kind in _NOT_MESSAGES:
+                continue  # not a message, and past the preamble: nothing below reads it (and most lines are these)
             shape = _DIGITS.sub("0", e.text.strip())
             if shape not in looks:  # logs repeat a few shapes thousands of times
                 looks[shape] = (MECHANISM.search(shape) is not None, _LIBRARY.search(shape) is not None)

@@ -147,3 +147,73 @@ def test_calls_named_are_the_calls_of_those_names_in_index_order():
     for names in [("backward",), ("backward", "grad"), ("grad", "backward"), ("f", "", "step"), ("absent",)]:
         expected = [c for c in idx.nodes(ast.Call) if call_name(c) in names]
         assert idx.calls_named(*names) == expected
+
+
+NESTED = """
+@register(make_hook())
+def outer(x=default_value(), *, y=lambda: inner_default()) -> annotate():
+    first()
+    @functools.wraps(first)
+    def inner():
+        while budget():
+            for _ in batches():
+                step(f"{fmt()}")
+    return [comp(i) for i in it()]
+class K:
+    @staticmethod
+    def m(): return helper()
+for epoch in range(n()):
+    while clock():
+        opt.step()
+"""
+
+
+def _program(text: str):
+    from audit.analysis.program import Program
+
+    clear_caches()
+    pyparse.clear()
+    return Program.build([ResolvedSource(path="x.py", text=text)])
+
+
+@pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
+def test_calls_by_function_and_loop_are_the_calls_under_them(text):
+    """The calibration index reads a function's calls from its source span (plus its decorators) and a loop's
+    from its span: the same names as every call under the node in the tree."""
+    from audit.analysis.calibration import CalibrationAnalysis
+
+    prog = _program(text)
+    cal = CalibrationAnalysis(prog)
+    idx = prog.indexes[0]
+    under = lambda node: {call_name(n) for n in pyparse.walk(node) if isinstance(n, ast.Call) and n is not node}  # noqa: E731
+    for fn in idx.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
+        assert cal._fn_calls[fn] == under(fn), fn.name
+    for loop in idx.nodes(ast.For, ast.While):
+        assert cal._loop_calls(idx, loop) == under(loop)
+
+
+def test_reaching_definitions_skip_only_statements_that_never_name_the_variable(monkeypatch):
+    """A statement that never names the traced variable passes the reaching definitions on unchanged: the
+    flow that skips such statements finds what the flow that reads every statement finds."""
+    from audit.analysis import calibration
+
+    text = (ROOT / "reference_trainer" / "train_gpt.py").read_text() + NESTED
+    uses = []
+    for skip in (True, False):
+        prog = _program(text)
+        cal = calibration.CalibrationAnalysis(prog)
+        idx = prog.indexes[0]
+        if not skip:
+            monkeypatch.setattr(calibration._Flow, "_mentioned", lambda self, st: frozenset({self.name}))
+        found = []
+        for fn in idx.nodes(ast.FunctionDef):
+            for name in [n for n in pyparse.walk(fn) if isinstance(n, ast.Name)][:60]:
+                reach = cal._reaching(idx, fn, name)
+                found.append(
+                    None
+                    if reach is None
+                    else [(ast.dump(v) if isinstance(v, ast.AST) else v, c is not False) for v, c in reach]
+                )
+        uses.append(found)
+    assert uses[0] == uses[1]
+    assert sum(r is not None and r != [] for r in uses[0]) > 100  # the comparison saw real definitions
