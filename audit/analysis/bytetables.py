@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field
 
 from ..load.parse import walk
-from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
+from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import single_bindings
 from .valueflow import ValFlow
@@ -319,10 +319,8 @@ def _enumerated_pieces(idx: SourceIndex, loop: ast.For) -> tuple[str | None, ast
         src = next(
             (
                 n.value
-                for n in walk_scope(scope)
-                if isinstance(n, ast.Assign)
-                and n.lineno < loop.lineno
-                and any(isinstance(x, ast.Name) and x.id == src.id for x in n.targets)
+                for n in scope_nodes(scope, ast.Assign)
+                if n.lineno < loop.lineno and any(isinstance(x, ast.Name) and x.id == src.id for x in n.targets)
             ),
             src,
         )

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 from ..load.parse import walk
 from ..logs.patterns import may_contain
-from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, walk_scope
+from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
 
@@ -354,8 +354,8 @@ class CalibrationAnalysis:
     def _returns(self, idx: SourceIndex, fn: ast.AST) -> list[tuple[ast.Return, bool]]:
         """The live `return`s of `fn` with a value, each with whether it sits behind an undecided switch."""
         out = []
-        for n in walk_scope(fn):
-            if isinstance(n, ast.Return) and n.value is not None:
+        for n in scope_nodes(fn, ast.Return):
+            if n.value is not None:
                 live, _ = self.p.guard_status(idx, n, self.p.config)
                 if live is not False:
                     out.append((n, live is None))

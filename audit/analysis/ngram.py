@@ -33,9 +33,9 @@ import re
 from dataclasses import dataclass, field
 
 from ..findings import Confidence, Finding, Reachability, Severity
-from ..load.parse import walk
+from ..load.parse import children, walk
 from ..load.runcmd import run_commands
-from .astutil import FUNCS, UNKNOWN, call_name, dotted, walk_scope
+from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes, walk_scope
 from .config import Config
 from .program import Program, SourceIndex
 
@@ -144,6 +144,7 @@ class NgramAnalysis:
     def __init__(self, program: Program):
         self.p = program
         self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST, int | None]]]] = {}
+        self._scored_memo: dict[tuple[int, int, int, int], tuple[ast.AST, ast.AST, bool]] = {}
         self._appends: dict[ast.AST, dict[str, list[ast.AST]]] = {}
         self._memo: dict[tuple[int, int, int | None], KeyFacts] = {}
         self._target_only: list[UnnormSite] | None = None
@@ -233,8 +234,8 @@ class NgramAnalysis:
                 params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
                 skip = 1 if params and params[0] in ("self", "cls") else 0
                 hit: set[str] = set()
-                for n in walk_scope(fn):
-                    if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
+                for n in scope_nodes(fn, ast.AugAssign, ast.Call):
+                    if n.__class__ is ast.AugAssign and isinstance(n.op, ast.Add):
                         b = _base(n.target)
                         if b in params and (isinstance(n.target, ast.Subscript) or self._counts(fn, n.value)):
                             hit.add(b)
@@ -400,8 +401,8 @@ class NgramAnalysis:
         if depth >= CALL_DEPTH or name not in self.p.functions:
             return facts
         for cidx, fn in self.p.functions[name]:
-            for ret in walk_scope(fn):
-                if isinstance(ret, ast.Return) and ret.value is not None:
+            for ret in scope_nodes(fn, ast.Return):
+                if ret.value is not None:
                     facts.merge(self.key_facts(cidx, fn, ret.value, ret.lineno, depth + 1, slot))
         return facts
 
@@ -592,6 +593,15 @@ class NgramAnalysis:
         local definitions and, for a parameter, the arguments its callers pass."""
         if depth > 5:
             return False
+        key = (id(scope), id(expr), line, depth)
+        hit = self._scored_memo.get(key)
+        if hit is not None and hit[0] is scope and hit[1] is expr:
+            return hit[2]  # the same definitions are reached from every expression that uses them
+        found = self._scored_target_in(idx, scope, expr, line, depth)
+        self._scored_memo[key] = (scope, expr, found)  # the nodes are kept: their ids stay theirs
+        return found
+
+    def _scored_target_in(self, idx: SourceIndex, scope: ast.AST, expr: ast.AST, line: int, depth: int) -> bool:
         for n in walk(expr):
             if isinstance(n, ast.Call):
                 name = call_name(n)
@@ -780,8 +790,8 @@ class NgramAnalysis:
                 names |= _stored(t)
         later = [
             n
-            for n in walk_scope(scope)
-            if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign)) and n.lineno > start and n.value is not None
+            for n in scope_nodes(scope, ast.Assign, ast.AugAssign, ast.AnnAssign)
+            if n.lineno > start and n.value is not None
         ]
         for _ in range(2):
             for n in later:
@@ -794,8 +804,8 @@ class NgramAnalysis:
     def _divisions(scope: ast.AST, start: int, names: set[str], nodes: set) -> list[ast.BinOp]:
         """Divisions at or after `start` whose numerator holds one of `names` or `nodes`."""
         out = []
-        for n in walk_scope(scope):
-            if isinstance(n, ast.BinOp) and isinstance(n.op, ast.Div) and getattr(n, "lineno", 0) >= start:
+        for n in scope_nodes(scope, ast.BinOp):
+            if isinstance(n.op, ast.Div) and getattr(n, "lineno", 0) >= start:
                 if any((isinstance(x, ast.Name) and x.id in names) or x in nodes for x in walk(n.left)):
                     out.append(n)
         return sorted(out, key=lambda d: (d.lineno, d.col_offset))
@@ -808,8 +818,8 @@ class NgramAnalysis:
         """`counts.gather(1, y[:, None])`: the candidate axis evaluated at one token per position, not at a
         token chosen from the counts themselves (`argmax`/`topk`: a hint, not the scored token)."""
         defs = self._scope_defs(scope)
-        for n in walk_scope(scope):
-            if not (isinstance(n, ast.Call) and call_name(n) in ("gather", "take_along_axis")):
+        for n in scope_nodes(scope, ast.Call):
+            if call_name(n) not in ("gather", "take_along_axis"):
                 continue
             if getattr(n, "lineno", 0) < start:
                 continue
@@ -841,11 +851,10 @@ class NgramAnalysis:
         spread = {id(s.fn) for s in self.unnormalized_sites() if s.kind == "byte_spread"}
         for idx in self.p.indexes:
             for fn in idx.nodes(*FUNCS):
-                for loop in walk_scope(fn):
-                    if isinstance(loop, ast.For):
-                        site = self._realised_gate(idx, fn, loop)
-                        if site is not None:
-                            sites.append(site)
+                for loop in scope_nodes(fn, ast.For):
+                    site = self._realised_gate(idx, fn, loop)
+                    if site is not None:
+                        sites.append(site)
                 sites.extend(self._target_where_gates(idx, fn))
                 if id(fn) in spread:
                     continue
@@ -881,9 +890,8 @@ class NgramAnalysis:
         """`alpha = a0 * min(2, nll / thr)` then `(1 - alpha) * p + alpha * q`: a mixing weight that is a function
         of the realised token's NLL (found by name or by data flow), not of the context (entropy, confidence)."""
         out = []
-        nodes = walk_scope(fn)
-        for n in nodes:
-            if not (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)):
+        for n in scope_nodes(fn, ast.Assign):
+            if not (len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)):
                 continue
             w = n.targets[0].id
             if not _WEIGHT_NAME.match(w) or isinstance(n.value, (ast.Constant, ast.Name, ast.Attribute)):
@@ -907,7 +915,7 @@ class NgramAnalysis:
                 and m.lineno >= n.lineno
                 and _mentions(m.left, {w})
                 and _mentions(m.right, {w})
-                for m in nodes
+                for m in scope_nodes(fn, ast.BinOp)
             )
             if mixes:
                 out.append(n)
@@ -922,7 +930,7 @@ class NgramAnalysis:
             if (r.facts.hashed and not r.row_column) or not r.facts.target or r.fn is None:
                 continue
             derived, start = self._derived(r.idx, r.fn, r.node)
-            for n in walk_scope(r.fn):
+            for n in scope_nodes(r.fn, ast.If, ast.IfExp, ast.Call):
                 test = n.test if isinstance(n, (ast.If, ast.IfExp)) else None
                 if test is None and isinstance(n, ast.Call) and call_name(n) == "where" and len(n.args) == 3:
                     test = n.args[0]
@@ -1069,7 +1077,7 @@ class NgramAnalysis:
         model predicted the answer. The realised symbol's (log-)probability is recognised by name or, given
         `idx`, by data flow (a gather of the softmax at the target)."""
         out = []
-        for n in walk_scope(scope):
+        for n in scope_nodes(scope, ast.If, ast.Assign):
             if isinstance(n, ast.If):
                 assigns = [(t, s.value) for s in n.body if isinstance(s, ast.Assign) for t in s.targets]
             elif isinstance(n, ast.Assign) and isinstance(n.value, ast.IfExp):
@@ -1104,7 +1112,7 @@ class NgramAnalysis:
         """Names that hold the scored targets, found by use: the index of a gather (or `[rows, y]` pick) of a
         softmax / log-softmax, the target argument of `cross_entropy`."""
         out: set[str] = set()
-        for n in walk_scope(scope):
+        for n in scope_nodes(scope, ast.Call, ast.Subscript):
             picked: ast.AST | None = None
             if isinstance(n, ast.Call):
                 name = call_name(n)
@@ -1126,8 +1134,8 @@ class NgramAnalysis:
         branch it picks rescores that same target."""
         sites: list[UnnormSite] = []
         targets = None
-        for n in walk_scope(fn):
-            if not (isinstance(n, ast.Call) and call_name(n) == "where" and len(n.args) == 3):
+        for n in scope_nodes(fn, ast.Call):
+            if not (call_name(n) == "where" and len(n.args) == 3):
                 continue
             if targets is None:
                 targets = self._scored_targets(fn)
@@ -1358,7 +1366,7 @@ def _value_nodes(expr: ast.AST):
         elif isinstance(n, ast.Attribute) and n.attr in ("shape", "size", "ndim", "dtype", "device"):
             continue
         else:
-            stack.extend(ast.iter_child_nodes(n))
+            stack.extend(children(n))  # less the context/operator leaves, which no caller reads
 
 
 def _skips_padding(test: ast.AST, elem: str) -> bool:
@@ -1403,7 +1411,7 @@ def _copy(node: ast.AST) -> ast.AST:
 
 def _byte_level(scope: ast.AST) -> bool:
     """The function works on bytes (byte streams, byte lengths, 256-way tables)."""
-    for n in walk_scope(scope) if not isinstance(scope, ast.Module) else ():
+    for n in scope_nodes(scope, ast.Name, ast.arg, ast.Constant) if not isinstance(scope, ast.Module) else ():
         if isinstance(n, ast.Name) and "byte" in n.id.lower():
             return True
         if isinstance(n, ast.arg) and "byte" in n.arg.lower():

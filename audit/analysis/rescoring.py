@@ -9,7 +9,7 @@ import functools
 import re
 
 from ..load.parse import walk
-from .astutil import FUNCS, NO_GRAD, call_name, per_audit_cache, walk_scope
+from .astutil import FUNCS, NO_GRAD, call_name, per_audit_cache, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 
 _METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
@@ -132,10 +132,8 @@ def base(t: ast.AST) -> str | None:
 
 
 def under_no_grad(scope: ast.AST, node: ast.AST) -> bool:
-    for w in walk_scope(scope):
-        if isinstance(w, (ast.With, ast.AsyncWith)) and any(
-            isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in NO_GRAD for i in w.items
-        ):
+    for w in scope_nodes(scope, ast.With, ast.AsyncWith):
+        if any(isinstance(i.context_expr, ast.Call) and call_name(i.context_expr) in NO_GRAD for i in w.items):
             if any(x is node for x in walk(w)):
                 return True
     if isinstance(scope, FUNCS):

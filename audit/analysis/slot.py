@@ -26,7 +26,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load.parse import walk
-from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, walk_scope
+from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names
 from .valueflow import ValFlow
@@ -115,7 +115,7 @@ class _Scope:
     def accumulations(self) -> list[ast.AST]:
         """`x += …` and `xs.append(…)` in source order (the candidates for a score accumulation)."""
         if self._acc is None:
-            acc = [n for n in walk_scope(self.node) if isinstance(n, ast.AugAssign)]
+            acc = list(scope_nodes(self.node, ast.AugAssign))
             acc += [c for c in self.calls if call_name(c) in ("append", "extend")]
             self._acc = sorted(acc, key=lambda x: (x.lineno, x.col_offset))
         return self._acc
@@ -253,8 +253,8 @@ class SlotAnalysis:
                 name = call.func.value.id
                 if any(_is_factory(v) for _, v in sc.defs.get(name, [])):
                     out.setdefault(name, call)
-        for n in walk_scope(sc.node):  # `delta.requires_grad = True`
-            if isinstance(n, ast.Assign) and len(n.targets) == 1:
+        for n in scope_nodes(sc.node, ast.Assign):  # `delta.requires_grad = True`
+            if len(n.targets) == 1:
                 tgt = n.targets[0]
                 if isinstance(tgt, ast.Attribute) and tgt.attr == "requires_grad" and isinstance(tgt.value, ast.Name):
                     v = self.p.fold(n.value)
@@ -468,8 +468,8 @@ class SlotAnalysis:
         end = (fit.end_lineno or fit.lineno, fit.end_col_offset or 0)
         fitting = {id(n) for _, n in chain.closure(loss)}
         for sc in chain.scopes[:-1] or chain.scopes:
-            for n in walk_scope(sc.node):
-                if not (isinstance(n, ast.Name) and n.id in held and isinstance(n.ctx, ast.Load)):
+            for n in scope_nodes(sc.node, ast.Name):
+                if not (n.id in held and isinstance(n.ctx, ast.Load)):
                     continue
                 if _pos(n) > end:
                     return True

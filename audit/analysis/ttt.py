@@ -21,7 +21,18 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from ..load.parse import walk
-from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, is_backward, walk_scope
+from .astutil import (
+    BACKWARD_NAMES,
+    FUNCS,
+    LOOPS,
+    NO_GRAD,
+    UNKNOWN,
+    call_name,
+    dotted,
+    is_backward,
+    scope_nodes,
+    walk_scope,
+)
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
 
@@ -68,7 +79,7 @@ def _decorated_no_grad(fn: ast.AST) -> bool:
 
 
 def _has_backward(fn: ast.AST) -> bool:
-    return any(isinstance(n, ast.Call) and is_backward(n) for n in walk_scope(fn))
+    return any(is_backward(n) for n in scope_nodes(fn, ast.Call))
 
 
 class TTTAnalysis:
@@ -86,7 +97,7 @@ class TTTAnalysis:
         if fn in self._results_cache:
             return self._results_cache[fn]
         names: set[str] = set()
-        for n in walk_scope(fn):
+        for n in scope_nodes(fn, ast.Return, ast.Call):
             if isinstance(n, ast.Return) and n.value is not None:
                 names |= {x.id for x in walk(n.value) if isinstance(x, ast.Name)}
             if isinstance(n, ast.Call) and call_name(n) in ("log0", "print", "log", "info", "log_fn"):
@@ -98,8 +109,8 @@ class TTTAnalysis:
                         names |= {x.id for x in walk(a) if isinstance(x, ast.Name)}
         for _ in range(4):
             before = len(names)
-            for n in walk_scope(fn):
-                targets = n.targets if isinstance(n, ast.Assign) else [n.target] if isinstance(n, ast.AugAssign) else []
+            for n in scope_nodes(fn, ast.Assign, ast.AugAssign):
+                targets = n.targets if isinstance(n, ast.Assign) else [n.target]
                 if any(isinstance(t, ast.Name) and t.id in names for t in targets):
                     names |= {x.id for x in walk(n.value) if isinstance(x, ast.Name)}
             if len(names) == before:
@@ -213,9 +224,8 @@ class TTTAnalysis:
         outer = loops[-1] if loops else pos
         later = [
             c
-            for c in walk_scope(scope_fn)
-            if isinstance(c, ast.Call)
-            and c.lineno > getattr(outer, "end_lineno", pos_line)
+            for c in scope_nodes(scope_fn, ast.Call)
+            if c.lineno > getattr(outer, "end_lineno", pos_line)
             and self.is_scoring_function(call_name(c))
             and self.flow.is_val(scope_fn, c, c.lineno)
         ]
@@ -301,8 +311,8 @@ class TTTAnalysis:
 
     def _assigned_value(self, scope: ast.AST, name: str, before: int) -> ast.AST | None:
         best = None
-        for n in walk_scope(scope):
-            if isinstance(n, ast.Assign) and n.lineno <= before:
+        for n in scope_nodes(scope, ast.Assign):
+            if n.lineno <= before:
                 if any(isinstance(t, ast.Name) and t.id == name for t in n.targets):
                     if best is None or n.lineno > best.lineno:
                         best = n
@@ -323,11 +333,8 @@ class TTTAnalysis:
     def _stepped_optimizer(self, scope: ast.AST, backward: ast.AST) -> ast.Call | None:
         steps = [
             n
-            for n in walk_scope(scope)
-            if isinstance(n, ast.Call)
-            and call_name(n) == "step"
-            and isinstance(n.func, ast.Attribute)
-            and n.lineno >= backward.lineno
+            for n in scope_nodes(scope, ast.Call)
+            if call_name(n) == "step" and isinstance(n.func, ast.Attribute) and n.lineno >= backward.lineno
         ]
         if not steps:
             return None
@@ -349,8 +356,8 @@ class TTTAnalysis:
         }
         if not mods:
             return False
-        for n in walk_scope(scope):
-            if isinstance(n, ast.Delete) and n.lineno > backward.lineno:
+        for n in scope_nodes(scope, ast.Delete):
+            if n.lineno > backward.lineno:
                 if mods & {t.id for t in n.targets if isinstance(t, ast.Name)}:
                     return True
         return False
@@ -399,11 +406,11 @@ class TTTAnalysis:
         fn = idx.enclosing(pos, *FUNCS) or idx.tree
         start, end = pos.lineno, getattr(pos, "end_lineno", pos.lineno)
         saved: set[str] = set()
-        for n in walk_scope(fn):
-            if isinstance(n, ast.Assign) and n.lineno < start and _is_weight_copy(n.value):
+        for n in scope_nodes(fn, ast.Assign):
+            if n.lineno < start and _is_weight_copy(n.value):
                 saved |= {t.id for t in n.targets if isinstance(t, ast.Name)}
-        for n in walk_scope(fn):
-            if not (isinstance(n, ast.Call) and n.lineno > end):
+        for n in scope_nodes(fn, ast.Call):
+            if not n.lineno > end:
                 continue
             restores = call_name(n) == "load_state_dict" and any(
                 isinstance(x, ast.Name) and x.id in saved for a in n.args for x in walk(a)
@@ -416,8 +423,8 @@ class TTTAnalysis:
             if restores:
                 between = [
                     c
-                    for c in walk_scope(fn)
-                    if isinstance(c, ast.Call) and end < c.lineno < n.lineno and self.is_scoring_function(call_name(c))
+                    for c in scope_nodes(fn, ast.Call)
+                    if end < c.lineno < n.lineno and self.is_scoring_function(call_name(c))
                 ]
                 return not between
         return False

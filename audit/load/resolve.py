@@ -341,10 +341,11 @@ _BARE_EXEC = re.compile(r"(?<![\w.])(?:exec|eval)\b")
 def _collect_aliases(tree: ast.Module) -> dict[str, str]:
     aliases: dict[str, str] = {}
     for node in walk(tree):
-        if isinstance(node, ast.Import):
+        cls = node.__class__  # class tests: this runs for every node of the module
+        if cls is ast.Import:
             for a in node.names:
                 aliases[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-        elif isinstance(node, ast.ImportFrom) and node.module:
+        elif cls is ast.ImportFrom and node.module:
             for a in node.names:
                 aliases[a.asname or a.name] = f"{node.module}.{a.name}"
     return aliases
@@ -393,7 +394,7 @@ def decode_once(
                 pass
     opaque = None
     for node in walk(tree):
-        if _is_exec_call(node, ctx) and node.args:
+        if node.__class__ is ast.Call and _is_exec_call(node, ctx) and node.args:
             ctx.chain.clear()
             try:
                 payload = _eval(node.args[0], ctx)
