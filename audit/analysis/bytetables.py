@@ -32,6 +32,7 @@ SPACE_MARK = "\u2581"
 PIECE_CALLS = {"id_to_piece", "IdToPiece"}
 # Decoding one id to text (`sp.decode([i])`, `tok.convert_ids_to_tokens(i)`): trainer spec §2.4 pitfall 3.
 DECODE_CALLS = {"decode", "Decode", "DecodeIds", "decode_ids", "convert_ids_to_tokens"}
+_TEXT_CALLS = tuple(sorted(PIECE_CALLS | DECODE_CALLS))  # what `piece_call` looks for
 BYTE_CALLS = {"is_byte", "IsByte"}
 BOUNDARY_CALLS = {
     "is_control": "control",
@@ -281,7 +282,7 @@ def byte_tables(program: Program) -> list[ByteTable]:
     for idx in program.indexes:
         for loop in idx.nodes(ast.For):
             var = _loop_var(loop)
-            call = piece_call(loop, var) if var else None
+            call = piece_call(loop, var) if var and idx.calls_in_span(loop, *_TEXT_CALLS) else None
             text_name = None
             if call is None:
                 var, call, text_name = _enumerated_pieces(idx, loop)
@@ -295,7 +296,7 @@ def byte_tables(program: Program) -> list[ByteTable]:
                 continue
             var = _loop_var(comp.generators[0])
             elt = comp.value if isinstance(comp, ast.DictComp) else comp.elt
-            call = piece_call(elt, var) if var else None
+            call = piece_call(elt, var) if var and idx.calls_in_span(elt, *_TEXT_CALLS) else None
             if call is not None and _is_count_value(elt):
                 out.append(_analyse_comprehension(idx, comp, elt, var, call))
     return out
@@ -430,6 +431,8 @@ def space_piece_checks(program: Program) -> list[tuple[SourceIndex, ast.AST]]:
     """`sp.piece_to_id("▁") != sp.unk_id()` (in an assert, an `if … raise`, or any comparison)."""
     out = []
     for idx in program.indexes:
+        if not idx.calls_named("piece_to_id", "PieceToId"):
+            continue  # no comparison can hold one
         for n in idx.nodes(ast.Compare):
             calls = [c for c in walk(n) if isinstance(c, ast.Call)]
             if any(

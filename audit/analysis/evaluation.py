@@ -171,6 +171,7 @@ class Evaluation:
                         self._inits.setdefault(cls.name, []).append(st)
         self._prim_memo: dict = {}
         self._site_memo: dict[int, list] = {}
+        self._callee_memo: dict[int, tuple[ast.Call, list[tuple[ast.AST, dict[str, ast.AST]]]]] = {}
         for idx in program.indexes:
             for scope in [idx.tree, *idx.nodes(*FUNCS)]:
                 self._scan_scope(idx, scope)
@@ -312,7 +313,16 @@ class Evaluation:
 
     def _callees(self, call: ast.Call) -> list[tuple[ast.AST, dict[str, ast.AST]]]:
         """User functions `call` may run, each with its parameters bound to the call's arguments (`self` to
-        the receiver of a method call)."""
+        the receiver of a method call). Kept per call: the scan of a function and the summaries of the functions
+        it calls ask about the same calls."""
+        hit = self._callee_memo.get(id(call))
+        if hit is not None and hit[0] is call:
+            return hit[1]
+        out = self._bind_callees(call)
+        self._callee_memo[id(call)] = (call, out)
+        return out
+
+    def _bind_callees(self, call: ast.Call) -> list[tuple[ast.AST, dict[str, ast.AST]]]:
         out = []
         name = call_name(call)
         targets = [

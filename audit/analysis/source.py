@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import bisect
 import heapq
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -23,6 +24,7 @@ class SourceIndex:
     lines: list[str] = field(default_factory=list)
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
+    _name_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
 
     @property
@@ -59,6 +61,18 @@ class SourceIndex:
         if len(found) == 1:
             return [call for _, call in found[0]]
         return [call for _, call in heapq.merge(*found)]  # ranks are distinct: calls are never compared
+
+    def calls_in_span(self, node: ast.AST, *names: str) -> bool:
+        """Whether a call of one of `names` starts inside `node`'s source span: a prefilter for a walk. Every
+        node under an expression or a statement lies in its span (a function's decorators do not: this is not
+        for functions), so a subtree with such a call answers True. True may also be a call that `node` is the
+        leftmost part of (`f` in `f(x)`); a statement starts with its keyword or its own expression."""
+        key = names
+        starts = self._name_starts.get(key)
+        if starts is None:
+            starts = self._name_starts[key] = [(c.lineno, c.col_offset) for c in self.calls_named(*names)]
+        i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+        return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""

@@ -217,3 +217,19 @@ def test_reaching_definitions_skip_only_statements_that_never_name_the_variable(
         uses.append(found)
     assert uses[0] == uses[1]
     assert sum(r is not None and r != [] for r in uses[0]) > 100  # the comparison saw real definitions
+
+
+@pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
+def test_a_call_in_a_span_is_a_call_under_the_node(text):
+    """`calls_in_span` never misses a call under the node (functions and classes, whose decorators sit above
+    their span, are not asked); for a statement it is exactly what a walk of the statement answers."""
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    names = sorted({call_name(c) for c in idx.nodes(ast.Call)})
+    asked = [names[::3], names[1::5], ["step", "fmt", "inner_default"], ["absent"]]
+    for node in pyparse.walk(idx.tree):
+        if not hasattr(node, "end_lineno") or isinstance(node, _SCOPES):
+            continue
+        for group in asked:
+            under = any(isinstance(c, ast.Call) and call_name(c) in group for c in pyparse.walk(node))
+            answer = idx.calls_in_span(node, *group)
+            assert answer == under if isinstance(node, ast.stmt) else answer >= under, (ast.dump(node)[:80], group)
