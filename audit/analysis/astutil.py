@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import heapq
 import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -168,15 +169,43 @@ def walk_scope(scope: ast.AST) -> list[ast.AST]:
 
 
 _SCOPE_KINDS: dict[tuple[int, tuple[type, ...]], tuple[ast.AST, list[ast.AST]]] = {}
+_SCOPE_BUCKETS: dict[int, tuple[ast.AST, dict[type, tuple[list[int], list[ast.AST]]]]] = {}
 per_audit_cache(_SCOPE_KINDS.clear)
+per_audit_cache(_SCOPE_BUCKETS.clear)
 
 
 def scope_nodes(scope: ast.AST, *classes: type) -> list[ast.AST]:
     """The nodes of `walk_scope(scope)` of exactly these classes, in its order: an analysis that looks at a
-    few node kinds of every function reads them without testing every node. Cached per scope and classes."""
+    few node kinds of every function reads them without testing every node. The scope's walk is bucketed by
+    class once; several classes are merged by their rank in the walk. Callers do not modify the list."""
     key = (id(scope), classes)
     hit = _SCOPE_KINDS.get(key)
-    if hit is None or hit[0] is not scope:
-        wanted = frozenset(classes)
-        hit = _SCOPE_KINDS[key] = (scope, [n for n in walk_scope(scope) if n.__class__ in wanted])
-    return hit[1]
+    if hit is not None and hit[0] is scope:
+        return hit[1]
+    buckets = scope_buckets(scope)
+    present = [buckets[c] for c in dict.fromkeys(classes) if c in buckets]
+    if not present:
+        out: list[ast.AST] = []
+    elif len(present) == 1:
+        out = present[0][1]
+    else:  # ranks are distinct: nodes are never compared
+        out = [n for _, n in heapq.merge(*(zip(ranks, nodes) for ranks, nodes in present))]
+    _SCOPE_KINDS[key] = (scope, out)
+    return out
+
+
+def scope_buckets(scope: ast.AST) -> dict[type, tuple[list[int], list[ast.AST]]]:
+    """`walk_scope(scope)` by node class: (ranks in the walk, nodes), kept for the audit."""
+    hit = _SCOPE_BUCKETS.get(id(scope))
+    if hit is not None and hit[0] is scope:
+        return hit[1]
+    buckets: dict[type, tuple[list[int], list[ast.AST]]] = {}
+    for rank, n in enumerate(walk_scope(scope)):
+        b = buckets.get(n.__class__)
+        if b is None:
+            buckets[n.__class__] = ([rank], [n])
+        else:
+            b[0].append(rank)
+            b[1].append(n)
+    _SCOPE_BUCKETS[id(scope)] = (scope, buckets)
+    return buckets

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, call_name, dotted, per_audit_cache, walk_scope
+from .astutil import FUNCS, LOOPS, call_name, dotted, scope_buckets, walk_scope
 from .program import Program, SourceIndex
 from .rescoring import exclusive
 from .scopes import binding_pairs, definitions, param_names
@@ -565,24 +565,15 @@ def _end(node: ast.AST) -> int:
     return getattr(node, "end_lineno", None) or node.lineno
 
 
-_BUCKETS: dict[int, tuple[ast.AST, dict[type, list[ast.AST]]]] = {}
-per_audit_cache(_BUCKETS.clear)
-
-
 def _nodes(scope: ast.AST, *types: type) -> list[ast.AST]:
-    """The nodes of `scope`'s own body (`walk_scope`) of the given types, bucketed once per scope: every
-    helper below reads only the node kinds it needs."""
-    hit = _BUCKETS.get(id(scope))
-    if hit is None or hit[0] is not scope:
-        buckets: dict[type, list[ast.AST]] = {}
-        for n in walk_scope(scope):
-            buckets.setdefault(type(n), []).append(n)
-        if len(_BUCKETS) > 20_000:
-            _BUCKETS.clear()
-        hit = _BUCKETS[id(scope)] = (scope, buckets)
+    """The nodes of `scope`'s own body (`walk_scope`) of the given types, type after type, each in walk order
+    (the scope's walk is bucketed once, shared with `scope_nodes`): every helper below reads only the node
+    kinds it needs."""
+    buckets = scope_buckets(scope)
     if len(types) == 1:
-        return hit[1].get(types[0], [])
-    return [n for t in types for n in hit[1].get(t, [])]
+        hit = buckets.get(types[0])
+        return hit[1] if hit is not None else []
+    return [n for t in types if t in buckets for n in buckets[t][1]]
 
 
 def _count_carriers(program: Program) -> set[int]:
