@@ -983,8 +983,8 @@ class NgramAnalysis:
 
     def _realised_gate(self, idx: SourceIndex, fn: ast.AST, loop: ast.For) -> UnnormSite | None:
         pos, elem = _loop_vars(loop)
-        if pos is None:
-            return None
+        if pos is None or not any(_writes_at(a, pos) for a in idx.nodes_in_span(loop, ast.Assign)):
+            return None  # no `out[pos] = …` anywhere in the loop: nothing is written per position
         body = [n for st in loop.body for n in walk(st)]
         if elem is None:  # `for i in range(n): tok = int(seq[i])`
             elem = next(
@@ -1019,10 +1019,7 @@ class NgramAnalysis:
             n
             for n in assigns
             if isinstance(n, ast.Assign)
-            and len(n.targets) == 1
-            and isinstance(n.targets[0], ast.Subscript)
-            and isinstance(n.targets[0].slice, ast.Name)
-            and n.targets[0].slice.id == pos
+            and _writes_at(n, pos)
             and not isinstance(n.value, ast.Constant)
             and not _mentions(n.value, derived)
         ]
@@ -1344,6 +1341,15 @@ def _absorbs(n: ast.AST, derived: set[str], pos: str) -> bool:
     if isinstance(n, ast.Call) and call_name(n) in _ABSORB_CALLS and isinstance(n.func, ast.Attribute):
         return any(_mentions(a, derived) for a in n.args)
     return False
+
+
+def _writes_at(n: ast.Assign, pos: str) -> bool:
+    """`out[pos] = …`: one target, a subscript at the name `pos`."""
+    return (
+        len(n.targets) == 1
+        and isinstance(n.targets[0], ast.Subscript)
+        and (isinstance(n.targets[0].slice, ast.Name) and n.targets[0].slice.id == pos)
+    )
 
 
 def _params(scope: ast.AST) -> list[str]:

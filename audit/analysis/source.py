@@ -25,6 +25,7 @@ class SourceIndex:
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
     _name_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
 
     @property
@@ -73,6 +74,17 @@ class SourceIndex:
             starts = self._name_starts[key] = [(c.lineno, c.col_offset) for c in self.calls_named(*names)]
         i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
         return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
+
+    def nodes_in_span(self, node: ast.AST, cls: type) -> list[ast.AST]:
+        """The nodes of class `cls` (a positioned class) that start inside `node`'s source span, in position
+        order: every such node under `node` (as `calls_in_span`, not for functions), and maybe nodes that
+        `node` is the leftmost part of. A prefilter for a walk."""
+        starts = self._class_starts.get(cls)
+        if starts is None:
+            starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
+        lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+        hi = bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo)
+        return self._bucket(cls)[lo:hi]
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""

@@ -233,3 +233,16 @@ def test_a_call_in_a_span_is_a_call_under_the_node(text):
             under = any(isinstance(c, ast.Call) and call_name(c) in group for c in pyparse.walk(node))
             answer = idx.calls_in_span(node, *group)
             assert answer == under if isinstance(node, ast.stmt) else answer >= under, (ast.dump(node)[:80], group)
+
+
+@pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
+def test_the_nodes_in_a_span_are_the_nodes_under_a_statement(text):
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    for node in pyparse.walk(idx.tree):
+        if not isinstance(node, ast.stmt) or isinstance(node, _SCOPES):
+            continue
+        for cls in (ast.Assign, ast.Call, ast.Name):
+            under = [n for n in pyparse.walk(node) if isinstance(n, cls)]
+            spanned = idx.nodes_in_span(node, cls)
+            assert {id(n) for n in spanned} == {id(n) for n in under}
+            assert spanned == sorted(spanned, key=lambda n: (n.lineno, n.col_offset))
