@@ -17,6 +17,7 @@ from .program import Program
 from .scopes import definitions, param_names
 
 DEF_USE_DEPTH = 10  # definitions followed back from a use
+_VAL_LITERAL = object()  # in an expression's evidence: an attribute or a string that names validation data
 
 
 @dataclass
@@ -31,6 +32,7 @@ class ValFlow:
         self._defs: dict[ast.AST, _ScopeDefs] = {}
         self.param_val: dict[ast.AST, set[str]] = {}
         self._memo: dict[tuple[int, int, int], bool] = {}
+        self._evidence_memo: dict[int, tuple[ast.AST, list]] = {}
         self._solve_params()
 
     def _scope_defs(self, scope: ast.AST) -> _ScopeDefs:
@@ -51,14 +53,9 @@ class ValFlow:
 
     def _is_val(self, scope: ast.AST, expr: ast.AST, line: int, depth: int) -> bool:
         sd = self._scope_defs(scope)
-        for n in walk(expr):
-            kind = n.__class__  # class tests: this runs for every node of every argument, four rounds
-            if kind is ast.Attribute and is_val_name(n.attr):
+        for n in self._evidence(expr):
+            if n is _VAL_LITERAL:
                 return True
-            if kind is ast.Constant and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value):
-                return True
-            if kind is not ast.Name:
-                continue
             if is_val_name(n.id):
                 return True
             last = _last_def(sd.defs.get(n.id), line, expr)
@@ -76,6 +73,26 @@ class ValFlow:
             elif n.id in sd.params and n.id in self.param_val.get(scope, set()):
                 return True
         return False
+
+    def _evidence(self, expr: ast.AST) -> list:
+        """What `_is_val` reads of `expr`, in walk order: its names, and `_VAL_LITERAL` where an attribute or a
+        string names validation data (decided once: the rounds of `_solve_params` ask about the same
+        arguments again)."""
+        hit = self._evidence_memo.get(id(expr))
+        if hit is not None and hit[0] is expr:
+            return hit[1]
+        out: list = []
+        for n in walk(expr):
+            kind = n.__class__
+            if kind is ast.Name:
+                out.append(n)
+            elif (kind is ast.Attribute and is_val_name(n.attr)) or (
+                kind is ast.Constant and isinstance(n.value, str) and VAL_PATH_LIT.search(n.value)
+            ):
+                out.append(_VAL_LITERAL)
+                break  # `_is_val` is True here at the latest: nothing after it is read
+        self._evidence_memo[id(expr)] = (expr, out)
+        return out
 
     def _calls(self) -> list[tuple[ast.Call, ast.AST, list[tuple[ast.AST, list[str]]]]]:
         """Every call of a user function: (call, the scope it is made in, [(callee, its positional params)])."""
