@@ -7,11 +7,14 @@ these by factors of hundreds to millions (exponential for the key:value line).""
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from audit.load.resolve import _launch_targets, _py_in_cmd
+from audit.load.resolve import _bare_exec, _launch_targets, _py_in_cmd
 from audit.logs import parse_log
 from audit.logs import parser as logparser
 from audit.logs.patterns import MAX_LINE_CHARS, P
@@ -248,3 +251,11 @@ def test_entry_script_patterns_unchanged():
     assert _launch_targets(src) == ["train_gpt_v2.py", "eval.py"]
     assert _launch_targets("os.execv(sys.executable, [sys.executable, 'b.py'])") == ["b.py"]
     assert _launch_targets("subprocess.run(x)\nprint('a.py')") == ["a.py"]  # the first literal after the call
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["exec", "eval", "x", "é", "_", ".", " ", "(", "1", "\n", "ev", "al"]), max_size=12))
+def test_bare_exec_finds_what_the_look_behind_pattern_finds(parts):
+    """The exec/eval prefilter of source decoding answers as `(?<![\\w.])(?:exec|eval)\\b` does."""
+    text = "".join(parts)
+    assert _bare_exec(text) == bool(re.search(r"(?<![\w.])(?:exec|eval)\b", text))
