@@ -108,7 +108,15 @@ _CODE_KEYWORDS = ("def", "class", "import", "from", "return", "if", "elif", "for
 
 
 def _may_be_code(t: str) -> bool:
-    return "(" in t or '"' in t or "'" in t or t[:1].isspace() or t.startswith(_CODE_KEYWORDS)
+    """Whether `_CODE_LINE` can match `t`, from substrings its branches need (a call needs `(` and `print` or
+    `log`; an f-string `f"` or `f'`; a statement its keyword at the start)."""
+    return (
+        ("(" in t and ("log" in t or "print" in t))
+        or 'f"' in t
+        or "f'" in t
+        or t[:1].isspace()
+        or t.startswith(_CODE_KEYWORDS)
+    )
 
 
 def message_lines(events: list[tuple[str, int, str, str]]) -> list[tuple[str, int, str]]:

@@ -334,7 +334,14 @@ def test_may_contain_is_never_false_where_an_ignorecase_pattern_matches(text, wo
 @example("  return x")
 @example("\u2003def f")
 @example("log_x (1)")
-@given(st.lists(st.sampled_from(["def", "if", "log0", "print", "(", "f'", '"', " ", "\u2003", "\t", "x", "=", "1"])))
+@example('f"{x}"')
+@given(
+    st.lists(
+        st.sampled_from(
+            ["def", "if", "log0", "print", "(", "f'", '"', "'", "f", "lo", "g", "pr", "int", " ", "\u2003", "\t", "x", "="]
+        )
+    )
+)
 def test_the_code_line_filter_passes_every_line_the_pattern_matches(parts):
     line = "".join(parts)
     if _CODE_LINE.search(line):
