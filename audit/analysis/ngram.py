@@ -145,6 +145,7 @@ class NgramAnalysis:
         self.p = program
         self._defs: dict[ast.AST, dict[str, list[tuple[int, ast.AST, int | None]]]] = {}
         self._scored_memo: dict[tuple[int, int, int, int], tuple[ast.AST, ast.AST, bool]] = {}
+        self._log_memo: dict = {}  # the logs' answers (first line of a family, a guard's proof), per log list
         self._appends: dict[ast.AST, dict[str, list[ast.AST]]] = {}
         self._memo: dict[tuple[int, int, int | None], KeyFacts] = {}
         self._target_only: list[UnnormSite] | None = None
@@ -1181,6 +1182,25 @@ class NgramAnalysis:
         return isinstance(e, (ast.BinOp, ast.Call)) and self._from_scored_target(idx, fn, e, line)
 
     # --- reachability ----------------------------------------------------------------------------
+    def first_log(self, family: re.Pattern, log_events) -> tuple[str, int, str] | None:
+        """The first log line the mechanism `family` names (every finding of an audit asks about the same logs)."""
+        key = ("family", family.pattern, family.flags)
+        hit = self._log_memo.get(key)
+        if hit is None or hit[0] is not log_events:
+            hit = self._log_memo[key] = (log_events, next((e for e in log_events if family.search(e[2])), None))
+        return hit[1]
+
+    def log_proof(self, why: str, log_events) -> tuple[str, int, str] | None:
+        """`log_proof` for this audit's logs, once per guard."""
+        low = self._log_memo.get("lowered")
+        if low is None or low[0] is not log_events:
+            low = self._log_memo["lowered"] = (log_events, _ascii_lowered(log_events))
+        key = ("proof", why)
+        hit = self._log_memo.get(key)
+        if hit is None or hit[0] is not log_events:
+            hit = self._log_memo[key] = (log_events, log_proof(why, log_events, low[1]))
+        return hit[1]
+
     def local_guard(
         self, idx: SourceIndex, node: ast.AST, cfg: Config | None, _seen: frozenset = frozenset()
     ) -> tuple[bool, str]:
@@ -1495,17 +1515,27 @@ def _guard_cores(why: str) -> list[str]:
     return cores
 
 
-def log_proof(why: str, log_events) -> tuple[str, int, str] | None:
+def log_proof(why: str, log_events, lowered: list[str | None] | None = None) -> tuple[str, int, str] | None:
     """A log line showing that the feature behind a false guard ran: `dirichlet=True`, `phrase_cache:enabled`,
-    or a progress/result line named after it (`ppm_mix bytes=…`)."""
+    or a progress/result line named after it (`ppm_mix bytes=…`). `lowered`: each event's text in lowercase
+    where it is ASCII (else None), made once for all the guards of an audit."""
+    if lowered is None:
+        lowered = _ascii_lowered(log_events)
     for core in _guard_cores(why):
         last = core.split("_")[-1]
         on = re.compile(rf"\b\w*{re.escape(last)}\w*\s*[=:]\s*(true|1|on|yes|enabled)\b", re.I)
         named = re.compile(rf"^\[?{re.escape(core)}\w*[\s:\]][^\n]*\d", re.I)
-        for e in log_events:
-            if on.search(e[2]) or named.search(e[2]):
+        # `on` needs `last` in the line, in any case: an ASCII line without it is skipped at C speed (the
+        # pattern's `\b\w*` retries from every word). A non-ASCII word or line goes to the pattern as before.
+        word = last.lower() if last.isascii() else None
+        for e, low in zip(log_events, lowered):
+            if named.search(e[2]) or ((word is None or low is None or word in low) and on.search(e[2])):
                 return e
     return None
+
+
+def _ascii_lowered(log_events) -> list[str | None]:
+    return [e[2].lower() if e[2].isascii() else None for e in log_events]
 
 
 def refine_reachability(
@@ -1524,13 +1554,14 @@ def refine_reachability(
     A log line naming the feature behind a false guard (`dirichlet=True`, `ppm_mix bytes=…`) shows that the
     branch ran in the logged run, unless a logged hyperparameter itself decides the guard false.
     """
-    family_logs = [e for e in log_events if family.search(e[2])]
     live, why = analysis.local_guard(idx, node, None)
     shared_dead = finding.reachability is Reachability.DISABLED_BY_DEFAULT
     base_message = finding.message.split(" — present but not reached")[0]
     if live is False or shared_dead:
         why = why if live is False else finding.reachability_reason
-        proof = None if "never called" in why or _decided_by_logged(program, why) else log_proof(why, log_events)
+        proof = (
+            None if "never called" in why or _decided_by_logged(program, why) else analysis.log_proof(why, log_events)
+        )
         if proof is not None:
             return finding.with_(
                 severity=Severity.ERROR,
@@ -1569,8 +1600,8 @@ def refine_reachability(
             reachability=Reachability.ENABLED_BY_RUN_COMMAND,
             reachability_reason=f"off by default ({why_default}); enabled by the README run command",
         )
-    if family_logs:
-        e = family_logs[0]
+    e = analysis.first_log(family, log_events)
+    if e is not None:
         finding = finding.with_(extra=finding.extra + (("log_evidence", f"{e[0]}:{e[1]} {e[2][:100]}"),))
         if finding.severity is Severity.WARNING and finding.reachability is Reachability.UNKNOWN:
             finding = finding.with_(severity=Severity.ERROR, confidence=Confidence.MEDIUM)

@@ -338,7 +338,26 @@ def test_may_contain_is_never_false_where_an_ignorecase_pattern_matches(text, wo
 @given(
     st.lists(
         st.sampled_from(
-            ["def", "if", "log0", "print", "(", "f'", '"', "'", "f", "lo", "g", "pr", "int", " ", "\u2003", "\t", "x", "="]
+            [
+                "def",
+                "if",
+                "log0",
+                "print",
+                "(",
+                "f'",
+                '"',
+                "'",
+                "f",
+                "lo",
+                "g",
+                "pr",
+                "int",
+                " ",
+                "\u2003",
+                "\t",
+                "x",
+                "=",
+            ]
         )
     )
 )

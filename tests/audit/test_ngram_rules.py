@@ -3,7 +3,11 @@ structural traps, reachability through logs and per-command README envs, and the
 
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from audit.analysis.ngram import _guard_cores, log_proof
 from audit.api import audit_git
@@ -212,3 +216,51 @@ def test_corpus_rows(mirror, pr):
     rep = audit_git(mirror, row["ref_sha"], folder, select=NGRAM_RULES)
     errors = {f.code for f in rep.findings if f.code in NGRAM_RULES and f.severity is Severity.ERROR}
     assert errors == rules, [(f.code, f.severity, f.message) for f in rep.findings]
+
+
+def _log_proof_by_pattern(why, log_events):
+    """`log_proof` as the patterns alone answer it (no word prefilter)."""
+    for core in _guard_cores(why):
+        last = core.split("_")[-1]
+        on = re.compile(rf"\b\w*{re.escape(last)}\w*\s*[=:]\s*(true|1|on|yes|enabled)\b", re.I)
+        named = re.compile(rf"^\[?{re.escape(core)}\w*[\s:\]][^\n]*\d", re.I)
+        for e in log_events:
+            if on.search(e[2]) or named.search(e[2]):
+                return e
+    return None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(["`args.use_phrase_cache` is False", "`ppm_k` is False", "`os.environ.get('DIRICHLET')` is False"]),
+    st.lists(
+        st.lists(
+            st.sampled_from(
+                [
+                    "phrase",
+                    "_cache",
+                    "CACHE",
+                    "Cache",
+                    "ppm",
+                    "K",
+                    "\u212a",
+                    "dirichlet",
+                    "=",
+                    ":",
+                    " ",
+                    "true",
+                    "1",
+                    "[",
+                    "x",
+                    "ſ",
+                    "enabled",
+                ]
+            ),
+            max_size=8,
+        ).map("".join),
+        max_size=6,
+    ),
+)
+def test_log_proof_finds_what_its_patterns_find(why, texts):
+    events = [("run.log", i + 1, t) for i, t in enumerate(texts)]
+    assert log_proof(why, events) == _log_proof_by_pattern(why, events)
