@@ -155,13 +155,15 @@ class CalibrationAnalysis:
                 self._matmul_fns.update(a for a in idx.ancestors(op) if isinstance(a, FUNCS))
         seen: set[ast.AST] = set()
         clocky: dict[str, bool] = {}  # identifier -> names a wallclock budget (a script repeats its names)
-        for n in idx.nodes(ast.Name, ast.Attribute):
-            word = n.id if n.__class__ is ast.Name else n.attr
+
+        def clock(word: str) -> bool:
             hit = clocky.get(word)
             if hit is None:
                 hit = clocky[word] = _CLOCK.search(word) is not None
-            if not hit:
-                continue
+            return hit
+
+        names = idx.nodes_where(ast.Name, lambda n: clock(n.id))
+        for n in names + idx.nodes_where(ast.Attribute, lambda n: clock(n.attr)):
             loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])

@@ -976,8 +976,8 @@ class NativeAnalysis:
             if path.lower().endswith(NATIVE_SUFFIXES) and not is_binary(self.files[path]):
                 out.append(NativeSource(path, 1, decode_text(self.files[path])))
         for idx in self.program.indexes:
-            for node in idx.nodes(ast.Constant):
-                if isinstance(node.value, str) and len(node.value) > 60 and _C_TEXT.search(node.value):
+            for node in idx.nodes_where(ast.Constant, lambda n: isinstance(n.value, str) and len(n.value) > 60):
+                if _C_TEXT.search(node.value):
                     path = idx.path + (" (decoded)" if idx.src.virtual else "")
                     out.append(NativeSource(path, node.lineno, node.value, idx, node))
         return out
@@ -1032,15 +1032,15 @@ class NativeAnalysis:
             # scopes that read the string's name (`f.write(SRC)` in the function that compiles it)
             readers = {scope} | {
                 self._scope(src.idx, n)
-                for n in src.idx.nodes(ast.Name)
+                for n in src.idx.unordered(ast.Name)
                 if n.id in names and isinstance(n.ctx, ast.Load)
             }
             return [s for s in self.loaders if s.idx is src.idx and self._scope(s.idx, s.node) in readers]
         base = PurePosixPath(src.path).name
         stem = PurePosixPath(src.path).stem
         for idx in self.program.indexes:
-            for node in idx.nodes(ast.Constant):
-                if isinstance(node.value, str) and (base in node.value or node.value.endswith(f"{stem}.so")):
+            for node in idx.nodes_where(ast.Constant, lambda n: isinstance(n.value, str)):
+                if base in node.value or node.value.endswith(f"{stem}.so"):
                     scope = self._scope(idx, node)
                     scopes = {scope, idx.tree}
                     out.extend(s for s in self.loaders if s.idx is idx and self._scope(s.idx, s.node) in scopes)

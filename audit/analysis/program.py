@@ -53,12 +53,10 @@ class Program(Folding, Liveness):
     def _index(self, idx: SourceIndex) -> None:
         self.env_helpers.update(env_get_wrappers(idx))
         names = self.functions  # references are kept for function names only (see `refs`)
-        for n in idx.nodes(ast.Name):
-            if n.id in names and isinstance(n.ctx, ast.Load):
-                self.refs.setdefault(n.id, []).append((idx, n))
-        for n in idx.nodes(ast.Attribute):
-            if n.attr in names and isinstance(n.ctx, ast.Load):
-                self.refs.setdefault(n.attr, []).append((idx, n))
+        for n in idx.nodes_where(ast.Name, lambda n: n.id in names and isinstance(n.ctx, ast.Load)):
+            self.refs.setdefault(n.id, []).append((idx, n))
+        for n in idx.nodes_where(ast.Attribute, lambda n: n.attr in names and isinstance(n.ctx, ast.Load)):
+            self.refs.setdefault(n.attr, []).append((idx, n))
         for stmt in idx.tree.body:
             for target, value in assign_pairs(stmt):
                 if isinstance(target, ast.Name):

@@ -246,3 +246,17 @@ def test_the_nodes_in_a_span_are_the_nodes_under_a_statement(text):
             spanned = idx.nodes_in_span(node, cls)
             assert {id(n) for n in spanned} == {id(n) for n in under}
             assert spanned == sorted(spanned, key=lambda n: (n.lineno, n.col_offset))
+
+
+@pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
+def test_a_filtered_class_comes_in_the_order_of_the_whole_class(text):
+    """`nodes_where` sorts only what its filter keeps, asked before or after the class was put in order."""
+    for first in (False, True):
+        idx = index_source(ResolvedSource(path="x.py", text=text))
+        for cls in (ast.Name, ast.Attribute, ast.Constant, ast.arguments):
+            keep = lambda n: hash(ast.dump(n)) % 3 == 0  # noqa: E731 - any filter
+            if first:
+                idx.nodes(cls)
+            got = idx.nodes_where(cls, keep)
+            assert got == [n for n in idx.nodes(cls) if keep(n)]
+            assert {id(n) for n in idx.unordered(cls)} == {id(n) for n in idx.nodes(cls)}
