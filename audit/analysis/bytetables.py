@@ -709,18 +709,19 @@ def constant_denominators(program: Program, valflow: ValFlow | None = None) -> l
                 continue  # judged at the whole product
             fn = idx.enclosing(expr, ast.FunctionDef, ast.AsyncFunctionDef)
             local = single_bindings(fn)
-            ln2, const, loose = 0, 1.0, []
-            for f, sign in _factors(program, expr, local):
-                power = _ln2_power(program, f, local)
+            factors = [(f, sign, _ln2_power(program, f, local)) for f, sign in _factors(program, expr, local)]
+            if sum(power * sign for _, sign, power in factors) != -1:
+                continue  # no 1/ln 2 in the product: nothing to fold
+            const, loose = 1.0, []
+            for f, sign, power in factors:
                 if power:
-                    ln2 += power * sign
                     continue
                 v = program.fold(f, local=local)
                 if _is_number(v) and v != 0:
                     const *= float(v) ** sign
                 else:
                     loose.append((f, sign))
-            if ln2 != -1 or const <= 0 or sorted(sign for _, sign in loose) not in ([1], [-1, 1]):
+            if const <= 0 or sorted(sign for _, sign in loose) not in ([1], [-1, 1]):
                 continue
             bpt = 1.0 / const
             if not BPT_RANGE[0] < bpt < BPT_RANGE[1]:
