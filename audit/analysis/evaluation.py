@@ -598,7 +598,15 @@ def _primitives(scope: ast.AST, counting: set[int]):
         return id(expr) in counting
 
     counted = _count_names(scope, counting) if counting else set()
-    for n in sorted(_nodes(scope, ast.AugAssign, ast.Assign, ast.Call), key=_line):
+    # what can be a table update, then in program order (the sort is stable: the same order as sorting first)
+    candidates = [n for n in _nodes(scope, ast.AugAssign) if isinstance(n.op, ast.Add)]
+    candidates += _nodes(scope, ast.Assign)
+    candidates += [
+        n
+        for n in _nodes(scope, ast.Call)
+        if n.func.__class__ is ast.Attribute and (n.func.attr in _ACCUMULATE_CALLS or n.func.attr in ("at", "copy_"))
+    ]
+    for n in sorted(candidates, key=_line):
         if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
             root = _root(n.target)
             if root is None:
