@@ -171,6 +171,7 @@ class Evaluation:
                         self._inits.setdefault(cls.name, []).append(st)
         self._prim_memo: dict = {}
         self._site_memo: dict[int, list] = {}
+        self._user_names = set(self.p.functions) | set(self._inits)  # what `_callees` can resolve
         self._callee_memo: dict[int, tuple[ast.Call, list[tuple[ast.AST, dict[str, ast.AST]]]]] = {}
         for idx in program.indexes:
             for scope in [idx.tree, *idx.nodes(*FUNCS)]:
@@ -367,7 +368,9 @@ class Evaluation:
 
     def _scan(self, idx: SourceIndex, scope: ast.AST) -> None:
         first_update = len(self.updates)
-        calls = sorted(_nodes(scope, ast.Call), key=lambda c: (c.lineno, c.col_offset))
+        # only a call of a user function (or class) has callees to scan; then in program order
+        user = self._user_names
+        calls = sorted((c for c in _nodes(scope, ast.Call) if call_name(c) in user), key=_line)
         passes: list[ScoringPass] = []
         taken: set[int] = set()
         for call in calls:
