@@ -48,7 +48,8 @@ _SAMPLING_CALLS = {"multinomial"}
 _CALIB_NAME = re.compile(r"hessian|calib", re.I)
 _HOOKS = {"register_forward_hook", "register_forward_pre_hook"}
 _OUTER_PRODUCT = {"addmm_", "addmm", "matmul", "mm", "outer", "einsum", "baddbmm_"}
-_CLOCK = re.compile(r"wallclock|time_budget|train_budget|time_limit", re.I)
+_CLOCK_WORDS = ("wallclock", "time_budget", "train_budget", "time_limit")
+_CLOCK = re.compile("|".join(_CLOCK_WORDS), re.I)
 _RESERVE = re.compile(r"reserve", re.I)
 _BUDGET_TARGET = re.compile(r"wallclock|budget|deadline|time_limit|train_ms|train_seconds", re.I)
 _FILE_CALLS = {"glob", "open", "load", "load_data_shard", "fromfile", "memmap", "Path", "iglob"}
@@ -153,17 +154,15 @@ class CalibrationAnalysis:
         for op in idx.nodes(ast.BinOp):
             if isinstance(op.op, ast.MatMult):
                 self._matmul_fns.update(a for a in idx.ancestors(op) if isinstance(a, FUNCS))
+        if not may_contain(idx.src.text, _CLOCK_WORDS):
+            return  # an ASCII source names no wallclock budget unless its text holds one of the words
         seen: set[ast.AST] = set()
-        clocky: dict[str, bool] = {}  # identifier -> names a wallclock budget (a script repeats its names)
-
-        def clock(word: str) -> bool:
-            hit = clocky.get(word)
-            if hit is None:
-                hit = clocky[word] = _CLOCK.search(word) is not None
-            return hit
-
-        names = idx.nodes_where(ast.Name, lambda n: clock(n.id))
-        for n in names + idx.nodes_where(ast.Attribute, lambda n: clock(n.attr)):
+        words = {n.id for n in idx.unordered(ast.Name)} | {n.attr for n in idx.unordered(ast.Attribute)}
+        clocky = {w for w in words if _CLOCK.search(w)}  # a script repeats its names: each is searched once
+        if not clocky:
+            return
+        names = idx.nodes_where(ast.Name, lambda n: n.id in clocky)
+        for n in names + idx.nodes_where(ast.Attribute, lambda n: n.attr in clocky):
             loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])
