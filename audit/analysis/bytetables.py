@@ -21,6 +21,7 @@ import ast
 import copy
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..load.parse import walk
 from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
@@ -469,9 +470,9 @@ def uses_byte_sidecar(program: Program) -> bool:
     for idx in program.indexes:
         if idx.src.text.isascii() and not SIDECAR_NAME.search(idx.src.text):
             continue  # an ASCII source's names are in its text as written: none can match
-        names.update(n.id for n in idx.unordered(ast.Name))
-        names.update(n.attr for n in idx.unordered(ast.Attribute))
-        names.update(n.name for n in idx.nodes(ast.FunctionDef))
+        names.update(map(attrgetter("id"), idx.unordered(ast.Name)))
+        names.update(map(attrgetter("attr"), idx.unordered(ast.Attribute)))
+        names.update(map(attrgetter("name"), idx.unordered(ast.FunctionDef)))
     # one scan of the names joined by newlines: no alternative of the pattern holds or folds to one, so a match
     # lies inside one name
     return SIDECAR_NAME.search("\n".join(names)) is not None

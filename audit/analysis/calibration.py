@@ -25,6 +25,7 @@ import ast
 import bisect
 import re
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 from ..load.parse import walk
 from ..logs.patterns import may_contain
@@ -157,12 +158,12 @@ class CalibrationAnalysis:
         if not may_contain(idx.src.text, _CLOCK_WORDS):
             return  # an ASCII source names no wallclock budget unless its text holds one of the words
         seen: set[ast.AST] = set()
-        words = {n.id for n in idx.unordered(ast.Name)} | {n.attr for n in idx.unordered(ast.Attribute)}
+        words = set(map(attrgetter("id"), idx.unordered(ast.Name)))
+        words.update(map(attrgetter("attr"), idx.unordered(ast.Attribute)))
         clocky = {w for w in words if _CLOCK.search(w)}  # a script repeats its names: each is searched once
         if not clocky:
             return
-        names = idx.nodes_where(ast.Name, lambda n: n.id in clocky)
-        for n in names + idx.nodes_where(ast.Attribute, lambda n: n.attr in clocky):
+        for n in idx.nodes_with(ast.Name, "id", clocky) + idx.nodes_with(ast.Attribute, "attr", clocky):
             loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])

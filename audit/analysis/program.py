@@ -53,10 +53,12 @@ class Program(Folding, Liveness):
     def _index(self, idx: SourceIndex) -> None:
         self.env_helpers.update(env_get_wrappers(idx))
         names = self.functions  # references are kept for function names only (see `refs`)
-        for n in idx.nodes_where(ast.Name, lambda n: n.id in names and isinstance(n.ctx, ast.Load)):
-            self.refs.setdefault(n.id, []).append((idx, n))
-        for n in idx.nodes_where(ast.Attribute, lambda n: n.attr in names and isinstance(n.ctx, ast.Load)):
-            self.refs.setdefault(n.attr, []).append((idx, n))
+        for n in idx.nodes_with(ast.Name, "id", names):
+            if isinstance(n.ctx, ast.Load):
+                self.refs.setdefault(n.id, []).append((idx, n))
+        for n in idx.nodes_with(ast.Attribute, "attr", names):
+            if isinstance(n.ctx, ast.Load):
+                self.refs.setdefault(n.attr, []).append((idx, n))
         for stmt in idx.tree.body:
             for target, value in assign_pairs(stmt):
                 if isinstance(target, ast.Name):

@@ -49,6 +49,12 @@ class SourceIndex:
             return [n for n in nodes if keep(n)]
         return sorted((n for n in nodes if keep(n)), key=_LINE_COL)
 
+    def nodes_with(self, cls: type, name: str, values) -> list[ast.AST]:
+        """`nodes_where(cls, lambda n: getattr(n, name) in values)`, at comprehension speed (no call per node)."""
+        get = attrgetter(name)
+        kept = [n for n in self.by_type.get(cls, ()) if get(n) in values]
+        return sorted(kept, key=_LINE_COL) if cls in self._unsorted else kept
+
     def unordered(self, cls: type) -> list[ast.AST]:
         """The nodes of `cls` in no promised order, for a reader that makes a set of them."""
         return self.by_type.get(cls, [])
