@@ -950,8 +950,9 @@ def _aliases(idx: SourceIndex) -> dict[str, str]:
     return out
 
 
-def _qualified(func: ast.AST, aliases: dict[str, str]) -> str:
-    name = dotted(func) or ""
+def _qualified(func: ast.AST, aliases: dict[str, str], name: str | None = None) -> str:
+    """`func` with its imported head spelled out; `name`: its dotted name, when known already."""
+    name = (dotted(func) or "") if name is None else name
     head, _, rest = name.partition(".")
     if head in aliases:
         return f"{aliases[head]}.{rest}" if rest else aliases[head]
@@ -1000,8 +1001,8 @@ class NativeAnalysis:
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
-            for call in idx.nodes(ast.Call):
-                full = _qualified(call.func, aliases)
+            for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
+                full = _qualified(call.func, aliases, name)
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))

@@ -68,8 +68,11 @@ def _aliases(idx: SourceIndex) -> dict[str, tuple[str, ast.AST]]:
     return out
 
 
-def _qualified(call: ast.Call, aliases: dict[str, tuple[str, ast.AST]]) -> tuple[str, ast.AST | None]:
-    name = dotted(call.func) or ""
+def _qualified(
+    call: ast.Call, aliases: dict[str, tuple[str, ast.AST]], name: str | None = None
+) -> tuple[str, ast.AST | None]:
+    """The call's callee with its imported head spelled out; `name`: its dotted name, when known already."""
+    name = (dotted(call.func) or "") if name is None else name
     head, _, rest = name.partition(".")
     if head in aliases:
         full, node = aliases[head]
@@ -97,8 +100,8 @@ def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
         aliases = _aliases(idx)
-        for call in idx.nodes(ast.Call):
-            full, bound = _qualified(call, aliases)
+        for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
+            full, bound = _qualified(call, aliases, name)
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers

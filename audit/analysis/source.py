@@ -10,7 +10,7 @@ from operator import attrgetter
 
 from ..load import parse as pyparse
 from ..load.resolve import ResolvedSource
-from .astutil import call_name
+from .astutil import call_name, dotted
 
 
 @dataclass
@@ -24,6 +24,7 @@ class SourceIndex:
     lines: list[str] = field(default_factory=list)
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
+    _call_dotted: list[str] | None = field(default=None, repr=False)
     _name_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
@@ -104,6 +105,13 @@ class SourceIndex:
         lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
         hi = bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo)
         return self._bucket(cls)[lo:hi]
+
+    def call_dotted(self) -> list[str]:
+        """The dotted name of each call's callee (`dotted(call.func)`, "" when it has none), in the order of
+        `nodes(ast.Call)`: the analyses that qualify every call through the imports read it here."""
+        if self._call_dotted is None:
+            self._call_dotted = [dotted(c.func) or "" for c in self._bucket(ast.Call)]
+        return self._call_dotted
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""
