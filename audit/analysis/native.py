@@ -1050,8 +1050,8 @@ class NativeAnalysis:
     def _calls_of(self, names: set[str]) -> list[PySite]:
         out = []
         for idx in self.program.indexes:
-            for call in idx.nodes(ast.Call):
-                if isinstance(call.func, ast.Attribute) and call.func.attr in names:
+            for call in idx.calls_named(*names):
+                if isinstance(call.func, ast.Attribute):
                     out.append(PySite(idx, call, call.func.attr))
         return out
 

@@ -162,6 +162,4 @@ def eval_phase(program: Program, idx: SourceIndex, node: ast.AST, depth: int = 0
 
 def has_training(program: Program) -> bool:
     """Does any source run a backward pass (is there a training loop at all)?"""
-    return any(
-        isinstance(n, ast.Call) and call_name(n) == "backward" for idx in program.indexes for n in idx.nodes(ast.Call)
-    )
+    return any(idx.calls_named("backward") for idx in program.indexes)

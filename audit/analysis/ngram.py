@@ -198,8 +198,8 @@ class NgramAnalysis:
         # helpers that increment a table handed to them: every argument in that position is a count table
         helpers = self._incrementing_helpers()
         for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
-                for pos, param in helpers.get(call_name(call), ()):
+            for call in idx.calls_named(*helpers) if helpers else ():
+                for pos, param in helpers[call_name(call)]:
                     arg = call.args[pos] if pos < len(call.args) else None
                     arg = arg or next((k.value for k in call.keywords if k.arg == param), None)
                     if arg is not None and not isinstance(arg, ast.Starred):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 from ..load.parse import walk
 from ..load.resolve import ResolvedSource
-from .astutil import ENV_FUNCS, dotted
+from .astutil import ENV_FUNCS
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
@@ -100,8 +100,8 @@ def env_get_wrappers(idx: SourceIndex) -> set[str]:
     whose own body (not a nested def, class or lambda) reads the environment at its first parameter. Found from
     the source's environment calls up to their scope, rather than by walking every function."""
     out: set[str] = set()
-    for call in idx.nodes(ast.Call):
-        if not (call.args and isinstance(call.args[0], ast.Name)) or (dotted(call.func) or "") not in ENV_FUNCS:
+    for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
+        if name not in ENV_FUNCS or not (call.args and isinstance(call.args[0], ast.Name)):
             continue
         fn = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.args.args:

@@ -98,8 +98,7 @@ class ValFlow:
         """Every call of a user function: (call, the scope it is made in, [(callee, its positional params)])."""
         out = []
         for idx in self.p.indexes:
-            for call in idx.nodes(ast.Call):
-                name = call.func.attr if isinstance(call.func, ast.Attribute) else getattr(call.func, "id", None)
+            for call, name in zip(idx.nodes(ast.Call), idx.call_names()):
                 if not name or name not in self.p.functions:
                     continue
                 caller = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
