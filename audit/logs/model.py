@@ -9,9 +9,9 @@ from typing import NamedTuple
 from .patterns import DATA_RE, DIGIT_RE
 
 
-@dataclass(frozen=True, slots=True)
-class LogLine:
-    """A non-echoed line of a log (1-based `lineno`), with the pattern that matched it (`kind`)."""
+class LogLine(NamedTuple):
+    """A non-echoed line of a log (1-based `lineno`), with the pattern that matched it (`kind`). A named tuple:
+    one is made for every line of every log (a frozen dataclass cost three `object.__setattr__` calls each)."""
 
     lineno: int
     text: str
