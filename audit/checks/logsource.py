@@ -156,6 +156,8 @@ def provenance(
 
 
 def _echo_diffs(folder: Folder, texts: dict[str, str], logs: dict[str, LogResult]) -> list[EchoDiff]:
+    if not any(res.source_echo_lines for res in logs.values()):
+        return []  # no log echoes a source: nothing to compare (the line sets below cost a pass over every source)
     shipped = {p: {ln.strip() for ln in t.splitlines()} for p, t in texts.items()}
     if not shipped:
         return []
