@@ -1131,6 +1131,8 @@ class NgramAnalysis:
         read from a table at the scored target (or from the model's probability of that target), and the
         branch it picks rescores that same target."""
         sites: list[UnnormSite] = []
+        if not (fn.decorator_list or idx.calls_in_span(fn, "where")):
+            return sites  # no `where(…)` in the function (its span, or its decorators above it)
         targets = None
         for n in scope_nodes(fn, ast.Call):
             if not (call_name(n) == "where" and len(n.args) == 3):
