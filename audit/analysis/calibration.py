@@ -561,6 +561,8 @@ class CalibrationAnalysis:
         """Statements that subtract a calibration reserve from the training budget."""
         out = []
         for idx in self.p.indexes:
+            if not may_contain(idx.src.text, ("reserve",)):
+                continue  # every reserve is named (`_reserve_term`): an ASCII source without the word has none
             for n in idx.nodes(ast.AugAssign, ast.Assign):
                 targets = [n.target] if isinstance(n, ast.AugAssign) else n.targets
                 tnames = [dotted(t) or "" for t in targets]

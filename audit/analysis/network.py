@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass
 
 from ..load.parse import walk
+from ..logs.patterns import may_contain
 from .astutil import call_name, dotted
 from .program import Program, SourceIndex
 
@@ -33,6 +34,9 @@ NETWORK_APIS = (
     "aiohttp.",
     "httpx.",
 )
+# a call reaches an API above only through its own dotted name or an import, both in the source's text: one of
+# these words (lowercase, for `may_contain`) is in it
+_API_WORDS = ("requests", "urllib", "http", "socket", "huggingface_hub", "datasets", "hub", "wget", "aiohttp")
 _NOT_CALLS = {"exceptions", "utils", "RequestException", "HTTPError", "EntryNotFoundError"}
 _SHELL_CALLS = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
 _SHELL_MODULES = ("subprocess.", "os.")
@@ -100,7 +104,12 @@ def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
         aliases = _aliases(idx)
-        for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
+        if may_contain(idx.src.text, _API_WORDS):
+            calls = list(zip(idx.nodes(ast.Call), idx.call_dotted()))
+        else:  # no API can be named: only a shell command can download (its calls, in index order)
+            named = idx.calls_named(*_SHELL_CALLS)
+            calls = [(c, dotted(c.func) or "") for c in named]
+        for call, name in calls:
             full, bound = _qualified(call, aliases, name)
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:

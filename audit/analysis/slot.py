@@ -26,11 +26,15 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load.parse import walk
+from ..logs.patterns import may_contain
 from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names
 from .valueflow import ValFlow
 
+# a free tensor is made with `requires_grad` (a keyword, `requires_grad_()`, `.requires_grad = True`) or as an
+# `nn.Parameter`: the words a source's text must hold (lowercase, for `may_contain`) before any scope is read
+_FREE_TENSOR_WORDS = ("requires_grad", "parameter")
 _OPTIMISERS = {"SGD", "Adam", "AdamW", "LBFGS", "RMSprop", "Adagrad", "Adamax", "NAdam", "RAdam", "Rprop"}
 _FACTORIES = {
     "zeros",
@@ -359,6 +363,8 @@ class SlotAnalysis:
         return out
 
     def _site(self, idx: SourceIndex, bwd: ast.Call) -> list[SlotSite]:
+        if not may_contain(idx.src.text, _FREE_TENSOR_WORDS):
+            return []  # an ASCII source that never writes `requires_grad` or `Parameter` makes no free tensor
         chain = self.chain(idx, bwd)
         free = self._free_tensors(chain)
         if not free:

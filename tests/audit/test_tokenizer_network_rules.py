@@ -373,3 +373,12 @@ def test_corpus_constant_denominator_and_overcount_are_byte_bugs(mirror):
         rep = audit_git(mirror, row["ref_sha"], row["folder"])
         assert rep.verdict == "flag" and "tokenizer_bpb_bug" in rep.categories, (row["pr"], rep.categories)
         assert "other" not in rep.categories, row["pr"]
+
+
+def test_every_network_api_holds_a_prefilter_word():
+    """The network analysis skips the API check in a source whose text holds none of `_API_WORDS`: every API
+    it knows must hold one, or a call of it would be missed."""
+    from audit.analysis.network import _API_WORDS, NETWORK_APIS
+
+    for api in NETWORK_APIS:
+        assert any(w in api.lower() for w in _API_WORDS), api
