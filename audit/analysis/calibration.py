@@ -128,7 +128,7 @@ class CalibrationAnalysis:
         self._matmul_fns: set[ast.AST] = set()
         self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
         self._reach_memo: dict[tuple[int, str, tuple[int, int]], list[tuple[object, bool]]] = {}
-        self._names_in: dict[int, tuple[ast.stmt, frozenset[str]]] = {}  # statement -> the names it mentions
+        self._name_starts: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (source, name) -> where it is read
         self._bound_args: dict[int, dict[str, tuple[SourceIndex, ast.AST, ast.AST]]] = {}  # helper -> param -> arg
         for idx in program.indexes:
             for c in idx.nodes(ast.ClassDef):
@@ -168,6 +168,14 @@ class CalibrationAnalysis:
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])
                 self._clock_candidates.append((idx, loops[-1]))
+
+    def name_starts(self, idx: SourceIndex, name: str) -> list[tuple[int, int]]:
+        """Where each `Name` node of `name` in the source starts, in order (one list per traced name)."""
+        key = (id(idx), name)
+        hit = self._name_starts.get(key)
+        if hit is None:
+            hit = self._name_starts[key] = [(n.lineno, n.col_offset) for n in idx.nodes_with(ast.Name, "id", {name})]
+        return hit
 
     def _names_in_span(self, idx: SourceIndex, node: ast.AST) -> list[str]:
         """The called names of the calls that start inside `node`'s source span: every call under a function
@@ -609,6 +617,7 @@ class _Flow:
         self.name = name
         self.pos = pos
         self.local = single_bindings(scope) if isinstance(scope, FUNCS) else {}
+        self._starts = analysis.name_starts(idx, name)
 
     def run(self, stmts: list[ast.stmt], state: list, cond: Switch = False) -> tuple[list, bool]:
         """(definitions reaching the end of `stmts`, or the use if it lies inside them; whether it did)."""
@@ -652,7 +661,7 @@ class _Flow:
 
     def _through(self, st: ast.stmt, state: list, cond: Switch) -> list:
         """The definitions reaching the end of `st`."""
-        if self.name not in self._mentioned(st):
+        if not self._mentions(st):
             # every way a statement changes what reaches (a binding, a mutator call, `xs[i] = …`, a loop or
             # `with` target) names the variable: a statement that never names it passes the state on as it is
             return state
@@ -698,14 +707,15 @@ class _Flow:
                     state = self._merge(state, new) if isinstance(n, (ast.AugAssign, ast.NamedExpr)) else new
         return state
 
-    def _mentioned(self, st: ast.stmt) -> frozenset[str]:
-        """The names `st` reads or binds anywhere inside it, kept for the analysis (every flow of a function
-        crosses the same statements, one flow per traced name)."""
-        memo = self.a._names_in
-        hit = memo.get(id(st))
-        if hit is None or hit[0] is not st:
-            hit = memo[id(st)] = (st, frozenset(n.id for n in walk(st) if n.__class__ is ast.Name))
-        return hit[1]
+    def _mentions(self, st: ast.stmt) -> bool:
+        """Whether `st` names the variable anywhere inside it: a `Name` of it starts in the statement's span (a
+        statement's nodes lie in its span; a nested def's decorators do not, and a def passes the state on
+        anyway). A statement of another source is walked."""
+        if st not in self.idx.parents:
+            return any(n.__class__ is ast.Name and n.id == self.name for n in walk(st))
+        starts = self._starts
+        i = bisect.bisect_left(starts, (st.lineno, st.col_offset))
+        return i < len(starts) and starts[i] < (st.end_lineno, st.end_col_offset)
 
     def _switch(self, st: ast.If, branch: list[ast.stmt]) -> tuple[bool, ast.expr | None]:
         """(is `branch` off under the effective config, the `if` test when an undecided switch — configuration,
