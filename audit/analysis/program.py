@@ -18,7 +18,7 @@ from .astutil import ENV_FUNCS
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
-from .source import SourceIndex, index_source
+from .source import POSITION, SourceIndex, index_source
 
 
 @dataclass
@@ -30,7 +30,7 @@ class Program(Folding, Liveness):
     config: Config = field(default_factory=Config)
     functions: dict[str, list[tuple[SourceIndex, ast.AST]]] = field(default_factory=dict)
     # where each of the program's function names is read (a call, a callback): every query names a function
-    refs: dict[str, list[tuple[SourceIndex, ast.AST]]] = field(default_factory=dict)
+    refs: "FunctionRefs" = field(default_factory=lambda: FunctionRefs([], {}))
     attrs: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # hyperparameter-like attributes
     consts: dict[str, tuple[SourceIndex, ast.expr]] = field(default_factory=dict)  # module-level NAME = expr
     env_helpers: set[str] = field(default_factory=set)  # user functions wrapping os.environ.get(name, default)
@@ -46,19 +46,13 @@ class Program(Folding, Liveness):
         for idx in idxs:
             for fn in idx.nodes(ast.FunctionDef, ast.AsyncFunctionDef):
                 prog.functions.setdefault(fn.name, []).append((idx, fn))
+        prog.refs = FunctionRefs(idxs, prog.functions)
         for idx in idxs:
             prog._index(idx)
         return prog
 
     def _index(self, idx: SourceIndex) -> None:
         self.env_helpers.update(env_get_wrappers(idx))
-        names = self.functions  # references are kept for function names only (see `refs`)
-        for n in idx.nodes_with(ast.Name, "id", names):
-            if isinstance(n.ctx, ast.Load):
-                self.refs.setdefault(n.id, []).append((idx, n))
-        for n in idx.nodes_with(ast.Attribute, "attr", names):
-            if isinstance(n.ctx, ast.Load):
-                self.refs.setdefault(n.attr, []).append((idx, n))
         for stmt in idx.tree.body:
             for target, value in assign_pairs(stmt):
                 if isinstance(target, ast.Name):
@@ -81,6 +75,44 @@ class Program(Folding, Liveness):
                 for kw in call.keywords:
                     if kw.arg == "default":
                         self.attrs.setdefault(name, (idx, kw.value))
+
+
+class FunctionRefs:
+    """Where each function name of the program is read (a `Name` or an attribute, loaded): `get(name, default)`
+    as a dict of name -> [(source, node)] would answer, each source's names before its attributes, each in
+    position order. Made on first ask per name: most function names are never asked about."""
+
+    def __init__(self, indexes: list[SourceIndex], functions: dict) -> None:
+        self._indexes = indexes
+        self._functions = functions
+        self._by_name: list[tuple[dict[str, list[ast.AST]], dict[str, list[ast.AST]]]] | None = None
+        self._memo: dict[str, list[tuple[SourceIndex, ast.AST]]] = {}
+
+    def get(self, name: str, default=None):
+        hit = self._memo.get(name)
+        if hit is None:
+            hit = self._memo[name] = self._find(name) if name in self._functions else []
+        return hit or default
+
+    def _find(self, name: str) -> list[tuple[SourceIndex, ast.AST]]:
+        if self._by_name is None:  # one pass over each source's names, grouped by the function they name
+            self._by_name = []
+            for idx in self._indexes:
+                names: dict[str, list[ast.AST]] = {}
+                for n in idx.unordered(ast.Name):
+                    if n.id in self._functions:
+                        names.setdefault(n.id, []).append(n)
+                attrs: dict[str, list[ast.AST]] = {}
+                for n in idx.unordered(ast.Attribute):
+                    if n.attr in self._functions:
+                        attrs.setdefault(n.attr, []).append(n)
+                self._by_name.append((names, attrs))
+        out: list[tuple[SourceIndex, ast.AST]] = []
+        for idx, (names, attrs) in zip(self._indexes, self._by_name):
+            for group in (names, attrs):
+                nodes = sorted(group.get(name, ()), key=POSITION)  # stable: as the ordered class gives them
+                out.extend((idx, n) for n in nodes if isinstance(n.ctx, ast.Load))
+        return out
 
 
 def assign_pairs(stmt: ast.stmt):

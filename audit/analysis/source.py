@@ -157,3 +157,4 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
 
 
 _LINE_COL = attrgetter("lineno", "col_offset")
+POSITION = _LINE_COL  # the sort key of the index's position order

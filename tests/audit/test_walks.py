@@ -266,3 +266,17 @@ def test_a_filtered_class_comes_in_the_order_of_the_whole_class(text):
         some = {n.id for n in idx.unordered(ast.Name)[::4]}
         got = idx.nodes_with(ast.Name, "id", some)
         assert got == [n for n in idx.nodes(ast.Name) if n.id in some]
+
+
+@pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
+def test_function_refs_are_the_loaded_names_and_attributes_of_each_function(text):
+    """`Program.refs` is made per name on first ask: what an eager table of every function name held."""
+    prog = _program(text)
+    idx = prog.indexes[0]
+    for name in [*prog.functions, "not_a_function"]:
+        eager = [(idx, n) for n in idx.nodes(ast.Name) if n.id == name and isinstance(n.ctx, ast.Load)]
+        eager += [(idx, n) for n in idx.nodes(ast.Attribute) if n.attr == name and isinstance(n.ctx, ast.Load)]
+        if name not in prog.functions:
+            eager = []
+        assert prog.refs.get(name, []) == eager
+        assert prog.refs.get(name) == (eager or None)
