@@ -10,9 +10,9 @@ Helpers shared by every analysis live in astutil.py; the flow of validation data
 from __future__ import annotations
 
 import ast
+import bisect
 from dataclasses import dataclass, field
 
-from ..load.parse import walk
 from ..load.resolve import ResolvedSource
 from .astutil import ENV_FUNCS
 from .config import Config
@@ -64,9 +64,11 @@ class Program(Folding, Liveness):
                     if isinstance(target, ast.Name):
                         self.attrs.setdefault(target.id, (idx, value))
         # `self.x = os.environ.get(...)` in __init__ and `args.x = ...` at module level
-        for n in idx.nodes(ast.Assign):
+        # (an environment read inside the value starts in the value's span: a bisect, not a walk of every value)
+        env_reads = [(a.lineno, a.col_offset) for a in idx.nodes_with(ast.Attribute, "attr", _ENV_ATTRS)]
+        for n in idx.nodes(ast.Assign) if env_reads else ():
             for t in n.targets:
-                if isinstance(t, ast.Attribute) and mentions_env(n.value):
+                if isinstance(t, ast.Attribute) and _starts_within(env_reads, n.value):
                     self.attrs.setdefault(t.attr, (idx, n.value))
         # argparse: add_argument("--ttt-epochs", default=3)
         for call in idx.calls_named("add_argument"):
@@ -123,8 +125,13 @@ def assign_pairs(stmt: ast.stmt):
         yield stmt.target, stmt.value
 
 
-def mentions_env(node: ast.AST) -> bool:
-    return any(isinstance(n, ast.Attribute) and n.attr in ("environ", "getenv") for n in walk(node))
+_ENV_ATTRS = frozenset({"environ", "getenv"})
+
+
+def _starts_within(starts: list[tuple[int, int]], node: ast.AST) -> bool:
+    """Whether one of the sorted `starts` lies in `node`'s span (for an assigned value: a node under it)."""
+    i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+    return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
 
 
 def env_get_wrappers(idx: SourceIndex) -> set[str]:
