@@ -22,7 +22,6 @@ data, so it never becomes a collector.
 from __future__ import annotations
 
 import ast
-import bisect
 import re
 from dataclasses import dataclass, field
 from operator import attrgetter
@@ -32,6 +31,7 @@ from ..logs.patterns import may_contain
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
+from .source import span_slice, starts_within
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -181,9 +181,7 @@ class CalibrationAnalysis:
         """The called names of the calls that start inside `node`'s source span: every call under a function
         (nested bodies included) but its decorators', every call under a loop."""
         starts, names = self._call_spans[id(idx)]
-        lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
-        hi = bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo)
-        return names[lo:hi]
+        return names[span_slice(starts, node)]
 
     def _loop_calls(self, idx: SourceIndex, loop: ast.AST) -> set[str]:
         return set(self._names_in_span(idx, loop))
@@ -713,9 +711,7 @@ class _Flow:
         anyway). A statement of another source is walked."""
         if st not in self.idx.parents:
             return any(n.__class__ is ast.Name and n.id == self.name for n in walk(st))
-        starts = self._starts
-        i = bisect.bisect_left(starts, (st.lineno, st.col_offset))
-        return i < len(starts) and starts[i] < (st.end_lineno, st.end_col_offset)
+        return starts_within(self._starts, st)
 
     def _switch(self, st: ast.If, branch: list[ast.stmt]) -> tuple[bool, ast.expr | None]:
         """(is `branch` off under the effective config, the `if` test when an undecided switch — configuration,

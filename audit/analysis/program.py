@@ -10,7 +10,6 @@ Helpers shared by every analysis live in astutil.py; the flow of validation data
 from __future__ import annotations
 
 import ast
-import bisect
 from dataclasses import dataclass, field
 
 from ..load.resolve import ResolvedSource
@@ -18,7 +17,7 @@ from .astutil import ENV_FUNCS
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
-from .source import POSITION, SourceIndex, index_source
+from .source import POSITION, SourceIndex, index_source, starts_within
 
 
 @dataclass
@@ -68,7 +67,7 @@ class Program(Folding, Liveness):
         env_reads = [(a.lineno, a.col_offset) for a in idx.nodes_with(ast.Attribute, "attr", _ENV_ATTRS)]
         for n in idx.nodes(ast.Assign) if env_reads else ():
             for t in n.targets:
-                if isinstance(t, ast.Attribute) and _starts_within(env_reads, n.value):
+                if isinstance(t, ast.Attribute) and starts_within(env_reads, n.value):
                     self.attrs.setdefault(t.attr, (idx, n.value))
         # argparse: add_argument("--ttt-epochs", default=3)
         for call in idx.calls_named("add_argument"):
@@ -126,12 +125,6 @@ def assign_pairs(stmt: ast.stmt):
 
 
 _ENV_ATTRS = frozenset({"environ", "getenv"})
-
-
-def _starts_within(starts: list[tuple[int, int]], node: ast.AST) -> bool:
-    """Whether one of the sorted `starts` lies in `node`'s span (for an assigned value: a node under it)."""
-    i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
-    return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
 
 
 def env_get_wrappers(idx: SourceIndex) -> set[str]:

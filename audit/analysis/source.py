@@ -25,7 +25,7 @@ class SourceIndex:
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
     _call_dotted: list[str] | None = field(default=None, repr=False)
-    _name_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
+    _call_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
 
@@ -48,13 +48,13 @@ class SourceIndex:
         nodes = self.by_type.get(cls, [])
         if cls not in self._unsorted:
             return [n for n in nodes if keep(n)]
-        return sorted((n for n in nodes if keep(n)), key=_LINE_COL)
+        return sorted((n for n in nodes if keep(n)), key=POSITION)
 
     def nodes_with(self, cls: type, name: str, values) -> list[ast.AST]:
         """`nodes_where(cls, lambda n: getattr(n, name) in values)`, at comprehension speed (no call per node)."""
         get = attrgetter(name)
         kept = [n for n in self.by_type.get(cls, ()) if get(n) in values]
-        return sorted(kept, key=_LINE_COL) if cls in self._unsorted else kept
+        return sorted(kept, key=POSITION) if cls in self._unsorted else kept
 
     def unordered(self, cls: type) -> list[ast.AST]:
         """The nodes of `cls` in no promised order, for a reader that makes a set of them."""
@@ -67,7 +67,7 @@ class SourceIndex:
             # breadth first and the sort stable, so nodes at one position stay outer first. The parser positions
             # every node of a positioned class; a class without positions keeps the walk's order.
             self._unsorted.discard(t)
-            nodes.sort(key=_LINE_COL)
+            nodes.sort(key=POSITION)
         return nodes
 
     def calls_named(self, *names: str) -> list[ast.Call]:
@@ -89,11 +89,10 @@ class SourceIndex:
         for functions), so a subtree with such a call answers True. True may also be a call that `node` is the
         leftmost part of (`f` in `f(x)`); a statement starts with its keyword or its own expression."""
         key = names
-        starts = self._name_starts.get(key)
+        starts = self._call_starts.get(key)
         if starts is None:
-            starts = self._name_starts[key] = [(c.lineno, c.col_offset) for c in self.calls_named(*names)]
-        i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
-        return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
+            starts = self._call_starts[key] = [(c.lineno, c.col_offset) for c in self.calls_named(*names)]
+        return starts_within(starts, node)
 
     def nodes_in_span(self, node: ast.AST, cls: type) -> list[ast.AST]:
         """The nodes of class `cls` (a positioned class) that start inside `node`'s source span, in position
@@ -102,9 +101,7 @@ class SourceIndex:
         starts = self._class_starts.get(cls)
         if starts is None:
             starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
-        lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
-        hi = bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo)
-        return self._bucket(cls)[lo:hi]
+        return self._bucket(cls)[span_slice(starts, node)]
 
     def call_dotted(self) -> list[str]:
         """The dotted name of each call's callee (`dotted(call.func)`, "" when it has none), in the order of
@@ -156,5 +153,16 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
     return idx
 
 
-_LINE_COL = attrgetter("lineno", "col_offset")
-POSITION = _LINE_COL  # the sort key of the index's position order
+POSITION = attrgetter("lineno", "col_offset")  # the sort key of the index's position order
+
+
+def span_slice(starts: list[tuple[int, int]], node: ast.AST) -> slice:
+    """The entries of sorted (line, column) `starts` that lie in `node`'s source span."""
+    lo = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+    return slice(lo, bisect.bisect_left(starts, (node.end_lineno, node.end_col_offset), lo))
+
+
+def starts_within(starts: list[tuple[int, int]], node: ast.AST) -> bool:
+    """Whether one of the sorted (line, column) `starts` lies in `node`'s source span."""
+    i = bisect.bisect_left(starts, (node.lineno, node.col_offset))
+    return i < len(starts) and starts[i] < (node.end_lineno, node.end_col_offset)
