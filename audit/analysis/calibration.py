@@ -174,7 +174,7 @@ class CalibrationAnalysis:
         key = (id(idx), name)
         hit = self._name_starts.get(key)
         if hit is None:
-            hit = self._name_starts[key] = [(n.lineno, n.col_offset) for n in idx.nodes_with(ast.Name, "id", {name})]
+            hit = self._name_starts[key] = [(n.lineno, n.col_offset) for n in idx.named(ast.Name, name)]
         return hit
 
     def _names_in_span(self, idx: SourceIndex, node: ast.AST) -> list[str]:

@@ -17,7 +17,7 @@ from .astutil import ENV_FUNCS
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
-from .source import POSITION, SourceIndex, index_source, starts_within
+from .source import SourceIndex, index_source, starts_within
 
 
 @dataclass
@@ -86,7 +86,6 @@ class FunctionRefs:
     def __init__(self, indexes: list[SourceIndex], functions: dict) -> None:
         self._indexes = indexes
         self._functions = functions
-        self._by_name: list[tuple[dict[str, list[ast.AST]], dict[str, list[ast.AST]]]] | None = None
         self._memo: dict[str, list[tuple[SourceIndex, ast.AST]]] = {}
 
     def get(self, name: str, default=None):
@@ -96,24 +95,13 @@ class FunctionRefs:
         return hit or default
 
     def _find(self, name: str) -> list[tuple[SourceIndex, ast.AST]]:
-        if self._by_name is None:  # one pass over each source's names, grouped by the function they name
-            self._by_name = []
-            for idx in self._indexes:
-                names: dict[str, list[ast.AST]] = {}
-                for n in idx.unordered(ast.Name):
-                    if n.id in self._functions:
-                        names.setdefault(n.id, []).append(n)
-                attrs: dict[str, list[ast.AST]] = {}
-                for n in idx.unordered(ast.Attribute):
-                    if n.attr in self._functions:
-                        attrs.setdefault(n.attr, []).append(n)
-                self._by_name.append((names, attrs))
-        out: list[tuple[SourceIndex, ast.AST]] = []
-        for idx, (names, attrs) in zip(self._indexes, self._by_name):
-            for group in (names, attrs):
-                nodes = sorted(group.get(name, ()), key=POSITION)  # stable: as the ordered class gives them
-                out.extend((idx, n) for n in nodes if isinstance(n.ctx, ast.Load))
-        return out
+        return [
+            (idx, n)
+            for idx in self._indexes
+            for cls in (ast.Name, ast.Attribute)
+            for n in idx.named(cls, name)
+            if isinstance(n.ctx, ast.Load)
+        ]
 
 
 def assign_pairs(stmt: ast.stmt):

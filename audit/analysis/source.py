@@ -28,6 +28,8 @@ class SourceIndex:
     _call_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
+    _named: dict[type, dict[str, list[ast.AST]]] = field(default_factory=dict, repr=False)
+    _named_sorted: dict[type, set[str]] = field(default_factory=dict, repr=False)
 
     @property
     def path(self) -> str:
@@ -55,6 +57,22 @@ class SourceIndex:
         get = attrgetter(name)
         kept = [n for n in self.by_type.get(cls, ()) if get(n) in values]
         return sorted(kept, key=POSITION) if cls in self._unsorted else kept
+
+    def named(self, cls: type, name: str) -> list[ast.AST]:
+        """The `Name` nodes (`cls` ast.Name, by `id`) or attributes (ast.Attribute, by `attr`) called `name`, in
+        position order. The class is grouped by name in one pass, the first time any name is asked for."""
+        groups = self._named.get(cls)
+        if groups is None:
+            field_of = attrgetter("id" if cls is ast.Name else "attr")
+            groups = self._named[cls] = {}
+            for n in self.by_type.get(cls, ()):
+                groups.setdefault(field_of(n), []).append(n)
+            self._named_sorted[cls] = set()
+        nodes = groups.get(name, [])
+        if name not in self._named_sorted[cls]:  # the bucket's order was the walk's or already positional
+            self._named_sorted[cls].add(name)
+            nodes.sort(key=POSITION)
+        return nodes
 
     def unordered(self, cls: type) -> list[ast.AST]:
         """The nodes of `cls` in no promised order, for a reader that makes a set of them."""

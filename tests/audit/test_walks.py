@@ -265,7 +265,13 @@ def test_a_filtered_class_comes_in_the_order_of_the_whole_class(text):
             idx.nodes(ast.Name)
         some = {n.id for n in idx.unordered(ast.Name)[::4]}
         got = idx.nodes_with(ast.Name, "id", some)
+        by_name = {name: idx.named(ast.Name, name) for name in sorted(some)[:20]}
+        by_attr = {a.attr: idx.named(ast.Attribute, a.attr) for a in idx.unordered(ast.Attribute)[:20]}
         assert got == [n for n in idx.nodes(ast.Name) if n.id in some]
+        for name, nodes in by_name.items():
+            assert nodes == [n for n in idx.nodes(ast.Name) if n.id == name]
+        for attr, nodes in by_attr.items():
+            assert nodes == [n for n in idx.nodes(ast.Attribute) if n.attr == attr]
 
 
 @pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
