@@ -470,8 +470,8 @@ def uses_byte_sidecar(program: Program) -> bool:
     for idx in program.indexes:
         if idx.src.text.isascii() and not SIDECAR_NAME.search(idx.src.text):
             continue  # an ASCII source's names are in its text as written: none can match
-        names.update(map(attrgetter("id"), idx.unordered(ast.Name)))
-        names.update(map(attrgetter("attr"), idx.unordered(ast.Attribute)))
+        names.update(idx.identifiers(ast.Name))
+        names.update(idx.identifiers(ast.Attribute))
         names.update(map(attrgetter("name"), idx.unordered(ast.FunctionDef)))
     # one scan of the names joined by newlines: no alternative of the pattern holds or folds to one, so a match
     # lies inside one name

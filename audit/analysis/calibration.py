@@ -24,7 +24,6 @@ from __future__ import annotations
 import ast
 import re
 from dataclasses import dataclass, field
-from operator import attrgetter
 
 from ..load.parse import walk
 from ..logs.patterns import may_contain
@@ -158,8 +157,7 @@ class CalibrationAnalysis:
         if not may_contain(idx.src.text, _CLOCK_WORDS):
             return  # an ASCII source names no wallclock budget unless its text holds one of the words
         seen: set[ast.AST] = set()
-        words = set(map(attrgetter("id"), idx.unordered(ast.Name)))
-        words.update(map(attrgetter("attr"), idx.unordered(ast.Attribute)))
+        words = idx.identifiers(ast.Name) | idx.identifiers(ast.Attribute)
         clocky = {w for w in words if _CLOCK.search(w)}  # a script repeats its names: each is searched once
         if not clocky:
             return

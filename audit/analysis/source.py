@@ -61,18 +61,25 @@ class SourceIndex:
     def named(self, cls: type, name: str) -> list[ast.AST]:
         """The `Name` nodes (`cls` ast.Name, by `id`) or attributes (ast.Attribute, by `attr`) called `name`, in
         position order. The class is grouped by name in one pass, the first time any name is asked for."""
+        nodes = self._groups(cls).get(name, [])
+        if name not in self._named_sorted[cls]:  # the bucket's order was the walk's or already positional
+            self._named_sorted[cls].add(name)
+            nodes.sort(key=POSITION)
+        return nodes
+
+    def identifiers(self, cls: type):
+        """The distinct names of the `Name` nodes (`cls` ast.Name) or attributes (ast.Attribute): a set-like view."""
+        return self._groups(cls).keys()
+
+    def _groups(self, cls: type) -> dict[str, list[ast.AST]]:
         groups = self._named.get(cls)
-        if groups is None:
+        if groups is None:  # one pass over the class, shared by every name asked for
             field_of = attrgetter("id" if cls is ast.Name else "attr")
             groups = self._named[cls] = {}
             for n in self.by_type.get(cls, ()):
                 groups.setdefault(field_of(n), []).append(n)
             self._named_sorted[cls] = set()
-        nodes = groups.get(name, [])
-        if name not in self._named_sorted[cls]:  # the bucket's order was the walk's or already positional
-            self._named_sorted[cls].add(name)
-            nodes.sort(key=POSITION)
-        return nodes
+        return groups
 
     def unordered(self, cls: type) -> list[ast.AST]:
         """The nodes of `cls` in no promised order, for a reader that makes a set of them."""

@@ -272,6 +272,8 @@ def test_a_filtered_class_comes_in_the_order_of_the_whole_class(text):
             assert nodes == [n for n in idx.nodes(ast.Name) if n.id == name]
         for attr, nodes in by_attr.items():
             assert nodes == [n for n in idx.nodes(ast.Attribute) if n.attr == attr]
+        assert set(idx.identifiers(ast.Name)) == {n.id for n in idx.nodes(ast.Name)}
+        assert set(idx.identifiers(ast.Attribute)) == {n.attr for n in idx.nodes(ast.Attribute)}
 
 
 @pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
