@@ -30,7 +30,7 @@ from ..logs.patterns import may_contain
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
-from .source import span_slice, starts_within
+from .source import starts_within
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -122,7 +122,6 @@ class CalibrationAnalysis:
         # From the prebuilt node index: which names each function calls (nested bodies included), and which
         # outermost loops read a wallclock budget.
         self._fn_calls: dict[ast.AST, set[str]] = {}
-        self._call_spans: dict[int, tuple[list[tuple[int, int]], list[str]]] = {}  # calls by position
         self._clock_candidates: list[tuple[SourceIndex, ast.AST]] = []
         self._matmul_fns: set[ast.AST] = set()
         self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
@@ -141,10 +140,7 @@ class CalibrationAnalysis:
 
     def _index_calls(self, idx: SourceIndex) -> None:
         calls = idx.nodes(ast.Call)  # in position order: the calls inside a node's span are one slice of them
-        names = idx.call_names()
-        starts = [(c.lineno, c.col_offset) for c in calls]
-        self._call_spans[id(idx)] = (starts, names)
-        for call, name in zip(calls, names):
+        for call, name in zip(calls, idx.call_names()):
             self._calls_by_name.setdefault(name, []).append((idx, call))
         for fn in idx.nodes(*FUNCS):
             called = set(self._names_in_span(idx, fn))
@@ -178,8 +174,7 @@ class CalibrationAnalysis:
     def _names_in_span(self, idx: SourceIndex, node: ast.AST) -> list[str]:
         """The called names of the calls that start inside `node`'s source span: every call under a function
         (nested bodies included) but its decorators', every call under a loop."""
-        starts, names = self._call_spans[id(idx)]
-        return names[span_slice(starts, node)]
+        return idx.call_names()[idx.span(ast.Call, node)]
 
     def _loop_calls(self, idx: SourceIndex, loop: ast.AST) -> set[str]:
         return set(self._names_in_span(idx, loop))

@@ -123,10 +123,15 @@ class SourceIndex:
         """The nodes of class `cls` (a positioned class) that start inside `node`'s source span, in position
         order: every such node under `node` (as `calls_in_span`, not for functions), and maybe nodes that
         `node` is the leftmost part of. A prefilter for a walk."""
+        return self._bucket(cls)[self.span(cls, node)]
+
+    def span(self, cls: type, node: ast.AST) -> slice:
+        """Which entries of `nodes(cls)` (and of lists parallel to it, such as `call_names()`) start inside
+        `node`'s source span (see `nodes_in_span`)."""
         starts = self._class_starts.get(cls)
         if starts is None:
             starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
-        return self._bucket(cls)[span_slice(starts, node)]
+        return span_slice(starts, node)
 
     def call_dotted(self) -> list[str]:
         """The dotted name of each call's callee (`dotted(call.func)`, "" when it has none), in the order of
