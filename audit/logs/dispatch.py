@@ -6,6 +6,9 @@ literals, classes, ranges, categories, optional prefixes, alternations, groups a
 the tree says "any character" (`.`, a lazy `.*?` prefix, a back-reference…), the pattern is kept for every line.
 Only ASCII first characters are dispatched; a line starting with anything else is tried against every pattern, so
 Unicode classes (`\\d`, `\\s`, `\\w` match more than ASCII) never lose a match.
+
+Each pattern also gets the literal text every match of it contains, when the tree has one (`required_literal`):
+a pattern that must scan the line before it fails (`.*?(?:RUN|DONE) seed=`) is not tried on a line without it.
 """
 
 from __future__ import annotations
@@ -112,8 +115,70 @@ def first_chars(rx: re.Pattern[str]) -> frozenset[str] | None:
     return None if nullable else frozenset(chars)
 
 
+def _required_of_seq(seq, ignorecase: bool) -> set[str] | None:
+    """Strings of which every match of `seq` contains at least one, or None when the tree does not say. Taken
+    from one part every match goes through: a run of literal characters, or a group, a branch or a repeat
+    (at least once) whose own parts say; the part whose strings are the longest wins."""
+    best: set[str] | None = None
+    run: list[str] = []
+
+    def offer(cands: set[str] | None) -> None:
+        nonlocal best
+        if cands and (best is None or min(map(len, cands)) > min(map(len, best))):
+            best = cands
+
+    for op, av in seq:
+        name = str(op)
+        if name == "LITERAL" and not ignorecase:
+            run.append(chr(av))
+            continue
+        offer({"".join(run)} if run else None)
+        run = []
+        if name == "SUBPATTERN":
+            _group, add_flags, _del_flags, sub = av
+            offer(_required_of_seq(sub, ignorecase or bool(add_flags & re.IGNORECASE)))
+        elif name == "ATOMIC_GROUP":
+            offer(_required_of_seq(av, ignorecase))
+        elif name in ("MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT") and av[0] >= 1:
+            offer(_required_of_seq(av[2], ignorecase))
+        elif name == "BRANCH":
+            alts = [_required_of_seq(alt, ignorecase) for alt in av[1]]
+            if all(alts):
+                offer(set().union(*alts))
+    offer({"".join(run)} if run else None)
+    return best
+
+
+def _common_substring(strings: set[str]) -> str:
+    """The longest string contained in every one of `strings` (the first found, shortest member's order)."""
+    first = min(strings, key=len)
+    for size in range(len(first), 0, -1):
+        for i in range(len(first) - size + 1):
+            cand = first[i : i + size]
+            if all(cand in s for s in strings):
+                return cand
+    return ""
+
+
+MIN_LITERAL = 3  # shorter literals are in most lines: testing them costs more than it saves
+
+
+def required_literal(rx: re.Pattern[str]) -> str | None:
+    """A string every match of `rx` contains (so a line without it cannot match), or None when the pattern's tree
+    gives none of at least MIN_LITERAL characters. Case-insensitive parts give none."""
+    if _parser is None:
+        return None
+    try:
+        cands = _required_of_seq(_parser.parse(rx.pattern, rx.flags), bool(rx.flags & re.IGNORECASE))
+    except (re.error, TypeError, ValueError):
+        return None
+    literal = _common_substring(cands) if cands else ""
+    return literal if len(literal) >= MIN_LITERAL else None
+
+
 def dispatch_table(ordered):
-    """({first ASCII character: the patterns to try, in order}, the full order for any other first character)."""
-    firsts = [(name, rx, first_chars(rx)) for name, rx in ordered]
-    table = {c: tuple((name, rx) for name, rx, f in firsts if f is None or c in f) for c in ASCII}
-    return table, tuple(ordered)
+    """({first ASCII character: the patterns to try, in order}, the full order for any other first character);
+    each pattern as (name, compiled, the literal every match contains or None)."""
+    entries = [(name, rx, first_chars(rx), required_literal(rx)) for name, rx in ordered]
+    table = {c: tuple((name, rx, lit) for name, rx, f, lit in entries if f is None or c in f) for c in ASCII}
+    return table, tuple((name, rx, lit) for name, rx, _, lit in entries)

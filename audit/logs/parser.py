@@ -113,7 +113,9 @@ class _Parser:
     def line(self, lineno: int, text: str) -> str:
         if text.startswith(PROGRESS_PREFIXES):
             return "progress"
-        for name, rx in BY_FIRST_CHAR.get(text[0], OTHER_FIRST_CHAR):
+        for name, rx, needs in BY_FIRST_CHAR.get(text[0], OTHER_FIRST_CHAR):
+            if needs is not None and needs not in text:
+                continue  # a line without the pattern's literal cannot match it
             m = rx.match(text)
             if m is not None:
                 handler = getattr(self, "h_" + name, None)

@@ -5,15 +5,17 @@ from __future__ import annotations
 
 import re
 
-from hypothesis import given, settings
+import pytest
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from audit.logs.dispatch import first_chars
+from audit.logs.dispatch import first_chars, required_literal
 from audit.logs.patterns import BY_FIRST_CHAR, COMPILED_ORDER, OTHER_FIRST_CHAR
 
 
 def first_match(text: str, candidates) -> str | None:
-    return next((name for name, rx in candidates if rx.match(text)), None)
+    """The first pattern that matches, as the parser tries them: skipping one whose literal the line lacks."""
+    return next((c[0] for c in candidates if (len(c) < 3 or c[2] is None or c[2] in text) and c[1].match(text)), None)
 
 
 def test_first_characters_read_from_the_pattern():
@@ -26,6 +28,17 @@ def test_first_characters_read_from_the_pattern():
     assert first_chars(re.compile(r"^.*?seed=")) is None  # any character
     assert first_chars(re.compile(r"^(?:x)?$")) is None  # can match the empty line
     assert "\x1c" in first_chars(re.compile(r"^\s+x"))  # ASCII whitespace beyond the usual six
+
+
+def test_required_literals_read_from_the_pattern():
+    assert required_literal(re.compile(r"^stopping_early:\s*(\d+)")) == "stopping_early:"
+    # every alternative holds "seed": a line without it matches none of them
+    assert required_literal(re.compile(r"^(?:seed[:=]\d+|\s+seed:\d+|.*?\bRUN\s+seed=(\d+))")) == "seed"
+    assert required_literal(re.compile(r"^(?:abc)+x")) == "abc"  # a repeat that runs at least once
+    assert required_literal(re.compile(r"^(?:abcd)?x")) is None  # an optional part is not required
+    assert required_literal(re.compile(r"^(?:abcd|\d+)")) is None  # one alternative has no literal
+    assert required_literal(re.compile(r"^(?i:peak memory)")) is None  # case-insensitive: not a plain substring
+    assert required_literal(re.compile(r"^ab\d+")) is None  # too short to be worth a test
 
 
 SAMPLE_LINES = [
@@ -56,3 +69,16 @@ ALPHABET = st.sampled_from(list("sSteEvV _:=/.0123456789[]\"'|+-xkMBmb") + ["val
 @given(st.lists(ALPHABET, min_size=1, max_size=30).map("".join))
 def test_the_dispatch_agrees_with_the_full_scan_on_any_line(text):
     assert first_match(text, BY_FIRST_CHAR.get(text[0], OTHER_FIRST_CHAR)) == first_match(text, COMPILED_ORDER)
+
+
+def _with_literals():
+    return [(name, rx, lit) for name, rx, lit in OTHER_FIRST_CHAR if lit is not None]
+
+
+@pytest.mark.parametrize("name,rx,lit", _with_literals(), ids=[n for n, _, _ in _with_literals()])
+@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_every_match_of_a_pattern_holds_its_required_literal(name, rx, lit, data):
+    text = data.draw(st.from_regex(rx))
+    if rx.match(text):
+        assert lit in text, (name, text)
