@@ -33,7 +33,7 @@ from rich.progress import (
 from .engine import PR_TIMEOUT_S, audit_submission
 from .errors import InputError
 from .load.folder import Folder
-from .load.git import load_git_folder, pr_diff, pr_folders, resolve_commit
+from .load.git import known_pr_head, load_git_folder, pr_diff, pr_folders, pr_head_ref, pr_heads, resolve_commit
 from .memo import ReportMemo, folder_digest, reuse
 from .report.console import print_summary
 from .report.jsonout import jsonl
@@ -81,7 +81,7 @@ def audit_pr(
     `audit_submission`'s select/ignore code sets; `memo` holds the reports of folders audited before."""
     t0 = time.perf_counter()
     try:
-        sha = resolve_commit(git_dir, f"refs/pull/{int(pr)}/head", "--pr")
+        sha = resolve_commit(git_dir, pr_head_ref(pr), "--pr")
         diff = pr_diff(git_dir, sha)  # once per PR: its folders, the launchers outside them, the base README
         folders = pr_folders(git_dir, sha, diff=diff)
         if not folders:
@@ -146,11 +146,14 @@ def _worker(
     memo = ReportMemo(memo_dir)
     while True:
         try:
-            pr = conn.recv()
+            job = conn.recv()
         except (EOFError, OSError):
             return
-        if pr is None:
+        if job is None:
             return
+        pr, head = job
+        if head:
+            known_pr_head(git_dir, pr, head)
         rows = audit_pr(git_dir, pr, repo_url, filters, memo)  # looked up at call time (tests replace it)
         try:
             conn.send(rows)
@@ -210,13 +213,14 @@ def iter_audits(
     idle: list[_Worker] = []
     busy: dict[Connection, tuple[_Worker, int, float]] = {}
     memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
+    heads = _heads(git_dir)
     try:
         while queue or busy:
             while queue and (idle or len(busy) < jobs):
                 w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url, filters, memo.name)
                 pr = queue.popleft()
                 try:
-                    w.conn.send(pr)
+                    w.conn.send((pr, heads.get(pr)))
                 except OSError:  # it died while idle: drop it, hand the PR to another
                     w.kill()
                     queue.appendleft(pr)
@@ -251,6 +255,15 @@ def iter_audits(
         for w in idle:
             w.stop()
         memo.cleanup()
+
+
+def _heads(git_dir: str) -> dict[int, str]:
+    """Every PR head in one git call, handed to the workers with their PRs; none when it fails (each worker then
+    resolves its PR's head itself, and reports the error in that PR's row)."""
+    try:
+        return pr_heads(git_dir)
+    except (InputError, OSError):
+        return {}
 
 
 def pr_order(rows: list[dict]) -> list[dict]:

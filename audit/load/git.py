@@ -171,9 +171,12 @@ def resolve_commit(git_dir: str, rev: str, what: str = "ref", *, work_tree: str 
     check_rev(rev, what)
     if (git_dir, rev) in _KNOWN_COMMITS:  # a full commit id this process resolved already names itself
         return rev
+    known = _KNOWN_REFS.get((git_dir, rev))
+    if known is not None:  # a PR head the batch read for every PR at once (`pr_heads`)
+        return known
     out = git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{rev}^{{commit}}"], work_tree=work_tree, check=False)
     sha = out.decode(errors="replace").strip()
-    if not re.fullmatch(r"[0-9a-f]{40}|[0-9a-f]{64}", sha):
+    if not _COMMIT_ID.fullmatch(sha):
         raise InputError(f"{what} {rev!r}: no such commit")
     if len(_KNOWN_COMMITS) > 4096:
         _KNOWN_COMMITS.clear()
@@ -183,6 +186,36 @@ def resolve_commit(git_dir: str, rev: str, what: str = "ref", *, work_tree: str 
 
 # (git dir, commit id) pairs already verified: a PR's head is resolved by the batch, its diff and its folders
 _KNOWN_COMMITS: set[tuple[str, str]] = set()
+# (git dir, ref) -> the commit it named when the batch listed every PR head (one `for-each-ref`, not a
+# `rev-parse` per PR)
+_KNOWN_REFS: dict[tuple[str, str], str] = {}
+_COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+
+
+def pr_head_ref(pr: int) -> str:
+    return f"refs/pull/{int(pr)}/head"
+
+
+def pr_heads(git_dir: str) -> dict[int, str]:
+    """Every PR's head commit, from one `for-each-ref` (a head that is not a commit is left out: it is resolved,
+    and refused, one by one)."""
+    out = git(git_dir, "for-each-ref", "--format=%(objectname) %(objecttype) %(refname)", "refs/pull/")
+    heads: dict[int, str] = {}
+    for line in out.decode(errors="replace").splitlines():
+        sha, kind, ref = (line.split(" ", 2) + ["", ""])[:3]
+        m = re.fullmatch(r"refs/pull/(\d+)/head", ref)
+        if m and kind == "commit" and _COMMIT_ID.fullmatch(sha):
+            heads[int(m.group(1))] = sha
+    return heads
+
+
+def known_pr_head(git_dir: str, pr: int, sha: str) -> None:
+    """Take `sha` as PR `pr`'s head (read by `pr_heads`) without asking git again."""
+    if _COMMIT_ID.fullmatch(sha):
+        if len(_KNOWN_REFS) > 4096:
+            _KNOWN_REFS.clear()
+        _KNOWN_REFS[(git_dir, pr_head_ref(pr))] = sha
+        _KNOWN_COMMITS.add((git_dir, sha))
 
 
 # --- which folders a ref adds -------------------------------------------------------------------------------

@@ -9,7 +9,8 @@ import sys
 
 import pytest
 
-from audit.load.git import pr_folders
+from audit.load import git as gitmod
+from audit.load.git import pr_folders, pr_heads
 from tests.support import EXAMPLES
 
 
@@ -60,6 +61,36 @@ def run(*args, cwd=None):
 def test_pr_folder_is_the_one_the_submitter_adds(repo):
     head = subprocess.run(["git", "-C", str(repo), "rev-parse", "pr"], capture_output=True, text=True).stdout.strip()
     assert pr_folders(str(repo / ".git"), head) == ["records/track_10min_16mb/2026-03-01_Alice"]
+
+
+def _rev(repo, rev: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), "rev-parse", rev], capture_output=True, text=True).stdout.strip()
+
+
+def test_every_pr_head_from_one_listing(repo):
+    # a tag object under refs/pull is not a commit: left to the one-by-one resolution, which refuses it
+    subprocess.run(["git", "-C", str(repo), "tag", "-a", "-m", "t", "t1", "main"], check=True)
+    subprocess.run(["git", "-C", str(repo), "update-ref", "refs/pull/5/head", _rev(repo, "t1")], check=True)
+    subprocess.run(["git", "-C", str(repo), "update-ref", "refs/pull/6/other", "main"], check=True)
+    assert pr_heads(str(repo / ".git")) == {7: _rev(repo, "pr"), 8: _rev(repo, "main")}
+
+
+def test_a_known_pr_head_is_not_asked_of_git_again(repo, monkeypatch):
+    git_dir = str(repo / ".git")
+    gitmod.known_pr_head(git_dir, 7, _rev(repo, "pr"))
+    calls = []
+    monkeypatch.setattr(gitmod, "_run", lambda argv, *a: calls.append(argv))
+    assert gitmod.resolve_commit(git_dir, "refs/pull/7/head") == _rev(repo, "pr") and not calls
+    gitmod.known_pr_head(git_dir, 7, "not a commit id")  # never taken for one
+    assert gitmod._KNOWN_REFS[(git_dir, "refs/pull/7/head")] == _rev(repo, "pr")
+
+
+def test_a_batch_reports_the_heads_it_listed(repo, tmp_path):
+    out = tmp_path / "rows.jsonl"
+    run("--git-dir", str(repo / ".git"), "--prs", "7,8,404", "--jobs", "2", "-o", str(out), "--format", "jsonl")
+    rows = {r["pr"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows[7]["head_sha"] == _rev(repo, "pr") and rows[8]["head_sha"] == _rev(repo, "main")
+    assert rows[404]["verdict"] == "error" and "no such commit" in rows[404]["reason"]  # not listed: asked of git
 
 
 def test_git_dir_pr_and_ref(repo):
