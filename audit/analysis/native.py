@@ -977,7 +977,7 @@ class NativeAnalysis:
             if path.lower().endswith(NATIVE_SUFFIXES) and not is_binary(self.files[path]):
                 out.append(NativeSource(path, 1, decode_text(self.files[path])))
         for idx in self.program.indexes:
-            for node in idx.nodes_where(ast.Constant, lambda n: isinstance(n.value, str) and len(n.value) > 60):
+            for node in idx.strings(longer_than=60):
                 if _C_TEXT.search(node.value):
                     path = idx.path + (" (decoded)" if idx.src.virtual else "")
                     out.append(NativeSource(path, node.lineno, node.value, idx, node))
@@ -994,9 +994,11 @@ class NativeAnalysis:
         out: list[PySite] = []
         for idx in self.program.indexes:
             aliases = _aliases(idx)
-            ffis = {  # names bound to `cffi.FFI()`: their set_source/verify/compile/dlopen build or load C
+            # names bound to `cffi.FFI()`: their set_source/verify/compile/dlopen build or load C. However it is
+            # imported or aliased, "FFI" is written in the source (the call's attribute, or its import)
+            ffis = {
                 t.id
-                for a in idx.nodes(ast.Assign)
+                for a in (idx.nodes(ast.Assign) if "FFI" in idx.src.text else ())
                 if isinstance(a.value, ast.Call) and _qualified(a.value.func, aliases) == "cffi.FFI"
                 for t in a.targets
                 if isinstance(t, ast.Name)
@@ -1040,7 +1042,7 @@ class NativeAnalysis:
         base = PurePosixPath(src.path).name
         stem = PurePosixPath(src.path).stem
         for idx in self.program.indexes:
-            for node in idx.nodes_where(ast.Constant, lambda n: isinstance(n.value, str)):
+            for node in idx.strings():
                 if base in node.value or node.value.endswith(f"{stem}.so"):
                     scope = self._scope(idx, node)
                     scopes = {scope, idx.tree}

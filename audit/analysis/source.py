@@ -58,6 +58,14 @@ class SourceIndex:
         kept = [n for n in self.by_type.get(cls, ()) if get(n) in values]
         return sorted(kept, key=POSITION) if cls in self._unsorted else kept
 
+    def strings(self, longer_than: int = -1) -> list[ast.Constant]:
+        """The string constants of more than `longer_than` characters, in position order (as `nodes_where`, at
+        comprehension speed)."""
+        kept = [
+            n for n in self.by_type.get(ast.Constant, ()) if isinstance(n.value, str) and len(n.value) > longer_than
+        ]
+        return sorted(kept, key=POSITION) if ast.Constant in self._unsorted else kept
+
     def named(self, cls: type, name: str) -> list[ast.AST]:
         """The `Name` nodes (`cls` ast.Name, by `id`) or attributes (ast.Attribute, by `attr`) called `name`, in
         position order. The class is grouped by name in one pass, the first time any name is asked for."""

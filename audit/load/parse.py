@@ -33,6 +33,12 @@ def _blank_fstring(line: str, col: int | None) -> str | None:
 
 
 def _parse_text(text: str) -> tuple[ast.Module | None, str, str | None]:
+    try:  # almost every source parses as it is: split into lines only to repair one that does not
+        return ast.parse(text), text, None
+    except SyntaxError:
+        pass
+    except (ValueError, RecursionError, MemoryError) as e:
+        return None, text, type(e).__name__
     lines = text.split("\n")
     last_err: SyntaxError | None = None
     for _ in range(MAX_REPAIRS):

@@ -274,6 +274,12 @@ def test_a_filtered_class_comes_in_the_order_of_the_whole_class(text):
             assert nodes == [n for n in idx.nodes(ast.Attribute) if n.attr == attr]
         assert set(idx.identifiers(ast.Name)) == {n.id for n in idx.nodes(ast.Name)}
         assert set(idx.identifiers(ast.Attribute)) == {n.attr for n in idx.nodes(ast.Attribute)}
+        idx = index_source(ResolvedSource(path="x.py", text=text))
+        if first:
+            idx.nodes(ast.Constant)
+        for longer_than in (-1, 0, 60):
+            strings = [n for n in idx.nodes(ast.Constant) if isinstance(n.value, str) and len(n.value) > longer_than]
+            assert idx.strings(longer_than) == strings
 
 
 @pytest.mark.parametrize("text", [NESTED, EVERY_SHAPE, *_sources()[-3:]], ids=lambda t: str(len(t)))
