@@ -30,7 +30,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from .engine import PR_TIMEOUT_S, audit_submission
+from .engine import PR_TIMEOUT_S, audit_submission, preload
 from .errors import InputError
 from .load.folder import Folder
 from .load.git import known_pr_head, load_git_folder, pr_diff, pr_folders, pr_head_ref, pr_heads, resolve_commit
@@ -214,6 +214,8 @@ def iter_audits(
     busy: dict[Connection, tuple[_Worker, int, float]] = {}
     memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
     heads = _heads(git_dir)
+    if ctx.get_start_method() == "fork":
+        preload()  # once here rather than on each worker's first folder
     try:
         while queue or busy:
             while queue and (idle or len(busy) < jobs):

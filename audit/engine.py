@@ -19,7 +19,7 @@ from .checks.claims import ClaimsSummary, check_claims
 from .checks.facts import Facts, gather_facts
 from .checks.folder import package_findings
 from .checks.logsource import log_source_findings, provenance
-from .checks.record import record_findings
+from .checks.record import load_statistics, record_findings
 from .checks.suppressions import suppression_findings
 from .codes import select_codes
 from .findings import Confidence, Finding, Location, report_order
@@ -73,6 +73,15 @@ class AuditReport:
         from .report.jsonout import report_dict
 
         return report_dict(self)
+
+
+def preload() -> None:
+    """Import what an audit otherwise loads on its first use (the statistics, the JSON report). A batch calls it
+    before forking its workers: each would pay the imports on its first folder (a second of scipy), and the
+    forked workers share the loaded modules."""
+    from .report.jsonout import report_dict  # noqa: F401 - imported for its side effect: the module is loaded
+
+    load_statistics()
 
 
 @dataclass(frozen=True)

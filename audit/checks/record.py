@@ -132,6 +132,12 @@ def _declares_non_record(readme: str, submission_json: str) -> str:
     return ""
 
 
+def load_statistics() -> None:
+    """Load pgolf-stats (scipy). `_significance` imports it on first use: most audits never test a record's
+    significance, and a single-folder audit starts faster without it. A batch loads it before its workers fork."""
+    import verify.stats.report  # noqa: F401 - loaded for the import itself
+
+
 def _significance(values: list[float], ratio: float | None, top: LeaderboardRow) -> Finding:
     """Both verdicts of pgolf-stats against the leaderboard's best row (a constant: its seeds are not here)."""
     from verify.stats.core import StatsError

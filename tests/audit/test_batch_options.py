@@ -11,6 +11,7 @@ import pytest
 
 from audit.report.html import triage_html
 from tests.audit.test_gitsource import repo, run  # noqa: F401 - the fixture
+from tests.support import ROOT
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -160,8 +161,6 @@ def test_ctrl_c_stops_at_once_and_keeps_the_finished_rows(tmp_path):
     import textwrap
     import time
 
-    from tests.support import ROOT
-
     out = tmp_path / "rows.jsonl"
     script = textwrap.dedent(
         f"""
@@ -188,3 +187,28 @@ def test_ctrl_c_stops_at_once_and_keeps_the_finished_rows(tmp_path):
     assert time.monotonic() - t0 < 10  # the 300 s audits were not waited for
     assert code == 130 and "pgolf-audit: interrupted" in proc.stderr.read()
     assert '"pr": 1' in partial.read_text() and not out.exists()  # the finished row is kept for --resume
+
+
+def test_workers_start_with_the_statistics_loaded(tmp_path):
+    """A batch imports what audits load on first use (scipy, for significance) before forking its workers: no
+    worker pays a second of imports on its first folder, and the forked workers share the modules."""
+    import subprocess
+    import sys
+    import textwrap
+
+    out = tmp_path / "rows.jsonl"
+    script = textwrap.dedent(
+        f"""
+        import sys
+        from audit import batch
+        assert "verify.stats.report" not in sys.modules  # not loaded by the CLI itself
+        def audit(git_dir, pr, repo_url=None, filters=None, memo=None):
+            return [{{"schema_version": 1, "pr": pr, "verdict": "clean", "categories": [], "findings": [],
+                      "reason": str("verify.stats.report" in sys.modules)}}]
+        batch.audit_pr = audit
+        batch.run_batch("unused", [1, 2], output={str(out)!r}, jobs=2)
+        """
+    )
+    proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(line)["reason"] for line in out.read_text().splitlines()] == ["True", "True"]
