@@ -56,14 +56,33 @@ _DIGITS = re.compile(r"\d+")
 QUOTE_LINES = 4  # log lines quoted in the finding
 
 
-def shipped_templates(folder: Folder, sources: Sources, indexes: list[SourceIndex]) -> list[Template]:
-    """Templates of every source the folder ships: the program's sources (`indexes`, decoded), every other `.py`
-    file of the folder (decoded the same way), and the `echo` lines of its shell scripts."""
+class ShippedTemplates:
+    """Templates of every source the folder ships: the program's sources (`indexes`, decoded), the `echo` lines of
+    its shell scripts, and every other `.py` file of the folder (decoded the same way). Those other files are
+    parsed only when a line is explained by none of the rest: most logs are printed by the program itself."""
+
+    def __init__(self, folder: Folder, sources: Sources, indexes: list[SourceIndex]) -> None:
+        self._folder, self._sources = folder, sources
+        self._first: list[Template] = [t for idx in indexes for t in _templates(idx)]
+        for path in sorted(folder.files):
+            if path.endswith(".sh") and len(folder.files[path]) <= MAX_SOURCE_BYTES:
+                self._first.extend(shell_templates(folder.text(path), path))
+        self._others: list[Template] | None = None
+
+    def explain(self, line: str) -> bool:
+        """Whether some shipped template can have printed `line`."""
+        if explained(line, self._first) is not None:
+            return True
+        if self._others is None:
+            self._others = _other_py_templates(self._folder, self._sources)
+        return explained(line, self._others) is not None
+
+
+def _other_py_templates(folder: Folder, sources: Sources) -> list[Template]:
+    """Templates of the folder's `.py` files that are not program sources, bounded in count and bytes."""
     out: list[Template] = []
     seen = {s.path for s in sources.sources}
     extra = [p for p in sorted(folder.files) if p.endswith(".py") and p not in seen][:MAX_SOURCES]
-    for idx in indexes:
-        out.extend(_templates(idx))
     keep = {s.text for s in sources.sources}
     budget = MAX_SOURCE_BYTES
     for path in extra:  # one at a time: each file's tree is dropped once its templates are made
@@ -75,9 +94,6 @@ def shipped_templates(folder: Folder, sources: Sources, indexes: list[SourceInde
                 out.extend(_templates(idx))
             if src.text not in keep:
                 pyparse.forget(src.text)
-    for path in sorted(folder.files):
-        if path.endswith(".sh") and len(folder.files[path]) <= MAX_SOURCE_BYTES:
-            out.extend(shell_templates(folder.text(path), path))
     return out
 
 
@@ -109,7 +125,7 @@ def provenance(
 ) -> LogProvenance:
     if not logs or not sources.sources:
         return LogProvenance()
-    templates = shipped_templates(folder, sources, indexes)
+    templates = ShippedTemplates(folder, sources, indexes)
     texts = _shipped_texts(folder, sources)
     vocab = "\n".join(texts.values()).lower()
     looks: dict[str, tuple[bool, bool]] = {}  # line shape (digits folded) -> (about a mechanism, library chatter)
@@ -133,7 +149,7 @@ def provenance(
             if library or not (message or not started):
                 continue
             if shape not in explains:
-                explains[shape] = explained(e.text, templates) is not None
+                explains[shape] = templates.explain(e.text)
             started = started or explains[shape]
             if not message or shape in foreign:
                 continue

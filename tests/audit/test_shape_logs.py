@@ -146,6 +146,23 @@ def test_prefill_from_training_shards_by_other_code_is_train_data_at_eval():
     assert _pg008(rep)
 
 
+def test_a_helper_script_of_the_folder_explains_the_lines_it_prints_and_is_read_only_for_them(monkeypatch):
+    # `ttt_eval.py` is no program source (nothing imports it): its prints still explain the log's lines
+    helper = 'def run(l, b):\n    print(f"final_int6_ttt_exact val_loss:{l:.8f} val_bpb:{b:.8f}")\n'
+    log = "step:1 train_loss:3.1000\nfinal_int6_ttt_exact val_loss:0.50000000 val_bpb:0.30000000\n"
+    assert not _pg008(_audit({"train_gpt.py": _BASELINE, "ttt_eval.py": helper, "train.log": log}))
+    assert _pg008(_audit({"train_gpt.py": _BASELINE, "train.log": log}))  # without it: printed by other code
+    # a log the program explains line by line never needs the other files: they are not parsed for it
+    import audit.checks.logsource as logsource
+
+    read: list[str] = []
+    original = logsource._other_py_templates
+    monkeypatch.setattr(logsource, "_other_py_templates", lambda f, s: read.append(f.name) or original(f, s))
+    quiet = "step:1 train_loss:3.1000\nfinal_int8_zlib_roundtrip_exact val_loss:0.50000000 val_bpb:0.30000000\n"
+    assert not _pg008(_audit({"train_gpt.py": _BASELINE, "ttt_eval.py": helper, "train.log": quiet})) and not read
+    assert _audit({"train_gpt.py": _BASELINE, "ttt_eval.py": helper, "train.log": log}) and read
+
+
 def test_renamed_tag_of_an_edited_script_is_not_other_code():
     # the log came from an earlier edit that named the stage differently: every word is still the script's own
     code = _BASELINE + 'def ttt(log0, l, b):\n    log0(f"final_int8_ttt_lora val_loss:{l:.4f} val_bpb:{b:.4f}")\n'
