@@ -33,29 +33,25 @@ def _blank_fstring(line: str, col: int | None) -> str | None:
 
 
 def _parse_text(text: str) -> tuple[ast.Module | None, str, str | None]:
-    try:  # almost every source parses as it is: split into lines only to repair one that does not
-        return ast.parse(text), text, None
-    except SyntaxError:
-        pass
-    except (ValueError, RecursionError, MemoryError) as e:
-        return None, text, type(e).__name__
-    lines = text.split("\n")
-    last_err: SyntaxError | None = None
+    lines: list[str] | None = None
+    attempt = text
     for _ in range(MAX_REPAIRS):
         try:
-            return ast.parse("\n".join(lines)), "\n".join(lines), None
+            return ast.parse(attempt), attempt, None
         except SyntaxError as e:
-            last_err = e
-            if "f-string" not in (e.msg or "") or not e.lineno or e.lineno > len(lines):
-                break
-            fixed = _blank_fstring(lines[e.lineno - 1], (e.offset or 1) - 1)
-            if fixed is None or fixed == lines[e.lineno - 1]:
-                break
-            lines[e.lineno - 1] = fixed
+            err = e
         except (ValueError, RecursionError, MemoryError) as e:
             return None, text, type(e).__name__
-    assert last_err is not None
-    return None, text, f"line {last_err.lineno}: {last_err.msg}"
+        if lines is None:  # only a source that fails is split into lines, to repair it line by line
+            lines = text.split("\n")
+        if "f-string" not in (err.msg or "") or not err.lineno or err.lineno > len(lines):
+            break
+        fixed = _blank_fstring(lines[err.lineno - 1], (err.offset or 1) - 1)
+        if fixed is None or fixed == lines[err.lineno - 1]:
+            break
+        lines[err.lineno - 1] = fixed
+        attempt = "\n".join(lines)
+    return None, text, f"line {err.lineno}: {err.msg}"
 
 
 MAX_TREES = 64  # parsed sources kept for the stages of one audit
