@@ -938,27 +938,6 @@ DEAD = Reachability.DISABLED_BY_DEFAULT
 _SHELL = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
 
 
-def _aliases(idx: SourceIndex) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for node in idx.nodes(ast.Import):
-        for a in node.names:
-            out[a.asname or a.name.split(".")[0]] = a.name if a.asname else a.name.split(".")[0]
-    for node in idx.nodes(ast.ImportFrom):
-        if node.module and node.level == 0:
-            for a in node.names:
-                out[a.asname or a.name] = f"{node.module}.{a.name}"
-    return out
-
-
-def _qualified(func: ast.AST, aliases: dict[str, str], name: str | None = None) -> str:
-    """`func` with its imported head spelled out; `name`: its dotted name, when known already."""
-    name = (dotted(func) or "") if name is None else name
-    head, _, rest = name.partition(".")
-    if head in aliases:
-        return f"{aliases[head]}.{rest}" if rest else aliases[head]
-    return name
-
-
 def _literal_text(node: ast.AST) -> str:
     return " ".join(
         n.value for n in walk(node) if isinstance(n, ast.Constant) and isinstance(n.value, str) and len(n.value) < 400
@@ -993,18 +972,17 @@ class NativeAnalysis:
         """Python calls that compile or load native code."""
         out: list[PySite] = []
         for idx in self.program.indexes:
-            aliases = _aliases(idx)
             # names bound to `cffi.FFI()`: their set_source/verify/compile/dlopen build or load C. However it is
             # imported or aliased, "FFI" is written in the source (the call's attribute, or its import)
             ffis = {
                 t.id
                 for a in (idx.nodes(ast.Assign) if "FFI" in idx.src.text else ())
-                if isinstance(a.value, ast.Call) and _qualified(a.value.func, aliases) == "cffi.FFI"
+                if isinstance(a.value, ast.Call) and idx.qualified(a.value.func)[0] == "cffi.FFI"
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
             for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
-                full = _qualified(call.func, aliases, name)
+                full = idx.qualified(call.func, name)[0]
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))

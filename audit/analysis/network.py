@@ -55,35 +55,6 @@ class NetCall:
     bound_at: ast.AST | None  # the import that binds the name
 
 
-def _aliases(idx: SourceIndex) -> dict[str, tuple[str, ast.AST]]:
-    """Local name -> (fully qualified name, import node), from every import in the file."""
-    out: dict[str, tuple[str, ast.AST]] = {}
-    for node in idx.nodes(ast.Import):
-        for a in node.names:
-            if a.asname:
-                out[a.asname] = (a.name, node)
-            else:
-                top = a.name.split(".")[0]
-                out.setdefault(top, (top, node))
-    for node in idx.nodes(ast.ImportFrom):
-        if node.module and node.level == 0:
-            for a in node.names:
-                out[a.asname or a.name] = (f"{node.module}.{a.name}", node)
-    return out
-
-
-def _qualified(
-    call: ast.Call, aliases: dict[str, tuple[str, ast.AST]], name: str | None = None
-) -> tuple[str, ast.AST | None]:
-    """The call's callee with its imported head spelled out; `name`: its dotted name, when known already."""
-    name = (dotted(call.func) or "") if name is None else name
-    head, _, rest = name.partition(".")
-    if head in aliases:
-        full, node = aliases[head]
-        return (f"{full}.{rest}" if rest else full), node
-    return name, None
-
-
 def _command_text(call: ast.Call) -> str:
     """The literal parts of a shell command: `["wget", url]`, `"curl -O …"`, f-strings."""
     parts: list[str] = []
@@ -103,14 +74,13 @@ _API_PREFIXES = tuple(api for api in NETWORK_APIS if api.endswith("."))  # anyth
 def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
-        aliases = _aliases(idx)
         if may_contain(idx.src.text, _API_WORDS):
             calls = list(zip(idx.nodes(ast.Call), idx.call_dotted()))
         else:  # no API can be named: only a shell command can download (its calls, in index order)
             named = idx.calls_named(*_SHELL_CALLS)
             calls = [(c, dotted(c.func) or "") for c in named]
         for call, name in calls:
-            full, bound = _qualified(call, aliases, name)
+            full, bound = idx.qualified(call.func, name)
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers

@@ -30,6 +30,7 @@ class SourceIndex:
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
     _named: dict[type, dict[str, list[ast.AST]]] = field(default_factory=dict, repr=False)
     _named_sorted: dict[type, set[str]] = field(default_factory=dict, repr=False)
+    _imports: dict[str, tuple[str, ast.AST]] | None = field(default=None, repr=False)
 
     @property
     def path(self) -> str:
@@ -153,6 +154,33 @@ class SourceIndex:
         if self._call_names is None:
             self._call_names = [call_name(c) for c in self._bucket(ast.Call)]
         return self._call_names
+
+    def imports(self) -> dict[str, tuple[str, ast.AST]]:
+        """Local name -> (the qualified name it is bound to, the import statement), from every absolute import of
+        the file: `import a.b` binds `a`, `import a.b as c` binds `c` to `a.b`, `from a import b as c` binds `c`
+        to `a.b`. A later import of the same name wins (imports before from-imports)."""
+        if self._imports is None:
+            out: dict[str, tuple[str, ast.AST]] = {}
+            for node in self.nodes(ast.Import):
+                for a in node.names:
+                    top = a.name.split(".")[0]
+                    out[a.asname or top] = (a.name if a.asname else top, node)
+            for node in self.nodes(ast.ImportFrom):
+                if node.module and node.level == 0:
+                    for a in node.names:
+                        out[a.asname or a.name] = (f"{node.module}.{a.name}", node)
+            self._imports = out
+        return self._imports
+
+    def qualified(self, func: ast.AST, name: str | None = None) -> tuple[str, ast.AST | None]:
+        """(`func`'s dotted name with its imported head spelled out, the import that bound the head or None);
+        `name`: the dotted name, when the caller has it already (`call_dotted`)."""
+        name = (dotted(func) or "") if name is None else name
+        head, _, rest = name.partition(".")
+        bound = self.imports().get(head)
+        if bound is None:
+            return name, None
+        return (f"{bound[0]}.{rest}" if rest else bound[0]), bound[1]
 
     def snippet(self, node: ast.AST, max_lines: int = 3) -> str:
         start = getattr(node, "lineno", 0)

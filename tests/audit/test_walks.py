@@ -294,3 +294,28 @@ def test_function_refs_are_the_loaded_names_and_attributes_of_each_function(text
             eager = []
         assert prog.refs.get(name, []) == eager
         assert prog.refs.get(name) == (eager or None)
+
+
+def test_imports_bind_names_as_python_does():
+    text = (
+        "import os.path\n"
+        "import numpy as np\n"
+        "import torch.distributed as dist\n"
+        "import x as requests\n"
+        "import requests.adapters\n"  # rebinds `requests` to the package
+        "from urllib import request as rq\n"
+        "from . import local\n"  # relative: not a qualified name
+    )
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    names = {k: v for k, (v, _) in idx.imports().items()}
+    assert names == {
+        "os": "os",
+        "np": "numpy",
+        "dist": "torch.distributed",
+        "requests": "requests",
+        "rq": "urllib.request",
+    }
+    call = ast.parse("rq.urlopen(u)").body[0].value
+    full, node = idx.qualified(call.func)
+    assert full == "urllib.request.urlopen" and isinstance(node, ast.ImportFrom)
+    assert idx.qualified(ast.parse("open(u)").body[0].value.func) == ("open", None)
