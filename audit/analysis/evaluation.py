@@ -159,8 +159,11 @@ class Evaluation:
         self.flow = flow
         self._facts: dict[int, _FnFacts] = {}
         self.passes: list[ScoringPass] = []
-        self.updates: list[StateUpdate] = []
-        self.resets: list[StateReset] = []
+        # a scope's updates and resets are made when first asked for (`stale_updates` asks only about scopes with a
+        # pass; most functions have none): what the scan found for them waits in `_pending`
+        self._scopes: list[ast.AST] = []  # in scan order
+        self._pending: dict[int, tuple] = {}
+        self._state: dict[int, tuple[list[StateUpdate], list[StateReset]]] = {}
         self._counting = _count_carriers(program)
         # constructors: `cache = Cache(val_tokens)` runs `Cache.__init__` with `self` bound to `cache`
         self._inits: dict[str, list[ast.AST]] = {}
@@ -178,6 +181,15 @@ class Evaluation:
                 self._scan_scope(idx, scope)
 
     # --- queries ---------------------------------------------------------------------------------
+    @property
+    def updates(self) -> list[StateUpdate]:
+        """Every state update, function by function in scan order, each function's in program order."""
+        return [u for scope in self._scopes for u in self._scope_state(scope)[0]]
+
+    @property
+    def resets(self) -> list[StateReset]:
+        return [r for scope in self._scopes for r in self._scope_state(scope)[1]]
+
     def passes_in(self, scope: ast.AST) -> list[ScoringPass]:
         return [p for p in self.passes if p.scope is scope]
 
@@ -201,7 +213,8 @@ class Evaluation:
         the pass scores them (C3)."""
         out = []
         start = ps.node.lineno
-        for u in self.updates:
+        updates, resets = self._scope_state(ps.scope)
+        for u in updates:
             if u.scope is not ps.scope or u.state not in ps.reads or u.kind not in kinds or not u.from_val:
                 continue
             end = getattr(u.node, "end_lineno", u.node.lineno) or u.node.lineno
@@ -209,7 +222,7 @@ class Evaluation:
                 continue
             if exclusive(ps.idx, u.node, ps.node):
                 continue
-            if any(r.scope is ps.scope and r.state == u.state and end < r.node.lineno < start for r in self.resets):
+            if any(r.scope is ps.scope and r.state == u.state and end < r.node.lineno < start for r in resets):
                 continue
             out.append(u)
         return out
@@ -360,18 +373,12 @@ class Evaluation:
 
     # --- one function: passes, updates, resets in program order ----------------------------------
     def _scan_scope(self, idx: SourceIndex, scope: ast.AST) -> None:
-        first_update, first_reset = len(self.updates), len(self.resets)
-        self._scan(idx, scope)
-        order = lambda x: (x.node.lineno, x.node.col_offset)  # noqa: E731 - program order within the function
-        self.updates[first_update:] = sorted(self.updates[first_update:], key=order)
-        self.resets[first_reset:] = sorted(self.resets[first_reset:], key=order)
-
-    def _scan(self, idx: SourceIndex, scope: ast.AST) -> None:
-        first_update = len(self.updates)
+        """The scoring passes of `scope`; what its updates and resets need is kept for `_scope_state`."""
         # only a call of a user function (or class) has callees to scan; then in program order
         user = self._user_names
         calls = sorted((c for c in _nodes(scope, ast.Call) if call_name(c) in user), key=_line)
         passes: list[ScoringPass] = []
+        helper_calls: list[tuple[ast.Call, list, ScoringPass | None]] = []  # calls whose helpers may update state
         taken: set[int] = set()
         for call in calls:
             if id(call) in taken:
@@ -380,41 +387,59 @@ class Evaluation:
             if not callees:
                 continue
             sites = [s for fn, _ in callees for s in self.facts(fn).sites]
-            val_args = self._val_args(scope, call)
-            if sites and val_args:
-                ps = self._call_pass(idx, scope, call, callees, sites, val_args)
-                passes.append(ps)
+            made = None
+            if sites and (val_args := self._val_args(scope, call)):  # which data it scores matters only if it scores
+                made = self._call_pass(idx, scope, call, callees, sites, val_args)
+                passes.append(made)
                 taken |= {id(x) for x in walk(call)}
-            self._call_updates(idx, scope, call, callees, passes[-1] if passes and passes[-1].node is call else None)
+            helper_calls.append((call, callees, made))
         loops = self._loop_passes(idx, scope, taken)
         passes.extend(loops)
-        for node, root, kind in self._primitives(scope):
-            data = _primitive_data(node)
-            self.updates.append(
-                StateUpdate(idx, scope, node, root, kind, (idx, node), None, self._any_val(scope, data, node.lineno))
-            )
-        if loops:  # an update inside a loop that scores inline is that pass filling the table as it scores
-            for i in range(first_update, len(self.updates)):
-                u = self.updates[i]
-                if u.by_pass is None:
-                    ancestors = {id(a) for a in idx.ancestors(u.node)}
-                    lp = next((lp for lp in loops if id(lp.node) in ancestors), None)
-                    if lp is not None:
-                        self.updates[i] = replace(u, by_pass=lp, from_val=True)
-        for node, root in self._steps(scope):
-            # what the step trains on is the TTT analysis's question (`analyses.ttt_sites`), not decided here
-            self.updates.append(StateUpdate(idx, scope, node, root, OPTIMIZER_STEP, (idx, node), None, False))
-        for node, root in _rebinds(scope):
-            self.resets.append(StateReset(idx, scope, node, root))
-        for node in calls:
-            if call_name(node) in _CLEAR_CALLS and isinstance(node.func, ast.Attribute):
-                root = _root(node.func.value)
-                if root:
-                    self.resets.append(StateReset(idx, scope, node, root))
+        self._scopes.append(scope)
+        self._pending[id(scope)] = (idx, scope, calls, helper_calls, loops)
         for ps in passes:
             ps.derived = frozenset(_forward(scope, ps.results, _end(ps.node)))
             ps.reported = _reported(scope, ps.derived, _end(ps.node), ps.node)
         self.passes.extend(sorted(passes, key=lambda p: (p.node.lineno, p.node.col_offset)))
+
+    def _scope_state(self, scope: ast.AST) -> tuple[list[StateUpdate], list[StateReset]]:
+        """(updates, resets) of `scope`, each in program order, made on first ask."""
+        hit = self._state.get(id(scope))
+        if hit is not None:
+            return hit
+        pending = self._pending.pop(id(scope), None)
+        if pending is None:
+            return [], []
+        idx, scope, calls, helper_calls, loops = pending
+        updates: list[StateUpdate] = []
+        resets: list[StateReset] = []
+        for call, callees, made in helper_calls:
+            self._call_updates(idx, scope, call, callees, made, updates, resets)
+        for node, root, kind in self._primitives(scope):
+            data = _primitive_data(node)
+            updates.append(
+                StateUpdate(idx, scope, node, root, kind, (idx, node), None, self._any_val(scope, data, node.lineno))
+            )
+        if loops:  # an update inside a loop that scores inline is that pass filling the table as it scores
+            for i, u in enumerate(updates):
+                if u.by_pass is None:
+                    ancestors = {id(a) for a in idx.ancestors(u.node)}
+                    lp = next((lp for lp in loops if id(lp.node) in ancestors), None)
+                    if lp is not None:
+                        updates[i] = replace(u, by_pass=lp, from_val=True)
+        for node, root in self._steps(scope):
+            # what the step trains on is the TTT analysis's question (`analyses.ttt_sites`), not decided here
+            updates.append(StateUpdate(idx, scope, node, root, OPTIMIZER_STEP, (idx, node), None, False))
+        for node, root in _rebinds(scope):
+            resets.append(StateReset(idx, scope, node, root))
+        for node in calls:
+            if call_name(node) in _CLEAR_CALLS and isinstance(node.func, ast.Attribute):
+                root = _root(node.func.value)
+                if root:
+                    resets.append(StateReset(idx, scope, node, root))
+        order = lambda x: (x.node.lineno, x.node.col_offset)  # noqa: E731 - program order within the function
+        self._state[id(scope)] = out = (sorted(updates, key=order), sorted(resets, key=order))
+        return out
 
     def _call_pass(self, idx, scope, call, callees, sites, val_args) -> ScoringPass:
         reads: set[str] = set()
@@ -460,7 +485,9 @@ class Evaluation:
                 updates.add(root)
         return reads, updates
 
-    def _call_updates(self, idx, scope, call, callees, by_pass: ScoringPass | None) -> None:
+    def _call_updates(
+        self, idx, scope, call, callees, by_pass: ScoringPass | None, updates: list, resets: list
+    ) -> None:
         """States of `scope` that a helper call updates (`cache.update(chunk)`, `add_counts(table, keys)`)."""
         seen: set[str] = set()
         for fn, binding in callees:
@@ -474,14 +501,14 @@ class Evaluation:
                     seen.add(root)
                     kind, prim = f.mutates[pname]
                     val_args = frozenset(self._val_args(scope, call))
-                    self.updates.append(
+                    updates.append(
                         StateUpdate(
                             idx, scope, call, root, kind, prim, call_name(call), bool(val_args), by_pass, val_args
                         )
                     )
                 elif pname in f.resets:
                     seen.add(root)
-                    self.resets.append(StateReset(idx, scope, call, root))
+                    resets.append(StateReset(idx, scope, call, root))
 
     def _loop_passes(self, idx: SourceIndex, scope: ast.AST, taken: set[int]) -> list[ScoringPass]:
         """Outermost loops of `scope` that form scores themselves and read validation data."""
