@@ -182,7 +182,7 @@ def scope_nodes(scope: ast.AST, *classes: type) -> list[ast.AST]:
     hit = _SCOPE_KINDS.get(key)
     if hit is not None and hit[0] is scope:
         return hit[1]
-    buckets = scope_buckets(scope)
+    buckets = _scope_buckets(scope)
     present = [buckets[c] for c in dict.fromkeys(classes) if c in buckets]
     if not present:
         out: list[ast.AST] = []
@@ -194,7 +194,7 @@ def scope_nodes(scope: ast.AST, *classes: type) -> list[ast.AST]:
     return out
 
 
-def scope_buckets(scope: ast.AST) -> dict[type, tuple[list[int], list[ast.AST]]]:
+def _scope_buckets(scope: ast.AST) -> dict[type, tuple[list[int], list[ast.AST]]]:
     """`walk_scope(scope)` by node class: (ranks in the walk, nodes), kept for the audit."""
     hit = _SCOPE_BUCKETS.get(id(scope))
     if hit is not None and hit[0] is scope:

@@ -126,7 +126,6 @@ class CalibrationAnalysis:
         self._matmul_fns: set[ast.AST] = set()
         self._calls_by_name: dict[str, list[tuple[SourceIndex, ast.Call]]] = {}
         self._reach_memo: dict[tuple[int, str, tuple[int, int]], list[tuple[object, bool]]] = {}
-        self._name_starts: dict[tuple[int, str], list[tuple[int, int]]] = {}  # (source, name) -> where it is read
         self._bound_args: dict[int, dict[str, tuple[SourceIndex, ast.AST, ast.AST]]] = {}  # helper -> param -> arg
         for idx in program.indexes:
             for c in idx.nodes(ast.ClassDef):
@@ -162,14 +161,6 @@ class CalibrationAnalysis:
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])
                 self._clock_candidates.append((idx, loops[-1]))
-
-    def name_starts(self, idx: SourceIndex, name: str) -> list[tuple[int, int]]:
-        """Where each `Name` node of `name` in the source starts, in order (one list per traced name)."""
-        key = (id(idx), name)
-        hit = self._name_starts.get(key)
-        if hit is None:
-            hit = self._name_starts[key] = [(n.lineno, n.col_offset) for n in idx.named(ast.Name, name)]
-        return hit
 
     def _names_in_span(self, idx: SourceIndex, node: ast.AST) -> list[str]:
         """The called names of the calls that start inside `node`'s source span: every call under a function
@@ -608,7 +599,7 @@ class _Flow:
         self.name = name
         self.pos = pos
         self.local = single_bindings(scope) if isinstance(scope, FUNCS) else {}
-        self._starts = analysis.name_starts(idx, name)
+        self._starts = idx.named_starts(name)
 
     def run(self, stmts: list[ast.stmt], state: list, cond: Switch = False) -> tuple[list, bool]:
         """(definitions reaching the end of `stmts`, or the use if it lies inside them; whether it did)."""

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, call_name, dotted, scope_buckets, walk_scope
+from .astutil import FUNCS, LOOPS, call_name, dotted, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .rescoring import exclusive
 from .scopes import binding_pairs, definitions, param_names
@@ -284,7 +284,7 @@ class Evaluation:
         out.sites.extend(ScoringSite(idx, n, form) for n, form in self._sites(fn))
         out.per_token = _returns_arrays(fn, defs)
         if depth < CALL_DEPTH:
-            for call in _nodes(fn, ast.Call):
+            for call in scope_nodes(fn, ast.Call):
                 for callee, binding in self._callees(call):
                     sub = self.facts(callee, depth + 1)
                     for g, how in sub.mutates.items():
@@ -376,7 +376,7 @@ class Evaluation:
         """The scoring passes of `scope`; what its updates and resets need is kept for `_scope_state`."""
         # only a call of a user function (or class) has callees to scan; then in program order
         user = self._user_names
-        calls = sorted((c for c in _nodes(scope, ast.Call) if call_name(c) in user), key=_line)
+        calls = sorted((c for c in scope_nodes(scope, ast.Call) if call_name(c) in user), key=_line)
         passes: list[ScoringPass] = []
         helper_calls: list[tuple[ast.Call, list, ScoringPass | None]] = []  # calls whose helpers may update state
         taken: set[int] = set()
@@ -595,17 +595,6 @@ def _end(node: ast.AST) -> int:
     return getattr(node, "end_lineno", None) or node.lineno
 
 
-def _nodes(scope: ast.AST, *types: type) -> list[ast.AST]:
-    """The nodes of `scope`'s own body (`walk_scope`) of the given types, type after type, each in walk order
-    (the scope's walk is bucketed once, shared with `scope_nodes`): every helper below reads only the node
-    kinds it needs."""
-    buckets = scope_buckets(scope)
-    if len(types) == 1:
-        hit = buckets.get(types[0])
-        return hit[1] if hit is not None else []
-    return [n for t in types if t in buckets for n in buckets[t][1]]
-
-
 def _count_carriers(program: Program) -> set[int]:
     """Ids of every node that is or contains a count call (`np.bincount(…)`): one pass over the parents of
     each count call, so asking "does this expression hold counts?" costs a set lookup."""
@@ -629,11 +618,11 @@ def _primitives(scope: ast.AST, counting: set[int]):
 
     counted = _count_names(scope, counting) if counting else set()
     # what can be a table update, then in program order (the sort is stable: the same order as sorting first)
-    candidates = [n for n in _nodes(scope, ast.AugAssign) if isinstance(n.op, ast.Add)]
-    candidates += _nodes(scope, ast.Assign)
+    candidates = [n for n in scope_nodes(scope, ast.AugAssign) if isinstance(n.op, ast.Add)]
+    candidates += scope_nodes(scope, ast.Assign)
     candidates += [
         n
-        for n in _nodes(scope, ast.Call)
+        for n in scope_nodes(scope, ast.Call)
         if n.func.__class__ is ast.Attribute and (n.func.attr in _ACCUMULATE_CALLS or n.func.attr in ("at", "copy_"))
     ]
     for n in sorted(candidates, key=_line):
@@ -704,7 +693,7 @@ def _primitive_data(node: ast.AST) -> list[ast.AST]:
 def _step_targets(scope: ast.AST, defs) -> list[tuple[ast.AST, str]]:
     """`opt.step()` where `opt` was built in `scope` from `m.parameters()`: (the call, `m`)."""
     out = []
-    for n in _nodes(scope, ast.Call):
+    for n in scope_nodes(scope, ast.Call):
         if not (isinstance(n, ast.Call) and call_name(n) == "step" and isinstance(n.func, ast.Attribute)):
             continue
         opt = n.func.value
@@ -763,7 +752,7 @@ def _param_root(root: str | None, params: set[str], defs) -> str | None:
 def _table_reads(scope: ast.AST) -> set[str]:
     """Roots read as tables in `scope`: `t[k]` loads (not the update's own target) and `d.get(k)`."""
     out: set[str] = set()
-    for n in _nodes(scope, ast.Subscript, ast.Call):
+    for n in scope_nodes(scope, ast.Subscript, ast.Call):
         if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load):
             r = _root(n)
             if r:
@@ -778,7 +767,7 @@ def _table_reads(scope: ast.AST) -> set[str]:
 def _clears(scope: ast.AST) -> set[str]:
     """Roots `scope` empties: `t.zero_()`, `d.clear()`, `self.t = np.zeros(…)` (a fresh table)."""
     out: set[str] = set()
-    for n in _nodes(scope, ast.Call, ast.Assign):
+    for n in scope_nodes(scope, ast.Call, ast.Assign):
         if isinstance(n, ast.Call) and call_name(n) in _CLEAR_CALLS and isinstance(n.func, ast.Attribute):
             r = _root(n.func.value)
             if r:
@@ -806,7 +795,7 @@ def _fresh(value: ast.AST) -> bool:
 
 def _rebinds(scope: ast.AST):
     """(node, name) for every plain rebinding of a name: the old object (and its updates) is gone."""
-    for n in _nodes(scope, ast.Assign):
+    for n in scope_nodes(scope, ast.Assign):
         if isinstance(n, ast.Assign):
             for t in n.targets:
                 if isinstance(t, ast.Name):
@@ -816,7 +805,7 @@ def _rebinds(scope: ast.AST):
 def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
     """Scoring sites written in `scope`: full-vocabulary scorers, and logs of a non-constant probability."""
     out = []
-    for n in sorted(_nodes(scope, ast.Call), key=_line):
+    for n in sorted(scope_nodes(scope, ast.Call), key=_line):
         if not isinstance(n, ast.Call):
             continue
         name = call_name(n)
@@ -834,7 +823,7 @@ def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
 def _returns_arrays(fn: ast.AST, defs) -> bool:
     """`fn` hands back per-token arrays: a return value built by concatenating/stacking or from a list of
     appended chunks."""
-    for n in _nodes(fn, ast.Return):
+    for n in scope_nodes(fn, ast.Return):
         if not (isinstance(n, ast.Return) and n.value is not None):
             continue
         for x in walk(n.value):
@@ -855,11 +844,11 @@ def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> se
     out = set(names)
     if not out:
         return out
-    stmts = [
+    stmts = [  # class after class: the fixed point below reads them in this order
         n
-        for n in _nodes(scope, ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)
-        if isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor))
-        and getattr(n, "lineno", 0) > after
+        for cls in (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.For, ast.AsyncFor)
+        for n in scope_nodes(scope, cls)
+        if getattr(n, "lineno", 0) > after
     ]
     for _ in range(6):
         before = len(out)
@@ -876,7 +865,7 @@ def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> se
 
 def _reported(scope: ast.AST, names: frozenset[str], after: int, node: ast.AST) -> tuple[ast.AST, str] | None:
     """Where a value derived from a pass is returned, or logged with a metric tag, after line `after`."""
-    for n in sorted(_nodes(scope, ast.Return, ast.Call), key=_line):
+    for n in sorted(scope_nodes(scope, ast.Return, ast.Call), key=_line):
         if getattr(n, "lineno", 0) < after:
             continue
         if isinstance(n, ast.Return) and n.value is not None:

@@ -31,6 +31,7 @@ class SourceIndex:
     _named: dict[type, dict[str, list[ast.AST]]] = field(default_factory=dict, repr=False)
     _named_sorted: dict[type, set[str]] = field(default_factory=dict, repr=False)
     _imports: dict[str, tuple[str, ast.AST]] | None = field(default=None, repr=False)
+    _name_starts: dict[str, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
 
     @property
     def path(self) -> str:
@@ -48,16 +49,12 @@ class SourceIndex:
         """`[n for n in nodes(cls) if keep(n)]`, without putting the whole class in order: only what `keep`
         accepts is sorted (a filter keeps a few of the tens of thousands of names). The sort is stable, so the
         nodes come in the order `nodes(cls)` gives them."""
-        nodes = self.by_type.get(cls, [])
-        if cls not in self._unsorted:
-            return [n for n in nodes if keep(n)]
-        return sorted((n for n in nodes if keep(n)), key=POSITION)
+        return self._in_order(cls, [n for n in self.by_type.get(cls, ()) if keep(n)])
 
     def nodes_with(self, cls: type, name: str, values) -> list[ast.AST]:
         """`nodes_where(cls, lambda n: getattr(n, name) in values)`, at comprehension speed (no call per node)."""
         get = attrgetter(name)
-        kept = [n for n in self.by_type.get(cls, ()) if get(n) in values]
-        return sorted(kept, key=POSITION) if cls in self._unsorted else kept
+        return self._in_order(cls, [n for n in self.by_type.get(cls, ()) if get(n) in values])
 
     def strings(self, longer_than: int = -1) -> list[ast.Constant]:
         """The string constants of more than `longer_than` characters, in position order (as `nodes_where`, at
@@ -65,7 +62,12 @@ class SourceIndex:
         kept = [
             n for n in self.by_type.get(ast.Constant, ()) if isinstance(n.value, str) and len(n.value) > longer_than
         ]
-        return sorted(kept, key=POSITION) if ast.Constant in self._unsorted else kept
+        return self._in_order(ast.Constant, kept)
+
+    def _in_order(self, cls: type, kept: list[ast.AST]) -> list[ast.AST]:
+        """Nodes kept from the bucket of `cls`, in position order: sorted unless the bucket is already. The sort
+        is stable, so they come in the order `nodes(cls)` gives them."""
+        return sorted(kept, key=POSITION) if cls in self._unsorted else kept
 
     def named(self, cls: type, name: str) -> list[ast.AST]:
         """The `Name` nodes (`cls` ast.Name, by `id`) or attributes (ast.Attribute, by `attr`) called `name`, in
@@ -75,6 +77,13 @@ class SourceIndex:
             self._named_sorted[cls].add(name)
             nodes.sort(key=POSITION)
         return nodes
+
+    def named_starts(self, name: str) -> list[tuple[int, int]]:
+        """Where each `Name` node called `name` starts, (line, column) in order: for bisecting into spans."""
+        starts = self._name_starts.get(name)
+        if starts is None:
+            starts = self._name_starts[name] = [(n.lineno, n.col_offset) for n in self.named(ast.Name, name)]
+        return starts
 
     def identifiers(self, cls: type):
         """The distinct names of the `Name` nodes (`cls` ast.Name) or attributes (ast.Attribute): a set-like view."""
