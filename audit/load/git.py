@@ -190,6 +190,7 @@ _KNOWN_COMMITS: set[tuple[str, str]] = set()
 # `rev-parse` per PR)
 _KNOWN_REFS: dict[tuple[str, str], str] = {}
 _COMMIT_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
+_PR_HEAD_REF = re.compile(r"refs/pull/(\d+)/head")  # what `pr_head_ref` writes
 
 
 def pr_head_ref(pr: int) -> str:
@@ -203,7 +204,7 @@ def pr_heads(git_dir: str) -> dict[int, str]:
     heads: dict[int, str] = {}
     for line in out.decode(errors="replace").splitlines():
         sha, kind, ref = (line.split(" ", 2) + ["", ""])[:3]
-        m = re.fullmatch(r"refs/pull/(\d+)/head", ref)
+        m = _PR_HEAD_REF.fullmatch(ref)
         if m and kind == "commit" and _COMMIT_ID.fullmatch(sha):
             heads[int(m.group(1))] = sha
     return heads
@@ -345,7 +346,7 @@ def looks_like_repo_root(path: Path) -> bool:
 
 def list_prs(git_dir: str) -> list[int]:
     refs = git(git_dir, "for-each-ref", "--format=%(refname)", "refs/pull/").decode().split()
-    nums = sorted({int(m.group(1)) for r in refs for m in [re.match(r"refs/pull/(\d+)/head$", r)] if m})
+    nums = sorted({int(m.group(1)) for r in refs for m in [_PR_HEAD_REF.fullmatch(r)] if m})
     return nums
 
 
