@@ -33,7 +33,16 @@ from rich.progress import (
 from .engine import PR_TIMEOUT_S, audit_submission, preload
 from .errors import InputError
 from .load.folder import Folder
-from .load.git import known_pr_head, load_git_folder, pr_diff, pr_folders, pr_head_ref, pr_heads, resolve_commit
+from .load.git import (
+    known_pr_head,
+    load_git_folder,
+    pr_diff,
+    pr_folders,
+    pr_head_ref,
+    pr_heads,
+    pr_weights,
+    resolve_commit,
+)
 from .memo import ReportMemo, folder_digest, reuse
 from .report.console import print_summary
 from .report.jsonout import jsonl
@@ -209,11 +218,12 @@ def iter_audits(
     """Each PR's rows as it finishes (completion order), a timeout row for a PR past `pr_timeout`, and None
     now and then while waiting (so the caller can refresh a display)."""
     ctx = _mp_context()
-    queue = deque(prs)
     idle: list[_Worker] = []
     busy: dict[Connection, tuple[_Worker, int, float]] = {}
     memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
     heads = _heads(git_dir)
+    # more PRs than workers: the heaviest go first, so the queue does not end on one long PR while a core idles
+    queue = deque(heaviest_first(prs, pr_weights(git_dir, heads)) if len(prs) > jobs else prs)
     if ctx.get_start_method() == "fork":
         preload()  # once here rather than on each worker's first folder
     try:
@@ -266,6 +276,22 @@ def _heads(git_dir: str) -> dict[int, str]:
         return pr_heads(git_dir)
     except (InputError, OSError):
         return {}
+
+
+def heaviest_first(prs: list[int], weights: dict[int, int]) -> list[int]:
+    """`prs` by weight (`pr_weights`), heaviest first, ties in PR order. A PR whose weight an earlier one has
+    already (most often the same folder filed again) goes after all the others: handed out side by side, both
+    copies would be audited, where one after the other the second is the first's report (the memo)."""
+    if not weights:
+        return list(prs)
+    first: list[int] = []
+    again: list[int] = []
+    seen: set[int] = set()
+    for pr in sorted(prs, key=lambda p: (-weights.get(p, 0), p)):
+        w = weights.get(pr, 0)
+        (again if w and w in seen else first).append(pr)
+        seen.add(w)
+    return first + again
 
 
 def pr_order(rows: list[dict]) -> list[dict]:

@@ -219,6 +219,104 @@ def known_pr_head(git_dir: str, pr: int, sha: str) -> None:
         _KNOWN_COMMITS.add((git_dir, sha))
 
 
+_MAIN_REFS = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
+_WEIGHED = (".py", ".log", ".txt", ".out")  # what the audit parses: its sources and its logs
+
+
+def pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
+    """A rough cost of auditing each PR, so that a batch hands out the heaviest first: the bytes of the Python
+    sources and logs under records/ that the PR adds (or, adding none, changes) since it forked from main (each
+    capped where the audit stops reading). Four git processes for the whole queue, none per PR: main's history,
+    the PRs' own commits (their fork point is the newest commit of main they reach), one `diff-tree --stdin` of
+    every (head, fork point) pair and one `cat-file --batch-check` of the sizes. Only an order: {} when anything
+    fails, and the queue then goes in PR order."""
+    try:
+        return _pr_weights(git_dir, heads)
+    except (InputError, OSError, ValueError, IndexError):
+        return {}
+
+
+def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
+    main: list[str] = []
+    for ref in _MAIN_REFS:
+        main = git(git_dir, "rev-list", "--topo-order", revs=[ref], paths=[], check=False).decode().split()
+        if main:
+            break
+    if not main or not heads:
+        return {}
+    rank = {c: i for i, c in enumerate(main)}  # topological: a descendant comes before its ancestors
+    tips = sorted(set(heads.values()) - rank.keys())
+    listing = git(
+        git_dir, "log", "--stdin", "--format=%H %P", input="".join(f"{t}\n" for t in [f"^{main[0]}", *tips]).encode()
+    )
+    parents = {c: ps for c, *ps in (line.split() for line in listing.decode().splitlines() if line.strip())}
+    pairs = [(head, _fork_point(head, parents, rank) or main[0]) for head in sorted(set(heads.values()))]
+    out = git(
+        git_dir,
+        "diff-tree",
+        "-r",
+        "--stdin",
+        "--always",  # a header for every pair, even one with no change: the output is read pair by pair
+        *_DIFF_OPTS,
+        paths=["records/"],
+        input="".join(f"{head} {fork}\n" for head, fork in pairs).encode(),  # commit, then the parent it is diffed with
+    )
+    changes: dict[str, list[tuple[str, str, str]]] = {}
+    current: list[tuple[str, str, str]] | None = None
+    tokens = out.split(b"\0")
+    i = 0
+    for head, _ in pairs:
+        while i < len(tokens) and not tokens[i]:
+            i += 1
+        if i >= len(tokens) or tokens[i].decode() != head:
+            return {}  # not the pair expected next: the output cannot be attributed
+        current = changes[head] = []
+        i += 1
+        while i + 1 < len(tokens) and tokens[i].startswith(b":"):
+            meta = tokens[i].decode().split()  # :old-mode new-mode old-sha new-sha status
+            current.append((meta[4][:1], meta[3], tokens[i + 1].decode(errors="replace")))
+            i += 2
+    blobs: dict[str, list[str]] = {}
+    for head, files in changes.items():
+        added = [f for f in files if f[0] == "A"]
+        kept = added or [f for f in files if f[0] != "D"]
+        blobs[head] = [obj for _, obj, path in kept if path.lower().endswith(_WEIGHED)]
+    wanted = sorted({obj for objs in blobs.values() for obj in objs})
+    sizes: dict[str, int] = {}
+    if wanted:
+        check = git(
+            git_dir,
+            "cat-file",
+            "--batch-check=%(objectname) %(objectsize)",
+            input="".join(f"{o}\n" for o in wanted).encode(),
+        )
+        for line in check.decode(errors="replace").splitlines():
+            parts = line.split()
+            if len(parts) == 2 and parts[1].isdigit():
+                sizes[parts[0]] = min(int(parts[1]), MAX_FILE_BYTES)
+    return {pr: sum(sizes.get(o, 0) for o in blobs.get(head, ())) for pr, head in heads.items()}
+
+
+def _fork_point(head: str, parents: dict[str, list[str]], rank: dict[str, int]) -> str | None:
+    """The newest commit of main that `head` reaches (its merge-base with main, when it has one best candidate)."""
+    if head in rank:
+        return head
+    seen: set[str] = set()
+    stack = [head]
+    best: str | None = None
+    while stack:
+        c = stack.pop()
+        if c in seen:
+            continue
+        seen.add(c)
+        if c in rank:
+            if best is None or rank[c] < rank[best]:
+                best = c
+            continue
+        stack.extend(parents.get(c, ()))
+    return best
+
+
 # --- which folders a ref adds -------------------------------------------------------------------------------
 def record_folder_of(path: str) -> str | None:
     m = _RECORD.match(path)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
 
 import pytest
 
+from audit.batch import heaviest_first
 from audit.load import git as gitmod
-from audit.load.git import pr_folders, pr_heads
+from audit.load.git import pr_folders, pr_heads, pr_weights
 from tests.support import EXAMPLES
 
 
@@ -91,6 +93,54 @@ def test_a_batch_reports_the_heads_it_listed(repo, tmp_path):
     rows = {r["pr"]: r for r in map(json.loads, out.read_text().splitlines())}
     assert rows[7]["head_sha"] == _rev(repo, "pr") and rows[8]["head_sha"] == _rev(repo, "main")
     assert rows[404]["verdict"] == "error" and "no such commit" in rows[404]["reason"]  # not listed: asked of git
+
+
+def _weighed_bytes(repo, rev: str, folder: str) -> int:
+    listing = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "-l", rev, "--", folder], capture_output=True, text=True
+    ).stdout
+    rows = [line.split("\t")[0].split() + [line.split("\t")[1]] for line in listing.splitlines()]
+    return sum(int(r[3]) for r in rows if r[4].endswith((".py", ".log", ".txt", ".out")))
+
+
+_AS_CAROL = {
+    **os.environ,
+    **{f"GIT_{who}_{what}": v for who in ("AUTHOR", "COMMITTER") for what, v in (("NAME", "carol"), ("EMAIL", "c@x"))},
+}
+
+
+def test_pr_weights_are_the_sources_and_logs_a_pr_adds_since_its_fork_point(repo):
+    # a second PR forked from the first commit of main, after main moved on: only its own folder is weighed
+    sh(repo, "git", "checkout", "-q", "main")
+    shutil.copytree(EXAMPLES / "lzma_wrapped_ttt", repo / "records/track_10min_16mb/2026-04-01_Main")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "main moves on", env=_AS_CAROL)
+    sh(repo, "git", "checkout", "-q", "-b", "carol", "main~1")
+    shutil.copytree(EXAMPLES / "clean_baseline", repo / "records/track_10min_16mb/2026-05-01_Carol")
+    (repo / "records/track_10min_16mb/2026-05-01_Carol/notes.md").write_text("not weighed\n")
+    sh(repo, "git", "add", "-A")
+    sh(repo, "git", "commit", "-qm", "carol's record", env=_AS_CAROL)
+    sh(repo, "git", "update-ref", "refs/pull/9/head", "carol")
+    git_dir = str(repo / ".git")
+    weights = pr_weights(git_dir, pr_heads(git_dir))
+    added_by_7 = ("records/track_10min_16mb/2026-02-01_Bob", "records/track_10min_16mb/2026-03-01_Alice")
+    assert weights[7] == sum(_weighed_bytes(repo, "pr", f) for f in added_by_7) > 0
+    assert weights[9] == _weighed_bytes(repo, "carol", "records/track_10min_16mb/2026-05-01_Carol") > 0
+    assert weights[8] == 0  # main itself adds nothing
+    assert heaviest_first([7, 8, 9], weights)[-1] == 8
+
+
+def test_pr_weights_without_main_are_no_order(repo):
+    sh(repo, "git", "branch", "-m", "main", "trunk")
+    git_dir = str(repo / ".git")
+    assert pr_weights(git_dir, pr_heads(git_dir)) == {}
+    assert heaviest_first([3, 1, 2], {}) == [3, 1, 2]
+
+
+def test_heaviest_first_puts_a_repeated_weight_after_the_others():
+    # 11 and 12 weigh the same (the same folder filed twice): run side by side both would be audited
+    weights = {10: 5, 11: 900, 12: 900, 13: 40, 14: 0, 15: 0}
+    assert heaviest_first([10, 11, 12, 13, 14, 15, 16], weights) == [11, 13, 10, 14, 15, 16, 12]
 
 
 def test_git_dir_pr_and_ref(repo):
