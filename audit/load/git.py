@@ -326,7 +326,7 @@ def record_folder_of(path: str) -> str | None:
 
 
 def _default_base(git_dir: str, head: str) -> str:
-    cands = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
+    cands = _MAIN_REFS
     for cand in cands:
         out = git(git_dir, "merge-base", revs=[cand, head], check=False).decode().strip()
         if out:
@@ -355,25 +355,58 @@ def _z(out: bytes) -> list[str]:
 class PrDiff:
     """What a PR changes, computed once per PR: its head, the base it is compared with (default the merge-base
     with main) and (status, path) of every changed path. The folders, the launchers outside them and the
-    leaderboard README are all read from it."""
+    leaderboard README are all read from it. `base` is None when git found the merge-base inside the diff itself
+    (`base_commit` asks for it when needed); `readme` names the README.md blob at the base ("" when it has none)."""
 
     head: str
-    base: str
+    base: str | None
     status: tuple[tuple[str, str], ...]
+    readme: str = ""
+
+    def base_commit(self, git_dir: str) -> str:
+        return self.base or _default_base(git_dir, self.head)
 
 
 def pr_diff(git_dir: str, head: str, base: str | None = None) -> PrDiff:
     head = resolve_commit(git_dir, head, "head")
+    if not base:
+        fused = _diff_from_main(git_dir, head)
+        if fused is not None:
+            return fused
     base = resolve_commit(git_dir, base, "--base") if base else _default_base(git_dir, head)
     status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"]))
-    return PrDiff(head, base, tuple(zip(status[0::2], status[1::2])))
+    return PrDiff(head, base, tuple(zip(status[0::2], status[1::2])), f"{base}:README.md")
+
+
+def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
+    """The diff from the merge-base with main in one git process (`diff --merge-base`): the base README is read
+    from the diff, at its old object when the PR changes it, at the head when it does not. None when main is not
+    `refs/heads/main` or has no single merge-base with the head: the caller then asks step by step."""
+    try:
+        out = git(git_dir, "diff", "--raw", "--merge-base", *_DIFF_OPTS, revs=[_MAIN_REFS[0], head])
+    except InputError:
+        return None
+    if not out:
+        return None  # no change at all: the step-by-step path says so the way it always has
+    tokens = out.split(b"\0")
+    status: list[tuple[str, str]] = []
+    readme = f"{head}:README.md"
+    for i in range(0, len(tokens) - 1, 2):
+        meta = tokens[i].decode(errors="replace").split()  # :old-mode new-mode old-object new-object status
+        if len(meta) != 5 or not meta[0].startswith(":"):
+            return None
+        path = tokens[i + 1].decode(errors="replace")
+        status.append((meta[4], path))
+        if path == "README.md":
+            readme = "" if meta[4] == "A" else meta[2]
+    return PrDiff(head, None, tuple(status), readme)
 
 
 def pr_folders(git_dir: str, head: str, base: str | None = None, diff: PrDiff | None = None) -> list[str]:
     """Record folders the PR itself adds. A fork may carry folders merged in from other people's branches;
     keep the ones whose commits share the head commit's author (the submitter), else all added ones."""
     diff = diff or pr_diff(git_dir, head, base)
-    head, base = diff.head, diff.base
+    head = diff.head
     added, changed = [], []
     for kind, name in diff.status:
         if kind == "D" or not name.startswith("records/"):
@@ -383,7 +416,8 @@ def pr_folders(git_dir: str, head: str, base: str | None = None, diff: PrDiff | 
     if len(folders) <= 1:
         return folders
     author = git(git_dir, "log", "-1", "--format=%ae", revs=[head], paths=[]).decode(errors="replace").strip()
-    log = git(git_dir, "log", "--format=@@%ae", "--name-only", "-z", revs=[f"{base}..{head}"], paths=["records/"])
+    since = f"{diff.base_commit(git_dir)}..{head}"
+    log = git(git_dir, "log", "--format=@@%ae", "--name-only", "-z", revs=[since], paths=["records/"])
     mine: list[str] = []
     current = ""
     for token in _z(log):
@@ -454,27 +488,20 @@ MAX_OUTSIDE_LAUNCHERS = 20  # shell launchers read from outside one record folde
 MAX_LAUNCHER_BYTES = 256_000
 
 
-def outside_launchers(git_dir: str, sha: str, folder: str, diff: PrDiff | None) -> dict[str, bytes]:
-    """Shell launchers the PR adds or changes outside `folder` (next to it, above it, `scripts/`) that name it:
-    their run commands set the record's switches too. Bounded in count and size; no base (no main to diff
-    against) means none."""
+def _launcher_paths(folder: str, diff: PrDiff | None) -> list[str]:
+    """Shell launchers the PR adds or changes outside `folder` (next to it, above it, `scripts/`): their run
+    commands may set the record's switches. Bounded in count; no base (no main to diff against) means none."""
     if diff is None:
-        return {}
-    names = [name for kind, name in diff.status if kind != "D"]
+        return []
     inside = folder.strip("/") + "/"
-    paths = [n for n in names if n.endswith((".sh", ".bash")) and not n.startswith(inside)][:MAX_OUTSIDE_LAUNCHERS]
-    if not paths:
-        return {}
-    listing = git(git_dir, "ls-tree", "-l", "-z", revs=[sha], paths=paths)
-    blobs: list[tuple[str, str]] = []
-    for entry in listing.split(b"\0"):
-        meta, _, path_b = entry.partition(b"\t")
-        parts = meta.decode(errors="replace").split()
-        if len(parts) == 4 and parts[1] == "blob" and parts[0] != "120000" and parts[3].isdigit():
-            if int(parts[3]) <= MAX_LAUNCHER_BYTES:
-                blobs.append((path_b.decode(errors="replace"), parts[2]))
-    name = inside.rstrip("/").rsplit("/", 1)[-1].encode()
-    return {p: b for p, b in read_blobs(git_dir, blobs).items() if name in b}
+    names = [name for kind, name in diff.status if kind != "D"]
+    return [n for n in names if n.endswith((".sh", ".bash")) and not n.startswith(inside)][:MAX_OUTSIDE_LAUNCHERS]
+
+
+def _outside_launchers(folder: str, launchers: dict[str, bytes]) -> dict[str, bytes]:
+    """The launchers (read, within MAX_LAUNCHER_BYTES) that name `folder`."""
+    name = folder.strip("/").rsplit("/", 1)[-1].encode()
+    return {p: b for p, b in launchers.items() if name in b}
 
 
 def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None, diff: PrDiff | None = None) -> Folder:
@@ -488,16 +515,25 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
             diff = pr_diff(git_dir, sha, base)
         except InputError:  # no main to compare with: no launchers outside, no leaderboard
             diff = None
-    listing = git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[sha], paths=[folder + "/"])
+    outside = _launcher_paths(folder, diff)
+    # one listing for the folder and the launchers outside it
+    listing = git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[sha], paths=[folder + "/", *outside])
     sizes: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
     blobs: list[tuple[str, str]] = []
+    launchers: list[tuple[str, str]] = []
     for entry in listing.split(b"\0"):
         if not entry:
             continue
         meta, _, path_b = entry.partition(b"\t")
         mode, kind, obj, size = meta.decode().split(None, 3)
-        rel = path_b.decode(errors="replace")[len(folder) + 1 :]
+        path = path_b.decode(errors="replace")
+        if not path.startswith(folder + "/"):  # a launcher outside the folder: read when it is a small file
+            small = size.strip().isdigit() and int(size) <= MAX_LAUNCHER_BYTES
+            if path in outside and kind == "blob" and mode != "120000" and small:
+                launchers.append(("\0outside " + path, obj))  # not a path of the folder: cannot collide
+            continue
+        rel = path[len(folder) + 1 :]
         if kind != "blob":
             continue
         if mode == "120000":
@@ -516,19 +552,20 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
         raise InputError(f"{folder}: no files at {ref}")
     missing: list[str] = []
     readme_key = "\0base README"  # not a path: cannot collide with a file of the folder
-    extra = [(readme_key, f"{diff.base}:README.md")] if diff is not None else []
-    files = read_blobs(git_dir, blobs + extra, missing)  # one cat-file for the folder and the base README
+    extra = [(readme_key, diff.readme)] if diff is not None and diff.readme else []
+    # one cat-file exchange for the folder, the base README and the launchers
+    files = read_blobs(git_dir, blobs + extra + launchers, missing)
     base_readme = files.pop(readme_key, b"")
-    missing = [m for m in missing if m != readme_key]
+    read = {key[len("\0outside ") :]: files.pop(key) for key, _ in launchers if key in files}
+    missing = [m for m in missing if m != readme_key and not m.startswith("\0outside ")]
     skipped.extend((rel, "object absent from this git mirror") for rel in missing)
-    outside = outside_launchers(git_dir, sha, folder, diff)
     return Folder(
         folder,
         files,
         sizes,
         tuple(skipped),
         head_sha=sha,
-        outside_launchers=outside,
+        outside_launchers=_outside_launchers(folder, read),
         base_readme=decode_text(base_readme[:MAX_README_BYTES]),
     )
 

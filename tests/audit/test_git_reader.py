@@ -330,3 +330,72 @@ def test_readers_are_closed_at_exit(repo):
     )
     proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip() == "closed", proc.stderr
+
+
+# --- the base README, read from the diff -------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "change",
+    ["untouched", "edited", "deleted", "main moved on"],
+)
+def test_the_base_readme_from_one_diff_is_the_one_at_the_merge_base(repo, change):
+    work = Path(repo).parent
+    if change == "edited":
+        (work / "README.md").write_text("| my own leaderboard row |\n")
+    elif change == "deleted":
+        (work / "README.md").unlink()
+    elif change == "main moved on":  # main's README changed after the fork: the base is still the fork point's
+        sh(work, "git", "checkout", "-q", "main")
+        (work / "README.md").write_text("| a later leaderboard |\n")
+    if change != "untouched":
+        sh(work, "git", "commit", "-qam", change)
+        sh(work, "git", "checkout", "-q", "pr")
+    head = sh(work, "git", "rev-parse", "pr").strip()
+    fork = sh(work, "git", "merge-base", "main", "pr").strip()
+    fused = gitmod.pr_diff(repo, head)
+    stepwise = gitmod.pr_diff(repo, head, fork)  # an explicit base: merge-base, diff and base:README.md
+    assert fused.base is None and fused.status == stepwise.status  # one git process, the same changes
+    one = load_git_folder(repo, head, FOLDER, diff=fused)
+    two = load_git_folder(repo, head, FOLDER, diff=stepwise)
+    assert one.base_readme == two.base_readme == "| leaderboard |\n"
+    assert gitmod.pr_folders(repo, head, diff=fused) == [FOLDER]
+
+
+def test_a_readme_the_pr_adds_has_no_base(tmp_path):
+    r = tmp_path / "pg"
+    r.mkdir()
+    sh(r, "git", "init", "-q", "-b", "main")
+    (r / "LICENSE").write_text("x\n")
+    sh(r, "git", "add", "-A")
+    sh(r, "git", "commit", "-qm", "base")
+    sh(r, "git", "checkout", "-q", "-b", "pr")
+    (r / FOLDER).mkdir(parents=True)
+    (r / FOLDER / "train_gpt.py").write_text("print('hi')\n")
+    (r / "README.md").write_text("| added |\n")
+    sh(r, "git", "add", "-A")
+    sh(r, "git", "commit", "-qm", "record")
+    repo = str(r / ".git")
+    fused = gitmod.pr_diff(repo, "pr")
+    assert fused.base is None and fused.readme == ""
+    assert load_git_folder(repo, "pr", FOLDER, diff=fused).base_readme == ""
+
+
+def test_a_pr_with_a_launcher_outside_its_folder_is_read_in_two_git_processes(repo, monkeypatch):
+    # the diff (merge-base inside), one listing of the folder and its launchers; the blobs through the reader
+    work = Path(repo).parent
+    (work / "scripts/big.sh").write_text(f"# {FOLDER}\n" + "#" * (gitmod.MAX_LAUNCHER_BYTES + 1) + "\n")
+    sh(work, "git", "add", "-A")
+    sh(work, "git", "commit", "-qm", "more launchers")
+    head = sh(work, "git", "rev-parse", "pr").strip()
+    gitmod.resolve_commit(repo, head)
+    calls: list[list[str]] = []
+    real = gitmod._run
+    monkeypatch.setattr(gitmod, "_run", lambda argv, *a: calls.append(argv) or real(argv, *a))
+    sub = load_git_folder(repo, head, FOLDER, diff=gitmod.pr_diff(repo, head))
+    assert [c[c.index(f"--git-dir={repo}") + 1] for c in calls] == ["diff", "ls-tree"]
+    assert list(sub.outside_launchers) == ["scripts/run_A.sh"]  # too big to read
+    assert sub.base_readme == "| leaderboard |\n" and sorted(sub.files) == [
+        "README.md",
+        "blob.bin",
+        "empty.txt",
+        "train_gpt.py",
+    ]
