@@ -151,13 +151,27 @@ class _FnFacts:
     per_token: bool = False
 
 
+@dataclass
+class _Summary:
+    """A function's scoring sites (`sites`, made at once) and the helper calls its facts merge (`merged`, in
+    order): (the callee's summary, how many merges that callee had made then — None when it was complete —,
+    the callee's parameters bound to the caller's arguments). `facts`: the merged facts, once asked for."""
+
+    fn: ast.AST
+    sites: list[ScoringSite] = field(default_factory=list)
+    merged: list[tuple[_Summary, int | None, dict[str, ast.AST]]] = field(default_factory=list)
+    done: bool = False
+    facts: _FnFacts | None = None
+
+
 class Evaluation:
     """The scoring passes, state updates and resets of every function, in program order (see module doc)."""
 
     def __init__(self, program: Program, flow: ValFlow):
         self.p = program
         self.flow = flow
-        self._facts: dict[int, _FnFacts] = {}
+        self._summaries: dict[int, _Summary] = {}
+        self._own_memo: dict[int, tuple[ast.AST, _FnFacts]] = {}
         self.passes: list[ScoringPass] = []
         # a scope's updates and resets are made when first asked for (`stale_updates` asks only about scopes with a
         # pass; most functions have none): what the scan found for them waits in `_pending`
@@ -250,12 +264,70 @@ class Evaluation:
 
     # --- function summaries ----------------------------------------------------------------------
     def facts(self, fn: ast.AST, depth: int = 0) -> _FnFacts:
+        """What `fn` does to its parameters and to module-level tables, following its helpers, and the scoring
+        sites it reaches. Made from its summary (`_summary`) on first ask."""
+        return self._facts_after(self._summary(fn, depth), None)
+
+    def _summary(self, fn: ast.AST, depth: int = 0) -> _Summary:
+        """`fn`'s scoring sites and the helper calls its facts merge, in order. Every call of a user function
+        asks for the sites, so these are made at once, the helpers followed to CALL_DEPTH; the rest of the facts
+        (what `fn` updates, reads, resets) is asked only of the functions a scoring pass involves."""
         key = id(fn)
-        hit = self._facts.get(key)
+        hit = self._summaries.get(key)
         if hit is not None:
             return hit
+        out = self._summaries[key] = _Summary(fn)  # cycle guard: a recursive call sees the partial summary
+        idx = self._index_of(fn)
+        out.sites.extend(ScoringSite(idx, n, form) for n, form in self._sites(fn))
+        if depth < CALL_DEPTH:
+            for call in scope_nodes(fn, ast.Call):
+                for callee, binding in self._callees(call):
+                    sub = self._summary(callee, depth + 1)
+                    out.merged.append((sub, None if sub.done else len(sub.merged), binding))
+                    if len(out.sites) < 8:
+                        out.sites.extend(sub.sites[:4])
+        out.done = True
+        return out
+
+    def _facts_after(self, summary: _Summary, upto: int | None) -> _FnFacts:
+        """The facts of `summary`'s function after its first `upto` merges (None: all of them). A merge reads
+        the callee as it stood then: whole, or, for a callee still in progress up the call chain, after the
+        merges it had made (what a recursive call saw). Each such state is an earlier moment of the summary
+        walk, so this recursion ends."""
+        if upto is None and summary.facts is not None:
+            return summary.facts
+        fn = summary.fn
+        own = self._own(fn)
+        out = _FnFacts(dict(own.mutates), set(own.reads), set(own.resets), summary.sites, own.per_token)
+        params = set(param_names(fn))
+        defs = definitions(fn)
+        for callee, callee_upto, binding in summary.merged if upto is None else summary.merged[:upto]:
+            sub = self._facts_after(callee, callee_upto)
+            for g, how in sub.mutates.items():
+                if g.startswith(GLOBAL):
+                    out.mutates.setdefault(g, how)
+            out.reads |= {g for g in sub.reads if g.startswith(GLOBAL)}
+            out.resets |= {g for g in sub.resets if g.startswith(GLOBAL)}
+            for pname, arg in binding.items():
+                name = _param_root(_root(arg), params, defs)
+                if not name:
+                    continue
+                if pname in sub.mutates and name not in out.mutates:
+                    out.mutates[name] = sub.mutates[pname]
+                if pname in sub.reads:
+                    out.reads.add(name)
+                if pname in sub.resets:
+                    out.resets.add(name)
+        if upto is None:
+            summary.facts = out
+        return out
+
+    def _own(self, fn: ast.AST) -> _FnFacts:
+        """What `fn`'s own body does to its parameters and to module-level tables (no helpers; no sites)."""
+        hit = self._own_memo.get(id(fn))
+        if hit is not None and hit[0] is fn:
+            return hit[1]
         out = _FnFacts()
-        self._facts[key] = out  # cycle guard: a recursive call sees the partial summary
         idx = self._index_of(fn)
         params = set(param_names(fn))
         defs = definitions(fn)
@@ -281,29 +353,8 @@ class Evaluation:
                 out.mutates[name] = (OPTIMIZER_STEP, (idx, node))
         out.reads |= {n for n in (key(r) for r in _table_reads(fn)) if n}
         out.resets |= {n for n in (key(r) for r in _clears(fn)) if n}
-        out.sites.extend(ScoringSite(idx, n, form) for n, form in self._sites(fn))
         out.per_token = _returns_arrays(fn, defs)
-        if depth < CALL_DEPTH:
-            for call in scope_nodes(fn, ast.Call):
-                for callee, binding in self._callees(call):
-                    sub = self.facts(callee, depth + 1)
-                    for g, how in sub.mutates.items():
-                        if g.startswith(GLOBAL):
-                            out.mutates.setdefault(g, how)
-                    out.reads |= {g for g in sub.reads if g.startswith(GLOBAL)}
-                    out.resets |= {g for g in sub.resets if g.startswith(GLOBAL)}
-                    for pname, arg in binding.items():
-                        name = _param_root(_root(arg), params, defs)
-                        if not name:
-                            continue
-                        if pname in sub.mutates and name not in out.mutates:
-                            out.mutates[name] = sub.mutates[pname]
-                        if pname in sub.reads:
-                            out.reads.add(name)
-                        if pname in sub.resets:
-                            out.resets.add(name)
-                    if len(out.sites) < 8:
-                        out.sites.extend(sub.sites[:4])
+        self._own_memo[id(fn)] = (fn, out)
         return out
 
     def _primitives(self, scope: ast.AST) -> list:
@@ -386,7 +437,7 @@ class Evaluation:
             callees = self._callees(call)
             if not callees:
                 continue
-            sites = [s for fn, _ in callees for s in self.facts(fn).sites]
+            sites = [s for fn, _ in callees for s in self._summary(fn).sites]
             made = None
             if sites and (val_args := self._val_args(scope, call)):  # which data it scores matters only if it scores
                 made = self._call_pass(idx, scope, call, callees, sites, val_args)

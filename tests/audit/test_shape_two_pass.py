@@ -407,3 +407,37 @@ def test_updates_made_on_demand_do_not_depend_on_what_is_asked_first():
         assert _stale(every_first) == stale and _state(passes_first) == state
         made += len(state)
     assert made  # the codes do update state
+
+
+MUTUAL_HELPERS = """
+import torch
+GLOBAL_T = torch.zeros(64)
+def add(table, keys, n):
+    table.index_add_(0, keys, torch.ones(len(keys)))
+    if n:
+        spread(table, keys, n - 1)
+def spread(t, k, n):
+    GLOBAL_T.index_add_(0, k, torch.ones(len(k)))
+    add(t, k, n)
+def score(model, toks, table):
+    logp = torch.log_softmax(model(toks[:-1]), -1)
+    nll = -logp.gather(-1, toks[1:, None]).sum()
+    spread(table, toks[1:], 3)
+    return nll
+"""
+
+
+def test_facts_of_mutually_recursive_helpers_follow_the_cycle_once_from_either_side():
+    """`add` and `spread` call each other. `spread`'s facts see `add` whole (its parameter update, and through
+    it the module table), and `add`'s see `spread` as it stood when the recursion reached it: its own update of
+    the module table only. Asked for in either order, the facts are the same."""
+    facts = []
+    for first in ("add", "spread"):
+        ev = _evaluation(MUTUAL_HELPERS)
+        fns = {fn.name: fn for fn in ast.walk(ev.p.indexes[0].tree) if isinstance(fn, ast.FunctionDef)}
+        order = [first, "spread" if first == "add" else "add"]
+        got = {name: ev.facts(fns[name]) for name in order}
+        facts.append({name: (sorted(f.mutates), sorted(f.reads), sorted(f.resets)) for name, f in got.items()})
+    assert facts[0] == facts[1]
+    assert facts[0]["add"][0] == ["global:GLOBAL_T", "table"]
+    assert facts[0]["spread"][0] == ["global:GLOBAL_T", "t"]
