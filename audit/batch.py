@@ -223,7 +223,8 @@ def iter_audits(
     memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
     heads = _heads(git_dir)
     # more PRs than workers: the heaviest go first, so the queue does not end on one long PR while a core idles
-    queue = deque(heaviest_first(prs, pr_weights(git_dir, heads)) if len(prs) > jobs else prs)
+    queued = {pr: heads[pr] for pr in prs if pr in heads}
+    queue = deque(heaviest_first(prs, pr_weights(git_dir, queued)) if len(prs) > jobs else prs)
     if ctx.get_start_method() == "fork":
         preload()  # once here rather than on each worker's first folder
     try:

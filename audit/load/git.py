@@ -237,13 +237,10 @@ def pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
 
 
 def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
-    main: list[str] = []
-    for ref in _MAIN_REFS:
-        main = git(git_dir, "rev-list", "--topo-order", revs=[ref], paths=[], check=False).decode().split()
-        if main:
-            break
-    if not main or not heads:
+    ref = _main_ref(git_dir)
+    if ref is None or not heads:
         return {}
+    main = git(git_dir, "rev-list", "--topo-order", revs=[ref], paths=[]).decode().split()
     rank = {c: i for i, c in enumerate(main)}  # topological: a descendant comes before its ancestors
     tips = sorted(set(heads.values()) - rank.keys())
     listing = git(
@@ -262,7 +259,6 @@ def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
         input="".join(f"{head} {fork}\n" for head, fork in pairs).encode(),  # commit, then the parent it is diffed with
     )
     changes: dict[str, list[tuple[str, str, str]]] = {}
-    current: list[tuple[str, str, str]] | None = None
     tokens = out.split(b"\0")
     i = 0
     for head, _ in pairs:
@@ -325,6 +321,15 @@ def record_folder_of(path: str) -> str | None:
     return m.group(1)
 
 
+@functools.lru_cache(maxsize=64)
+def _main_ref(git_dir: str) -> str | None:
+    """The first of `_MAIN_REFS` the repository has (looked up once per process: a batch asks for every PR)."""
+    for ref in _MAIN_REFS:
+        if git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{ref}^{{commit}}"], check=False).strip():
+            return ref
+    return None
+
+
 def _default_base(git_dir: str, head: str) -> str:
     cands = _MAIN_REFS
     for cand in cands:
@@ -380,10 +385,13 @@ def pr_diff(git_dir: str, head: str, base: str | None = None) -> PrDiff:
 
 def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
     """The diff from the merge-base with main in one git process (`diff --merge-base`): the base README is read
-    from the diff, at its old object when the PR changes it, at the head when it does not. None when main is not
-    `refs/heads/main` or has no single merge-base with the head: the caller then asks step by step."""
+    from the diff, at its old object when the PR changes it, at the head when it does not. None when there is no
+    main or it has no single merge-base with the head: the caller then asks step by step."""
+    main = _main_ref(git_dir)
+    if main is None:
+        return None
     try:
-        out = git(git_dir, "diff", "--raw", "--merge-base", *_DIFF_OPTS, revs=[_MAIN_REFS[0], head])
+        out = git(git_dir, "diff", "--raw", "--merge-base", *_DIFF_OPTS, revs=[main, head])
     except InputError:
         return None
     if not out:

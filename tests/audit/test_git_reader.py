@@ -386,7 +386,7 @@ def test_a_pr_with_a_launcher_outside_its_folder_is_read_in_two_git_processes(re
     sh(work, "git", "add", "-A")
     sh(work, "git", "commit", "-qm", "more launchers")
     head = sh(work, "git", "rev-parse", "pr").strip()
-    gitmod.resolve_commit(repo, head)
+    gitmod.pr_diff(repo, head)  # the head and which ref is main: asked once per process
     calls: list[list[str]] = []
     real = gitmod._run
     monkeypatch.setattr(gitmod, "_run", lambda argv, *a: calls.append(argv) or real(argv, *a))
@@ -399,3 +399,19 @@ def test_a_pr_with_a_launcher_outside_its_folder_is_read_in_two_git_processes(re
         "empty.txt",
         "train_gpt.py",
     ]
+
+
+def test_a_clone_whose_main_is_origin_main_gets_its_diff_in_one_process(repo, monkeypatch):
+    work = Path(repo).parent
+    main = sh(work, "git", "rev-parse", "main").strip()
+    sh(work, "git", "update-ref", "refs/remotes/origin/main", main)
+    sh(work, "git", "branch", "-D", "main")
+    head = sh(work, "git", "rev-parse", "pr").strip()
+    gitmod.pr_diff(repo, head)  # which ref is main: looked up once (refs/heads/main first)
+    calls: list[list[str]] = []
+    real = gitmod._run
+    monkeypatch.setattr(gitmod, "_run", lambda argv, *a: calls.append(argv) or real(argv, *a))
+    fused = gitmod.pr_diff(repo, head)
+    assert [c[c.index(f"--git-dir={repo}") + 1] for c in calls] == ["diff"]
+    assert fused.base is None and fused.status == gitmod.pr_diff(repo, head, main).status
+    assert load_git_folder(repo, head, FOLDER, diff=fused).base_readme == "| leaderboard |\n"
