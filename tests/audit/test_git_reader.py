@@ -35,16 +35,21 @@ def sh(cwd, *args) -> str:
     return subprocess.run(args, cwd=cwd, check=True, capture_output=True, env=env, text=True).stdout
 
 
+def _main_then_pr(r: Path, top: str, text: str) -> None:
+    """A repository at `r`: main with one top-level file, then a branch `pr` checked out."""
+    r.mkdir()
+    sh(r, "git", "init", "-q", "-b", "main")
+    (r / top).write_text(text)
+    sh(r, "git", "add", "-A")
+    sh(r, "git", "commit", "-qm", "base")
+    sh(r, "git", "checkout", "-q", "-b", "pr")
+
+
 @pytest.fixture
 def repo(tmp_path) -> str:
     """main with a README; branch `pr` adds a record folder and a launcher outside it that names the folder."""
     r = tmp_path / "pg"
-    r.mkdir()
-    sh(r, "git", "init", "-q", "-b", "main")
-    (r / "README.md").write_text("| leaderboard |\n")
-    sh(r, "git", "add", "-A")
-    sh(r, "git", "commit", "-qm", "base")
-    sh(r, "git", "checkout", "-q", "-b", "pr")
+    _main_then_pr(r, "README.md", "| leaderboard |\n")
     folder = r / FOLDER
     folder.mkdir(parents=True)
     (folder / "train_gpt.py").write_text("print('hi')\n")
@@ -362,12 +367,7 @@ def test_the_base_readme_from_one_diff_is_the_one_at_the_merge_base(repo, change
 
 def test_a_readme_the_pr_adds_has_no_base(tmp_path):
     r = tmp_path / "pg"
-    r.mkdir()
-    sh(r, "git", "init", "-q", "-b", "main")
-    (r / "LICENSE").write_text("x\n")
-    sh(r, "git", "add", "-A")
-    sh(r, "git", "commit", "-qm", "base")
-    sh(r, "git", "checkout", "-q", "-b", "pr")
+    _main_then_pr(r, "LICENSE", "x\n")
     (r / FOLDER).mkdir(parents=True)
     (r / FOLDER / "train_gpt.py").write_text("print('hi')\n")
     (r / "README.md").write_text("| added |\n")
