@@ -30,7 +30,7 @@ from ..logs.patterns import may_contain
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import binding_pairs, bound_names, definitions, param_names, single_bindings
-from .source import starts_within
+from .source import POSITION, starts_within
 
 # Names that hold training *data* (not settings such as train_seq_len / train_batch_tokens).
 _TRAIN_DATA = re.compile(
@@ -156,7 +156,10 @@ class CalibrationAnalysis:
         clocky = {w for w in words if _CLOCK.search(w)}  # a script repeats its names: each is searched once
         if not clocky:
             return
-        for n in idx.nodes_with(ast.Name, "id", clocky) + idx.nodes_with(ast.Attribute, "attr", clocky):
+        named = [
+            sorted((n for w in clocky for n in idx.named(cls, w)), key=POSITION) for cls in (ast.Name, ast.Attribute)
+        ]
+        for n in named[0] + named[1]:  # each class in position order, as `nodes_with` gives them
             loops = [a for a in idx.ancestors(n) if isinstance(a, LOOPS)]
             if loops and loops[-1] not in seen:
                 seen.add(loops[-1])

@@ -64,7 +64,7 @@ class Program(Folding, Liveness):
                         self.attrs.setdefault(target.id, (idx, value))
         # `self.x = os.environ.get(...)` in __init__ and `args.x = ...` at module level
         # (an environment read inside the value starts in the value's span: a bisect, not a walk of every value)
-        env_reads = [(a.lineno, a.col_offset) for a in idx.nodes_with(ast.Attribute, "attr", _ENV_ATTRS)]
+        env_reads = sorted((a.lineno, a.col_offset) for w in _ENV_ATTRS for a in idx.named(ast.Attribute, w))
         for n in idx.nodes(ast.Assign) if env_reads else ():
             for t in n.targets:
                 if isinstance(t, ast.Attribute) and starts_within(env_reads, n.value):
