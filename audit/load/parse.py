@@ -143,7 +143,8 @@ def _walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[ast.AST, ast.AST
             kids = v if kind is MANY else nodes_in(v, kind)
             if kids:
                 out.extend(kids)
-                up.update(dict.fromkeys(kids, n))
+                for kid in kids:  # most lists hold one to three nodes: a loop beats building a dict for them
+                    up[kid] = n
     _WALKS[id(tree)] = (tree, out)
     _PARENTS[id(tree)] = (tree, up)
     return out, up
