@@ -269,8 +269,8 @@ def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
         current = changes[head] = []
         i += 1
         while i + 1 < len(tokens) and tokens[i].startswith(b":"):
-            meta = tokens[i].decode().split()  # :old-mode new-mode old-sha new-sha status
-            current.append((meta[4][:1], meta[3], tokens[i + 1].decode(errors="replace")))
+            status, _, new = _raw_record(tokens[i])
+            current.append((status[:1], new, tokens[i + 1].decode(errors="replace")))
             i += 2
     blobs: dict[str, list[str]] = {}
     for head, files in changes.items():
@@ -291,6 +291,15 @@ def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
             if len(parts) == 2 and parts[1].isdigit():
                 sizes[parts[0]] = min(int(parts[1]), MAX_FILE_BYTES)
     return {pr: sum(sizes.get(o, 0) for o in blobs.get(head, ())) for pr, head in heads.items()}
+
+
+def _raw_record(token: bytes) -> tuple[str, str, str]:
+    """(status, old object, new object) of one `--raw` record (`:old-mode new-mode old new status`); ValueError
+    for anything else."""
+    meta = token.decode(errors="replace").split()
+    if len(meta) != 5 or not meta[0].startswith(":"):
+        raise ValueError(f"not a raw diff record: {token[:80]!r}")
+    return meta[4], meta[2], meta[3]
 
 
 def _fork_point(head: str, parents: dict[str, list[str]], rank: dict[str, int]) -> str | None:
@@ -400,13 +409,14 @@ def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
     status: list[tuple[str, str]] = []
     readme = f"{head}:README.md"
     for i in range(0, len(tokens) - 1, 2):
-        meta = tokens[i].decode(errors="replace").split()  # :old-mode new-mode old-object new-object status
-        if len(meta) != 5 or not meta[0].startswith(":"):
+        try:
+            kind, old, _ = _raw_record(tokens[i])
+        except ValueError:
             return None
         path = tokens[i + 1].decode(errors="replace")
-        status.append((meta[4], path))
+        status.append((kind, path))
         if path == "README.md":
-            readme = "" if meta[4] == "A" else meta[2]
+            readme = "" if kind == "A" else old
     return PrDiff(head, None, tuple(status), readme)
 
 
@@ -494,6 +504,7 @@ def list_prs(git_dir: str) -> list[int]:
 MAX_README_BYTES = 1_000_000  # the base README: its leaderboard is near the top
 MAX_OUTSIDE_LAUNCHERS = 20  # shell launchers read from outside one record folder
 MAX_LAUNCHER_BYTES = 256_000
+_OUTSIDE = "\0outside "  # the read key of a launcher outside the folder: no path of the folder starts so
 
 
 def _launcher_paths(folder: str, diff: PrDiff | None) -> list[str]:
@@ -539,7 +550,7 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
         if not path.startswith(folder + "/"):  # a launcher outside the folder: read when it is a small file
             small = size.strip().isdigit() and int(size) <= MAX_LAUNCHER_BYTES
             if path in outside and kind == "blob" and mode != "120000" and small:
-                launchers.append(("\0outside " + path, obj))  # not a path of the folder: cannot collide
+                launchers.append((_OUTSIDE + path, obj))
             continue
         rel = path[len(folder) + 1 :]
         if kind != "blob":
@@ -564,8 +575,8 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
     # one cat-file exchange for the folder, the base README and the launchers
     files = read_blobs(git_dir, blobs + extra + launchers, missing)
     base_readme = files.pop(readme_key, b"")
-    read = {key[len("\0outside ") :]: files.pop(key) for key, _ in launchers if key in files}
-    missing = [m for m in missing if m != readme_key and not m.startswith("\0outside ")]
+    read = {key[len(_OUTSIDE) :]: files.pop(key) for key, _ in launchers if key in files}
+    missing = [m for m in missing if m != readme_key and not m.startswith(_OUTSIDE)]
     skipped.extend((rel, "object absent from this git mirror") for rel in missing)
     return Folder(
         folder,
