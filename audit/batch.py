@@ -34,15 +34,17 @@ from .engine import PR_TIMEOUT_S, audit_submission, preload
 from .errors import InputError
 from .load.folder import Folder
 from .load.git import (
+    PrDiff,
+    known_pr_diff,
     known_pr_head,
     load_git_folder,
     pr_diff,
     pr_folders,
     pr_head_ref,
     pr_heads,
-    pr_weights,
     resolve_commit,
 )
+from .load.queue import scan_queue
 from .memo import ReportMemo, folder_digest, reuse
 from .report.console import print_summary
 from .report.jsonout import jsonl
@@ -160,9 +162,11 @@ def _worker(
             return
         if job is None:
             return
-        pr, head = job
+        pr, head, diff = job
         if head:
             known_pr_head(git_dir, pr, head)
+        if diff is not None:
+            known_pr_diff(git_dir, diff)
         rows = audit_pr(git_dir, pr, repo_url, filters, memo)  # looked up at call time (tests replace it)
         try:
             conn.send(rows)
@@ -222,9 +226,12 @@ def iter_audits(
     busy: dict[Connection, tuple[_Worker, int, float]] = {}
     memo = tempfile.TemporaryDirectory(prefix="pgolf-memo-")  # reports of folders audited in this batch
     heads = _heads(git_dir)
-    # more PRs than workers: the heaviest go first, so the queue does not end on one long PR while a core idles
+    # more PRs than workers: one scan of the queue weighs every PR, so the heaviest go first (the queue does not
+    # end on one long PR while a core idles), and diffs every PR, so no worker starts git for it
     queued = {pr: heads[pr] for pr in prs if pr in heads}
-    queue = deque(heaviest_first(prs, pr_weights(git_dir, queued)) if len(prs) > jobs else prs)
+    scan = scan_queue(git_dir, queued) if len(prs) > jobs else None
+    queue = deque(heaviest_first(prs, scan.weights) if scan else prs)
+    diffs: dict[str, PrDiff] = scan.diffs if scan else {}
     if ctx.get_start_method() == "fork":
         preload()  # once here rather than on each worker's first folder
     try:
@@ -233,7 +240,7 @@ def iter_audits(
                 w = idle.pop() if idle else _Worker(ctx, git_dir, repo_url, filters, memo.name)
                 pr = queue.popleft()
                 try:
-                    w.conn.send((pr, heads.get(pr)))
+                    w.conn.send((pr, heads.get(pr), diffs.get(heads.get(pr, ""))))
                 except OSError:  # it died while idle: drop it, hand the PR to another
                     w.kill()
                     queue.appendleft(pr)

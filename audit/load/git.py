@@ -220,106 +220,15 @@ def known_pr_head(git_dir: str, pr: int, sha: str) -> None:
 
 
 _MAIN_REFS = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
-_WEIGHED = (".py", ".log", ".txt", ".out")  # what the audit parses: its sources and its logs
 
 
-def pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
-    """A rough cost of auditing each PR, so that a batch hands out the heaviest first: the bytes of the Python
-    sources and logs under records/ that the PR adds (or, adding none, changes) since it forked from main (each
-    capped where the audit stops reading). Four git processes for the whole queue, none per PR: main's history,
-    the PRs' own commits (their fork point is the newest commit of main they reach), one `diff-tree --stdin` of
-    every (head, fork point) pair and one `cat-file --batch-check` of the sizes. Only an order: {} when anything
-    fails, and the queue then goes in PR order."""
-    try:
-        return _pr_weights(git_dir, heads)
-    except (InputError, OSError, ValueError, IndexError):
-        return {}
-
-
-def _pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
-    ref = _main_ref(git_dir)
-    if ref is None or not heads:
-        return {}
-    main = git(git_dir, "rev-list", "--topo-order", revs=[ref], paths=[]).decode().split()
-    rank = {c: i for i, c in enumerate(main)}  # topological: a descendant comes before its ancestors
-    tips = sorted(set(heads.values()) - rank.keys())
-    listing = git(
-        git_dir, "log", "--stdin", "--format=%H %P", input="".join(f"{t}\n" for t in [f"^{main[0]}", *tips]).encode()
-    )
-    parents = {c: ps for c, *ps in (line.split() for line in listing.decode().splitlines() if line.strip())}
-    pairs = [(head, _fork_point(head, parents, rank) or main[0]) for head in sorted(set(heads.values()))]
-    out = git(
-        git_dir,
-        "diff-tree",
-        "-r",
-        "--stdin",
-        "--always",  # a header for every pair, even one with no change: the output is read pair by pair
-        *_DIFF_OPTS,
-        paths=["records/"],
-        input="".join(f"{head} {fork}\n" for head, fork in pairs).encode(),  # commit, then the parent it is diffed with
-    )
-    changes: dict[str, list[tuple[str, str, str]]] = {}
-    tokens = out.split(b"\0")
-    i = 0
-    for head, _ in pairs:
-        while i < len(tokens) and not tokens[i]:
-            i += 1
-        if i >= len(tokens) or tokens[i].decode() != head:
-            return {}  # not the pair expected next: the output cannot be attributed
-        current = changes[head] = []
-        i += 1
-        while i + 1 < len(tokens) and tokens[i].startswith(b":"):
-            status, _, new = _raw_record(tokens[i])
-            current.append((status[:1], new, tokens[i + 1].decode(errors="replace")))
-            i += 2
-    blobs: dict[str, list[str]] = {}
-    for head, files in changes.items():
-        added = [f for f in files if f[0] == "A"]
-        kept = added or [f for f in files if f[0] != "D"]
-        blobs[head] = [obj for _, obj, path in kept if path.lower().endswith(_WEIGHED)]
-    wanted = sorted({obj for objs in blobs.values() for obj in objs})
-    sizes: dict[str, int] = {}
-    if wanted:
-        check = git(
-            git_dir,
-            "cat-file",
-            "--batch-check=%(objectname) %(objectsize)",
-            input="".join(f"{o}\n" for o in wanted).encode(),
-        )
-        for line in check.decode(errors="replace").splitlines():
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                sizes[parts[0]] = min(int(parts[1]), MAX_FILE_BYTES)
-    return {pr: sum(sizes.get(o, 0) for o in blobs.get(head, ())) for pr, head in heads.items()}
-
-
-def _raw_record(token: bytes) -> tuple[str, str, str]:
-    """(status, old object, new object) of one `--raw` record (`:old-mode new-mode old new status`); ValueError
-    for anything else."""
+def _raw_record(token: bytes) -> tuple[str, str, str, str]:
+    """(status, old object, new object, new mode) of one `--raw` record (`:old-mode new-mode old new status`);
+    ValueError for anything else."""
     meta = token.decode(errors="replace").split()
     if len(meta) != 5 or not meta[0].startswith(":"):
         raise ValueError(f"not a raw diff record: {token[:80]!r}")
-    return meta[4], meta[2], meta[3]
-
-
-def _fork_point(head: str, parents: dict[str, list[str]], rank: dict[str, int]) -> str | None:
-    """The newest commit of main that `head` reaches (its merge-base with main, when it has one best candidate)."""
-    if head in rank:
-        return head
-    seen: set[str] = set()
-    stack = [head]
-    best: str | None = None
-    while stack:
-        c = stack.pop()
-        if c in seen:
-            continue
-        seen.add(c)
-        if c in rank:
-            if best is None or rank[c] < rank[best]:
-                best = c
-            continue
-        stack.extend(parents.get(c, ()))
-    return best
+    return meta[4], meta[2], meta[3], meta[1]
 
 
 # --- which folders a ref adds -------------------------------------------------------------------------------
@@ -376,20 +285,48 @@ class PrDiff:
     base: str | None
     status: tuple[tuple[str, str], ...]
     readme: str = ""
+    # What `ls-tree -r -l` lists at the head for every path the PR adds or changes: (mode, kind, object, size,
+    # path), in git's order; and the record folders absent at the base, which the diff therefore holds whole.
+    # Filled by the batch's scan of the queue (`queue.scan_queue`): a worker lists such a folder without git.
+    entries: tuple[tuple[str, str, str, str, str], ...] = ()
+    whole: frozenset[str] = frozenset()
 
     def base_commit(self, git_dir: str) -> str:
         return self.base or _default_base(git_dir, self.head)
+
+    def listing(self, folder: str, paths: list[str]) -> list[tuple[str, str, str, str, str]] | None:
+        """`folder` and `paths` as `ls-tree -r -l` lists them at the head; None unless the diff holds the folder
+        whole (then every file of it is a path the PR adds)."""
+        if folder not in self.whole:
+            return None
+        inside, outside = folder + "/", set(paths)
+        return [e for e in self.entries if e[4].startswith(inside) or e[4] in outside]
 
 
 def pr_diff(git_dir: str, head: str, base: str | None = None) -> PrDiff:
     head = resolve_commit(git_dir, head, "head")
     if not base:
+        known = _KNOWN_DIFFS.get((git_dir, head))
+        if known is not None:  # the batch diffed the whole queue at once (`queue.scan_queue`)
+            return known
         fused = _diff_from_main(git_dir, head)
         if fused is not None:
             return fused
     base = resolve_commit(git_dir, base, "--base") if base else _default_base(git_dir, head)
     status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"]))
     return PrDiff(head, base, tuple(zip(status[0::2], status[1::2])), f"{base}:README.md")
+
+
+# (git dir, head) -> its diff from its merge-base with main, as the batch read it for the whole queue
+_KNOWN_DIFFS: dict[tuple[str, str], PrDiff] = {}
+
+
+def known_pr_diff(git_dir: str, diff: PrDiff) -> None:
+    """Take `diff` as the diff of `diff.head` from its merge-base with main without asking git again."""
+    if _COMMIT_ID.fullmatch(diff.head):
+        if len(_KNOWN_DIFFS) > 64:
+            _KNOWN_DIFFS.clear()
+        _KNOWN_DIFFS[(git_dir, diff.head)] = diff
 
 
 def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
@@ -407,17 +344,26 @@ def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
         return None  # no change at all: the step-by-step path says so the way it always has
     tokens = out.split(b"\0")
     status: list[tuple[str, str]] = []
-    readme = f"{head}:README.md"
+    readme = None
     for i in range(0, len(tokens) - 1, 2):
         try:
-            kind, old, _ = _raw_record(tokens[i])
+            kind, old, _, _ = _raw_record(tokens[i])
         except ValueError:
             return None
         path = tokens[i + 1].decode(errors="replace")
         status.append((kind, path))
         if path == "README.md":
-            readme = "" if kind == "A" else old
-    return PrDiff(head, None, tuple(status), readme)
+            readme = (kind, old)
+    return PrDiff(head, None, tuple(status), readme_at_base(head, readme))
+
+
+def readme_at_base(head: str, change: tuple[str, str] | None) -> str:
+    """The README.md blob at a PR's base, named from its diff: `change` is (status, old object) when the PR
+    changes the README, None when it does not (the base's is then the head's); "" when the base has none."""
+    if change is None:
+        return f"{head}:README.md"
+    kind, old = change
+    return "" if kind == "A" else old
 
 
 def pr_folders(git_dir: str, head: str, base: str | None = None, diff: PrDiff | None = None) -> list[str]:
@@ -536,17 +482,14 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
             diff = None
     outside = _launcher_paths(folder, diff)
     # one listing for the folder and the launchers outside it
-    listing = git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[sha], paths=[folder + "/", *outside])
+    listing = diff.listing(folder, outside) if diff is not None else None
+    if listing is None:
+        listing = _ls_tree(git_dir, sha, [folder + "/", *outside])
     sizes: dict[str, int] = {}
     skipped: list[tuple[str, str]] = []
     blobs: list[tuple[str, str]] = []
     launchers: list[tuple[str, str]] = []
-    for entry in listing.split(b"\0"):
-        if not entry:
-            continue
-        meta, _, path_b = entry.partition(b"\t")
-        mode, kind, obj, size = meta.decode().split(None, 3)
-        path = path_b.decode(errors="replace")
+    for mode, kind, obj, size, path in listing:
         if not path.startswith(folder + "/"):  # a launcher outside the folder: read when it is a small file
             small = size.strip().isdigit() and int(size) <= MAX_LAUNCHER_BYTES
             if path in outside and kind == "blob" and mode != "120000" and small:
@@ -587,6 +530,17 @@ def load_git_folder(git_dir: str, ref: str, folder: str, base: str | None = None
         outside_launchers=_outside_launchers(folder, read),
         base_readme=decode_text(base_readme[:MAX_README_BYTES]),
     )
+
+
+def _ls_tree(git_dir: str, commit: str, paths: list[str]) -> list[tuple[str, str, str, str, str]]:
+    """(mode, kind, object, size, path) of every file under `paths` at `commit`."""
+    out = []
+    for entry in git(git_dir, "ls-tree", "-r", "-l", "-z", revs=[commit], paths=paths).split(b"\0"):
+        if entry:
+            meta, _, path = entry.partition(b"\t")
+            mode, kind, obj, size = meta.decode().split(None, 3)
+            out.append((mode, kind, obj, size, path.decode(errors="replace")))
+    return out
 
 
 def read_blobs(git_dir: str, blobs: list[tuple[str, str]], missing: list[str] | None = None) -> dict[str, bytes]:

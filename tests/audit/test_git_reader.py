@@ -307,7 +307,7 @@ def test_a_batch_worker_reads_through_one_reader_that_its_kill_takes_down(repo, 
     rows = []
     try:
         for pr in (1, 2, 3):
-            w.conn.send((pr, None))  # (PR, its head when the batch read it)
+            w.conn.send((pr, None, None))  # (PR, its head and its diff when the batch read them)
             assert w.conn.poll(60)
             rows.extend(w.conn.recv())
         readers = {r["reader"] for r in rows}

@@ -12,7 +12,8 @@ import pytest
 
 from audit.batch import heaviest_first
 from audit.load import git as gitmod
-from audit.load.git import pr_folders, pr_heads, pr_weights
+from audit.load.git import pr_folders, pr_heads
+from audit.load.queue import pr_weights
 from tests.support import EXAMPLES
 
 
