@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..load.parse import walk
-from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
+from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes
 from .program import Program, SourceIndex
 from .scopes import single_bindings
 from .valueflow import ValFlow
@@ -417,11 +417,10 @@ def _flows_into_addition(idx: SourceIndex, node: ast.AST) -> bool:
                 names = [t.id for t in anc.targets if isinstance(t, ast.Name)]
                 fn = idx.enclosing(anc, ast.FunctionDef, ast.AsyncFunctionDef) or idx.tree
                 return any(
-                    isinstance(x, ast.Name)
-                    and x.id in names
+                    x.id in names
                     and isinstance(x.ctx, ast.Load)
                     and any(isinstance(a, (ast.BinOp, ast.AugAssign, ast.If)) for a in idx.ancestors(x))
-                    for x in walk_scope(fn)
+                    for x in scope_nodes(fn, ast.Name)
                 )
             return False
     return False
@@ -763,10 +762,8 @@ def _divides_by_ln2(program: Program, scope: ast.AST) -> bool:
     """Does the scope turn a loss into bits (`/ math.log(2)`)? Marks a scoring function."""
     local = single_bindings(scope)
     return any(
-        isinstance(n, ast.BinOp)
-        and isinstance(n.op, ast.Div)
-        and any(_ln2_power(program, f, local) for f, _ in _factors(program, n, local))
-        for n in walk_scope(scope)
+        isinstance(n.op, ast.Div) and any(_ln2_power(program, f, local) for f, _ in _factors(program, n, local))
+        for n in scope_nodes(scope, ast.BinOp)
     )
 
 

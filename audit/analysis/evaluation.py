@@ -34,10 +34,10 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, call_name, dotted, scope_nodes, walk_scope
+from .astutil import FUNCS, LOOPS, call_name, dotted, scope_nodes
 from .program import Program, SourceIndex
 from .rescoring import exclusive
-from .scopes import binding_pairs, definitions, param_names
+from .scopes import BINDER_CLASSES, binding_pairs, definitions, param_names
 from .valueflow import ValFlow
 
 CALL_DEPTH = 4  # helper calls followed when summarising what a function scores, reads and updates
@@ -772,7 +772,7 @@ def _local_names(fn: ast.AST) -> set[str]:
     (`T[k] += 1` updates a table, it does not bind `T`) — unless declared `global`."""
     out: set[str] = set()
     declared: set[str] = set()
-    for n in walk_scope(fn):
+    for n in scope_nodes(fn, ast.Global, *BINDER_CLASSES):
         if isinstance(n, ast.Global):
             declared.update(n.names)
         for target, _ in binding_pairs(n):

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from ..findings import Confidence, Finding, Reachability, Severity
 from ..load.parse import children, walk
 from ..load.runcmd import run_commands
-from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes, walk_scope
+from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes
 from .config import Config
 from .program import Program, SourceIndex
 
@@ -263,8 +263,15 @@ class NgramAnalysis:
         return False
 
     # --- definitions -----------------------------------------------------------------------------
-    _DEF_NODES = frozenset(
-        {ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension, ast.NamedExpr, ast.Call}
+    _DEF_NODES = (
+        ast.Assign,
+        ast.AnnAssign,
+        ast.AugAssign,
+        ast.For,
+        ast.AsyncFor,
+        ast.comprehension,
+        ast.NamedExpr,
+        ast.Call,
     )
 
     def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST, int | None]]]:
@@ -281,10 +288,7 @@ class NgramAnalysis:
                     if isinstance(elt, ast.Name):
                         defs.setdefault(elt.id, []).append((line, value, i))
 
-        kinds = self._DEF_NODES
-        for n in walk_scope(scope):
-            if n.__class__ not in kinds:  # most nodes define nothing: skipped by class
-                continue
+        for n in scope_nodes(scope, *self._DEF_NODES):  # in walk order, read from the scope's nodes by class
             line = getattr(n, "lineno", 0)
             if isinstance(n, ast.Assign):
                 for t in n.targets:

@@ -9,7 +9,7 @@ import functools
 import re
 
 from ..load.parse import walk
-from .astutil import FUNCS, NO_GRAD, call_name, per_audit_cache, scope_nodes, walk_scope
+from .astutil import FUNCS, NO_GRAD, call_name, per_audit_cache, scope_nodes
 from .program import Program, SourceIndex
 
 _METRIC = re.compile(r"val_bpb|val_loss|bpb|_exact")
@@ -85,7 +85,7 @@ def exclusive(idx: SourceIndex, a: ast.AST, b: ast.AST) -> bool:
 
 def rebound_between(scope: ast.AST, name: str, a: ast.AST, b: ast.AST) -> bool:
     lo, hi = a.end_lineno or a.lineno, b.lineno
-    for n in walk_scope(scope):
+    for n in scope_nodes(scope, ast.Assign, ast.Call):
         line = getattr(n, "lineno", 0)
         if not lo < line < hi:
             continue
@@ -108,8 +108,8 @@ def reported(scope: ast.AST, idx: SourceIndex, call: ast.Call):
     names: set[str] = set()
     if isinstance(stmt, ast.Assign):
         names = {x.id for t in stmt.targets for x in walk(t) if isinstance(x, ast.Name)}
-    for n in walk_scope(scope):
-        if getattr(n, "lineno", 0) < call.lineno:
+    for n in scope_nodes(scope, ast.Return, ast.Call):
+        if n.lineno < call.lineno:
             continue
         if isinstance(n, ast.Return) and n.value is not None:
             if n.value is call or names & {x.id for x in walk(n.value) if isinstance(x, ast.Name)}:
@@ -180,8 +180,7 @@ def repeats(loop: ast.For) -> bool:
 def used_outside(scope: ast.AST, if_node: ast.If, names: set[str]) -> bool:
     inside = {id(x) for x in walk(if_node)}
     return any(
-        isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in names and id(n) not in inside
-        for n in walk_scope(scope)
+        isinstance(n.ctx, ast.Load) and n.id in names and id(n) not in inside for n in scope_nodes(scope, ast.Name)
     )
 
 

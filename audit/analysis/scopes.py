@@ -12,7 +12,7 @@ from __future__ import annotations
 import ast
 
 from ..load.parse import walk
-from .astutil import FUNCS, per_audit_cache, walk_scope
+from .astutil import FUNCS, per_audit_cache, scope_nodes
 
 _DEFS_CACHE: dict[int, tuple[ast.AST, dict[str, list[tuple[int, ast.AST]]]]] = {}
 CACHE_LIMIT = 20_000
@@ -26,6 +26,7 @@ def param_names(fn: ast.AST) -> list[str]:
 _BINDERS = frozenset(  # the node classes that bind a name
     {ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension, ast.withitem, ast.NamedExpr}
 )
+BINDER_CLASSES = tuple(_BINDERS)
 
 
 def binding_pairs(n: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
@@ -52,9 +53,7 @@ def definitions(scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
     if hit is not None and hit[0] is scope:
         return hit[1]
     defs: dict[str, list[tuple[int, ast.AST]]] = {}
-    for n in walk_scope(scope):
-        if n.__class__ not in _BINDERS:  # most nodes bind nothing: skip them by class
-            continue
+    for n in scope_nodes(scope, *BINDER_CLASSES):  # in walk order, read from the scope's nodes by class
         line = getattr(n, "lineno", 0)
         for target, value in binding_pairs(n):
             for name in bound_names(target):
@@ -91,9 +90,7 @@ def single_bindings(fn: ast.AST | None) -> dict[str, ast.expr]:
         return hit[1]
     counts: dict[str, int] = {}
     values: dict[str, ast.expr] = {}
-    for n in walk_scope(fn):
-        if n.__class__ not in _BINDERS:  # most nodes bind nothing: skip them by class
-            continue
+    for n in scope_nodes(fn, *BINDER_CLASSES):
         targets: list[ast.AST | None] = []
         if isinstance(n, ast.Assign):
             targets = list(n.targets)

@@ -29,7 +29,7 @@ from ..load.parse import walk
 from ..logs.patterns import may_contain
 from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, scope_nodes, walk_scope
 from .program import Program, SourceIndex
-from .scopes import binding_pairs, bound_names
+from .scopes import BINDER_CLASSES, binding_pairs, bound_names
 from .valueflow import ValFlow
 
 # a free tensor is made with `requires_grad` (a keyword, `requires_grad_()`, `.requires_grad = True`) or as an
@@ -109,7 +109,7 @@ class _Scope:
         self.free: dict[str, ast.AST] | None = None  # filled lazily by SlotAnalysis
         self.opts: list[tuple[ast.Assign, list[str]]] | None = None
         self._acc: list[ast.AST] | None = None
-        for n in walk_scope(node):
+        for n in scope_nodes(node, ast.Call, *BINDER_CLASSES):
             if isinstance(n, ast.Call):
                 self.calls.append(n)
             elif not isinstance(n, ast.AugAssign):  # `x += …` is an accumulation (below), not a definition

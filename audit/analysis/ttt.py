@@ -31,7 +31,6 @@ from .astutil import (
     dotted,
     is_backward,
     scope_nodes,
-    walk_scope,
 )
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
@@ -126,7 +125,7 @@ class TTTAnalysis:
         for _, fn in self.p.functions.get(name, []):
             if _has_backward(fn):
                 continue
-            if _decorated_no_grad(fn) or any(_is_no_grad_with(n) for n in walk_scope(fn)):
+            if _decorated_no_grad(fn) or any(_is_no_grad_with(n) for n in scope_nodes(fn, ast.With, ast.AsyncWith)):
                 if self._accumulates(fn, fn):
                     result = True
             elif _SCORE_FUNC.search(name) and not _TRAIN_FUNC.search(name):

@@ -3,7 +3,7 @@ from __future__ import annotations
 import ast
 import re
 
-from ..analysis.astutil import FUNCS, LOOPS, VAL_PATH_LIT, call_name, is_val_name, walk_scope
+from ..analysis.astutil import FUNCS, LOOPS, VAL_PATH_LIT, call_name, is_val_name, scope_nodes
 from ..analysis.program import SourceIndex
 from ..analysis.rescoring import (
     base,
@@ -483,7 +483,7 @@ class MultipassRescore(Rule):
             if len(passes) < 2:
                 continue
             idx = passes[0].idx
-            for call in walk_scope(scope):
+            for call in scope_nodes(scope, ast.Call):
                 if not (
                     isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in ("min", "max")
                 ):
@@ -552,9 +552,7 @@ class MultipassRescore(Rule):
 
     # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
     def _rescore_after_ttt(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, trainers: set[str]):
-        calls = sorted(
-            (n for n in walk_scope(scope) if isinstance(n, ast.Call)), key=lambda c: (c.lineno, c.col_offset)
-        )
+        calls = sorted(scope_nodes(scope, ast.Call), key=lambda c: (c.lineno, c.col_offset))
         ttt_calls = [c for c in calls if call_name(c) in trainers and self._has_val_arg(scope, c)]
         for t in ttt_calls:
             models = self._model_args(t)
@@ -652,9 +650,8 @@ class MultipassRescore(Rule):
     def _keep_best(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, val_backwards: set[int], slot):
         ifs = [
             n
-            for n in walk_scope(scope)
-            if isinstance(n, ast.If)
-            and isinstance(n.test, ast.Compare)
+            for n in scope_nodes(scope, ast.If)
+            if isinstance(n.test, ast.Compare)
             and len(n.test.ops) == 1
             and isinstance(n.test.ops[0], (ast.Lt, ast.LtE, ast.Gt, ast.GtE))
             and any(isinstance(st, ast.Assign) for st in n.body)
@@ -694,7 +691,7 @@ class MultipassRescore(Rule):
     def _score_sources(self, scope: ast.AST, ttt: TTTAnalysis) -> set[str]:
         """Names holding a score: results of scoring calls on val, and no-grad loss accumulators."""
         out: set[str] = set()
-        for n in walk_scope(scope):
+        for n in scope_nodes(scope, ast.Assign, ast.AugAssign):
             if (
                 isinstance(n, ast.Assign)
                 and isinstance(n.value, ast.Call)
