@@ -38,6 +38,7 @@ from .astutil import FUNCS, LOOPS, call_name, dotted, scope_nodes
 from .program import Program, SourceIndex
 from .rescoring import exclusive
 from .scopes import BINDER_CLASSES, binding_pairs, definitions, param_names
+from .source import POSITION
 from .valueflow import ValFlow
 
 CALL_DEPTH = 4  # helper calls followed when summarising what a function scores, reads and updates
@@ -427,7 +428,7 @@ class Evaluation:
         """The scoring passes of `scope`; what its updates and resets need is kept for `_scope_state`."""
         # only a call of a user function (or class) has callees to scan; then in program order
         user = self._user_names
-        calls = sorted((c for c in scope_nodes(scope, ast.Call) if call_name(c) in user), key=_line)
+        calls = sorted((c for c in scope_nodes(scope, ast.Call) if call_name(c) in user), key=POSITION)
         passes: list[ScoringPass] = []
         helper_calls: list[tuple[ast.Call, list, ScoringPass | None]] = []  # calls whose helpers may update state
         taken: set[int] = set()
@@ -638,10 +639,6 @@ def _root(expr: ast.AST | None) -> str | None:
     return expr.id if isinstance(expr, ast.Name) else None
 
 
-def _line(node: ast.AST) -> tuple[int, int]:
-    return getattr(node, "lineno", 0), getattr(node, "col_offset", 0)
-
-
 def _end(node: ast.AST) -> int:
     return getattr(node, "end_lineno", None) or node.lineno
 
@@ -676,7 +673,7 @@ def _primitives(scope: ast.AST, counting: set[int]):
         for n in scope_nodes(scope, ast.Call)
         if n.func.__class__ is ast.Attribute and (n.func.attr in _ACCUMULATE_CALLS or n.func.attr in ("at", "copy_"))
     ]
-    for n in sorted(candidates, key=_line):
+    for n in sorted(candidates, key=POSITION):
         if isinstance(n, ast.AugAssign) and isinstance(n.op, ast.Add):
             root = _root(n.target)
             if root is None:
@@ -856,7 +853,7 @@ def _rebinds(scope: ast.AST):
 def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
     """Scoring sites written in `scope`: full-vocabulary scorers, and logs of a non-constant probability."""
     out = []
-    for n in sorted(scope_nodes(scope, ast.Call), key=_line):
+    for n in sorted(scope_nodes(scope, ast.Call), key=POSITION):
         if not isinstance(n, ast.Call):
             continue
         name = call_name(n)
@@ -916,7 +913,7 @@ def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> se
 
 def _reported(scope: ast.AST, names: frozenset[str], after: int, node: ast.AST) -> tuple[ast.AST, str] | None:
     """Where a value derived from a pass is returned, or logged with a metric tag, after line `after`."""
-    for n in sorted(scope_nodes(scope, ast.Return, ast.Call), key=_line):
+    for n in sorted(scope_nodes(scope, ast.Return, ast.Call), key=POSITION):
         if getattr(n, "lineno", 0) < after:
             continue
         if isinstance(n, ast.Return) and n.value is not None:

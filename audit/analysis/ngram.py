@@ -38,6 +38,7 @@ from ..load.runcmd import run_commands
 from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes
 from .config import Config
 from .program import Program, SourceIndex
+from .source import POSITION
 
 CALL_DEPTH = 6  # helper calls followed into when reading a hash key or a table update
 OFFICIAL_WORLD_SIZE = 8
@@ -813,7 +814,7 @@ class NgramAnalysis:
             if isinstance(n.op, ast.Div) and getattr(n, "lineno", 0) >= start:
                 if any((isinstance(x, ast.Name) and x.id in names) or x in nodes for x in walk(n.left)):
                     out.append(n)
-        return sorted(out, key=lambda d: (d.lineno, d.col_offset))
+        return sorted(out, key=POSITION)
 
     def _ratio(self, scope: ast.AST, start: int, names: set[str], nodes: set) -> ast.BinOp | None:
         divs = self._divisions(scope, start, names, nodes)

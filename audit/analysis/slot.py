@@ -30,6 +30,7 @@ from ..logs.patterns import may_contain
 from .astutil import BACKWARD_NAMES, FUNCS, LOOPS, UNKNOWN, call_name, dotted, is_backward, scope_nodes, walk_scope
 from .program import Program, SourceIndex
 from .scopes import BINDER_CLASSES, binding_pairs, bound_names
+from .source import POSITION
 from .valueflow import ValFlow
 
 # a free tensor is made with `requires_grad` (a keyword, `requires_grad_()`, `.requires_grad = True`) or as an
@@ -121,7 +122,7 @@ class _Scope:
         if self._acc is None:
             acc = list(scope_nodes(self.node, ast.AugAssign))
             acc += [c for c in self.calls if call_name(c) in ("append", "extend")]
-            self._acc = sorted(acc, key=lambda x: (x.lineno, x.col_offset))
+            self._acc = sorted(acc, key=POSITION)
         return self._acc
 
     def _bind(self, stmt: ast.AST, target: ast.AST, value: ast.expr) -> None:

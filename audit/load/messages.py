@@ -16,8 +16,11 @@ import ast
 import bisect
 import re
 from dataclasses import dataclass
+from operator import attrgetter
 
 from .parse import walk
+
+_POSITION = attrgetter("lineno", "col_offset")  # a call's (line, column): its place in the source
 
 MIN_CHUNK = 10  # shorter literal pieces ("val_bpb:") are printed by every script
 _LOG_NAME = re.compile(r"(^|_)(log\w*|print\w*|info|warning|warn|write)$", re.I)
@@ -402,7 +405,7 @@ def log_templates(tree: ast.AST, path: str = "", text: str = "") -> list[Templat
             bindings.append(n)
         inner = n if isinstance(n, _SCOPES) else scope
         stack.extend((c, inner) for c in ast.iter_child_nodes(n))
-    calls.sort(key=lambda c: (c.lineno, c.col_offset))
+    calls.sort(key=_POSITION)
     return indexed_log_templates(calls, bindings, lambda n: scope_of[id(n)], path, text)
 
 

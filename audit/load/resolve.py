@@ -456,7 +456,10 @@ def _py_in_cmd(text: str) -> list[str]:
 
 def _launch_targets(text: str) -> list[str]:
     """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
-    lits = [(m.start(1), m.end(1) + 1, m.group(1)) for m in _PY_LITERAL.finditer(text)]
+    call = _LAUNCH_SIBLING.search(text)
+    if call is None:
+        return []  # most sources launch nothing: their literals are never listed
+    lits = [(m.start(1), m.end(1) + 1, m.group(1)) for m in _PY_LITERAL.finditer(text, call.end())]
     starts = [s - 1 for s, _, _ in lits]  # the opening quote
     out: list[str] = []
     pos = 0
@@ -470,11 +473,21 @@ def _launch_targets(text: str) -> list[str]:
 
 
 def _is_effectively_empty(text: str) -> bool:
-    for line in text.splitlines():
-        s = line.strip()
-        if s and not s.startswith("#"):
+    """No line holds anything but whitespace and a comment. Read from the first non-blank character on, a
+    comment line at a time (without splitting the whole text into lines)."""
+    pos = 0
+    while (first := _NOT_SPACE.search(text, pos)) is not None:
+        if text[first.start()] != "#":
             return False
+        end = _LINE_BREAK.search(text, first.start())
+        if end is None:
+            return True
+        pos = end.end()
     return True
+
+
+_NOT_SPACE = re.compile(r"\S")  # what `str.strip` keeps: `\s` is `str.isspace` on str patterns
+_LINE_BREAK = re.compile("\r\n|[\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029]")  # where `str.splitlines` splits
 
 
 _DISTRIBUTED = re.compile(r"\b(torchrun|torch\.distributed\.(run|launch)|accelerate\s+launch|srun|deepspeed)\b")

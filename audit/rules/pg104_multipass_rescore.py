@@ -18,6 +18,7 @@ from ..analysis.rescoring import (
     used_outside,
     val_training_functions,
 )
+from ..analysis.source import POSITION
 from ..analysis.ttt import TTTAnalysis
 from ..findings import Confidence, Severity
 from ..load.parse import walk
@@ -552,7 +553,7 @@ class MultipassRescore(Rule):
 
     # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
     def _rescore_after_ttt(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, trainers: set[str]):
-        calls = sorted(scope_nodes(scope, ast.Call), key=lambda c: (c.lineno, c.col_offset))
+        calls = sorted(scope_nodes(scope, ast.Call), key=POSITION)
         ttt_calls = [c for c in calls if call_name(c) in trainers and self._has_val_arg(scope, c)]
         for t in ttt_calls:
             models = self._model_args(t)

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from audit.load.resolve import _bare_exec, _launch_targets, _py_in_cmd
+from audit.load.resolve import _bare_exec, _is_effectively_empty, _launch_targets, _py_in_cmd
 from audit.logs import parse_log
 from audit.logs import parser as logparser
 from audit.logs.patterns import MAX_LINE_CHARS, P
@@ -251,6 +251,46 @@ def test_entry_script_patterns_unchanged():
     assert _launch_targets(src) == ["train_gpt_v2.py", "eval.py"]
     assert _launch_targets("os.execv(sys.executable, [sys.executable, 'b.py'])") == ["b.py"]
     assert _launch_targets("subprocess.run(x)\nprint('a.py')") == ["a.py"]  # the first literal after the call
+
+
+def _launch_targets_reference(text: str) -> list[str]:
+    """The `.py` literal each launch names: every literal listed first, then each call's first one after it."""
+    from audit.load.resolve import _LAUNCH_SIBLING, _PY_LITERAL
+
+    lits = [(m.start(1) - 1, m.end(1) + 1, m.group(1)) for m in _PY_LITERAL.finditer(text)]
+    out, pos = [], 0
+    while (call := _LAUNCH_SIBLING.search(text, pos)) is not None:
+        after = [lit for lit in lits if lit[0] >= call.end()]
+        if not after:
+            break
+        _, pos, name = after[0]
+        out.append(name)
+    return out
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["os.system(", "run_path (", "'a.py'", '"b/c.py"', "x", "'", "\n", ".py", "(", ")"]),
+        max_size=14,
+    )
+)
+def test_launch_targets_are_each_calls_first_literal_after_it(parts):
+    text = "".join(parts)
+    assert _launch_targets(text) == _launch_targets_reference(text)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(["#", "x", " ", "\t", "\n", "\r", "\r\n", "\x0c", "\x1f", "\x85", "\u2028", "\xa0", "# c"]),
+        max_size=12,
+    )
+)
+def test_effectively_empty_is_every_line_blank_or_a_comment(parts):
+    text = "".join(parts)
+    expected = all(not s or s.startswith("#") for s in (line.strip() for line in text.splitlines()))
+    assert _is_effectively_empty(text) == expected
 
 
 @settings(max_examples=400, deadline=None)
