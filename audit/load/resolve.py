@@ -431,6 +431,8 @@ _PY_IN_CMD_LEAD = re.compile(r"[\s=]")
 # starts after its `(` (bisected from a list made in one pass). `(?!execv)` keeps `execvexecv…` linear;
 # every call in one word ends at the same `(`, so the same literal is found.
 _LAUNCH_SIBLING = re.compile(r"(?:run_path|run_module|subprocess\.\w+|os\.system|execv(?:(?!execv)\w)*)\s*\(")
+# what every match of _LAUNCH_SIBLING contains
+_LAUNCH_WORDS = ("run_path", "run_module", "subprocess.", "os.system", "execv")
 # a quoted `x.py`, whole (group 1). Led by the quote, not a look-behind, so the search skips to quotes at C speed
 _PY_LITERAL = re.compile(r"""["']([\w.\-/]+\.py)(?=["'])""")
 
@@ -456,6 +458,8 @@ def _py_in_cmd(text: str) -> list[str]:
 
 def _launch_targets(text: str) -> list[str]:
     """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
+    if not any(word in text for word in _LAUNCH_WORDS):
+        return []  # a substring test runs at memory speed; the pattern's alternation does not
     call = _LAUNCH_SIBLING.search(text)
     if call is None:
         return []  # most sources launch nothing: their literals are never listed
