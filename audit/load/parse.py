@@ -128,11 +128,8 @@ def _walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[ast.AST, ast.AST
     """A module's walk and its parent map in one traversal (each module is walked and indexed once per audit)."""
     out: list[ast.AST] = [tree]
     up: dict[ast.AST, ast.AST] = {}
-    i = 0
     specs = CHILD_SPECS
-    while i < len(out):
-        n = out[i]
-        i += 1
+    for n in out:  # breadth first: a list iterator also reaches what is appended while it runs
         for name, kind in specs[n.__class__]:
             v = getattr(n, name, None)
             if kind is ONE:
@@ -152,11 +149,8 @@ def _walk_module(tree: ast.Module) -> tuple[list[ast.AST], dict[ast.AST, ast.AST
 
 def _walk(node: ast.AST) -> list[ast.AST]:
     out = [node]
-    i = 0
     specs = CHILD_SPECS
-    while i < len(out):
-        n = out[i]
-        i += 1
+    for n in out:  # as in `_walk_module`
         for name, kind in specs[n.__class__]:  # children(n), inlined: this loop runs millions of times
             v = getattr(n, name, None)
             if kind is ONE:
