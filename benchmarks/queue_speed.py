@@ -3,7 +3,8 @@
     PGOLF_MIRROR=/path/to/mirror.git python benchmarks/queue_speed.py [--sample N] [--jobs 2]
 
 1. The floor, for the record folders the PRs add: read every blob from git (one `cat-file --batch`), `ast.parse`
-   every Python source, one `split` of every log line. Wall and CPU seconds (this process and git).
+   every Python source, one `split` of every log line. Wall and CPU seconds (this process and git). The folders are
+   found PR by PR (`pr_folders`, an `ls-tree` per folder): that part is printed on its own.
 2. The audit of the same PRs: `pgolf-audit --git-dir MIRROR --prs … --jobs N -o rows.jsonl` in a child process.
    Wall and CPU seconds (the audit and everything it started), the ratio to the floor, per-folder seconds
    (median / p99 / max, from the rows) and the peak resident memory of the largest worker.
@@ -66,6 +67,7 @@ def floor(mirror: str, prs: list[int]) -> dict:
         # keyed by PR and path: two PRs filing the same folder path are two folders to read (a key of the
         # path alone kept one of them, and the floor missed a sixth of the queue)
         blobs.extend((f"{pr}:{path}", obj) for path, obj in folder_blobs(mirror, pr))
+    listing_cpu = time.process_time() - c0 + _children_cpu() - ch0
     data = read_blobs(mirror, blobs)
     n_py = n_lines = 0
     for path, raw in data.items():
@@ -84,6 +86,7 @@ def floor(mirror: str, prs: list[int]) -> dict:
     return {
         "wall": time.perf_counter() - t0,
         "cpu": time.process_time() - c0 + _children_cpu() - ch0,
+        "listing_cpu": listing_cpu,
         "blobs": len(data),
         "mb": sum(len(b) for b in data.values()) / 1e6,
         "py": n_py,
@@ -157,7 +160,7 @@ def main() -> int:
     print(f"PRs: {len(prs)}; record folders audited: {r['rows']}; verdicts: {r['verdicts']}")
     print(
         f"floor: {f['blobs']} blobs ({f['mb']:.0f} MB), {f['py']} Python sources parsed, "
-        f"{f['log_lines']:,} log lines split"
+        f"{f['log_lines']:,} log lines split; finding the folders (git, PR by PR) is {f['listing_cpu']:.1f} CPU-s of it"
     )
     print("| measure | floor | audit | audit / floor |")
     print("|---|---|---|---|")
