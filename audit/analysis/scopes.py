@@ -23,10 +23,17 @@ def param_names(fn: ast.AST) -> list[str]:
     return [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
 
 
-_BINDERS = frozenset(  # the node classes that bind a name
-    {ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.AsyncFor, ast.comprehension, ast.withitem, ast.NamedExpr}
+BINDER_CLASSES = (  # the node classes that bind a name
+    ast.Assign,
+    ast.AnnAssign,
+    ast.AugAssign,
+    ast.For,
+    ast.AsyncFor,
+    ast.comprehension,
+    ast.withitem,
+    ast.NamedExpr,
 )
-BINDER_CLASSES = tuple(_BINDERS)
+_BINDERS = frozenset(BINDER_CLASSES)
 
 
 def binding_pairs(n: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
