@@ -38,6 +38,7 @@ from ..load.runcmd import run_commands
 from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes
 from .config import Config
 from .program import Program, SourceIndex
+from .scopes import BINDER_CLASSES
 from .source import POSITION
 
 CALL_DEPTH = 6  # helper calls followed into when reading a hash key or a table update
@@ -264,16 +265,8 @@ class NgramAnalysis:
         return False
 
     # --- definitions -----------------------------------------------------------------------------
-    _DEF_NODES = (
-        ast.Assign,
-        ast.AnnAssign,
-        ast.AugAssign,
-        ast.For,
-        ast.AsyncFor,
-        ast.comprehension,
-        ast.NamedExpr,
-        ast.Call,
-    )
+    # what binds a name (less `with … as`), and the calls (`xs.append(v)` defines an element of `xs`)
+    _DEF_NODES = (*(c for c in BINDER_CLASSES if c is not ast.withitem), ast.Call)
 
     def _scope_defs(self, scope: ast.AST) -> dict[str, list[tuple[int, ast.AST, int | None]]]:
         if scope in self._defs:
