@@ -854,8 +854,6 @@ def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
     """Scoring sites written in `scope`: full-vocabulary scorers, and logs of a non-constant probability."""
     out = []
     for n in sorted(scope_nodes(scope, ast.Call), key=POSITION):
-        if not isinstance(n, ast.Call):
-            continue
         name = call_name(n)
         if name in _FULL_VOCAB_CALLS:
             out.append((n, FULL_VOCAB))

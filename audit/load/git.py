@@ -47,7 +47,7 @@ _DRIVER_KEYS = {
     re.compile(r"^merge\..+\.driver$", re.I): "",
     re.compile(r"^protocol\..+\.allow$", re.I): "never",
 }
-_DIFF_OPTS = ("--no-renames", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "-z")
+DIFF_OPTS = ("--no-renames", "--no-ext-diff", "--no-textconv", "--ignore-submodules=all", "-z")
 GIT_TIMEOUT_S = 300  # one git process; a hung one becomes an input error, not a hung audit
 MAX_REV_CHARS = 256
 _OPTION_LIKE = re.compile(r"^-|[\x00\n\r]")  # what must never reach git's argv as a revision
@@ -222,13 +222,18 @@ def known_pr_head(git_dir: str, pr: int, sha: str) -> None:
 _MAIN_REFS = ("refs/heads/main", "refs/remotes/origin/main", "main", "origin/main")
 
 
-def _raw_record(token: bytes) -> tuple[str, str, str, str]:
-    """(status, old object, new object, new mode) of one `--raw` record (`:old-mode new-mode old new status`);
-    ValueError for anything else."""
-    meta = token.decode(errors="replace").split()
-    if len(meta) != 5 or not meta[0].startswith(":"):
-        raise ValueError(f"not a raw diff record: {token[:80]!r}")
-    return meta[4], meta[2], meta[3], meta[1]
+def raw_entries(tokens: list[bytes], i: int = 0) -> tuple[list[tuple[str, str, str, str, str]], int]:
+    """The records of a `--raw -z` diff from `tokens[i]` on (its output split at NULs): (status, new mode, old
+    object, new object, path) each, up to the first token that is not a record; and the index of that token.
+    ValueError for a malformed record."""
+    out = []
+    while i + 1 < len(tokens) and tokens[i].startswith(b":"):
+        meta = tokens[i].decode(errors="replace").split()  # `:old-mode new-mode old new status`
+        if len(meta) != 5:
+            raise ValueError(f"not a raw diff record: {tokens[i][:80]!r}")
+        out.append((meta[4], meta[1], meta[2], meta[3], tokens[i + 1].decode(errors="replace")))
+        i += 2
+    return out, i
 
 
 # --- which folders a ref adds -------------------------------------------------------------------------------
@@ -240,7 +245,7 @@ def record_folder_of(path: str) -> str | None:
 
 
 @functools.lru_cache(maxsize=64)
-def _main_ref(git_dir: str) -> str | None:
+def main_ref(git_dir: str) -> str | None:
     """The first of `_MAIN_REFS` the repository has (looked up once per process: a batch asks for every PR)."""
     for ref in _MAIN_REFS:
         if git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{ref}^{{commit}}"], check=False).strip():
@@ -249,12 +254,11 @@ def _main_ref(git_dir: str) -> str | None:
 
 
 def _default_base(git_dir: str, head: str) -> str:
-    cands = _MAIN_REFS
-    for cand in cands:
+    for cand in _MAIN_REFS:
         out = git(git_dir, "merge-base", revs=[cand, head], check=False).decode().strip()
         if out:
             return out
-    for cand in cands:  # unrelated histories (a PR from a re-created fork): diff against main itself
+    for cand in _MAIN_REFS:  # unrelated histories (a PR from a re-created fork): diff against main itself
         out = git(git_dir, "rev-parse", "--verify", "--quiet", revs=[f"{cand}^{{commit}}"], check=False)
         if out.strip():
             return out.decode().strip()
@@ -313,7 +317,7 @@ def pr_diff(git_dir: str, head: str, base: str | None = None) -> PrDiff:
         if fused is not None:
             return fused
     base = resolve_commit(git_dir, base, "--base") if base else _default_base(git_dir, head)
-    status = _z(git(git_dir, "diff", "--name-status", *_DIFF_OPTS, revs=[f"{base}..{head}"]))
+    status = _z(git(git_dir, "diff", "--name-status", *DIFF_OPTS, revs=[f"{base}..{head}"]))
     return PrDiff(head, base, tuple(zip(status[0::2], status[1::2])), f"{base}:README.md")
 
 
@@ -333,28 +337,24 @@ def _diff_from_main(git_dir: str, head: str) -> PrDiff | None:
     """The diff from the merge-base with main in one git process (`diff --merge-base`): the base README is read
     from the diff, at its old object when the PR changes it, at the head when it does not. None when there is no
     main or it has no single merge-base with the head: the caller then asks step by step."""
-    main = _main_ref(git_dir)
+    main = main_ref(git_dir)
     if main is None:
         return None
     try:
-        out = git(git_dir, "diff", "--raw", "--merge-base", *_DIFF_OPTS, revs=[main, head])
+        out = git(git_dir, "diff", "--raw", "--merge-base", *DIFF_OPTS, revs=[main, head])
     except InputError:
         return None
     if not out:
         return None  # no change at all: the step-by-step path says so the way it always has
     tokens = out.split(b"\0")
-    status: list[tuple[str, str]] = []
-    readme = None
-    for i in range(0, len(tokens) - 1, 2):
-        try:
-            kind, old, _, _ = _raw_record(tokens[i])
-        except ValueError:
-            return None
-        path = tokens[i + 1].decode(errors="replace")
-        status.append((kind, path))
-        if path == "README.md":
-            readme = (kind, old)
-    return PrDiff(head, None, tuple(status), readme_at_base(head, readme))
+    try:
+        entries, end = raw_entries(tokens)
+    except ValueError:
+        return None
+    if any(tokens[end:]):
+        return None  # something that is not a record: not the output expected
+    readme = next(((kind, old) for kind, _, old, _, path in entries if path == "README.md"), None)
+    return PrDiff(head, None, tuple((kind, path) for kind, _, _, _, path in entries), readme_at_base(head, readme))
 
 
 def readme_at_base(head: str, change: tuple[str, str] | None) -> str:
@@ -422,7 +422,7 @@ def checkout_folders(repo: Path, base: str | None = None) -> tuple[str, list[str
     git_dir = str(_checkout_git_dir(repo))
     head = resolve_commit(git_dir, "HEAD", "HEAD", work_tree=repo)
     base_sha = resolve_commit(git_dir, base, "--base", work_tree=repo) if base else _default_base(git_dir, head)
-    diff = git(git_dir, "diff", "--name-only", *_DIFF_OPTS, revs=[base_sha], paths=["records/"], work_tree=repo)
+    diff = git(git_dir, "diff", "--name-only", *DIFF_OPTS, revs=[base_sha], paths=["records/"], work_tree=repo)
     untracked = git(git_dir, "ls-files", "--others", "--exclude-standard", "-z", paths=["records/"], work_tree=repo)
     folders = [f for f in _folders(_z(diff) + _z(untracked)) if (repo / f).is_dir()]
     return head, folders
@@ -450,6 +450,7 @@ def list_prs(git_dir: str) -> list[int]:
 MAX_README_BYTES = 1_000_000  # the base README: its leaderboard is near the top
 MAX_OUTSIDE_LAUNCHERS = 20  # shell launchers read from outside one record folder
 MAX_LAUNCHER_BYTES = 256_000
+LAUNCHER_SUFFIXES = (".sh", ".bash")  # the shell launchers read from outside a record folder
 _OUTSIDE = "\0outside "  # the read key of a launcher outside the folder: no path of the folder starts so
 
 
@@ -460,7 +461,7 @@ def _launcher_paths(folder: str, diff: PrDiff | None) -> list[str]:
         return []
     inside = folder.strip("/") + "/"
     names = [name for kind, name in diff.status if kind != "D"]
-    return [n for n in names if n.endswith((".sh", ".bash")) and not n.startswith(inside)][:MAX_OUTSIDE_LAUNCHERS]
+    return [n for n in names if n.endswith(LAUNCHER_SUFFIXES) and not n.startswith(inside)][:MAX_OUTSIDE_LAUNCHERS]
 
 
 def _outside_launchers(folder: str, launchers: dict[str, bytes]) -> dict[str, bytes]:

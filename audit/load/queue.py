@@ -19,10 +19,9 @@ from dataclasses import dataclass, field
 
 from ..errors import InputError
 from .folder import MAX_FILE_BYTES
-from .git import _DIFF_OPTS, PrDiff, _main_ref, _raw_record, git, readme_at_base, record_folder_of
+from .git import DIFF_OPTS, LAUNCHER_SUFFIXES, PrDiff, git, main_ref, raw_entries, readme_at_base, record_folder_of
 
 _WEIGHED = (".py", ".log", ".txt", ".out")  # what the audit parses: its sources and its logs
-_LAUNCHERS = (".sh", ".bash")  # what a worker reads outside a record folder (`git._launcher_paths`)
 _NOT_A_LINE = re.compile(r"[\x00\n\r]")  # a path `cat-file --batch-check` could not be asked about on one line
 _OBJECT_TYPES = frozenset({"blob", "tree", "commit", "tag"})
 
@@ -49,7 +48,7 @@ def pr_weights(git_dir: str, heads: dict[int, str]) -> dict[int, int]:
 
 
 def _scan(git_dir: str, heads: dict[int, str]) -> QueueScan:
-    ref = _main_ref(git_dir)
+    ref = main_ref(git_dir)
     if ref is None or not heads:
         return QueueScan()
     history = [
@@ -133,7 +132,7 @@ def _diff_pairs(git_dir: str, pairs: list[tuple[str, str]]) -> dict[str, list[tu
         "-r",
         "--stdin",
         "--always",  # a header for every pair, even one with no change: the output is read pair by pair
-        *_DIFF_OPTS,
+        *DIFF_OPTS,
         input="".join(f"{head} {base}\n" for head, base in pairs).encode(),  # commit, then what it is diffed with
     )
     changes: dict[str, list[tuple[str, str, str, str, str]]] = {}
@@ -144,12 +143,7 @@ def _diff_pairs(git_dir: str, pairs: list[tuple[str, str]]) -> dict[str, list[tu
             i += 1
         if i >= len(tokens) or tokens[i].decode() != head:
             raise ValueError(f"diff-tree: expected {head}")  # not the pair expected next: nothing can be attributed
-        current = changes[head] = []
-        i += 1
-        while i + 1 < len(tokens) and tokens[i].startswith(b":"):
-            status, old, new, mode = _raw_record(tokens[i])
-            current.append((status[:1], mode, old, new, tokens[i + 1].decode(errors="replace")))
-            i += 2
+        changes[head], i = raw_entries(tokens, i + 1)
     return changes
 
 
@@ -175,7 +169,7 @@ def _listings(git_dir: str, diffs: dict[str, tuple[str, list[tuple[str, str, str
         listed[head] = [
             (mode, obj, path, "commit" if mode == "160000" else "blob")
             for kind, mode, _, obj, path in diffs[head][1]
-            if kind != "D" and (record_folder_of(path) in folders or path.endswith(_LAUNCHERS))
+            if kind != "D" and (record_folder_of(path) in folders or path.endswith(LAUNCHER_SUFFIXES))
         ]
     objects = sorted({obj for files in listed.values() for _, obj, _, kind in files if kind == "blob"})
     sizes = dict(zip(objects, _batch_check(git_dir, objects)))
