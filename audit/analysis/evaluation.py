@@ -155,12 +155,14 @@ class _FnFacts:
 @dataclass
 class _Summary:
     """A function's scoring sites (`sites`, made at once) and the helper calls its facts merge (`merged`, in
-    order): (the callee's summary, how many merges that callee had made then — None when it was complete —,
-    the callee's parameters bound to the caller's arguments). `facts`: the merged facts, once asked for."""
+    order): (the callee, how many merges its summary had made then — None when it was complete —, the callee's
+    parameters bound to the caller's arguments). `facts`: the merged facts, once asked for. A merge names the
+    callee's function, not its summary: recursive helpers would make summaries a cycle, which holds the trees
+    until the cycle collector runs."""
 
     fn: ast.AST
     sites: list[ScoringSite] = field(default_factory=list)
-    merged: list[tuple[_Summary, int | None, dict[str, ast.AST]]] = field(default_factory=list)
+    merged: list[tuple[ast.AST, int | None, dict[str, ast.AST]]] = field(default_factory=list)
     done: bool = False
     facts: _FnFacts | None = None
 
@@ -284,7 +286,7 @@ class Evaluation:
             for call in scope_nodes(fn, ast.Call):
                 for callee, binding in self._callees(call):
                     sub = self._summary(callee, depth + 1)
-                    out.merged.append((sub, None if sub.done else len(sub.merged), binding))
+                    out.merged.append((callee, None if sub.done else len(sub.merged), binding))
                     if len(out.sites) < 8:
                         out.sites.extend(sub.sites[:4])
         out.done = True
@@ -303,7 +305,7 @@ class Evaluation:
         params = set(param_names(fn))
         defs = definitions(fn)
         for callee, callee_upto, binding in summary.merged if upto is None else summary.merged[:upto]:
-            sub = self._facts_after(callee, callee_upto)
+            sub = self._facts_after(self._summaries[id(callee)], callee_upto)
             for g, how in sub.mutates.items():
                 if g.startswith(GLOBAL):
                     out.mutates.setdefault(g, how)

@@ -3,6 +3,7 @@ worker). Every cache keyed by AST nodes must be emptied per audit; one that is n
 
 from __future__ import annotations
 
+import ast
 import gc
 import weakref
 from pathlib import Path
@@ -31,3 +32,44 @@ def test_an_audit_drops_its_trees_before_the_collector_runs_again():
     audit_submission(load_folder(EXAMPLES / "score_first_ttt"))
     assert gc.isenabled()
     assert not pyparse._TREES and not pyparse._WALKS and not pyparse._PARENTS
+
+
+RECURSIVE = '''
+def chunks(tokens, size):
+    if len(tokens) <= size:
+        return [tokens]
+    return [tokens[:size]] + chunks(tokens[size:], size)
+
+
+def ping(n):
+    return pong(n - 1) if n else 0
+
+
+def pong(n):
+    return ping(n - 1) if n else 0
+
+
+def eval_val(model, val_tokens):
+    total = 0.0
+    for chunk in chunks(val_tokens, 1024):
+        total += model(chunk).loss.item() + ping(3)
+    return total
+'''
+
+
+def test_reference_counting_frees_an_audits_trees(tmp_path):
+    # recursive helpers once made the evaluation model's function summaries a cycle that held every tree until the
+    # cycle collector ran (a fifth of its work after each audit): nothing of a tree may be left to it
+    (tmp_path / "train_gpt.py").write_text(RECURSIVE)
+    folder = load_folder(tmp_path)
+    audit_submission(folder)  # the first audit's lazy imports leave their own cycles
+    gc.collect()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        audit_submission(folder)
+        gc.collect()
+        held = [type(o).__name__ for o in gc.garbage if isinstance(o, ast.AST)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+    assert held == []
