@@ -34,7 +34,7 @@ def test_an_audit_drops_its_trees_before_the_collector_runs_again():
     assert not pyparse._TREES and not pyparse._WALKS and not pyparse._PARENTS
 
 
-RECURSIVE = '''
+RECURSIVE = """
 def chunks(tokens, size):
     if len(tokens) <= size:
         return [tokens]
@@ -54,7 +54,7 @@ def eval_val(model, val_tokens):
     for chunk in chunks(val_tokens, 1024):
         total += model(chunk).loss.item() + ping(3)
     return total
-'''
+"""
 
 
 def test_reference_counting_frees_an_audits_trees(tmp_path):
