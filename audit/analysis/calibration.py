@@ -25,7 +25,7 @@ import ast
 import re
 from dataclasses import dataclass, field
 
-from ..load.parse import walk
+from ..load.parse import children, walk
 from ..logs.patterns import may_contain
 from .astutil import FUNCS, LOOPS, NO_GRAD, UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes, walk_scope
 from .program import Program, SourceIndex
@@ -295,7 +295,7 @@ class CalibrationAnalysis:
             return
         if isinstance(expr, (ast.Lambda, ast.JoinedStr)):
             return
-        for child in ast.iter_child_nodes(expr):
+        for child in children(expr):
             if isinstance(child, ast.expr):
                 t(child)
 
@@ -781,7 +781,7 @@ def _data_params(fn: ast.AST) -> set[str]:
     model, used_as_data = set(), set()
     parents: dict[ast.AST, ast.AST] = {}
     for p in walk(fn):
-        for c in ast.iter_child_nodes(p):
+        for c in children(p):
             parents[c] = p
     for n in walk(fn):
         if not (isinstance(n, ast.Name) and n.id in params and isinstance(n.ctx, ast.Load)):
@@ -811,7 +811,7 @@ def _ancestors_in(fn: ast.AST, target: ast.AST):
     """Ancestors of `target` inside `fn` (parents computed on demand: collectors are few)."""
     parents: dict[ast.AST, ast.AST] = {}
     for p in walk(fn):
-        for c in ast.iter_child_nodes(p):
+        for c in children(p):
             parents[c] = p
     cur = parents.get(target)
     while cur is not None and cur is not fn:

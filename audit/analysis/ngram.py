@@ -363,7 +363,7 @@ class NgramAnalysis:
                 for dline, value, dslot in defs.get(n.id, []):
                     if dline < line or (dline == line and value is not expr and not _contains(value, n)):
                         facts.merge(self.key_facts(idx, scope, value, dline, depth + 1, dslot))
-            stack.extend(ast.iter_child_nodes(n))
+            stack.extend(children(n))
         return facts
 
     def _position(self, scope: ast.AST, sl: ast.AST, line: int) -> tuple[str, bool] | None:

@@ -20,7 +20,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from ..load.parse import walk
+from ..load.parse import children, walk
 from .astutil import (
     BACKWARD_NAMES,
     FUNCS,
@@ -31,6 +31,7 @@ from .astutil import (
     dotted,
     is_backward,
     scope_nodes,
+    walk_scope,
 )
 from .program import Program, SourceIndex
 from .valueflow import ValFlow
@@ -151,7 +152,7 @@ class TTTAnalysis:
         """Scoring operations directly inside `scope` (not in nested functions)."""
         ops: list[ast.AST] = []
         results = self._result_names(fn)
-        for n in _walk_region(scope):
+        for n in walk_scope(scope):
             if _is_no_grad_with(n) and self._accumulates(n, fn):
                 ops.append(n)
             elif isinstance(n, ast.Call) and not is_backward(n):
@@ -291,7 +292,7 @@ class TTTAnalysis:
             return False
         if var == "_" or re.fullmatch(r"_?(ep|epoch|epochs|ttt_epoch|ep_i|e|pass_?i?|rep|repeat|round|r)", var, re.I):
             return True
-        for n in _walk_region(loop):
+        for n in walk_scope(loop):
             if isinstance(n, ast.Name) and n.id == var and isinstance(n.ctx, ast.Load):
                 parent = self._parent_of(loop, n)
                 if not isinstance(parent, (ast.Compare, ast.FormattedValue)) and not (
@@ -303,7 +304,7 @@ class TTTAnalysis:
     @staticmethod
     def _parent_of(root: ast.AST, target: ast.AST) -> ast.AST | None:
         for n in walk(root):
-            for c in ast.iter_child_nodes(n):
+            for c in children(n):
                 if c is target:
                     return n
         return None
@@ -448,16 +449,6 @@ def _detached(value: ast.AST) -> bool:
         if isinstance(n, ast.Call) and call_name(n) in ("item", "detach", "float", "double", "sum"):
             return True
     return False
-
-
-def _walk_region(scope: ast.AST):
-    stack = list(ast.iter_child_nodes(scope))
-    while stack:
-        n = stack.pop()
-        yield n
-        if isinstance(n, (*FUNCS, ast.ClassDef, ast.Lambda)):
-            continue
-        stack.extend(ast.iter_child_nodes(n))
 
 
 def _ancestors_until(idx: SourceIndex, node: ast.AST, stop: ast.AST):

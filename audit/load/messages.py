@@ -16,9 +16,10 @@ import ast
 import bisect
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from operator import attrgetter
 
-from .parse import walk
+from .parse import children, walk
 
 _POSITION = attrgetter("lineno", "col_offset")  # a call's (line, column): its place in the source
 
@@ -163,15 +164,20 @@ Parts = tuple  # of str | None (HOLE)
 
 @dataclass(frozen=True)
 class Template:
-    """One line a log call can print: `regex` matches the whole (stripped) line; `anchor` is its longest literal
-    piece, looked up with `in` before the regex runs."""
+    """One line a log call can print: `regex` (from `pattern`) matches the whole (stripped) line; `anchor` is its
+    longest literal piece, looked up with `in` before the regex runs."""
 
     path: str
     line: int
     text: str  # the template as written for a reader: literal text, holes as `{…}`
-    regex: re.Pattern
+    pattern: str
     anchor: str
     letters: int  # letters in the literal text: how much the template says
+
+    @cached_property
+    def regex(self) -> re.Pattern:
+        # compiled on the first line that holds the anchor: most templates never meet one
+        return re.compile(self.pattern, re.S)
 
     def explains(self, line: str) -> bool:
         if self.anchor and self.anchor not in line:
@@ -224,7 +230,7 @@ def _own_nodes(scope: ast.AST) -> list[ast.AST]:
         n = stack.pop()
         out.append(n)
         if not isinstance(n, _SCOPES):
-            stack.extend(ast.iter_child_nodes(n))
+            stack.extend(children(n))
     return out
 
 
@@ -364,10 +370,10 @@ def _line_templates(path: str, line: int, parts: Parts) -> list[Template]:
         literal = [p for p in merged if isinstance(p, str)]
         if not literal:
             continue  # a hole-only line (a wrapper passing its argument on) says nothing
-        regex = re.compile("".join(".*?" if p is HOLE else re.escape(p) for p in merged), re.S)
+        pattern = "".join(".*?" if p is HOLE else re.escape(p) for p in merged)
         text = "".join("{…}" if p is HOLE else p for p in merged)
         letters = sum(len(_LETTER.findall(p)) for p in literal)
-        out.append(Template(path, line, text, regex, max(literal, key=len).strip(), letters))
+        out.append(Template(path, line, text, pattern, max(literal, key=len).strip(), letters))
     return out
 
 
@@ -395,7 +401,7 @@ def log_templates(tree: ast.AST, path: str = "", text: str = "") -> list[Templat
     scope_of: dict[int, ast.AST] = {}
     calls: list[ast.Call] = []
     bindings: list[ast.AST] = []
-    stack: list[tuple[ast.AST, ast.AST]] = [(c, tree) for c in ast.iter_child_nodes(tree)]
+    stack: list[tuple[ast.AST, ast.AST]] = [(c, tree) for c in children(tree)]
     while stack:  # one walk: each node with the function, class or module body it belongs to
         n, scope = stack.pop()
         scope_of[id(n)] = scope
@@ -404,7 +410,7 @@ def log_templates(tree: ast.AST, path: str = "", text: str = "") -> list[Templat
         elif isinstance(n, (ast.Assign, ast.AugAssign)):
             bindings.append(n)
         inner = n if isinstance(n, _SCOPES) else scope
-        stack.extend((c, inner) for c in ast.iter_child_nodes(n))
+        stack.extend((c, inner) for c in children(n))
     calls.sort(key=_POSITION)
     return indexed_log_templates(calls, bindings, lambda n: scope_of[id(n)], path, text)
 
