@@ -134,7 +134,8 @@ def clear_caches() -> None:
         clear()
 
 
-_NEW_SCOPES = frozenset({ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda})
+SCOPE_CLASSES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)  # what opens a scope of its own
+_NEW_SCOPES = frozenset(SCOPE_CLASSES)
 
 
 def walk_scope(scope: ast.AST) -> list[ast.AST]:

@@ -34,7 +34,7 @@ import re
 from dataclasses import dataclass, field, replace
 
 from ..load.parse import walk
-from .astutil import FUNCS, LOOPS, call_name, dotted, scope_nodes
+from .astutil import FUNCS, LOOPS, SCOPE_CLASSES, call_name, dotted, scope_nodes
 from .program import Program, SourceIndex
 from .rescoring import exclusive
 from .scopes import BINDER_CLASSES, binding_pairs, definitions, param_names
@@ -194,8 +194,9 @@ class Evaluation:
         self._user_names = set(self.p.functions) | set(self._inits)  # what `_callees` can resolve
         self._callee_memo: dict[int, tuple[ast.Call, list[tuple[ast.AST, dict[str, ast.AST]]]]] = {}
         for idx in program.indexes:
+            calls = self._user_calls(idx)
             for scope in [idx.tree, *idx.nodes(*FUNCS)]:
-                self._scan_scope(idx, scope)
+                self._scan_scope(idx, scope, calls.get(id(scope), []))
 
     # --- queries ---------------------------------------------------------------------------------
     @property
@@ -426,11 +427,20 @@ class Evaluation:
         return self.p.indexes[0]
 
     # --- one function: passes, updates, resets in program order ----------------------------------
-    def _scan_scope(self, idx: SourceIndex, scope: ast.AST) -> None:
-        """The scoring passes of `scope`; what its updates and resets need is kept for `_scope_state`."""
-        # only a call of a user function (or class) has callees to scan; then in program order
+    def _user_calls(self, idx: SourceIndex) -> dict[int, list[ast.Call]]:
+        """The calls of a user function (or class) in `idx` — only they have callees to scan — by the scope they
+        are written in (its id; as `walk_scope` assigns them), each scope's in program order."""
         user = self._user_names
-        calls = sorted((c for c in scope_nodes(scope, ast.Call) if call_name(c) in user), key=POSITION)
+        out: dict[int, list[ast.Call]] = {}
+        for call, name in zip(idx.nodes(ast.Call), idx.call_names()):
+            if name in user:
+                scope = idx.enclosing(call, *SCOPE_CLASSES) or idx.tree
+                out.setdefault(id(scope), []).append(call)
+        return out
+
+    def _scan_scope(self, idx: SourceIndex, scope: ast.AST, calls: list[ast.Call]) -> None:
+        """The scoring passes of `scope` from its `calls` of user functions and its loops; what its updates and
+        resets need is kept for `_scope_state`."""
         passes: list[ScoringPass] = []
         helper_calls: list[tuple[ast.Call, list, ScoringPass | None]] = []  # calls whose helpers may update state
         taken: set[int] = set()

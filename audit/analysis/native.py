@@ -981,8 +981,7 @@ class NativeAnalysis:
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
-            for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
-                full = idx.qualified(call.func, name)[0]
+            for call, (full, _) in zip(idx.nodes(ast.Call), idx.call_qualified()):
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))

@@ -75,12 +75,11 @@ def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
         if may_contain(idx.src.text, _API_WORDS):
-            calls = list(zip(idx.nodes(ast.Call), idx.call_dotted()))
+            calls = list(zip(idx.nodes(ast.Call), idx.call_qualified()))
         else:  # no API can be named: only a shell command can download (its calls, in index order)
             named = idx.calls_named(*_SHELL_CALLS)
-            calls = [(c, dotted(c.func) or "") for c in named]
-        for call, name in calls:
-            full, bound = idx.qualified(call.func, name)
+            calls = [(c, idx.qualified(c.func, dotted(c.func) or "")) for c in named]
+        for call, (full, bound) in calls:
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers

@@ -1437,13 +1437,12 @@ def _copy(node: ast.AST) -> ast.AST:
 
 def _byte_level(scope: ast.AST) -> bool:
     """The function works on bytes (byte streams, byte lengths, 256-way tables)."""
-    for n in scope_nodes(scope, ast.Name, ast.arg, ast.Constant) if not isinstance(scope, ast.Module) else ():
-        if isinstance(n, ast.Name) and "byte" in n.id.lower():
-            return True
-        if isinstance(n, ast.arg) and "byte" in n.arg.lower():
-            return True
-        if isinstance(n, ast.Constant) and n.value in (256, 256.0):
-            return True
+    if not isinstance(scope, ast.Module) and (  # any one node decides: each class is read on its own, unmerged
+        any("byte" in n.id.lower() for n in scope_nodes(scope, ast.Name))
+        or any("byte" in n.arg.lower() for n in scope_nodes(scope, ast.arg))
+        or any(n.value in (256, 256.0) for n in scope_nodes(scope, ast.Constant))
+    ):
+        return True
     if isinstance(scope, FUNCS) and ("byte" in scope.name.lower() or "ppm" in scope.name.lower()):
         return True
     return False

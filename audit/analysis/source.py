@@ -25,6 +25,7 @@ class SourceIndex:
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
     _call_dotted: list[str] | None = field(default=None, repr=False)
+    _call_qualified: list[tuple[str, ast.AST | None]] | None = field(default=None, repr=False)
     _call_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
@@ -157,6 +158,16 @@ class SourceIndex:
         if self._call_dotted is None:
             self._call_dotted = [dotted(c.func) or "" for c in self._bucket(ast.Call)]
         return self._call_dotted
+
+    def call_qualified(self) -> list[tuple[str, ast.AST | None]]:
+        """`qualified` of each call's callee, in the order of `nodes(ast.Call)`: the network and native-code
+        analyses both qualify every call of a script that may name their APIs."""
+        if self._call_qualified is None:
+            qualified = self.qualified
+            self._call_qualified = [
+                qualified(c.func, name) for c, name in zip(self._bucket(ast.Call), self.call_dotted())
+            ]
+        return self._call_qualified
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""

@@ -126,7 +126,9 @@ class TTTAnalysis:
         for _, fn in self.p.functions.get(name, []):
             if _has_backward(fn):
                 continue
-            if _decorated_no_grad(fn) or any(_is_no_grad_with(n) for n in scope_nodes(fn, ast.With, ast.AsyncWith)):
+            if _decorated_no_grad(fn) or any(
+                _is_no_grad_with(n) for cls in (ast.With, ast.AsyncWith) for n in scope_nodes(fn, cls)
+            ):
                 if self._accumulates(fn, fn):
                     result = True
             elif _SCORE_FUNC.search(name) and not _TRAIN_FUNC.search(name):
