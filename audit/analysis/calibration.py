@@ -556,7 +556,18 @@ class CalibrationAnalysis:
         for idx in self.p.indexes:
             if not may_contain(idx.src.text, ("reserve",)):
                 continue  # every reserve is named (`_reserve_term`): an ASCII source without the word has none
-            for n in idx.nodes(ast.AugAssign, ast.Assign):
+            # a reserve term is a name or attribute called so inside the statement: where such names start
+            # bounds the statements worth reading (each one's nodes lie in its span)
+            named = sorted(
+                (n.lineno, n.col_offset)
+                for cls in (ast.Name, ast.Attribute)
+                for word in idx.identifiers(cls)
+                if _RESERVE.search(word)
+                for n in idx.named(cls, word)
+            )
+            for n in idx.nodes(ast.AugAssign, ast.Assign) if named else ():
+                if not starts_within(named, n.value):
+                    continue
                 targets = [n.target] if isinstance(n, ast.AugAssign) else n.targets
                 tnames = [dotted(t) or "" for t in targets]
                 if not any(_BUDGET_TARGET.search(t) for t in tnames):
@@ -568,7 +579,9 @@ class CalibrationAnalysis:
                     continue
                 out.append(Reserve(idx=idx, node=n, value=self.p.fold(term)))
             # `if elapsed_ms >= max_wallclock_ms - reserve_ms: break` inside the loop
-            for n in idx.nodes(ast.Compare):
+            for n in idx.nodes(ast.Compare) if named else ():
+                if not starts_within(named, n):
+                    continue
                 names = [nm for nm, _ in _load_names(n)]
                 if any(_CLOCK.search(nm) for nm in names):
                     term = _reserve_term(n)

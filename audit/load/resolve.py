@@ -17,7 +17,7 @@ import codecs
 import lzma
 import re
 import zlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import PurePosixPath
 
@@ -563,11 +563,40 @@ def choose_entry(sub: Folder) -> str | None:
 _IMPORT_LINE = re.compile(r"^\s*(?:from\s+(\.?[\w.]+)\s+import|import\s+([\w.]+(?:\s*,\s*[\w.]+)*))", re.M)
 
 
+def import_lines(text: str) -> Iterator[re.Match]:
+    """The matches `_IMPORT_LINE.finditer(text)` gives (their groups and ends; a match may start on a later blank
+    line), with the pattern tried only where one can start: a match starts at a line start and, past whitespace,
+    at its keyword, so at the start of a line whose text before a `from` or `import` is whitespace. Its groups
+    and end are the same whichever blank line above the keyword it is tried from (the whitespace is only
+    skipped). Finding the keywords runs at memory speed; the pattern tried at every character, as finditer does
+    with a `^` under MULTILINE, does not."""
+    end = 0  # matches do not overlap: a keyword inside the previous match starts none
+    for pos in sorted(_occurrences(text, "from") + _occurrences(text, "import")):
+        if pos < end:
+            continue
+        start = text.rfind("\n", 0, pos) + 1
+        if start < end or not (start == pos or text[start:pos].isspace()):
+            continue
+        m = _IMPORT_LINE.match(text, start)
+        if m is not None:
+            end = m.end()
+            yield m
+
+
+def _occurrences(text: str, word: str) -> list[int]:
+    out = []
+    at = text.find(word)
+    while at >= 0:
+        out.append(at)
+        at = text.find(word, at + 1)
+    return out
+
+
 def _local_imports(text: str, sub: Folder) -> list[str]:
     """Sibling modules imported by a source (`import utils`, `from model import GPT`), found from the import
     lines (cheaper than walking the tree, and lazy imports inside functions count too)."""
     found = []
-    for m in _IMPORT_LINE.finditer(text):
+    for m in import_lines(text):
         names = [m.group(1).lstrip(".")] if m.group(1) else [n.strip() for n in m.group(2).split(",")]
         for n in names:
             for p in (n.replace(".", "/") + ".py", n.split(".")[0] + ".py"):

@@ -11,10 +11,17 @@ import re
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from audit.load.resolve import _bare_exec, _is_effectively_empty, _launch_targets, _py_in_cmd
+from audit.load.resolve import (
+    _IMPORT_LINE,
+    _bare_exec,
+    _is_effectively_empty,
+    _launch_targets,
+    _py_in_cmd,
+    import_lines,
+)
 from audit.logs import parse_log
 from audit.logs import parser as logparser
 from audit.logs.patterns import MAX_LINE_CHARS, P
@@ -299,3 +306,21 @@ def test_bare_exec_finds_what_the_look_behind_pattern_finds(parts):
     """The exec/eval prefilter of source decoding answers as `(?<![\\w.])(?:exec|eval)\\b` does."""
     text = "".join(parts)
     assert _bare_exec(text) == bool(re.search(r"(?<![\w.])(?:exec|eval)\b", text))
+
+
+@settings(max_examples=600, deadline=None)
+@given(
+    st.lists(
+        st.sampled_from(
+            ["from", "import", " ", "\t", "\n", "\r", "\x0c", "\u2028", "a", ".b", ",", "x = 1; ", "#", "é", "from "]
+        ),
+        max_size=16,
+    )
+)
+@example(["import", " ", "a", ",", "\n", "import", " ", "a"])  # a list runs on: the second keyword is inside it
+@example(["\n", " ", "\n", "from", " ", "a", " ", "import", " ", "a"])  # blank lines before the keyword
+def test_import_lines_are_the_matches_finditer_gives(parts):
+    """Import lines are found from the keywords' positions; the matches (span and groups) are finditer's."""
+    text = "".join(parts)
+    expected = [(m.span(), m.groups()) for m in _IMPORT_LINE.finditer(text)]
+    assert [(m.span()[1], m.groups()) for m in import_lines(text)] == [(end, g) for (_, end), g in expected]
