@@ -20,7 +20,15 @@ from ..analysis.source import SourceIndex, index_source
 from ..findings import Confidence, Finding, Location
 from ..load import parse as pyparse
 from ..load.folder import Folder
-from ..load.messages import EchoDiff, LogProvenance, Template, explained, indexed_log_templates, shell_templates
+from ..load.messages import (
+    EchoDiff,
+    LogProvenance,
+    Template,
+    explained,
+    indexed_log_templates,
+    is_log_name,
+    shell_templates,
+)
 from ..load.resolve import Sources, resolve_file
 from ..logs import LogResult
 from ..logs.echo import source_spans
@@ -98,8 +106,11 @@ def _other_py_templates(folder: Folder, sources: Sources) -> list[Template]:
 
 
 def _templates(idx: SourceIndex) -> list[Template]:
+    # only a call with a logger's name makes templates: each distinct called name is tested once
+    names = idx.call_names()
+    loggers = {name for name in set(names) if is_log_name(name)}
     return indexed_log_templates(
-        idx.nodes(ast.Call),
+        [call for call, name in zip(idx.nodes(ast.Call), names) if name in loggers],
         idx.nodes(ast.Assign, ast.AugAssign),
         lambda n: idx.enclosing(n, *_SCOPES) or idx.tree,
         idx.path,

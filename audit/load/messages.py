@@ -44,6 +44,11 @@ def _callee(call: ast.Call) -> str:
     return f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
 
 
+def is_log_name(name: str) -> bool:
+    """A called name that prints (`log0`, `print`, `logger.info`): only its calls make log templates."""
+    return _LOG_NAME.search(name) is not None
+
+
 def _literal_parts(node: ast.AST) -> list[str]:
     """Literal text of a message expression; a formatted value splits it into separate pieces."""
     if isinstance(node, ast.Constant) and isinstance(node.value, str):
