@@ -8,6 +8,9 @@
 2. The audit of the same PRs: `pgolf-audit --git-dir MIRROR --prs … --jobs N -o rows.jsonl` in a child process.
    Wall and CPU seconds (the audit and everything it started), the ratio to the floor, per-folder seconds
    (median / p99 / max, from the rows) and the peak resident memory of the largest worker.
+3. The floor again. A shared machine drifts by a tenth or more within minutes; the ratio is to the mean of the
+   floor measured just before and just after the audit (both are printed), so a slower or faster second half of
+   the run does not tilt it.
 
 `--sample N` takes N PRs spread evenly over the queue (the same N every time) for a quick run.
 """
@@ -155,17 +158,23 @@ def main() -> int:
         print("queue_speed: set PGOLF_MIRROR or pass --mirror", file=sys.stderr)
         return 2
     prs = sample(list_prs(a.mirror), a.sample)
-    f = floor(a.mirror, prs)
+    before = floor(a.mirror, prs)
     r = audit(a.mirror, prs, a.jobs)
+    after = floor(a.mirror, prs)
+    f = {**before, **{k: (before[k] + after[k]) / 2 for k in ("wall", "cpu", "listing_cpu")}}
     print(f"PRs: {len(prs)}; record folders audited: {r['rows']}; verdicts: {r['verdicts']}")
     print(
         f"floor: {f['blobs']} blobs ({f['mb']:.0f} MB), {f['py']} Python sources parsed, "
         f"{f['log_lines']:,} log lines split; finding the folders (git, PR by PR) is {f['listing_cpu']:.1f} CPU-s of it"
     )
+    print(
+        f"floor before / after the audit: {before['cpu']:.1f} / {after['cpu']:.1f} CPU-s, "
+        f"{before['wall']:.1f} / {after['wall']:.1f} s wall (the table has their mean)"
+    )
     print("| measure | floor | audit | audit / floor |")
     print("|---|---|---|---|")
     print(f"| wall s | {f['wall']:.1f} | {r['wall']:.1f} | {r['wall'] / max(f['wall'], 1e-9):.1f}x |")
-    print(f"| CPU s | {f['cpu']:.1f} | {r['cpu']:.1f} | {r['cpu'] / max(f['cpu'], 1e-9):.1f}x |")
+    print(f"| CPU s | {f['cpu']:.1f} | {r['cpu']:.1f} | {r['cpu'] / max(f['cpu'], 1e-9):.2f}x |")
     print(
         f"per folder: median {r['median']:.2f} s, p99 {r['p99']:.2f} s, max {r['max']:.2f} s; "
         f"peak RSS of the largest worker {r['worker_rss_mb']:.0f} MB ({a.jobs} jobs)"
