@@ -12,6 +12,8 @@ from .folder import Folder
 from .messages import LogCall, LogText, log_calls, printed_by
 from .resolve import Sources, resolve_file
 
+KEEP_TREE_BYTES = 1_000_000  # other scripts' source text whose trees stay (about 90 bytes of tree a byte)
+
 
 def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, int, str]]) -> Sources:
     """Audit a script of the folder that is not the entry (a nested copy of the record, an eval script) when
@@ -27,17 +29,22 @@ def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, in
     paths = [p for p in paths if p.rsplit("/", 1)[-1] not in _NOT_SCRIPTS]
     if not paths:
         return sources
-    # Only each candidate's log calls are kept, not its tree: an ablation folder holds megabytes of near-copies
-    # (their trees were most of a worker's memory); the one that ran is parsed again when it is audited.
+    # Only each candidate's log calls are kept, not its tree, past the first KEEP_TREE_BYTES of them: an ablation
+    # folder holds megabytes of near-copies (their trees were most of a worker's memory); the one that ran is
+    # parsed again when it is audited. The trees of a folder's few other scripts stay for the audit: the log
+    # provenance reads their templates when a log line is printed by none of the program's sources.
     candidates = []
     keep = {s.text for s in sources.sources}  # a copy of an audited source: its tree stays for the later stages
+    kept = 0
     for path in paths:
         src, _, _ = resolve_file(folder, path, "ran")  # a file that did not run is not worth a loader finding
         tree, _ = pyparse.parse(src.text) if not src.parse_error else (None, None)
         if tree is not None:
             candidates.append((path, src, log_calls(tree)))
         if src.text not in keep:
-            pyparse.forget(src.text)
+            kept += len(src.text)
+            if kept > KEEP_TREE_BYTES:
+                pyparse.forget(src.text)
     if not candidates or len(candidates) > MAX_CANDIDATES:
         return sources
     # messages compared as printed (implicitly concatenated literals joined), and as raw text
