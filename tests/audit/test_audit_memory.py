@@ -73,3 +73,20 @@ def test_reference_counting_frees_an_audits_trees(tmp_path):
         gc.set_debug(0)
         gc.garbage.clear()
     assert held == []
+
+
+def test_a_folders_other_script_is_parsed_once_per_audit(tmp_path, monkeypatch):
+    # the scripts-that-ran stage parses every other script of the folder; the log provenance reads the same
+    # scripts' templates when a log line is printed by none of the program's sources: one parse serves both
+    (tmp_path / "train_gpt.py").write_text('print("step 1 train loss 3.2")\n')
+    (tmp_path / "sweep_helper.py").write_text('print("sweeping the warmdown schedule across seeds now")\n')
+    (tmp_path / "train.log").write_text(
+        "step 1 train loss 3.2\nsweeping the warmdown schedule across seeds now\nfinal_int8_zlib_roundtrip_exact "
+        "val_loss:2.0 val_bpb:1.2\nsomething printed by a library about the mixture of experts\n"
+    )
+    parsed: list[str] = []
+    real = pyparse._parse_text
+    monkeypatch.setattr(pyparse, "_parse_text", lambda text: parsed.append(text) or real(text))
+    audit_submission(load_folder(tmp_path))
+    helper = (tmp_path / "sweep_helper.py").read_text()
+    assert parsed.count(helper) == 1
