@@ -29,10 +29,10 @@ def scripts_that_ran(folder: Folder, sources: Sources, lines: list[tuple[str, in
     paths = [p for p in paths if p.rsplit("/", 1)[-1] not in _NOT_SCRIPTS]
     if not paths:
         return sources
-    # Only each candidate's log calls are kept, not its tree, past the first KEEP_TREE_BYTES of them: an ablation
-    # folder holds megabytes of near-copies (their trees were most of a worker's memory); the one that ran is
-    # parsed again when it is audited. The trees of a folder's few other scripts stay for the audit: the log
-    # provenance reads their templates when a log line is printed by none of the program's sources.
+    # The trees of the first KEEP_TREE_BYTES of candidates stay for the audit: the log provenance reads their
+    # templates when a log line is printed by none of the program's sources, and the one that ran is audited.
+    # Past that only each candidate's log calls are kept: an ablation folder holds megabytes of near-copies
+    # (their trees were most of a worker's memory), and such a tree is parsed again if a later stage needs it.
     candidates = []
     keep = {s.text for s in sources.sources}  # a copy of an audited source: its tree stays for the later stages
     kept = 0

@@ -59,7 +59,8 @@ def eval_val(model, val_tokens):
 
 def test_reference_counting_frees_an_audits_trees(tmp_path):
     # recursive helpers once made the evaluation model's function summaries a cycle that held every tree until the
-    # cycle collector ran (a fifth of its work after each audit): nothing of a tree may be left to it
+    # cycle collector ran (half of its work after the audits of a 296-folder sample): nothing of a tree may be
+    # left to it
     (tmp_path / "train_gpt.py").write_text(RECURSIVE)
     folder = load_folder(tmp_path)
     audit_submission(folder)  # the first audit's lazy imports leave their own cycles
