@@ -935,6 +935,7 @@ _SYSTEM_LIB = re.compile(
     r"tcmalloc|numa)(?:[.-]|$)|msvcrt|kernel32"
 )
 DEAD = Reachability.DISABLED_BY_DEFAULT
+_SHELL_MODULES = ("subprocess.", "os.")
 _SHELL = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
 
 
@@ -981,13 +982,14 @@ class NativeAnalysis:
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
-            for call, (full, _) in zip(idx.nodes(ast.Call), idx.call_qualified()):
+            reach = (*_SHELL_MODULES, *(f"{name}." for name in sorted(ffis)))  # what the tests below can accept
+            for call, full, _ in idx.calls_to(_LOADERS | ffis, reach):
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))
                 elif last in _CFFI_METHODS and full.split(".")[0] in ffis:
                     out.append(PySite(idx, call, f"cffi {last}"))
-                elif last in _SHELL and full.startswith(("subprocess.", "os.")) and call.args:
+                elif last in _SHELL and full.startswith(_SHELL_MODULES) and call.args:
                     cmd = _literal_text(call.args[0])
                     if _COMPILERS.search(cmd):
                         out.append(PySite(idx, call, " ".join(cmd.split())[:80]))

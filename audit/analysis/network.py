@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..load.parse import walk
 from ..logs.patterns import may_contain
-from .astutil import call_name, dotted
+from .astutil import call_name
 from .program import Program, SourceIndex
 
 # Fully qualified callables that open a connection (prefix match on the resolved dotted name).
@@ -74,12 +74,11 @@ _API_PREFIXES = tuple(api for api in NETWORK_APIS if api.endswith("."))  # anyth
 def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
-        if may_contain(idx.src.text, _API_WORDS):
-            calls = list(zip(idx.nodes(ast.Call), idx.call_qualified()))
+        if may_contain(idx.src.text, _API_WORDS):  # the calls that can reach an API or a shell module
+            calls = idx.calls_to(_API_NAMES, _API_PREFIXES + _SHELL_MODULES)
         else:  # no API can be named: only a shell command can download (its calls, in index order)
-            named = idx.calls_named(*_SHELL_CALLS)
-            calls = [(c, idx.qualified(c.func, dotted(c.func) or "")) for c in named]
-        for call, (full, bound) in calls:
+            calls = [(c, *idx.qualified(c.func)) for c in idx.calls_named(*_SHELL_CALLS)]
+        for call, full, bound in calls:
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers

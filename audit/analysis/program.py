@@ -13,7 +13,7 @@ import ast
 from dataclasses import dataclass, field
 
 from ..load.resolve import ResolvedSource
-from .astutil import ENV_FUNCS
+from .astutil import ENV_FUNCS, dotted
 from .config import Config
 from .folding import Folding
 from .reachability import Liveness
@@ -113,6 +113,7 @@ def assign_pairs(stmt: ast.stmt):
 
 
 _ENV_ATTRS = frozenset({"environ", "getenv"})
+_ENV_CALLED = tuple(sorted({f.rsplit(".", 1)[-1] for f in ENV_FUNCS}))  # the called name of each of ENV_FUNCS
 
 
 def env_get_wrappers(idx: SourceIndex) -> set[str]:
@@ -120,8 +121,8 @@ def env_get_wrappers(idx: SourceIndex) -> set[str]:
     whose own body (not a nested def, class or lambda) reads the environment at its first parameter. Found from
     the source's environment calls up to their scope, rather than by walking every function."""
     out: set[str] = set()
-    for call, name in zip(idx.nodes(ast.Call), idx.call_dotted()):
-        if name not in ENV_FUNCS or not (call.args and isinstance(call.args[0], ast.Name)):
+    for call in idx.calls_named(*_ENV_CALLED):
+        if dotted(call.func) not in ENV_FUNCS or not (call.args and isinstance(call.args[0], ast.Name)):
             continue
         fn = idx.enclosing(call, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
         if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)) and fn.args.args:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ast
 import bisect
 import heapq
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from operator import attrgetter
 
@@ -24,8 +25,6 @@ class SourceIndex:
     lines: list[str] = field(default_factory=list)
     _calls_by_name: dict[str, list[tuple[int, ast.Call]]] | None = field(default=None, repr=False)
     _call_names: list[str] | None = field(default=None, repr=False)
-    _call_dotted: list[str] | None = field(default=None, repr=False)
-    _call_qualified: list[tuple[str, ast.AST | None]] | None = field(default=None, repr=False)
     _call_starts: dict[tuple[str, ...], list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _class_starts: dict[type, list[tuple[int, int]]] = field(default_factory=dict, repr=False)
     _unsorted: set[type] = field(default_factory=set, repr=False)  # buckets not yet put in position order
@@ -152,22 +151,37 @@ class SourceIndex:
             starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
         return span_slice(starts, node)
 
-    def call_dotted(self) -> list[str]:
-        """The dotted name of each call's callee (`dotted(call.func)`, "" when it has none), in the order of
-        `nodes(ast.Call)`: the analyses that qualify every call through the imports read it here."""
-        if self._call_dotted is None:
-            self._call_dotted = [dotted(c.func) or "" for c in self._bucket(ast.Call)]
-        return self._call_dotted
-
-    def call_qualified(self) -> list[tuple[str, ast.AST | None]]:
-        """`qualified` of each call's callee, in the order of `nodes(ast.Call)`: the network and native-code
-        analyses both qualify every call of a script that may name their APIs."""
-        if self._call_qualified is None:
-            qualified = self.qualified
-            self._call_qualified = [
-                qualified(c.func, name) for c, name in zip(self._bucket(ast.Call), self.call_dotted())
-            ]
-        return self._call_qualified
+    def calls_to(
+        self, names: Iterable[str], prefixes: tuple[str, ...] = ()
+    ) -> list[tuple[ast.Call, str, ast.AST | None]]:
+        """(call, qualified callee, the import that bound its head) of every call whose `qualified` callee is one
+        of `names` or starts with one of `prefixes` (each ending in "."), in the order of `nodes(ast.Call)`; maybe
+        a few more calls, which the caller's own test drops. The analyses that look for a few APIs (network,
+        native code) qualify only these: a callee `head.a.b` qualifies to `bound(head).a.b`, so only a head bound
+        to (or named) an ancestor or a descendant of an API can reach one, and only the calls whose dotted callee
+        starts at a `Name` of such a head are read."""
+        names = frozenset(names)
+        imports = self.imports()
+        heads = {h for h, (bound, _) in imports.items() if _may_reach(bound, names, prefixes)}
+        heads.update(
+            first
+            for first in {api.partition(".")[0] for api in (*names, *prefixes)}
+            if first not in imports and _may_reach(first, names, prefixes)
+        )
+        groups = self._groups(ast.Name)
+        parents = self.parents
+        found: set[int] = set()
+        for head in heads:
+            for name in groups.get(head, ()):
+                cur, up = name, parents.get(name)
+                while up.__class__ is ast.Attribute and up.value is cur:  # up the callee's attribute chain
+                    cur, up = up, parents.get(up)
+                if up.__class__ is ast.Call and up.func is cur:
+                    found.add(id(up))
+        if not found:
+            return []
+        qualified = self.qualified
+        return [(c, *qualified(c.func)) for c in self._bucket(ast.Call) if id(c) in found]
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""
@@ -194,7 +208,7 @@ class SourceIndex:
 
     def qualified(self, func: ast.AST, name: str | None = None) -> tuple[str, ast.AST | None]:
         """(`func`'s dotted name with its imported head spelled out, the import that bound the head or None);
-        `name`: the dotted name, when the caller has it already (`call_dotted`)."""
+        `name`: the dotted name, when the caller has it already."""
         name = (dotted(func) or "") if name is None else name
         head, _, rest = name.partition(".")
         bound = self.imports().get(head)
@@ -237,6 +251,15 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
             bucket.append(node)
     idx._unsorted.update(t for t, nodes in by_type.items() if hasattr(nodes[0], "lineno"))
     return idx
+
+
+def _may_reach(bound: str, names: frozenset[str], prefixes: tuple[str, ...]) -> bool:
+    """Whether a callee whose head is bound to `bound` can qualify to one of `names` or under one of `prefixes`:
+    `bound` is the API, an ancestor of it, or (for a prefix) lies under it."""
+    below = bound + "."
+    return any(n == bound or n.startswith(below) for n in names) or any(
+        below.startswith(p) or p.startswith(below) for p in prefixes
+    )
 
 
 POSITION = attrgetter("lineno", "col_offset")  # the sort key of the index's position order

@@ -7,6 +7,8 @@ import ast
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from audit.analysis.astutil import call_name, clear_caches, walk_scope
 from audit.analysis.source import index_source
@@ -319,3 +321,97 @@ def test_imports_bind_names_as_python_does():
     full, node = idx.qualified(call.func)
     assert full == "urllib.request.urlopen" and isinstance(node, ast.ImportFrom)
     assert idx.qualified(ast.parse("open(u)").body[0].value.func) == ("open", None)
+
+
+_HEADS = ["requests", "os", "subprocess", "torch", "ffi", "rq", "hub", "F", "x", "http"]
+_IMPORTS = [
+    "import requests",
+    "import os",
+    "import x as requests",
+    "import torch.utils.cpp_extension as ext",
+    "from urllib import request as rq",
+    "from huggingface_hub import hf_hub_download as hub",
+    "from subprocess import run as sh",
+    "from ctypes import CDLL as load_c",
+    "import torch.nn.functional as F",
+    "import http.client",
+    "from . import requests as r2",
+]
+_CALLEES = [
+    "{h}(a)",
+    "{h}.get(a)",
+    "{h}.client.HTTPConnection(a)",
+    "{h}.utils.cpp_extension.load(a)",
+    "{h}.request.urlopen(a)",
+    "{h}().run(a)",
+    "{h}.run(a)(b)",
+    "{h}[0].system(a)",
+    "{h}.hub.load(a)",
+    "ext.load(a)",
+    "load_c(a)",
+    "sh(a)",
+    "r2.get(a)",
+    "f({h}.popen(a))",
+]
+
+
+def _brute_calls_to(idx, names, prefixes):
+    """What `calls_to` must keep: every call whose qualified callee is one of `names` or under a prefix."""
+    return [
+        (c, *idx.qualified(c.func))
+        for c in idx.nodes(ast.Call)
+        if idx.qualified(c.func)[0] in names or idx.qualified(c.func)[0].startswith(prefixes)
+    ]
+
+
+@given(
+    imports=st.lists(st.sampled_from(_IMPORTS), max_size=5),
+    calls=st.lists(st.tuples(st.sampled_from(_CALLEES), st.sampled_from(_HEADS)), min_size=1, max_size=8),
+    names=st.sets(
+        st.sampled_from(
+            ["requests.get", "ctypes.CDLL", "http.client.HTTPConnection", "torch.hub.load", "ffi", "subprocess.run"]
+        ),
+        max_size=3,
+    ),
+    prefixes=st.sets(
+        st.sampled_from(
+            ["requests.", "os.", "subprocess.", "ffi.", "huggingface_hub.", "torch.", "torch.hub.", "http.client."]
+        ),
+        max_size=3,
+    ),
+)
+@settings(max_examples=150, deadline=None)
+@example(
+    imports=["from ctypes import CDLL as load_c"], calls=[("load_c(a)", "x")], names={"ctypes.CDLL"}, prefixes=set()
+)
+@example(
+    imports=["import x as requests"], calls=[("{h}.get(a)", "requests")], names={"requests.get"}, prefixes={"requests."}
+)
+@example(imports=[], calls=[("{h}.hub.load(a)", "torch")], names=set(), prefixes={"torch.hub."})
+def test_calls_to_keeps_every_call_that_qualifies_to_an_api(imports, calls, names, prefixes):
+    """`calls_to` reads only the calls whose callee starts at a head that can reach an API, and qualifies only
+    those; what it returns, filtered as its callers filter, is what qualifying every call gives."""
+    text = "\n".join(imports + [c.format(h=h) for c, h in calls]) + "\n"
+    idx = index_source(ResolvedSource(path="x.py", text=text))
+    prefixes = tuple(sorted(prefixes))
+    got = [
+        (c, full, bound)
+        for c, full, bound in idx.calls_to(names, prefixes)
+        if full in names or full.startswith(prefixes)
+    ]
+    want = _brute_calls_to(idx, names, prefixes)
+    assert [(id(c), full, bound) for c, full, bound in got] == [(id(c), full, bound) for c, full, bound in want]
+
+
+def test_calls_to_on_real_sources_reads_fewer_calls_and_misses_none():
+    """On this repository's own sources: the same calls as qualifying every call, from a fraction of them."""
+    names, prefixes = {"subprocess.run", "os.environ.get", "ctypes.CDLL"}, ("subprocess.", "json.")
+    read = total = 0
+    for text in _sources():
+        idx = index_source(ResolvedSource(path="x.py", text=text))
+        got = idx.calls_to(names, prefixes)
+        kept = [(id(c), f, b) for c, f, b in got if f in names or f.startswith(prefixes)]
+        want = [(id(c), f, b) for c, f, b in _brute_calls_to(idx, names, prefixes)]
+        assert kept == want
+        read, total = read + len(got), total + len(idx.nodes(ast.Call))
+    assert 0 < read < total / 4
