@@ -678,6 +678,33 @@ def _ln2_power(program: Program, node: ast.AST, local: dict) -> int:
     return 0
 
 
+def _ln2_candidate(node: ast.AST) -> bool:
+    """What `_ln2_power` can find non-zero once the names are followed: a `log`/`log2` call, a float near ln 2
+    or 1/ln 2."""
+    if node.__class__ is ast.Call:
+        return call_name(node) in ("log", "log2")
+    return isinstance(node, ast.Constant) and _ln2_float(node.value)
+
+
+def _ln2_float(v) -> bool:
+    return isinstance(v, float) and (abs(v / LN2_VALUE - 1) < 1e-3 or abs(v * LN2_VALUE - 1) < 1e-3)
+
+
+def _ln2_functions(program: Program) -> set[ast.AST | None] | None:
+    """The functions (None: module level) in which a product can hold a power of ln 2, or None when any can.
+    A factor reaches ln 2 through the product itself, the function's own bindings (both inside the function)
+    or a module-level constant: unless a constant is bound to ln 2 itself, only a function holding a candidate
+    node (`_ln2_candidate`) can. Most functions hold none, and are not read."""
+    if any(_ln2_candidate(value) for _, value in program.consts.values()):
+        return None
+    hot: set[ast.AST | None] = set()
+    for idx in program.indexes:
+        floats = [n for n in idx.unordered(ast.Constant) if _ln2_float(n.value)]
+        for node in (*idx.calls_named("log", "log2"), *floats):
+            hot.add(idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef))
+    return hot
+
+
 def _factors(program: Program, expr: ast.AST, local: dict, sign: int = 1, depth: int = 0):
     """(factor, ±1) of a product/quotient; a local name is expanded when its value divides by ln 2
     (`bits = loss / math.log(2); bpb = bits / 3.5`)."""
@@ -700,6 +727,7 @@ def constant_denominators(program: Program, valflow: ValFlow | None = None) -> l
     loss (and at most one divisor, `nll_sum / n_tokens`), with a constant `c` in the range of a bytes-per-token:
     a per-token byte count would be a second divisor and leave no such constant (`bits × tokens / bytes`)."""
     out: list[ConstantDenominator] = []
+    hot = _ln2_functions(program)
     for idx in program.indexes:
         for expr in idx.nodes(ast.BinOp):
             if not isinstance(expr.op, (ast.Mult, ast.Div)):
@@ -708,6 +736,8 @@ def constant_denominators(program: Program, valflow: ValFlow | None = None) -> l
             if isinstance(parent, ast.BinOp) and isinstance(parent.op, (ast.Mult, ast.Div)):
                 continue  # judged at the whole product
             fn = idx.enclosing(expr, ast.FunctionDef, ast.AsyncFunctionDef)
+            if hot is not None and fn not in hot:
+                continue  # no factor of this product can be ln 2: its powers sum to 0
             local = single_bindings(fn)
             factors = [(f, sign, _ln2_power(program, f, local)) for f, sign in _factors(program, expr, local)]
             if sum(power * sign for _, sign, power in factors) != -1:

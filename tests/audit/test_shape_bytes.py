@@ -279,3 +279,17 @@ def test_whole_number_constant_needs_a_human():
     """
     [(sev, msg)] = _pg107(code)
     assert sev == "warning" and "whole number" in msg
+
+
+def test_constant_denominator_at_module_level_and_beside_functions_without_ln2():
+    """Products are read only where a factor can be ln 2 (a candidate in the function, or a module constant
+    bound to it); one written at module level is read, and a function without ln 2 does not hide it."""
+    code = """
+        import math
+        def helper(x):
+            return x / 3.5 * 2.0
+        loss = helper(1.0)
+        print(loss / (math.log(2) * 3.5))
+    """
+    found = _facts(code).constant_denominators
+    assert [round(d.bytes_per_token, 3) for d in found] == [3.5]
