@@ -839,6 +839,8 @@ def fixed_eval_loops(
     for idx in program.indexes:
         for loop in idx.nodes(ast.For):
             it = loop.iter
+            if not (isinstance(it, ast.Call) and call_name(it) in ("enumerate", "range")):
+                continue  # neither shape below: not `enumerate(loader)` nor `range(n)`
             fn = idx.enclosing(loop, ast.FunctionDef, ast.AsyncFunctionDef)
             local = single_bindings(fn)
             capped = _capped_enumeration(program, valflow, idx, loop, fn, local)
