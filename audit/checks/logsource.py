@@ -31,7 +31,7 @@ from ..load.messages import (
 )
 from ..load.resolve import Sources, resolve_file
 from ..logs import LogResult
-from ..logs.echo import source_spans
+from ..logs.echo import echo_blocks, source_spans
 from ..logs.patterns import PREFIX_RE, PREFIX_START
 
 MAX_SOURCES = 40  # a vendored package is read as far as this many files …
@@ -192,10 +192,12 @@ def _echo_diffs(folder: Folder, texts: dict[str, str], logs: dict[str, LogResult
     for path, res in logs.items():
         if not res.source_echo_lines:
             continue
-        raw = folder.text(path).splitlines()
-        lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
-        for start, end in source_spans(lines):
-            echo = [(i + 1, lines[i].strip()) for i in range(start, end) if lines[i].strip()]
+        blocks = res.echo_blocks
+        if blocks is None:  # a line of the log was cut for matching: its echoes are read from the text as written
+            raw = folder.text(path).splitlines()
+            lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
+            blocks = echo_blocks(lines, source_spans(lines))
+        for start, echo in blocks:
             if not echo:
                 continue
             closest, missing = min(
@@ -203,7 +205,7 @@ def _echo_diffs(folder: Folder, texts: dict[str, str], logs: dict[str, LogResult
                 key=lambda pm: len(pm[1]),
             )
             if missing:
-                out.append(EchoDiff(path, start + 1, closest.split("#", 1)[0], tuple(missing), len(echo)))
+                out.append(EchoDiff(path, start, closest.split("#", 1)[0], tuple(missing), len(echo)))
     return out
 
 

@@ -54,6 +54,13 @@ def source_spans(lines: list[str]) -> list[tuple[int, int]]:
     return _add_headless(lines, rules, spans, strong)
 
 
+def echo_blocks(lines: list[str], spans: list[tuple[int, int]]) -> list[tuple[int, tuple[tuple[int, str], ...]]]:
+    """Each echo span as (its first line, 1-based; its non-blank lines as (line, stripped text))."""
+    return [
+        (start + 1, tuple((i + 1, t) for i in range(start, end) if (t := lines[i].strip()))) for start, end in spans
+    ]
+
+
 def _strong_prefix(lines: list[str]) -> list[int]:
     """prefix[k] = how many of lines[:k] are strong Python lines (def/class/import/return): any window's count
     in O(1), so a log of 100,000 lines that each open a candidate echo costs one pass, not 400 reads a line."""

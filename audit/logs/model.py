@@ -145,6 +145,9 @@ class LogResult:
     path: str = ""
     runs: list[RunLog] = field(default_factory=list)
     source_echo_lines: int = 0
+    # the echoed sources: (first line, [(line, stripped text)]) per echo; None when a line was cut for matching
+    # (its echo is read again from the log's text)
+    echo_blocks: list[tuple[int, tuple[tuple[int, str], ...]]] | None = field(default_factory=list)
     events: list[LogLine] = field(default_factory=list)
     n_lines: int = 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from .echo import source_spans
+from .echo import echo_blocks, source_spans
 from .model import LogLine, LogResult, Metric, RunLog, SizeLine, Step, Timing
 from .patterns import (
     BY_FIRST_CHAR,
@@ -550,12 +550,15 @@ def _pick_sizes(run: RunLog) -> None:
 
 def parse_log(text: str, path: str = "") -> LogResult:
     """Parse a whole log; `LogResult.last` is the run that counts when several were appended to one file."""
-    raw = [ln[:MAX_LINE_CHARS] for ln in text.splitlines()]  # truncated for matching, never dropped
+    full = text.splitlines()
+    raw = [ln[:MAX_LINE_CHARS] for ln in full]  # truncated for matching, never dropped
     lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
     p = _Parser(path)
     res = p.result
     res.n_lines = len(lines)
     spans = source_spans(lines)
+    if spans:  # the echoed lines as written, for the comparison with the shipped sources (none was cut)
+        res.echo_blocks = echo_blocks(lines, spans) if max(map(len, full)) <= MAX_LINE_CHARS else None
     si = 0
     i = 0
     n = len(lines)

@@ -239,6 +239,16 @@ def test_echo_of_another_program_needs_a_human():
     assert found and "echo" in found[0].message
 
 
+def test_echo_of_lines_longer_than_the_parser_reads_is_compared_as_written():
+    """The parser matches the first MAX_LINE_CHARS characters of a line; the echo is compared whole: a shipped
+    script of long literal lines, echoed, is the shipped script."""
+    from audit.logs.patterns import MAX_LINE_CHARS
+
+    tables = "".join(f"TABLE_{i} = {list(range(i, i + MAX_LINE_CHARS // 3))}\n" for i in range(200))
+    code = _ECHO_HEAD + tables + _BASELINE
+    assert not _pg008(_audit({"train_gpt.py": code, "train.log": _echo_log(code)}))
+
+
 # --- negative log evidence --------------------------------------------------------------------------------------
 
 
