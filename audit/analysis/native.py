@@ -982,8 +982,7 @@ class NativeAnalysis:
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
-            reach = (*_SHELL_MODULES, *(f"{name}." for name in sorted(ffis)))  # what the tests below can accept
-            for call, full, _ in idx.calls_to(_LOADERS | ffis, reach):
+            for call, full, _ in idx.calls_to(_LOADERS, lasts=_CFFI_METHODS | _SHELL):  # what the tests below accept
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))

@@ -74,8 +74,8 @@ _API_PREFIXES = tuple(api for api in NETWORK_APIS if api.endswith("."))  # anyth
 def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
-        if may_contain(idx.src.text, _API_WORDS):  # the calls that can reach an API or a shell module
-            calls = idx.calls_to(_API_NAMES, _API_PREFIXES + _SHELL_MODULES)
+        if may_contain(idx.src.text, _API_WORDS):  # the calls that can reach an API, and the shell calls
+            calls = idx.calls_to(_API_NAMES, _API_PREFIXES, lasts=_SHELL_CALLS)
         else:  # no API can be named: only a shell command can download (its calls, in index order)
             calls = [(c, *idx.qualified(c.func)) for c in idx.calls_named(*_SHELL_CALLS)]
         for call, full, bound in calls:

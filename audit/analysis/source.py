@@ -116,6 +116,10 @@ class SourceIndex:
     def calls_named(self, *names: str) -> list[ast.Call]:
         """The calls whose called name (`call_name`: `opt.step()` -> "step") is one of `names`, in the order of
         `nodes(ast.Call)`. Analyses that look for a few names read them here instead of scanning every call."""
+        return [call for _, call in self._ranked_calls_named(names)]
+
+    def _ranked_calls_named(self, names: Iterable[str]) -> list[tuple[int, ast.Call]]:
+        """(rank in `nodes(ast.Call)`, call) of the calls named one of `names`, by rank."""
         if self._calls_by_name is None:
             table: dict[str, list[tuple[int, ast.Call]]] = {}
             for rank, (call, name) in enumerate(zip(self._bucket(ast.Call), self.call_names())):
@@ -123,8 +127,8 @@ class SourceIndex:
             self._calls_by_name = table
         found = [self._calls_by_name.get(n, []) for n in dict.fromkeys(names)]
         if len(found) == 1:
-            return [call for _, call in found[0]]
-        return [call for _, call in heapq.merge(*found)]  # ranks are distinct: calls are never compared
+            return found[0]
+        return list(heapq.merge(*found))  # ranks are distinct: calls are never compared
 
     def calls_in_span(self, node: ast.AST, *names: str) -> bool:
         """Whether a call of one of `names` starts inside `node`'s source span: a prefilter for a walk. Every
@@ -146,42 +150,52 @@ class SourceIndex:
     def span(self, cls: type, node: ast.AST) -> slice:
         """Which entries of `nodes(cls)` (and of lists parallel to it, such as `call_names()`) start inside
         `node`'s source span (see `nodes_in_span`)."""
+        return span_slice(self._starts(cls), node)
+
+    def _starts(self, cls: type) -> list[tuple[int, int]]:
+        """The (line, column) of each of `nodes(cls)`."""
         starts = self._class_starts.get(cls)
         if starts is None:
             starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
-        return span_slice(starts, node)
+        return starts
 
     def calls_to(
-        self, names: Iterable[str], prefixes: tuple[str, ...] = ()
+        self, names: Iterable[str], prefixes: tuple[str, ...] = (), lasts: Iterable[str] = ()
     ) -> list[tuple[ast.Call, str, ast.AST | None]]:
         """(call, qualified callee, the import that bound its head) of every call whose `qualified` callee is one
-        of `names` or starts with one of `prefixes` (each ending in "."), in the order of `nodes(ast.Call)`; maybe
-        a few more calls, which the caller's own test drops. The analyses that look for a few APIs (network,
-        native code) qualify only these: a callee `head.a.b` qualifies to `bound(head).a.b`, so only a head bound
-        to (or named) an ancestor or a descendant of an API can reach one, and only the calls whose dotted callee
-        starts at a `Name` of such a head are read."""
+        of `names`, starts with one of `prefixes` (each ending in ".") or ends in one of `lasts` (`a.b.load` ->
+        "load"), in the order of `nodes(ast.Call)`; maybe a few more calls, which the caller's own test drops.
+        The analyses that look for a few APIs (network, native code) qualify only these:
+        - a callee ends in its called name (`call_name`), or, called by a bare imported name, in its import's
+          last part (`from ctypes import CDLL as load_c`): the calls of those names (`calls_named`);
+        - a callee `head.a.b` qualifies to `bound(head).a.b`, so only a head bound to (or named) an ancestor or a
+          descendant of a prefix can reach it: the calls whose callee starts at a `Name` of such a head."""
         names = frozenset(names)
         imports = self.imports()
-        heads = {h for h, (bound, _) in imports.items() if _may_reach(bound, names, prefixes)}
-        heads.update(
-            first
-            for first in {api.partition(".")[0] for api in (*names, *prefixes)}
-            if first not in imports and _may_reach(first, names, prefixes)
-        )
+        ends = {n.rpartition(".")[2] for n in names} | set(lasts)
+        aliases = [h for h, (bound, _) in imports.items() if bound.rpartition(".")[2] in ends]
+        ranked = dict(self._ranked_calls_named([*ends, *aliases]))
+        heads = {h for h, (bound, _) in imports.items() if _under_prefix(bound, prefixes)}
+        heads.update(first for first in (p.partition(".")[0] for p in prefixes) if first not in imports)
         groups = self._groups(ast.Name)
         parents = self.parents
-        found: set[int] = set()
         for head in heads:
             for name in groups.get(head, ()):
                 cur, up = name, parents.get(name)
                 while up.__class__ is ast.Attribute and up.value is cur:  # up the callee's attribute chain
                     cur, up = up, parents.get(up)
                 if up.__class__ is ast.Call and up.func is cur:
-                    found.add(id(up))
-        if not found:
-            return []
+                    ranked[self._rank(ast.Call, up)] = up
         qualified = self.qualified
-        return [(c, *qualified(c.func)) for c in self._bucket(ast.Call) if id(c) in found]
+        return [(c, *qualified(c.func)) for _, c in sorted(ranked.items())]
+
+    def _rank(self, cls: type, node: ast.AST) -> int:
+        """`node`'s index in `nodes(cls)` (a positioned class): found among the nodes that start where it does."""
+        nodes = self._bucket(cls)
+        i = bisect.bisect_left(self._starts(cls), (node.lineno, node.col_offset))
+        while nodes[i] is not node:
+            i += 1
+        return i
 
     def call_names(self) -> list[str]:
         """The called name (`call_name`) of each call of `nodes(ast.Call)`, in that order."""
@@ -253,13 +267,11 @@ def index_source(src: ResolvedSource) -> SourceIndex | None:
     return idx
 
 
-def _may_reach(bound: str, names: frozenset[str], prefixes: tuple[str, ...]) -> bool:
-    """Whether a callee whose head is bound to `bound` can qualify to one of `names` or under one of `prefixes`:
-    `bound` is the API, an ancestor of it, or (for a prefix) lies under it."""
+def _under_prefix(bound: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether a callee whose head is bound to `bound` can qualify to a name under one of `prefixes`: `bound`
+    lies under it, or is an ancestor of it (`torch` of `torch.hub.`)."""
     below = bound + "."
-    return any(n == bound or n.startswith(below) for n in names) or any(
-        below.startswith(p) or p.startswith(below) for p in prefixes
-    )
+    return any(below.startswith(p) or p.startswith(below) for p in prefixes)
 
 
 POSITION = attrgetter("lineno", "col_offset")  # the sort key of the index's position order

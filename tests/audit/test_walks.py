@@ -345,6 +345,7 @@ _CALLEES = [
     "{h}.request.urlopen(a)",
     "{h}().run(a)",
     "{h}.run(a)(b)",
+    "{h}.run(a).system(b)",
     "{h}[0].system(a)",
     "{h}.hub.load(a)",
     "ext.load(a)",
@@ -355,63 +356,81 @@ _CALLEES = [
 ]
 
 
-def _brute_calls_to(idx, names, prefixes):
-    """What `calls_to` must keep: every call whose qualified callee is one of `names` or under a prefix."""
+def _wanted(full: str, names, prefixes, lasts) -> bool:
+    return full in names or full.startswith(prefixes) or (bool(full) and full.rpartition(".")[2] in lasts)
+
+
+def _brute_calls_to(idx, names, prefixes, lasts=()):
+    """What `calls_to` must keep: every call whose qualified callee is one of `names`, under a prefix or ends in
+    one of `lasts`, found by qualifying every call."""
     return [
-        (c, *idx.qualified(c.func))
+        (id(c), *idx.qualified(c.func))
         for c in idx.nodes(ast.Call)
-        if idx.qualified(c.func)[0] in names or idx.qualified(c.func)[0].startswith(prefixes)
+        if _wanted(idx.qualified(c.func)[0], names, prefixes, lasts)
     ]
+
+
+def _kept_calls_to(idx, names, prefixes, lasts=()):
+    """What `calls_to` returns, filtered as its callers filter it."""
+    return [
+        (id(c), full, bound)
+        for c, full, bound in idx.calls_to(names, prefixes, lasts)
+        if _wanted(full, names, prefixes, lasts)
+    ]
+
+
+_NAMES = ["requests.get", "ctypes.CDLL", "http.client.HTTPConnection", "torch.hub.load", "ffi", "subprocess.run"]
+_PREFIXES = ["requests.", "os.", "subprocess.", "ffi.", "huggingface_hub.", "torch.", "torch.hub.", "http.client."]
 
 
 @given(
     imports=st.lists(st.sampled_from(_IMPORTS), max_size=5),
     calls=st.lists(st.tuples(st.sampled_from(_CALLEES), st.sampled_from(_HEADS)), min_size=1, max_size=8),
-    names=st.sets(
-        st.sampled_from(
-            ["requests.get", "ctypes.CDLL", "http.client.HTTPConnection", "torch.hub.load", "ffi", "subprocess.run"]
-        ),
-        max_size=3,
-    ),
-    prefixes=st.sets(
-        st.sampled_from(
-            ["requests.", "os.", "subprocess.", "ffi.", "huggingface_hub.", "torch.", "torch.hub.", "http.client."]
-        ),
-        max_size=3,
-    ),
+    names=st.sets(st.sampled_from(_NAMES), max_size=3),
+    prefixes=st.sets(st.sampled_from(_PREFIXES), max_size=3),
+    lasts=st.sets(st.sampled_from(["run", "load", "CDLL", "system", "popen", "get", "HTTPConnection"]), max_size=3),
 )
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=200, deadline=None)
 @example(
-    imports=["from ctypes import CDLL as load_c"], calls=[("load_c(a)", "x")], names={"ctypes.CDLL"}, prefixes=set()
+    imports=["from ctypes import CDLL as load_c"],
+    calls=[("load_c(a)", "x")],
+    names={"ctypes.CDLL"},
+    prefixes=set(),
+    lasts=set(),
 )
 @example(
-    imports=["import x as requests"], calls=[("{h}.get(a)", "requests")], names={"requests.get"}, prefixes={"requests."}
+    imports=["from subprocess import run as sh"], calls=[("sh(a)", "x")], names=set(), prefixes=set(), lasts={"run"}
 )
-@example(imports=[], calls=[("{h}.hub.load(a)", "torch")], names=set(), prefixes={"torch.hub."})
-def test_calls_to_keeps_every_call_that_qualifies_to_an_api(imports, calls, names, prefixes):
-    """`calls_to` reads only the calls whose callee starts at a head that can reach an API, and qualifies only
-    those; what it returns, filtered as its callers filter, is what qualifying every call gives."""
+@example(
+    imports=["import x as requests"],
+    calls=[("{h}.get(a)", "requests")],
+    names={"requests.get"},
+    prefixes={"requests."},
+    lasts=set(),
+)
+@example(imports=[], calls=[("{h}.hub.load(a)", "torch")], names=set(), prefixes={"torch.hub."}, lasts=set())
+@example(
+    imports=[], calls=[("{h}.run(a)(b)", "x"), ("{h}.run(a)", "subprocess")], names=set(), prefixes=set(), lasts={"run"}
+)
+@example(
+    imports=[], calls=[("{h}.run(a).system(b)", "subprocess")], names=set(), prefixes={"subprocess."}, lasts={"system"}
+)
+def test_calls_to_keeps_every_call_that_qualifies_to_an_api(imports, calls, names, prefixes, lasts):
+    """`calls_to` reads only the calls named as an API ends (or imported under another name) and those whose
+    callee starts at a head that can reach a prefix; filtered as its callers filter, it returns what qualifying
+    every call gives, in the same order."""
     text = "\n".join(imports + [c.format(h=h) for c, h in calls]) + "\n"
     idx = index_source(ResolvedSource(path="x.py", text=text))
     prefixes = tuple(sorted(prefixes))
-    got = [
-        (c, full, bound)
-        for c, full, bound in idx.calls_to(names, prefixes)
-        if full in names or full.startswith(prefixes)
-    ]
-    want = _brute_calls_to(idx, names, prefixes)
-    assert [(id(c), full, bound) for c, full, bound in got] == [(id(c), full, bound) for c, full, bound in want]
+    assert _kept_calls_to(idx, names, prefixes, lasts) == _brute_calls_to(idx, names, prefixes, lasts)
 
 
 def test_calls_to_on_real_sources_reads_fewer_calls_and_misses_none():
     """On this repository's own sources: the same calls as qualifying every call, from a fraction of them."""
-    names, prefixes = {"subprocess.run", "os.environ.get", "ctypes.CDLL"}, ("subprocess.", "json.")
+    names, prefixes, lasts = {"subprocess.run", "os.environ.get", "ctypes.CDLL"}, ("json.",), {"system", "popen"}
     read = total = 0
     for text in _sources():
         idx = index_source(ResolvedSource(path="x.py", text=text))
-        got = idx.calls_to(names, prefixes)
-        kept = [(id(c), f, b) for c, f, b in got if f in names or f.startswith(prefixes)]
-        want = [(id(c), f, b) for c, f, b in _brute_calls_to(idx, names, prefixes)]
-        assert kept == want
-        read, total = read + len(got), total + len(idx.nodes(ast.Call))
+        assert _kept_calls_to(idx, names, prefixes, lasts) == _brute_calls_to(idx, names, prefixes, lasts)
+        read, total = read + len(idx.calls_to(names, prefixes, lasts)), total + len(idx.nodes(ast.Call))
     assert 0 < read < total / 4
