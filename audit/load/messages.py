@@ -65,6 +65,11 @@ def _literal_parts(node: ast.AST) -> list[str]:
 def message_chunks(call: ast.Call) -> tuple[str, ...]:
     if not call.args or not _LOG_NAME.search(_callee(call)):
         return ()
+    return _chunks(call)
+
+
+def _chunks(call: ast.Call) -> tuple[str, ...]:
+    """The literal pieces of a log call's message (`message_chunks`, its callee already known to print)."""
     out = []
     for part in _literal_parts(call.args[0]):
         for piece in _PLACEHOLDER.split(part):
@@ -77,11 +82,16 @@ def message_chunks(call: ast.Call) -> tuple[str, ...]:
 
 def log_calls(tree: ast.AST) -> list[LogCall]:
     out = []
-    for node in walk(tree):
-        if isinstance(node, ast.Call):
-            chunks = message_chunks(node)
-            if chunks:
-                out.append(LogCall(node, node.lineno, getattr(node, "end_lineno", node.lineno) or node.lineno, chunks))
+    prints: dict[str, bool] = {}  # callee name -> whether it prints: a script calls a few hundred names
+    for node in [n for n in walk(tree) if n.__class__ is ast.Call]:
+        name = _callee(node)
+        if name not in prints:
+            prints[name] = is_log_name(name)
+        if not prints[name] or not node.args:
+            continue
+        chunks = _chunks(node)
+        if chunks:
+            out.append(LogCall(node, node.lineno, getattr(node, "end_lineno", node.lineno) or node.lineno, chunks))
     out.sort(key=lambda c: c.start)
     return out
 
