@@ -50,6 +50,7 @@ from .report.console import print_summary
 from .report.jsonout import jsonl
 
 _TICK_S = 0.5  # how often the parent wakes up to refresh progress and check deadlines
+_REFRESH_S = 0.2  # how often the batch's progress bar is drawn
 _ORPHAN_POLL_S = 0.5  # how often a worker checks that its parent is still there
 _JOIN_S = 2.0
 
@@ -351,6 +352,7 @@ def run_batch(
             audits = iter_audits(
                 git_dir, prs, jobs=max(1, jobs), repo_url=repo_url, pr_timeout=pr_timeout, filters=filters
             )
+            shown = 0.0
             for pr_rows in audits:
                 for row in pr_rows or ():
                     if out is not None:
@@ -359,7 +361,10 @@ def run_batch(
                     rows.append(row)
                 if pr_rows is not None:
                     progress.advance(task)
-                progress.refresh()
+                if time.monotonic() - shown >= _REFRESH_S:  # drawn a few times a second, not once per PR
+                    progress.refresh()
+                    shown = time.monotonic()
+            progress.refresh()
     finally:
         if partial:
             out.close()
