@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from ..findings import Confidence, Finding, Reachability, Severity
 from ..load.parse import children, walk
 from ..load.runcmd import run_commands
-from .astutil import FUNCS, UNKNOWN, call_name, dotted, scope_nodes
+from .astutil import FUNCS, SCOPE_CLASSES, UNKNOWN, call_name, dotted, scope_nodes
 from .config import Config
 from .program import Program, SourceIndex
 from .scopes import BINDER_CLASSES
@@ -233,21 +233,25 @@ class NgramAnalysis:
         `table.index_add_(…)`. A method's `self` is not counted among the argument positions."""
         out: dict[str, list[tuple[int, str]]] = {}
         for idx in self.p.indexes:
+            # the calls that add in place, by the scope whose walk holds them (no function between): few or none
+            adders: dict[int, list[ast.Call]] = {}
+            for call in idx.calls_named("at", "index_add_", "scatter_add_"):
+                adders.setdefault(id(idx.enclosing(call, *SCOPE_CLASSES)), []).append(call)
             for fn in idx.nodes(*FUNCS):
                 params = [a.arg for a in fn.args.posonlyargs + fn.args.args]
                 skip = 1 if params and params[0] in ("self", "cls") else 0
                 hit: set[str] = set()
-                for n in scope_nodes(fn, ast.AugAssign, ast.Call):
-                    if n.__class__ is ast.AugAssign and isinstance(n.op, ast.Add):
+                for n in scope_nodes(fn, ast.AugAssign):
+                    if isinstance(n.op, ast.Add):
                         b = _base(n.target)
                         if b in params and (isinstance(n.target, ast.Subscript) or self._counts(fn, n.value)):
                             hit.add(b)
-                    elif n.__class__ is ast.Call:
-                        last = call_name(n)  # `np.add.at` is called "at": the dotted name only for those
-                        if last == "at" and n.args and (dotted(n.func) or "").endswith("add.at"):
+                for n in adders.get(id(fn), ()):
+                    if call_name(n) == "at":  # `np.add.at` is called "at": the dotted name only for those
+                        if n.args and (dotted(n.func) or "").endswith("add.at"):
                             hit.add(_base(n.args[0]))
-                        elif last in ("index_add_", "scatter_add_") and isinstance(n.func, ast.Attribute):
-                            hit.add(_base(n.func.value))
+                    elif isinstance(n.func, ast.Attribute):  # `index_add_` / `scatter_add_`
+                        hit.add(_base(n.func.value))
                 slots = [(params.index(b) - skip, b) for b in hit if b in params and params.index(b) >= skip]
                 if slots:
                     out.setdefault(fn.name, []).extend(slots)

@@ -5,6 +5,8 @@ being predicted. Every snippet is synthetic."""
 
 from __future__ import annotations
 
+import textwrap
+
 from audit.engine import audit_submission
 from audit.findings import Severity
 from tests.support import make_submission
@@ -557,3 +559,45 @@ def test_candidate_counts_over_their_named_total_pass():
         "    row_total = counts.sum(dim=1)\n    picked = counts.gather(1, targets[:, None]).squeeze(1)\n",
     ).replace("/ (ctx_c + 2.0)", "/ (row_total + 2.0)")
     assert _errors(code) == {}
+
+
+def test_table_incrementing_helpers_are_found_in_their_own_scope():
+    """A helper that adds into a parameter in place (`np.add.at`, `index_add_`, `scatter_add_`, `+=` at a
+    subscript) makes the argument in that position a count table; an add in a function nested inside another
+    belongs to the nested one (a lambda's too)."""
+    from audit.analysis.config import Config
+    from audit.analysis.ngram import NgramAnalysis
+    from audit.analysis.program import Program
+    from audit.load.resolve import ResolvedSource
+
+    code = textwrap.dedent(
+        """
+        import numpy as np
+        def bump_at(table, keys):
+            np.add.at(table, keys, 1)
+        class Acc:
+            def add(self, counts, keys):
+                counts.index_add_(0, keys, ones)
+        def scatter(t, k):
+            t.scatter_add_(0, k, ones)
+        def step(tab, k):
+            tab[k] += 1
+        def outer(a, k):
+            def inner(b, k2):
+                np.add.at(b, k2, 1)
+            return inner
+        def not_a_counter(x, k):
+            np.multiply.at(x, k, 2)
+        def via_lambda(c, k):
+            return lambda: np.add.at(c, k, 1)  # the lambda's own scope, as the function's walk leaves it
+        """
+    )
+    prog = Program.build([ResolvedSource(path="train_gpt.py", text=code)], Config())
+    helpers = NgramAnalysis(prog)._incrementing_helpers()
+    assert {k: sorted(v) for k, v in helpers.items()} == {
+        "bump_at": [(0, "table")],
+        "add": [(0, "counts")],
+        "scatter": [(0, "t")],
+        "step": [(0, "tab")],
+        "inner": [(0, "b")],
+    }
