@@ -862,10 +862,14 @@ def _rebinds(scope: ast.AST):
                     yield n, t.id
 
 
+_SITE_CALLS = frozenset(_FULL_VOCAB_CALLS) | frozenset(_LOG_CALLS)
+
+
 def _sites(scope: ast.AST) -> list[tuple[ast.Call, str]]:
     """Scoring sites written in `scope`: full-vocabulary scorers, and logs of a non-constant probability."""
     out = []
-    for n in sorted(scope_nodes(scope, ast.Call), key=POSITION):
+    named = [n for n in scope_nodes(scope, ast.Call) if call_name(n) in _SITE_CALLS]
+    for n in sorted(named, key=POSITION):  # the same order as sorting every call: the sort is stable
         name = call_name(n)
         if name in _FULL_VOCAB_CALLS:
             out.append((n, FULL_VOCAB))

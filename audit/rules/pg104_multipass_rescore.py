@@ -553,8 +553,10 @@ class MultipassRescore(Rule):
 
     # --- shape 1: score-first TTT pass, then the same model scored again -------------------------
     def _rescore_after_ttt(self, idx: SourceIndex, scope: ast.AST, ttt: TTTAnalysis, trainers: set[str]):
-        calls = sorted(scope_nodes(scope, ast.Call), key=POSITION)
-        ttt_calls = [c for c in calls if call_name(c) in trainers and self._has_val_arg(scope, c)]
+        scoped = scope_nodes(scope, ast.Call)
+        named = sorted((c for c in scoped if call_name(c) in trainers), key=POSITION)  # as sorting them all
+        ttt_calls = [c for c in named if self._has_val_arg(scope, c)]
+        calls = sorted(scoped, key=POSITION) if ttt_calls else []
         for t in ttt_calls:
             models = self._model_args(t)
             if not models:
