@@ -927,9 +927,12 @@ def _forward(scope: ast.AST, names: frozenset[str] | set[str], after: int) -> se
 
 def _reported(scope: ast.AST, names: frozenset[str], after: int, node: ast.AST) -> tuple[ast.AST, str] | None:
     """Where a value derived from a pass is returned, or logged with a metric tag, after line `after`."""
-    for n in sorted(scope_nodes(scope, ast.Return, ast.Call), key=POSITION):
-        if getattr(n, "lineno", 0) < after:
-            continue
+    kept = [  # what the loop below can return, in program order (a stable sort: as sorting them all)
+        n
+        for n in scope_nodes(scope, ast.Return, ast.Call)
+        if n.lineno >= after and (n.__class__ is ast.Return or call_name(n) in _LOG_FUNCS)
+    ]
+    for n in sorted(kept, key=POSITION):
         if isinstance(n, ast.Return) and n.value is not None:
             if any(x is node for x in walk(n.value)) or names & {
                 x.id for x in walk(n.value) if isinstance(x, ast.Name)
