@@ -431,8 +431,9 @@ _PY_IN_CMD_LEAD = re.compile(r"[\s=]")
 # starts after its `(` (bisected from a list made in one pass). `(?!execv)` keeps `execvexecv…` linear;
 # every call in one word ends at the same `(`, so the same literal is found.
 _LAUNCH_SIBLING = re.compile(r"(?:run_path|run_module|subprocess\.\w+|os\.system|execv(?:(?!execv)\w)*)\s*\(")
-# what every match of _LAUNCH_SIBLING contains
+# what every match of _LAUNCH_SIBLING starts with
 _LAUNCH_WORDS = ("run_path", "run_module", "subprocess.", "os.system", "execv")
+_LAUNCH_TRIES = 256  # occurrences of those words tried one by one; more (a hostile text) are scanned for
 # a quoted `x.py`, whole (group 1). Led by the quote, not a look-behind, so the search skips to quotes at C speed
 _PY_LITERAL = re.compile(r"""["']([\w.\-/]+\.py)(?=["'])""")
 
@@ -458,21 +459,34 @@ def _py_in_cmd(text: str) -> list[str]:
 
 def _launch_targets(text: str) -> list[str]:
     """The `.py` literal each sibling launch names, in order (see _LAUNCH_SIBLING)."""
-    if not any(word in text for word in _LAUNCH_WORDS):
-        return []  # a substring test runs at memory speed; the pattern's alternation does not
-    call = _LAUNCH_SIBLING.search(text)
+    counts = [text.count(word) for word in _LAUNCH_WORDS]  # at memory speed
+    if not any(counts):
+        return []  # most sources launch nothing: the pattern's alternation is never run over them
+    if sum(counts) > _LAUNCH_TRIES:  # a text of little but these words: the regex engine scans it
+        return _launches(text, lambda pos: _LAUNCH_SIBLING.search(text, pos))
+    # every match starts with one of the words: the match at the first occurrence from `pos` on is what a search
+    # from `pos` finds, without running the alternation over the text between them
+    at = sorted({i for word, n in zip(_LAUNCH_WORDS, counts) if n for i in _occurrences(text, word)})
+    calls = [(i, m) for i in at if (m := _LAUNCH_SIBLING.match(text, i)) is not None]
+    starts = [i for i, _ in calls]
+    return _launches(text, lambda pos: calls[k][1] if (k := bisect.bisect_left(starts, pos)) < len(calls) else None)
+
+
+def _launches(text: str, next_call) -> list[str]:
+    """The literal after each launch call, `next_call(pos)` giving the first call that starts at `pos` or later."""
+    call = next_call(0)
     if call is None:
-        return []  # most sources launch nothing: their literals are never listed
+        return []
     lits = [(m.start(1), m.end(1) + 1, m.group(1)) for m in _PY_LITERAL.finditer(text, call.end())]
     starts = [s - 1 for s, _, _ in lits]  # the opening quote
     out: list[str] = []
-    pos = 0
-    while (call := _LAUNCH_SIBLING.search(text, pos)) is not None:
+    while call is not None:
         i = bisect.bisect_left(starts, call.end())
         if i == len(lits):
             break  # no literal after this call, so none after any later one either
         _, pos, name = lits[i]
         out.append(name)
+        call = next_call(pos)
     return out
 
 

@@ -324,3 +324,57 @@ def test_import_lines_are_the_matches_finditer_gives(parts):
     text = "".join(parts)
     expected = [(m.span(), m.groups()) for m in _IMPORT_LINE.finditer(text)]
     assert [(m.span()[1], m.groups()) for m in import_lines(text)] == [(end, g) for (_, end), g in expected]
+
+
+def _launch_targets_by_search(text: str) -> list[str]:
+    """The definition: search for the next launch call from where the last named literal ended."""
+    from audit.load.resolve import _LAUNCH_SIBLING, _PY_LITERAL
+
+    out: list[str] = []
+    pos = 0
+    while (call := _LAUNCH_SIBLING.search(text, pos)) is not None:
+        lit = _PY_LITERAL.search(text, call.end())
+        if lit is None:
+            break
+        pos = lit.end(1) + 1
+        out.append(lit.group(1))
+    return out
+
+
+_LAUNCH_PIECES = [
+    "runpy.run_path(",
+    "run_module(",
+    "subprocess.run([",
+    "subprocess.",
+    "os.system (",
+    "os.execv(",
+    "execvexecv(",
+    "'a.py'",
+    '"b/c.py"',
+    "'x.py",
+    "print(",
+    " ",
+    "\n",
+    "os.",
+    "run_",
+]
+
+
+@given(st.lists(st.sampled_from(_LAUNCH_PIECES), max_size=14))
+@settings(max_examples=300, deadline=None)
+@example(["subprocess.run([", "'a.py'", "subprocess.run([", "'x.py", "'a.py'"])
+@example(["subprocess.run([", "'a.py'", "subprocess.run([", '"b/c.py"'])  # a call right after the literal
+@example(["os.system (", "subprocess.", "run([", "'a.py'"])  # a call that starts inside another call's name
+def test_launch_targets_are_what_searching_from_each_literal_gives(pieces):
+    """The launches found at the occurrences of their words are the ones a search from each position finds."""
+    text = "".join(pieces)
+    assert _launch_targets(text) == _launch_targets_by_search(text)
+
+
+@pytest.mark.parametrize("repeat", [3, 200])  # a few calls, and more than are tried one by one
+def test_many_launch_calls_are_found_as_searching_finds_them(repeat):
+    text = "".join(
+        ["subprocess.run([", "'a.py'", "os.system (", "subprocess.", "'b.py", "execvexecv(", '"c/d.py"'] * repeat
+    )
+    assert _launch_targets(text) == _launch_targets_by_search(text)
+    assert len(_launch_targets(text)) >= 2 * repeat
