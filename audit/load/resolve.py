@@ -358,13 +358,16 @@ def _collect_aliases(tree: ast.Module) -> dict[str, str]:
     return aliases
 
 
+_EXEC_NAMES = frozenset({"exec", "builtins.exec", "eval", "builtins.eval"})
+
+
 def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:
-    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in (
-        "exec",
-        "builtins.exec",
-        "eval",
-        "builtins.eval",
-    )
+    if not isinstance(node, ast.Call):
+        return False
+    f = node.func  # a dotted callee ends in its attribute: only `….exec`/`….eval` is qualified (most calls are not)
+    if f.__class__ is ast.Attribute and f.attr not in ("exec", "eval"):
+        return False
+    return _qualname(f, ctx) in _EXEC_NAMES
 
 
 @dataclass(frozen=True)

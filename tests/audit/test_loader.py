@@ -75,6 +75,20 @@ def test_aliases_and_names_bound_to_payloads():
     assert text == PROGRAM and chain == ["base85", "lzma", "exec"]
 
 
+def test_exec_and_eval_are_found_under_any_name_the_builtins_give_them():
+    payload = repr(PROGRAM)
+    for call in (
+        "exec",
+        "import builtins\nbuiltins.exec",
+        "import builtins as b\nb.exec",
+        "from builtins import exec as run\nrun",
+        "from builtins import eval as ev\nev",
+    ):
+        code = f"{call}({payload})\n"
+        assert decode_once(code, {}) == (PROGRAM, ["exec"]), call
+    assert decode_once(f"import x\nx.run({payload})\nrun({payload})\n", {}) is None  # not exec/eval
+
+
 def test_exec_open_sibling_and_code_bytes():
     files = {"train_gpt.py": b"exec(open('train_gpt_decode.py').read())\n", "train_gpt_decode.py": PROGRAM.encode()}
     sub = resolve(sub_of(files))
