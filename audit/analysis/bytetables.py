@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from operator import attrgetter
 
 from ..load.parse import walk
+from ..logs.patterns import may_contain
 from .astutil import UNKNOWN, call_name, dotted, ends_with, is_val_name, scope_nodes
 from .program import Program, SourceIndex
 from .scopes import single_bindings
@@ -47,6 +48,7 @@ BOUNDARY_CALLS = {
 CANONICAL_TOKENIZER = re.compile(r"(^|/)fineweb_\d+_bpe\.model$")
 # Names of a per-token byte sidecar (CaseOps counts original bytes there, operators weigh 0).
 SIDECAR_NAME = re.compile(r"byte_sidecar|val_bytes|bytes_files|token_bytes_files|_byte_counts", re.I)
+_SIDECAR_WORDS = ("byte_sidecar", "val_bytes", "bytes_files", "_byte_counts")  # what a match of it holds
 
 
 @dataclass
@@ -467,7 +469,7 @@ def uses_byte_sidecar(program: Program) -> bool:
     """CaseOps-style accounting: bytes come from a per-token sidecar file, not from the LUT."""
     names: set[str] = set()  # each name searched once: a script repeats a few hundred names thousands of times
     for idx in program.indexes:
-        if idx.src.text.isascii() and not SIDECAR_NAME.search(idx.src.text):
+        if not may_contain(idx.src.text, _SIDECAR_WORDS):
             continue  # an ASCII source's names are in its text as written: none can match
         names.update(idx.identifiers(ast.Name))
         names.update(idx.identifiers(ast.Attribute))

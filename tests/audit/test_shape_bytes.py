@@ -293,3 +293,10 @@ def test_constant_denominator_at_module_level_and_beside_functions_without_ln2()
     """
     found = _facts(code).constant_denominators
     assert [round(d.bytes_per_token, 3) for d in found] == [3.5]
+
+
+def test_every_sidecar_name_holds_a_word_of_the_text_prefilter():
+    """A source is searched for sidecar names only when its text holds one of the words: each alternative of the
+    pattern must hold one, or a source using it would be skipped."""
+    for alternative in bytelut.SIDECAR_NAME.pattern.split("|"):
+        assert any(w in alternative.lower() for w in bytelut._SIDECAR_WORDS), alternative
