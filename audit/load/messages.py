@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from operator import attrgetter
 
+from . import parse as pyparse
 from .parse import children, walk
 
 _POSITION = attrgetter("lineno", "col_offset")  # a call's (line, column): its place in the source
@@ -81,6 +82,22 @@ def _chunks(call: ast.Call) -> tuple[str, ...]:
 
 
 def log_calls(tree: ast.AST) -> list[LogCall]:
+    """The log calls of a tree (with the literal pieces they print), in line order. A module's are kept for the
+    audit: the scripts-that-ran stage and the liveness of guarded code both read them. Callers do not modify
+    the list."""
+    hit = _LOG_CALLS.get(id(tree))
+    if hit is not None and hit[0] is tree:
+        return hit[1]
+    out = _log_calls(tree)
+    if tree.__class__ is ast.Module:
+        _LOG_CALLS[id(tree)] = (tree, out)
+    return out
+
+
+_LOG_CALLS: dict[int, tuple[ast.AST, list[LogCall]]] = pyparse.module_cache()
+
+
+def _log_calls(tree: ast.AST) -> list[LogCall]:
     out = []
     prints: dict[str, bool] = {}  # callee name -> whether it prints: a script calls a few hundred names
     for node in [n for n in walk(tree) if n.__class__ is ast.Call]:

@@ -81,6 +81,8 @@ def forget(text: str) -> None:
     if hit is not None and hit[0] is not None:
         _WALKS.pop(id(hit[0]), None)  # its module walk; the stages that look at a whole script walk only that
         _PARENTS.pop(id(hit[0]), None)
+        for cache in _MODULE_CACHES:
+            cache.pop(id(hit[0]), None)
 
 
 def clear() -> None:
@@ -88,6 +90,19 @@ def clear() -> None:
     _TREES.clear()
     _WALKS.clear()
     _PARENTS.clear()
+    for cache in _MODULE_CACHES:
+        cache.clear()
+
+
+_MODULE_CACHES: list[dict] = []
+
+
+def module_cache() -> dict:
+    """A dict for what is read from a module tree, keyed by the tree's id (the value holds the tree too): it is
+    emptied with the trees, and loses a tree's entry when the tree is forgotten."""
+    cache: dict = {}
+    _MODULE_CACHES.append(cache)
+    return cache
 
 
 # Modules, classes, functions and loops are walked again and again by the analyses (a module by resolution, the

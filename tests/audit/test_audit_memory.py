@@ -91,3 +91,24 @@ def test_a_folders_other_script_is_parsed_once_per_audit(tmp_path, monkeypatch):
     audit_submission(load_folder(tmp_path))
     helper = (tmp_path / "sweep_helper.py").read_text()
     assert parsed.count(helper) == 1
+
+
+def test_a_modules_log_calls_are_read_once_and_go_with_its_tree():
+    """The log calls of a module are kept for the audit (two stages read them), and dropped with the tree:
+    a forgotten script's tree is not held by them."""
+    from audit.load import messages
+
+    text = "def main(log0):\n    log0(f'ttt:start chunks={1} lr={2}')\n"
+    pyparse.clear()
+    tree, _ = pyparse.parse(text)
+    first = messages.log_calls(tree)
+    assert first and messages.log_calls(tree) is first
+    ref = weakref.ref(tree)
+    del tree, first
+    pyparse.forget(text)
+    gc.collect()
+    assert ref() is None and not messages._LOG_CALLS
+    tree, _ = pyparse.parse(text)
+    messages.log_calls(tree)
+    pyparse.clear()
+    assert not messages._LOG_CALLS
