@@ -284,7 +284,10 @@ class Evaluation:
         idx = self._index_of(fn)
         out.sites.extend(ScoringSite(idx, n, form) for n, form in self._sites(fn))
         if depth < CALL_DEPTH:
+            user = self._user_names
             for call in scope_nodes(fn, ast.Call):
+                if call_name(call) not in user:
+                    continue  # no function of the program by that name: `_callees` finds none
                 for callee, binding in self._callees(call):
                     sub = self._summary(callee, depth + 1)
                     out.merged.append((callee, None if sub.done else len(sub.merged), binding))
