@@ -582,6 +582,7 @@ class Evaluation:
         out = []
         direct = [n for n, _ in self._sites(scope) if id(n) not in taken]
         loops: list[ast.AST] = []
+        held: dict[int, list[ast.Call]] = {}  # outermost loop -> the sites under it, in `direct` order
         for site in direct:
             outer = None
             for anc in idx.ancestors(site):
@@ -589,16 +590,18 @@ class Evaluation:
                     break
                 if isinstance(anc, LOOPS):
                     outer = anc
-            if outer is not None and not any(outer is lp for lp in loops):
-                loops.append(outer)
+            if outer is not None:
+                if id(outer) not in held:
+                    loops.append(outer)
+                held.setdefault(id(outer), []).append(site)
         for loop in loops:
             iter_val = isinstance(loop, (ast.For, ast.AsyncFor)) and self.flow.is_val(scope, loop.iter, loop.lineno)
-            region = list(walk(loop))
-            region_ids = {id(n) for n in region}
-            sites = [n for n in direct if id(n) in region_ids]
+            sites = held[id(loop)]  # a site under this loop has it as its outermost loop too
             site_val = any(self._any_val(scope, s.args, s.lineno) for s in sites)
             if not (iter_val or site_val):
                 continue
+            region = list(walk(loop))
+            region_ids = {id(n) for n in region}
             reads = {
                 r
                 for r in (_root(n) for n in region if isinstance(n, ast.Subscript) and isinstance(n.ctx, ast.Load))
