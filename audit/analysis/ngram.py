@@ -682,18 +682,20 @@ class NgramAnalysis:
                 scope = self._scope_of(idx, node)
                 if not (self._byte_level(scope) or self._called_from_byte_level(scope)):
                     continue
+                # the byte length first: a few divisions hold one, and both tests are pure (memos keyed by depth),
+                # while the log-probability test follows definitions and callers (six times the cost)
                 if (
                     isinstance(node.op, ast.Div)
-                    and self._token_logp(idx, scope, node.left, node.lineno)
                     and self._per_token_len(idx, scope, node.right, node.lineno)
+                    and self._token_logp(idx, scope, node.left, node.lineno)
                 ):
                     detail = f"`{ast.unparse(node)}` spreads one token's log-probability evenly over its bytes (C2)"
                 elif (
                     isinstance(node.op, ast.Pow)
                     and isinstance(node.right, ast.BinOp)
                     and isinstance(node.right.op, ast.Div)
-                    and self._token_logp(idx, scope, node.left, node.lineno, prob=True)
                     and self._per_token_len(idx, scope, node.right.right, node.lineno)
+                    and self._token_logp(idx, scope, node.left, node.lineno, prob=True)
                 ):
                     detail = (
                         f"`{ast.unparse(node)}` gives every byte of the realised token the root of its probability (C2)"
