@@ -163,6 +163,10 @@ class NgramAnalysis:
     # --- count tables ----------------------------------------------------------------------------
     def _count_tables(self) -> set[str]:
         tables: set[str] = set()
+        # names bound from a container (read in the same pass over the assignments): `row = caches.setdefault(ctx,
+        # {})` … `row[y] = row.get(y, 0) + 1` makes `caches` a container of count rows; another name bound from it
+        # (`counts = caches[ctx]`) reads the same counts
+        aliases: list[tuple[str, str]] = []
         for idx in self.p.indexes:
             for call in idx.calls_named("at"):  # `np.add.at(T, k, 1)`; a set: the order does not matter
                 if call.args and (dotted(call.func) or "").endswith("add.at"):
@@ -170,10 +174,21 @@ class NgramAnalysis:
             for call in idx.calls_named("index_add_", "scatter_add_", "index_put_"):
                 if isinstance(call.func, ast.Attribute):
                     tables.add(_base(call.func.value))
-            for aug in idx.nodes(ast.AugAssign):
-                if isinstance(aug.target, ast.Subscript) and isinstance(aug.op, ast.Add):
+            for aug in idx.nodes(ast.AugAssign):  # `T[k] += 1`; whole-table build: `T += np.bincount(keys, …)`
+                if isinstance(aug.op, ast.Add) and (
+                    isinstance(aug.target, ast.Subscript) or _calls(aug.value, "bincount")
+                ):
                     tables.add(_base(aug.target))
             for asg in idx.nodes(ast.Assign):
+                if len(asg.targets) == 1 and asg.targets[0].__class__ is ast.Name:
+                    # `row = caches.setdefault(ctx, {})`, `counts = caches[ctx]`: a name bound from a container
+                    v = asg.value
+                    if isinstance(v, ast.Subscript):
+                        aliases.append((asg.targets[0].id, _base(v)))
+                    elif isinstance(v, ast.Call) and call_name(v) in ("get", "setdefault"):
+                        if isinstance(v.func, ast.Attribute):
+                            aliases.append((asg.targets[0].id, _base(v.func.value)))
+                    continue  # a name target: no subscript below
                 for t in asg.targets:
                     if not isinstance(t, ast.Subscript):
                         continue
@@ -194,9 +209,6 @@ class NgramAnalysis:
                         )
                     ):
                         tables.add(b)
-            for aug in idx.nodes(ast.AugAssign):  # whole-table build: `T += np.bincount(keys, minlength=B)`
-                if isinstance(aug.op, ast.Add) and _calls(aug.value, "bincount"):
-                    tables.add(_base(aug.target))
         # helpers that increment a table handed to them: every argument in that position is a count table
         helpers = self._incrementing_helpers()
         for idx in self.p.indexes:
@@ -206,22 +218,6 @@ class NgramAnalysis:
                     arg = arg or next((k.value for k in call.keywords if k.arg == param), None)
                     if arg is not None and not isinstance(arg, ast.Starred):
                         tables.add(_base(arg))
-        # `row = caches.setdefault(ctx, {})` … `row[y] = row.get(y, 0) + 1` makes `caches` a container of count
-        # rows; another name bound from it (`counts = caches[ctx]`) reads the same counts
-        aliases: list[tuple[str, str]] = []
-        for idx in self.p.indexes:
-            for asg in idx.nodes(ast.Assign):
-                if len(asg.targets) != 1 or not isinstance(asg.targets[0], ast.Name):
-                    continue
-                v = asg.value
-                if isinstance(v, ast.Subscript):
-                    aliases.append((asg.targets[0].id, _base(v)))
-                elif (
-                    isinstance(v, ast.Call)
-                    and call_name(v) in ("get", "setdefault")
-                    and isinstance(v.func, ast.Attribute)
-                ):
-                    aliases.append((asg.targets[0].id, _base(v.func.value)))
         containers = {base for name, base in aliases if name in tables}
         self.row_aliases = {name for name, base in aliases if base in containers} - tables - {""}
         tables.discard("")
