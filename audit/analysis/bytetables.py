@@ -701,7 +701,7 @@ def _ln2_functions(program: Program) -> set[ast.AST | None] | None:
         return None
     hot: set[ast.AST | None] = set()
     for idx in program.indexes:
-        floats = [n for n in idx.unordered(ast.Constant) if _ln2_float(n.value)]
+        floats = [n for n in idx.unordered(ast.Constant) if n.value.__class__ is float and _ln2_float(n.value)]
         for node in (*idx.calls_named("log", "log2"), *floats):
             hot.add(idx.enclosing(node, ast.FunctionDef, ast.AsyncFunctionDef))
     return hot

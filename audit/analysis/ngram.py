@@ -1440,9 +1440,8 @@ def _copy(node: ast.AST) -> ast.AST:
 def _byte_level(scope: ast.AST) -> bool:
     """The function works on bytes (byte streams, byte lengths, 256-way tables)."""
     if not isinstance(scope, ast.Module) and (  # any one node decides: each class is read on its own, unmerged
-        # each distinct name once, all in one string ("byte" cannot span the line break between two)
-        "byte" in "\n".join({n.id for n in scope_nodes(scope, ast.Name)}).lower()
-        or "byte" in "\n".join({n.arg for n in scope_nodes(scope, ast.arg)}).lower()
+        any("byte" in n.id.lower() for n in scope_nodes(scope, ast.Name))
+        or any("byte" in n.arg.lower() for n in scope_nodes(scope, ast.arg))
         or any(n.value in (256, 256.0) for n in scope_nodes(scope, ast.Constant))
     ):
         return True

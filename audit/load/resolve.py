@@ -361,13 +361,11 @@ def _collect_aliases(tree: ast.Module) -> dict[str, str]:
 _EXEC_NAMES = frozenset({"exec", "builtins.exec", "eval", "builtins.eval"})
 
 
+_EXEC_ATTRS = frozenset({"exec", "eval"})
+
+
 def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:
-    if not isinstance(node, ast.Call):
-        return False
-    f = node.func  # a dotted callee ends in its attribute: only `….exec`/`….eval` is qualified (most calls are not)
-    if f.__class__ is ast.Attribute and f.attr not in ("exec", "eval"):
-        return False
-    return _qualname(f, ctx) in _EXEC_NAMES
+    return isinstance(node, ast.Call) and _qualname(node.func, ctx) in _EXEC_NAMES
 
 
 @dataclass(frozen=True)
@@ -404,7 +402,11 @@ def decode_once(
                 pass
     opaque = None
     for node in walk(tree):
-        if node.__class__ is ast.Call and _is_exec_call(node, ctx) and node.args:
+        if node.__class__ is not ast.Call or not node.args:
+            continue
+        if node.func.__class__ is ast.Attribute and node.func.attr not in _EXEC_ATTRS:
+            continue  # a dotted callee ends in its attribute: only `….exec`/`….eval` can be the builtins
+        if _is_exec_call(node, ctx):
             ctx.chain.clear()
             try:
                 payload = _eval(node.args[0], ctx)
