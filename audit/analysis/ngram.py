@@ -125,12 +125,9 @@ def _base(node: ast.AST) -> str:
     """`self.full_tables[oi][k]` -> "full_tables"."""
     while isinstance(node, ast.Subscript):
         node = node.value
-    name = dotted(node)
-    if name:
-        return name.split(".")[-1]
-    if isinstance(node, ast.Attribute):
+    if isinstance(node, ast.Attribute):  # the last part of a dotted name, or of any other attribute chain
         return node.attr
-    return ""
+    return node.id if isinstance(node, ast.Name) else ""
 
 
 def _slices(node: ast.Subscript) -> list[ast.AST]:

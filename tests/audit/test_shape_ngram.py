@@ -601,3 +601,24 @@ def test_table_incrementing_helpers_are_found_in_their_own_scope():
         "step": [(0, "tab")],
         "inner": [(0, "b")],
     }
+
+
+def test_a_tables_base_is_the_last_part_of_its_dotted_name():
+    """`_base` (what a subscript indexes: `self.full_tables[oi][k]` -> "full_tables") without building the
+    dotted name: the same answer as its definition on every node of this repository's sources."""
+    import ast
+    from pathlib import Path
+
+    from audit.analysis.astutil import dotted
+    from audit.analysis.ngram import _base
+
+    def by_definition(node):
+        while isinstance(node, ast.Subscript):
+            node = node.value
+        name = dotted(node)
+        return name.split(".")[-1] if name else node.attr if isinstance(node, ast.Attribute) else ""
+
+    root = Path(__file__).resolve().parents[2]
+    for path in sorted(root.glob("audit/analysis/*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            assert _base(node) == by_definition(node)
