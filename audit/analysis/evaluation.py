@@ -685,7 +685,11 @@ def _primitives(scope: ast.AST, counting: set[int]):
     counted = _count_names(scope, counting) if counting else set()
     # what can be a table update, then in program order (the sort is stable: the same order as sorting first)
     candidates = [n for n in scope_nodes(scope, ast.AugAssign) if isinstance(n.op, ast.Add)]
-    candidates += scope_nodes(scope, ast.Assign)
+    candidates += [  # an assignment updates a table through a subscript target, or binds counts
+        n
+        for n in scope_nodes(scope, ast.Assign)
+        if id(n.value) in counting or any(t.__class__ is ast.Subscript for t in n.targets)
+    ]
     candidates += [
         n
         for n in scope_nodes(scope, ast.Call)

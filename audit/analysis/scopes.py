@@ -10,6 +10,7 @@ Results are cached per scope (analyses ask about the same long `main()` many tim
 from __future__ import annotations
 
 import ast
+from operator import itemgetter
 
 from ..load.parse import walk
 from .astutil import FUNCS, per_audit_cache, scope_nodes
@@ -54,6 +55,9 @@ def binding_pairs(n: ast.AST) -> list[tuple[ast.AST, ast.AST]]:
     return []
 
 
+_LINE_OF = itemgetter(0)
+
+
 def definitions(scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
     """name -> [(line, value)] of every binding in the scope's own body, sorted by line."""
     hit = _DEFS_CACHE.get(id(scope))
@@ -66,7 +70,8 @@ def definitions(scope: ast.AST) -> dict[str, list[tuple[int, ast.AST]]]:
             for name in bound_names(target):
                 defs.setdefault(name, []).append((line, value))
     for lst in defs.values():
-        lst.sort(key=lambda d: d[0])
+        if len(lst) > 1:
+            lst.sort(key=_LINE_OF)
     if len(_DEFS_CACHE) > CACHE_LIMIT:
         _DEFS_CACHE.clear()
     _DEFS_CACHE[id(scope)] = (scope, defs)
