@@ -7,6 +7,7 @@ inside a string literal is not mistaken for one, and each finding names the stat
 from __future__ import annotations
 
 import ast
+import bisect
 import io
 import re
 import tokenize
@@ -36,37 +37,48 @@ def _comments_from_tree(text: str) -> list[tuple[int, str]] | None:
     if tree is None or error or pyparse.repaired(text) != text:
         return None
     lines = text.split("\n")
-    marked = sorted({text.count("\n", 0, m.start()) for m in MARKERS.finditer(text)})
-    strings = [
-        n
-        for n in pyparse.walk(tree)
-        if n.__class__ is ast.JoinedStr or (n.__class__ is ast.Constant and isinstance(n.value, (str, bytes)))
-    ]
+    marked: list[int] = []  # 0-based lines holding a marker, in order (newlines counted between matches: linear)
+    line, at = 0, 0
+    for m in MARKERS.finditer(text):
+        line += text.count("\n", at, m.start())
+        at = m.start()
+        if not marked or marked[-1] != line:
+            marked.append(line)
+    one_line: dict[int, list[ast.AST]] = {}  # line -> the one-line string literals on it
+    for n in pyparse.walk(tree):
+        if n.__class__ is ast.JoinedStr or (n.__class__ is ast.Constant and isinstance(n.value, (str, bytes))):
+            if n.lineno == n.end_lineno:
+                one_line.setdefault(n.lineno - 1, []).append(n)
+            elif bisect.bisect_left(marked, n.lineno - 1) < bisect.bisect_right(marked, n.end_lineno - 1):
+                return None  # a string over lines covers a marked line
     out = []
     for i in marked:
-        line = lines[i]
-        inside = [_char_span(n, i + 1, lines) for n in strings if n.lineno <= i + 1 <= n.end_lineno]
-        if any(a is None for a in inside):
-            return None  # a string that spans lines covers this one
-        at = line.find("#")
-        while at >= 0 and any(lo <= at < hi for lo, hi in inside):
-            at = line.find("#", at + 1)
-        if at >= 0 and MARKERS.search(line, at):
-            out.append((i + 1, line[at:]))
+        text_i = lines[i]
+        in_string = bytearray(len(text_i))  # 1 where a string literal covers the character
+        column = None if text_i.isascii() else _char_columns(text_i)  # the parser counts UTF-8 bytes
+        for n in one_line.get(i, ()):
+            lo, hi = n.col_offset, n.end_col_offset
+            if column is not None:
+                if hi >= len(column):
+                    return None  # columns the line does not have: `tokenize` reads the text
+                lo, hi = column[lo], column[hi]
+            hi = min(hi, len(text_i))
+            in_string[lo:hi] = b"\x01" * max(0, hi - lo)
+        at = text_i.find("#")
+        while at >= 0 and in_string[at]:
+            at = text_i.find("#", at + 1)
+        if at >= 0 and MARKERS.search(text_i, at):
+            out.append((i + 1, text_i[at:]))
     return out
 
 
-def _char_span(node: ast.AST, lineno: int, lines: list[str]) -> tuple[int, int] | None:
-    """The characters of line `lineno` that a one-line string literal covers; None for a literal over lines."""
-    if node.lineno != node.end_lineno:
-        return None
-    line = lines[lineno - 1]
-    if line.isascii():
-        return node.col_offset, node.end_col_offset
-    raw = line.encode("utf-8")  # the parser's columns count UTF-8 bytes
-    return len(raw[: node.col_offset].decode("utf-8", "replace")), len(
-        raw[: node.end_col_offset].decode("utf-8", "replace")
-    )
+def _char_columns(line: str) -> list[int]:
+    """UTF-8 byte offset -> character offset, for every byte offset of `line` (and its end)."""
+    out: list[int] = []
+    for k, ch in enumerate(line):
+        out.extend([k] * len(ch.encode("utf-8", "surrogatepass")))
+    out.append(len(line))
+    return out
 
 
 def _comments_by_tokens(text: str) -> list[tuple[int, str]]:

@@ -66,3 +66,12 @@ def test_the_tree_answers_for_ordinary_sources():
     assert len(marked) >= 10 and len(answered) >= len(marked) // 2
     for text in answered:
         assert _comments_from_tree(text) == _comments_by_tokens(text)
+
+
+def test_many_markers_and_many_strings_on_a_line_read_as_tokenize_reads_them():
+    """Thousands of marked lines, and one line of thousands of `"#"` literals before its comment: the same
+    comments (the tree's reading is linear in them: newlines counted between markers, a line's literals marked
+    once)."""
+    text = "x = 1  # noqa\n" * 3000 + "y = [" + ", ".join(['"#"'] * 3000) + "]  # noqa\n" + "z = 'é#'  # nosec\n"
+    assert _comments_from_tree(text) is not None
+    assert _comments(text) == _comments_by_tokens(text)
