@@ -38,6 +38,11 @@ class _Unknown:
 UNKNOWN = _Unknown()
 
 ENV_FUNCS = {"os.environ.get", "os.getenv", "environ.get", "getenv", "os.environ.setdefault"}
+# what runs a shell command: these calls (their last name) of these modules
+SHELL_CALLS = frozenset(
+    {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
+)
+SHELL_MODULES = ("subprocess.", "os.")
 
 
 def dotted(node: ast.AST) -> str | None:

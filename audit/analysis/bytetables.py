@@ -672,11 +672,8 @@ def _ln2_power(program: Program, node: ast.AST, local: dict) -> int:
         arg = dotted(node.args[0]) or ""
         if arg.rsplit(".", 1)[-1] == "e":  # `math.log2(math.e)` = 1 / ln 2
             return -1
-    if isinstance(node, ast.Constant) and isinstance(node.value, float):  # `0.693`, `1.4427` written out
-        if abs(node.value / LN2_VALUE - 1) < 1e-3:
-            return 1
-        if abs(node.value * LN2_VALUE - 1) < 1e-3:
-            return -1
+    if isinstance(node, ast.Constant):  # `0.693`, `1.4427` written out
+        return _ln2_float(node.value)
     return 0
 
 
@@ -685,11 +682,16 @@ def _ln2_candidate(node: ast.AST) -> bool:
     or 1/ln 2."""
     if node.__class__ is ast.Call:
         return call_name(node) in ("log", "log2")
-    return isinstance(node, ast.Constant) and _ln2_float(node.value)
+    return isinstance(node, ast.Constant) and _ln2_float(node.value) != 0
 
 
-def _ln2_float(v) -> bool:
-    return isinstance(v, float) and (abs(v / LN2_VALUE - 1) < 1e-3 or abs(v * LN2_VALUE - 1) < 1e-3)
+def _ln2_float(v) -> int:
+    """+1 for a float written as ln 2 (0.6931…), -1 for one written as 1/ln 2 (1.4427…), 0 else."""
+    if not isinstance(v, float):
+        return 0
+    if abs(v / LN2_VALUE - 1) < 1e-3:
+        return 1
+    return -1 if abs(v * LN2_VALUE - 1) < 1e-3 else 0
 
 
 def _ln2_functions(program: Program) -> set[ast.AST | None] | None:

@@ -31,7 +31,7 @@ from typing import Mapping
 from ..findings import Reachability
 from ..load.folder import decode_text, is_binary
 from ..load.parse import walk
-from .astutil import FUNCS, dotted
+from .astutil import FUNCS, SHELL_CALLS, SHELL_MODULES, dotted
 from .network import eval_phase
 from .program import Program, SourceIndex
 
@@ -935,8 +935,6 @@ _SYSTEM_LIB = re.compile(
     r"tcmalloc|numa)(?:[.-]|$)|msvcrt|kernel32"
 )
 DEAD = Reachability.DISABLED_BY_DEFAULT
-_SHELL_MODULES = ("subprocess.", "os.")
-_SHELL = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
 
 
 def _literal_text(node: ast.AST) -> str:
@@ -982,13 +980,15 @@ class NativeAnalysis:
                 for t in a.targets
                 if isinstance(t, ast.Name)
             }
-            for call, full, _ in idx.calls_to(_LOADERS, lasts=_CFFI_METHODS | _SHELL):  # what the tests below accept
+            for call, full, _ in idx.calls_to(
+                _LOADERS, lasts=_CFFI_METHODS | SHELL_CALLS
+            ):  # what the tests below accept
                 last = full.rsplit(".", 1)[-1]
                 if full in _LOADERS:
                     out.append(PySite(idx, call, full))
                 elif last in _CFFI_METHODS and full.split(".")[0] in ffis:
                     out.append(PySite(idx, call, f"cffi {last}"))
-                elif last in _SHELL and full.startswith(_SHELL_MODULES) and call.args:
+                elif last in SHELL_CALLS and full.startswith(SHELL_MODULES) and call.args:
                     cmd = _literal_text(call.args[0])
                     if _COMPILERS.search(cmd):
                         out.append(PySite(idx, call, " ".join(cmd.split())[:80]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ..load.parse import walk
 from ..logs.patterns import may_contain
-from .astutil import call_name
+from .astutil import SHELL_CALLS, SHELL_MODULES, call_name
 from .program import Program, SourceIndex
 
 # Fully qualified callables that open a connection (prefix match on the resolved dotted name).
@@ -38,8 +38,6 @@ NETWORK_APIS = (
 # these words (lowercase, for `may_contain`) is in it
 _API_WORDS = ("requests", "urllib", "http", "socket", "huggingface_hub", "datasets", "hub", "wget", "aiohttp")
 _NOT_CALLS = {"exceptions", "utils", "RequestException", "HTTPError", "EntryNotFoundError"}
-_SHELL_CALLS = {"run", "call", "check_call", "check_output", "Popen", "system", "popen", "getoutput", "getstatusoutput"}
-_SHELL_MODULES = ("subprocess.", "os.")
 _DOWNLOAD_CMD = re.compile(r"\b(wget|curl|aria2c|git\s+clone|huggingface-cli|hf\s+download|gsutil|aws\s+s3)\b")
 _PIP_CMD = re.compile(r"\bpip3?\b.*\binstall\b|\binstall\b.*\bpip\b")
 # Functions whose name says they evaluate or score (their callees are on the evaluation path too).
@@ -75,16 +73,16 @@ def network_calls(program: Program) -> list[NetCall]:
     out: list[NetCall] = []
     for idx in program.indexes:
         if may_contain(idx.src.text, _API_WORDS):  # the calls that can reach an API, and the shell calls
-            calls = idx.calls_to(_API_NAMES, _API_PREFIXES, lasts=_SHELL_CALLS)
+            calls = idx.calls_to(_API_NAMES, _API_PREFIXES, lasts=SHELL_CALLS)
         else:  # no API can be named: only a shell command can download (its calls, in index order)
-            calls = [(c, *idx.qualified(c.func)) for c in idx.calls_named(*_SHELL_CALLS)]
+            calls = [(c, *idx.qualified(c.func)) for c in idx.calls_named(*SHELL_CALLS)]
         for call, full, bound in calls:
             if full in _API_NAMES or full.startswith(_API_PREFIXES):
                 if full.split(".")[-1] in _NOT_CALLS:
                     continue  # exception classes and submodules named in `except` clauses or helpers
                 out.append(NetCall(idx, call, full, "download", bound))
                 continue
-            if call_name(call) in _SHELL_CALLS and full.startswith(_SHELL_MODULES):
+            if call_name(call) in SHELL_CALLS and full.startswith(SHELL_MODULES):
                 cmd = _command_text(call)
                 if _DOWNLOAD_CMD.search(cmd):
                     out.append(NetCall(idx, call, " ".join(cmd.split())[:80], "download", None))

@@ -32,7 +32,7 @@ from ..load.messages import (
 from ..load.resolve import Sources, resolve_file
 from ..logs import LogResult
 from ..logs.echo import echo_blocks, source_spans
-from ..logs.patterns import PREFIX_RE, PREFIX_START
+from ..logs.patterns import unprefixed
 
 MAX_SOURCES = 40  # a vendored package is read as far as this many files …
 MAX_SOURCE_BYTES = 2_000_000  # … and this many bytes (shell scripts: each)
@@ -194,8 +194,7 @@ def _echo_diffs(folder: Folder, texts: dict[str, str], logs: dict[str, LogResult
             continue
         blocks = res.echo_blocks
         if blocks is None:  # a line of the log was cut for matching: its echoes are read from the text as written
-            raw = folder.text(path).splitlines()
-            lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
+            lines = unprefixed(folder.text(path).splitlines())
             blocks = echo_blocks(lines, source_spans(lines))
         for start, echo in blocks:
             if not echo:

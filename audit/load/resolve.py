@@ -361,7 +361,7 @@ def _collect_aliases(tree: ast.Module) -> dict[str, str]:
 _EXEC_NAMES = frozenset({"exec", "builtins.exec", "eval", "builtins.eval"})
 
 
-_EXEC_ATTRS = frozenset({"exec", "eval"})
+_EXEC_ATTRS = frozenset(name.rpartition(".")[2] for name in _EXEC_NAMES)  # what each ends in
 
 
 def _is_exec_call(node: ast.AST, ctx: _Ctx) -> bool:

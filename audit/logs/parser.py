@@ -13,10 +13,9 @@ from .patterns import (
     NUM,
     NVSMI_RE,
     OTHER_FIRST_CHAR,
-    PREFIX_RE,
-    PREFIX_START,
     PROGRESS_PREFIXES,
     RULE_RE,
+    unprefixed,
 )
 
 _EVAL_TIME_RE = re.compile(
@@ -552,7 +551,7 @@ def parse_log(text: str, path: str = "") -> LogResult:
     """Parse a whole log; `LogResult.last` is the run that counts when several were appended to one file."""
     full = text.splitlines()
     raw = [ln[:MAX_LINE_CHARS] for ln in full]  # truncated for matching, never dropped
-    lines = [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in raw]
+    lines = unprefixed(raw)
     p = _Parser(path)
     res = p.result
     res.n_lines = len(lines)

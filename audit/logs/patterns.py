@@ -31,6 +31,12 @@ def may_contain(text: str, words: tuple[str, ...]) -> bool:
 PREFIX_RE = re.compile(r"^(?:\[default\d+\]:|\[rank\d+\]:\s*|\d{10}\.\d{1,6}\s|\[\d{2}:\d{2}:\d{2}\]\s+)+")
 PREFIX_START = frozenset("[0123456789")
 
+
+def unprefixed(lines: list[str]) -> list[str]:
+    """The lines with a launcher's prefixes removed (tested by first character: most lines have none)."""
+    return [PREFIX_RE.sub("", ln, count=1) if ln[:1] in PREFIX_START else ln for ln in lines]
+
+
 # A line of '=' (the baseline prints 100 after the echoed source and after nvidia-smi).
 RULE_RE = re.compile(r"^={20,}\s*$")
 
